@@ -1,0 +1,38 @@
+# Nimbus — the two commands: `make dev` and `make test`.
+# Both install what is missing, are idempotent and clean up after themselves.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_VENV := .venv
+export NIMBUS_PYTHON := $(CURDIR)/$(PYTHON_VENV)/bin/python
+DEV_DIR := .dev
+PVE_SIM_LISTEN ?= 127.0.0.1:8006
+
+.PHONY: help dev test lint fmt bench deps
+
+help:
+	@echo "make dev    start the development stack (pve-sim with state under $(DEV_DIR)/); Ctrl-C stops it"
+	@echo "make test   install what is missing, run every test"
+	@echo "make lint   cargo fmt --check and clippy -D warnings"
+	@echo "make bench  run the benchmarks in load-tests/ (prints figures and ratios)"
+
+## Installs what is missing: Debian packages, the Python venv for third-party client tests, cargo-nextest.
+deps:
+	@infra/scripts/install-deps.sh
+
+dev: deps
+	@infra/scripts/dev.sh
+
+test: deps
+	cargo nextest run --workspace --no-fail-fast
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+bench: deps
+	cargo run --release -p nimbus-load-tests --bin pve-sim-bench
