@@ -63,9 +63,8 @@ pub(crate) async fn read_multipart(
             raw.insert(name, RawValue::Str(text));
         }
     }
-    if !saw_file {
-        return Err("upload failed: no file content".into());
-    }
+    // Without a file part `filename` stays unset, and parameter verification refuses the request
+    // ("property is missing and it is not optional"), as pveproxy does.
     Ok(info)
 }
 

@@ -153,6 +153,18 @@ impl Api {
         let req = self.http.request(method.clone(), &url).header("Authorization", &self.auth);
         let req = if method == reqwest::Method::GET || method == reqwest::Method::DELETE {
             req.query(params)
+        } else if path.ends_with("/upload") {
+            // Uploads are multipart (FACTS §1.8): the file travels as the part named `filename`.
+            let mut form = reqwest::multipart::Form::new();
+            for (name, value) in params {
+                form = if name == "filename" {
+                    let file = reqwest::multipart::Part::bytes(b"conformance".to_vec()).file_name(value.clone());
+                    form.part("filename", file)
+                } else {
+                    form.text(name.clone(), value.clone())
+                };
+            }
+            req.multipart(form)
         } else {
             req.form(params)
         };
@@ -186,13 +198,21 @@ impl Fixtures {
 
     /// Values for `{node}`, `{vmid}`, `{snapname}`, ... in `path`, creating a fresh guest (with a snapshot and
     /// a firewall rule) and a task when the path needs them, so destructive endpoints never share fixtures.
-    async fn path_values(&mut self, api: &Api, path: &str) -> BTreeMap<&'static str, String> {
+    async fn path_values(&mut self, api: &Api, method: &str, path: &str) -> BTreeMap<&'static str, String> {
         let mut values = BTreeMap::new();
         values.insert("node", "pve1".to_string());
         values.insert("storage", "local".to_string());
         values.insert("volume", "local:iso/debian-12.9.0-amd64-netinst.iso".to_string());
         values.insert("userid", "root@pam".to_string());
-        values.insert("tokenid", "nimbus".to_string());
+        if path.contains("{tokenid}") {
+            // Never the token this test authenticates with: DELETE would lock the test out.
+            self.next_snap += 1;
+            let token = format!("probe{}", self.next_snap);
+            if method != "POST" {
+                api.ok("POST", &format!("/access/users/root@pam/token/{token}"), &[("privsep", "0")]).await;
+            }
+            values.insert("tokenid", token);
+        }
         values.insert("pos", "0".to_string());
         if path.contains("{vmid}") {
             let kind = if path.contains("/lxc/") { "lxc" } else { "qemu" };
@@ -228,6 +248,11 @@ impl Fixtures {
                 &[("action", "ACCEPT"), ("type", "in")],
             )
             .await;
+            if path.contains("/agent") || path.contains("/interfaces") {
+                // The guest agent and container interfaces only answer for a running guest.
+                let upid = api.ok("POST", &format!("/nodes/pve1/{kind}/{vmid}/status/start"), &[]).await;
+                wait_task(api, upid.as_str().unwrap()).await;
+            }
             values.insert("vmid", vmid_s);
             values.insert("snapname", snap);
             values.insert("upid", upid.as_str().unwrap().to_string());
@@ -430,7 +455,7 @@ async fn simulator_conforms_to_the_pve_schema() {
         if ep.path.starts_with("/access/ticket") {
             continue; // login takes username/password, not the token: covered by the auth tests
         }
-        let values = fixtures.path_values(&api, &ep.path).await;
+        let values = fixtures.path_values(&api, &ep.method, &ep.path).await;
         let path = fill_path(&ep.path, &values);
         let fresh = fixtures.vmid();
 

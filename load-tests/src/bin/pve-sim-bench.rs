@@ -59,7 +59,12 @@ async fn run(args: &Args, base_url: String, auth: String) -> anyhow::Result<()> 
                 let vmid = (first_vmid + i).to_string();
                 let name = format!("bench-{i}");
                 let form = [("vmid", vmid.as_str()), ("name", name.as_str()), ("memory", "512"), ("cores", "1")];
-                let resp = http.post(format!("{api}/nodes/pve1/qemu")).header("Authorization", &auth).form(&form).send().await?;
+                let resp = http
+                    .post(format!("{api}/nodes/pve1/qemu"))
+                    .header("Authorization", &auth)
+                    .form(&form)
+                    .send()
+                    .await?;
                 anyhow::ensure!(resp.status().is_success(), "create {vmid}: {}", resp.status());
                 Ok(())
             }
@@ -67,12 +72,19 @@ async fn run(args: &Args, base_url: String, auth: String) -> anyhow::Result<()> 
     })
     .await;
     anyhow::ensure!(created.errors == 0, "{} guest creations failed", created.errors);
-    println!("created {} guests in {:.1} s ({:.0}/s)", created.requests, created.elapsed.as_secs_f64(), created.per_second());
+    println!(
+        "created {} guests in {:.1} s ({:.0}/s)",
+        created.requests,
+        created.elapsed.as_secs_f64(),
+        created.per_second()
+    );
     wait_for_guest_count(&http, &api, &auth, args.guests).await?;
 
     let max_time = Duration::from_secs(args.max_seconds);
     let version_url = format!("{api}/version");
-    let anchor = closed_loop(args.concurrency, args.requests, max_time, get_ok(&http, &auth, move |_| version_url.clone())).await;
+    let anchor =
+        closed_loop(args.concurrency, args.requests, max_time, get_ok(&http, &auth, move |_| version_url.clone()))
+            .await;
     let guests = args.guests;
     let qemu_url = format!("{api}/nodes/pve1/qemu");
     // A stride through the vmids so consecutive requests hit different guests.
@@ -132,7 +144,8 @@ async fn wait_for_guest_count(http: &reqwest::Client, api: &str, auth: &str, wan
     for _ in 0..600 {
         let body: serde_json::Value =
             http.get(format!("{api}/nodes/pve1/qemu")).header("Authorization", auth).send().await?.json().await?;
-        let have = body["data"].as_array().context("qemu list is not an array")?.iter().filter(|g| g["template"] != 1).count();
+        let have =
+            body["data"].as_array().context("qemu list is not an array")?.iter().filter(|g| g["template"] != 1).count();
         if have >= want {
             return Ok(());
         }

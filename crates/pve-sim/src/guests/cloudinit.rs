@@ -20,8 +20,10 @@ use super::common::{guest, guest_mut, is_cloudinit, volid_of};
 /// The options that make up the cloud-init drive (qemu-server's `$confdesc_cloudinit` plus
 /// `ipconfig[n]`).
 pub fn is_cloudinit_option(key: &str) -> bool {
-    matches!(key, "cicustom" | "cipassword" | "citype" | "ciupgrade" | "ciuser" | "nameserver" | "searchdomain" | "sshkeys")
-        || key.strip_prefix("ipconfig").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    matches!(
+        key,
+        "cicustom" | "cipassword" | "citype" | "ciupgrade" | "ciuser" | "nameserver" | "searchdomain" | "sshkeys"
+    ) || key.strip_prefix("ipconfig").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Options whose changes on a running VM are tracked until the drive is regenerated.
@@ -86,8 +88,11 @@ const CRYPT_ALPHABET: &[u8] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghij
 pub fn hash_password(password: &str, salt_seed: u64) -> String {
     let already = password.len() > 3
         && password.starts_with('$')
-        && (password[1..].starts_with("1$") || password[1..].starts_with("5$") || password[1..].starts_with("6$")
-            || password[1..].starts_with("2a$") || password[1..].starts_with("2y$"))
+        && (password[1..].starts_with("1$")
+            || password[1..].starts_with("5$")
+            || password[1..].starts_with("6$")
+            || password[1..].starts_with("2a$")
+            || password[1..].starts_with("2y$"))
         && password.matches('$').count() >= 3;
     if already {
         return password.to_string();
@@ -140,8 +145,10 @@ pub fn record_change(g: &mut Guest, key: &str, old: Option<&str>, new: Option<&s
         return;
     }
     let mut rec = record(g);
-    let mut added: Vec<String> =
-        rec.remove("added").map(|a| a.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect()).unwrap_or_default();
+    let mut added: Vec<String> = rec
+        .remove("added")
+        .map(|a| a.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+        .unwrap_or_default();
     let recorded = rec.get(key).cloned();
     let is_added = added.iter().any(|a| a == key);
     match (old, new) {
@@ -191,8 +198,10 @@ fn has_cloudinit_drive(g: &Guest) -> bool {
 fn pending_list(g: &Guest) -> Value {
     let mut rec = record(g);
     let mask = |k: &str, v: &str| if k == "cipassword" { "**********".to_string() } else { v.to_string() };
-    let added: Vec<String> =
-        rec.remove("added").map(|a| a.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect()).unwrap_or_default();
+    let added: Vec<String> = rec
+        .remove("added")
+        .map(|a| a.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+        .unwrap_or_default();
     let mut out = Vec::new();
     for key in &added {
         if let Some(v) = g.config.get(key) {
@@ -254,7 +263,9 @@ fn dump(g: &Guest, ty: &str) -> String {
         "network" => {
             let mut s = String::from("version: 1\nconfig:\n");
             for (idx, mac) in nic_names(g) {
-                s.push_str(&format!("    - type: physical\n      name: eth{idx}\n      mac_address: '{mac}'\n      subnets:\n"));
+                s.push_str(&format!(
+                    "    - type: physical\n      name: eth{idx}\n      mac_address: '{mac}'\n      subnets:\n"
+                ));
                 let ipc = g.config.get(&format!("ipconfig{idx}")).and_then(|v| gf::IPCONFIG.parse(v).ok());
                 match ipc.as_ref().and_then(|m| m.get("ip")) {
                     Some("dhcp") | None => s.push_str("      - type: dhcp4\n"),
@@ -323,8 +334,11 @@ mod tests {
         assert!(validate_ssh_keys("ssh-ed25519 AAAA test").is_err());
         assert!(validate_ssh_keys("not a key").is_err());
         // A blob of another type than announced.
-        assert!(validate_ssh_keys("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIBlx2uMl6O7otZxx5t83ZWNSS+gqAj3/2gOtI6dRPT+R").is_err());
-        let encoded = "ssh-ed25519%20AAAAC3NzaC1lZDI1NTE5AAAAIBlx2uMl6O7otZxx5t83ZWNSS%2BgqAj3%2F2gOtI6dRPT%2BR%20test%40host";
+        assert!(
+            validate_ssh_keys("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIBlx2uMl6O7otZxx5t83ZWNSS+gqAj3/2gOtI6dRPT+R").is_err()
+        );
+        let encoded =
+            "ssh-ed25519%20AAAAC3NzaC1lZDI1NTE5AAAAIBlx2uMl6O7otZxx5t83ZWNSS%2BgqAj3%2F2gOtI6dRPT%2BR%20test%40host";
         assert!(validate_encoded_sshkeys(encoded).is_ok());
         let e = validate_encoded_sshkeys("ssh-ed25519%20AAAA").unwrap_err();
         assert_eq!(e.message(), "SSH public key validation error");

@@ -60,7 +60,8 @@ pub fn lock_error(g: &Guest, skip: bool) -> Option<String> {
 
 /// The property-string format of a volume key (`scsi0`, `efidisk0`, `unused3`, `rootfs`, `mp0`).
 pub fn volume_format(kind: GuestKind, key: &str) -> Option<&'static Arc<PropFormat>> {
-    let digits = |prefix: &str| key.strip_prefix(prefix).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    let digits =
+        |prefix: &str| key.strip_prefix(prefix).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
     match kind {
         GuestKind::Qemu => Some(match () {
             _ if digits("ide") => &*gf::IDE,
@@ -196,9 +197,15 @@ mod tests {
         assert!(is_cloudinit("local-lvm:vm-100-cloudinit"));
         assert!(is_cloudinit("local:100/vm-100-cloudinit.qcow2"));
         assert!(!is_cloudinit("local-lvm:vm-100-disk-0"));
-        assert_eq!(volid_of(GuestKind::Qemu, "scsi0", "local-lvm:vm-1-disk-0,size=4G").as_deref(), Some("local-lvm:vm-1-disk-0"));
+        assert_eq!(
+            volid_of(GuestKind::Qemu, "scsi0", "local-lvm:vm-1-disk-0,size=4G").as_deref(),
+            Some("local-lvm:vm-1-disk-0")
+        );
         assert_eq!(volid_of(GuestKind::Qemu, "ide2", "none,media=cdrom"), None);
-        assert_eq!(volid_of(GuestKind::Lxc, "mp0", "local-lvm:vm-1-disk-1,mp=/data,size=8G").as_deref(), Some("local-lvm:vm-1-disk-1"));
+        assert_eq!(
+            volid_of(GuestKind::Lxc, "mp0", "local-lvm:vm-1-disk-1,mp=/data,size=8G").as_deref(),
+            Some("local-lvm:vm-1-disk-1")
+        );
         let mut c = crate::model::Config::new();
         c.insert("ide2".into(), "local:iso/a.iso,media=cdrom".into());
         c.insert("ide0".into(), "local-lvm:vm-1-cloudinit,media=cdrom".into());

@@ -58,7 +58,8 @@ pub fn config_options(p: &Params, skip: &[&str]) -> Vec<(String, String)> {
 /// A NIC line with its MAC: the given one, else `keep` (the NIC's current MAC), else a new
 /// one from the seed (Proxmox OUI `BC:24:11`).
 pub fn nic_with_mac(value: &str, seed_v: u64, vmid: u32, idx: u32, keep: Option<&str>) -> PveResult<String> {
-    let mut m = gf::QEMU_NET.parse(value).map_err(|e| PveError::param(format!("net{idx}"), e.trim_end().to_string()))?;
+    let mut m =
+        gf::QEMU_NET.parse(value).map_err(|e| PveError::param(format!("net{idx}"), e.trim_end().to_string()))?;
     if !m.has("macaddr") {
         let mac = keep.map(str::to_string).unwrap_or_else(|| seed::guest_mac(seed_v, vmid, idx));
         m.set("macaddr", mac);
@@ -94,7 +95,10 @@ pub fn default_boot(config: &Config) -> Option<String> {
     let first = |cdrom: bool| {
         order.iter().find(|k| {
             config.get(k.as_str()).is_some_and(|v| {
-                !k.starts_with("efidisk") && !k.starts_with("tpmstate") && super::common::is_cdrom(v) == cdrom && !is_ci(k, v)
+                !k.starts_with("efidisk")
+                    && !k.starts_with("tpmstate")
+                    && super::common::is_cdrom(v) == cdrom
+                    && !is_ci(k, v)
             })
         })
     };
@@ -151,10 +155,10 @@ fn create_vm(cx: &Ctx, p: &Params) -> PveResult<Value> {
         validate_encoded_sshkeys(keys)?;
     }
     let mut st = cx.write();
-    if let Some(pool) = p.opt_str("pool") {
-        if !st.pools.contains_key(pool) {
-            return Err(PveError::handler(format!("pool '{pool}' does not exist")));
-        }
+    if let Some(pool) = p.opt_str("pool")
+        && !st.pools.contains_key(pool)
+    {
+        return Err(PveError::handler(format!("pool '{pool}' does not exist")));
     }
     if let Some(s) = p.opt_str("storage") {
         st.storage(&node, s)?;
@@ -227,10 +231,10 @@ fn build_new_vm(
     let stamp = util::now_ms().to_be_bytes();
     let id = vmid.to_be_bytes();
     config.insert("meta".into(), format!("creation-qemu=9.2.0,ctime={}", util::now()));
-    if !config.contains_key("boot") {
-        if let Some(b) = default_boot(&config) {
-            config.insert("boot".into(), b);
-        }
+    if !config.contains_key("boot")
+        && let Some(b) = default_boot(&config)
+    {
+        config.insert("boot".into(), b);
     }
     config.entry("smbios1".into()).or_insert_with(|| format!("uuid={}", seed::uuid(seed_v, &[b"smbios", &id, &stamp])));
     if config.get("vmgenid").is_none_or(|v| v == "1") && config.get("arch").is_none_or(|a| a != "aarch64") {

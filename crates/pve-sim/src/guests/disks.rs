@@ -72,23 +72,24 @@ pub fn plan_disk(
     value: &str,
     default_storage: Option<&str>,
 ) -> PveResult<PlannedDisk> {
-    let map = parse_volume_line(kind, key, value)
-        .ok_or_else(|| PveError::param(key, "unable to parse drive options"))?;
+    let map =
+        parse_volume_line(kind, key, value).ok_or_else(|| PveError::param(key, "unable to parse drive options"))?;
     let file = map.get(volume_key(kind)).unwrap_or("").to_string();
     let import_from = map.get("import-from").map(str::to_string);
     let cdrom = kind == GuestKind::Qemu && is_cdrom(value);
     let plan = if file.is_empty() || file == "none" || file == "cdrom" || file.starts_with('/') {
         DiskPlan::Keep
     } else if file == "cloudinit" || file.ends_with(":cloudinit") {
-        let sid = file.strip_suffix(":cloudinit").or(default_storage).ok_or_else(|| {
-            PveError::handler("no storage ID specified (and no default storage)")
-        })?;
+        let sid = file
+            .strip_suffix(":cloudinit")
+            .or(default_storage)
+            .ok_or_else(|| PveError::handler("no storage ID specified (and no default storage)"))?;
         check_image_storage(st, node, sid, kind)?;
         DiskPlan::CloudInit { storage: sid.to_string() }
     } else if let (false, Some((sid, bytes))) = (cdrom, new_disk_spec(&file)) {
-        let sid = sid.or(default_storage).ok_or_else(|| {
-            PveError::handler("no storage ID specified (and no default storage)")
-        })?;
+        let sid = sid
+            .or(default_storage)
+            .ok_or_else(|| PveError::handler("no storage ID specified (and no default storage)"))?;
         check_image_storage(st, node, sid, kind)?;
         if let Some(src) = &import_from {
             if bytes != 0 {
@@ -125,10 +126,14 @@ fn check_import_source(st: &Cluster, node: &str, key: &str, src: &str) -> PveRes
     if src.starts_with('/') {
         return Ok(());
     }
-    if let Some(v) = st.volume(node, src) {
-        if v.content != "images" && v.content != "import" {
-            return Err(PveError::param(key, format!("{src} has wrong type '{}' - needs to be 'images' or 'import'", v.content)));
-        }
+    if let Some(v) = st.volume(node, src)
+        && v.content != "images"
+        && v.content != "import"
+    {
+        return Err(PveError::param(
+            key,
+            format!("{src} has wrong type '{}' - needs to be 'images' or 'import'", v.content),
+        ));
     }
     Ok(())
 }
@@ -194,7 +199,8 @@ pub fn realize_disk(
             map.set("size", util::format_size(bytes));
         }
         DiskPlan::Existing { volid } => {
-            let size = st.volume(node, volid).map(|v| v.size).ok_or_else(|| format!("volume {volid} does not exist"))?;
+            let size =
+                st.volume(node, volid).map(|v| v.size).ok_or_else(|| format!("volume {volid} does not exist"))?;
             map.set("size", util::format_size(size));
         }
     }
@@ -205,7 +211,8 @@ fn source_size(st: &Cluster, node: &str, src: &str) -> Result<u64, String> {
     if src.starts_with('/') {
         return Err(format!("could not get file size of {src}"));
     }
-    let v = st.volume(node, src).ok_or_else(|| format!("cannot import from '{src}' - volume '{src}' does not exist"))?;
+    let v =
+        st.volume(node, src).ok_or_else(|| format!("cannot import from '{src}' - volume '{src}' does not exist"))?;
     if is_cloudinit_name(&v.volid) {
         return Err("cannot import from cloudinit disk".into());
     }
@@ -218,12 +225,11 @@ fn is_cloudinit_name(volid: &str) -> bool {
 
 /// Frees a volume; base volumes still used by linked clones are refused like PVE does.
 pub fn free_volume(st: &mut Cluster, node: &str, volid: &str) -> Result<(), String> {
-    if let Some((sid, _)) = split_volid(volid) {
-        if let Some(s) = st.nodes.get(node).and_then(|n| n.storages.get(sid)) {
-            if s.volumes.values().any(|v| v.parent.as_deref() == Some(volid)) {
-                return Err(format!("base volume '{volid}' is still in use by linked cloned"));
-            }
-        }
+    if let Some((sid, _)) = split_volid(volid)
+        && let Some(s) = st.nodes.get(node).and_then(|n| n.storages.get(sid))
+        && s.volumes.values().any(|v| v.parent.as_deref() == Some(volid))
+    {
+        return Err(format!("base volume '{volid}' is still in use by linked cloned"));
     }
     st.remove_volume(node, volid);
     Ok(())

@@ -58,7 +58,11 @@ pub static CPU: LazyLock<Arc<PropFormat>> = LazyLock::new(|| {
 });
 
 fn cputype(v: &str) -> Result<(), String> {
-    if CPUTYPE_RE.is_match(v) { Ok(()) } else { Err(format!("Built-in cputype '{v}' is not defined (missing 'custom-' prefix?)")) }
+    if CPUTYPE_RE.is_match(v) {
+        Ok(())
+    } else {
+        Err(format!("Built-in cputype '{v}' is not defined (missing 'custom-' prefix?)"))
+    }
 }
 
 /// `pve-qm-hostpci`.

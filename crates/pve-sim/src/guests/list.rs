@@ -19,6 +19,7 @@ pub struct QemuRow<'a> {
     pub vmid: u32,
     pub name: String,
     pub status: &'static str,
+    #[serde(serialize_with = "whole_as_int")]
     pub cpus: f64,
     pub cpu: f64,
     pub maxmem: u64,
@@ -74,6 +75,11 @@ impl Serialize for Pid {
     }
 }
 
+/// Perl prints whole numbers without a fraction (`"cpus":2`, not `2.0`).
+fn whole_as_int<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if v.fract() == 0.0 && v.abs() < 1e15 { s.serialize_i64(*v as i64) } else { s.serialize_f64(*v) }
+}
+
 /// The machine type and QEMU version a running VM reports.
 pub const RUNNING_MACHINE: &str = "pc-i440fx-9.2+pve1";
 pub const RUNNING_QEMU: &str = "9.2.0";
@@ -124,6 +130,7 @@ pub struct LxcRow<'a, V: Serialize> {
     pub kind: &'static str,
     pub name: String,
     pub status: &'static str,
+    #[serde(serialize_with = "whole_as_int")]
     pub cpus: f64,
     pub cpu: f64,
     pub maxmem: u64,
@@ -152,7 +159,8 @@ pub fn lxc_row<V: Serialize>(seed: u64, g: &Guest, now_ms: i64, vmid: V) -> LxcR
     let u = g.usage(seed, now_ms);
     let running = g.state != PowerState::Stopped;
     let maxswap = g.config.get("swap").and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) * util::MIB;
-    let swap = if running { (maxswap as f64 * 0.02 * util::unit(seed, &[b"swap", &g.vmid.to_be_bytes()])) as u64 } else { 0 };
+    let swap =
+        if running { (maxswap as f64 * 0.02 * util::unit(seed, &[b"swap", &g.vmid.to_be_bytes()])) as u64 } else { 0 };
     let maxdisk = if u.maxdisk > 0 { u.maxdisk } else { 4 * util::GIB };
     LxcRow {
         vmid,
@@ -256,13 +264,42 @@ pub fn register(r: &mut Routes) {
             let _ = (cx, p);
             let subdirs: &[&str] = match kind {
                 GuestKind::Qemu => &[
-                    "config", "cloudinit", "pending", "status", "unlink", "vncproxy", "termproxy", "migrate", "resize",
-                    "move", "rrd", "rrddata", "monitor", "agent", "snapshot", "spiceproxy", "sendkey", "firewall",
-                    "mtunnel", "remote_migrate",
+                    "config",
+                    "cloudinit",
+                    "pending",
+                    "status",
+                    "unlink",
+                    "vncproxy",
+                    "termproxy",
+                    "migrate",
+                    "resize",
+                    "move",
+                    "rrd",
+                    "rrddata",
+                    "monitor",
+                    "agent",
+                    "snapshot",
+                    "spiceproxy",
+                    "sendkey",
+                    "firewall",
+                    "mtunnel",
+                    "remote_migrate",
                 ],
                 GuestKind::Lxc => &[
-                    "config", "status", "vncproxy", "termproxy", "vncwebsocket", "spiceproxy", "migrate", "clone",
-                    "rrd", "rrddata", "firewall", "snapshot", "resize", "interfaces",
+                    "config",
+                    "status",
+                    "vncproxy",
+                    "termproxy",
+                    "vncwebsocket",
+                    "spiceproxy",
+                    "migrate",
+                    "clone",
+                    "rrd",
+                    "rrddata",
+                    "firewall",
+                    "snapshot",
+                    "resize",
+                    "interfaces",
                 ],
             };
             Ok(Value::Array(subdirs.iter().map(|s| json!({"subdir": s})).collect()))

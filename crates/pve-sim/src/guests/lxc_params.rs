@@ -7,12 +7,33 @@ use crate::params::{Format, P, f};
 use super::formats as xf;
 
 /// LXC's `lock` values.
-pub const LXC_LOCKS: &[&str] =
-    &["backup", "create", "destroyed", "disk", "fstrim", "migrate", "mounted", "rollback", "snapshot", "snapshot-delete"];
+pub const LXC_LOCKS: &[&str] = &[
+    "backup",
+    "create",
+    "destroyed",
+    "disk",
+    "fstrim",
+    "migrate",
+    "mounted",
+    "rollback",
+    "snapshot",
+    "snapshot-delete",
+];
 
 /// The LXC OS types.
-pub const LXC_OSTYPES: &[&str] =
-    &["debian", "devuan", "ubuntu", "centos", "fedora", "opensuse", "archlinux", "alpine", "gentoo", "nixos", "unmanaged"];
+pub const LXC_OSTYPES: &[&str] = &[
+    "debian",
+    "devuan",
+    "ubuntu",
+    "centos",
+    "fedora",
+    "opensuse",
+    "archlinux",
+    "alpine",
+    "gentoo",
+    "nixos",
+    "unmanaged",
+];
 
 /// Which endpoint the list is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -192,28 +192,32 @@ fn qemu(r: &mut Routes) {
         },
     );
 
-    r.post("/nodes/{node}/qemu/{vmid}/status/reboot", vec![P::node(), P::vmid(), P::int("timeout").opt().min(0)], |cx, p| {
-        let mut st = cx.write();
-        let g = guest(&st, p, GuestKind::Qemu)?;
-        if g.state == PowerState::Paused {
-            return Err(PveError::handler("VM is paused - cannot shutdown"));
-        }
-        if g.state == PowerState::Stopped {
-            return Err(PveError::handler(format!("VM {} not running", g.vmid)));
-        }
-        let (node, vmid) = (g.node.clone(), g.vmid);
-        let boot_ms = cx.sim.boot_ms();
-        upid(cx.spawn_task(&mut st, cx.task(&node, "qmreboot", vmid), move |st, log| {
-            let g = st.guests.get(&vmid).ok_or_else(|| missing(&node, GuestKind::Qemu, vmid))?;
-            if g.state == PowerState::Stopped {
-                return Ok(());
+    r.post(
+        "/nodes/{node}/qemu/{vmid}/status/reboot",
+        vec![P::node(), P::vmid(), P::int("timeout").opt().min(0)],
+        |cx, p| {
+            let mut st = cx.write();
+            let g = guest(&st, p, GuestKind::Qemu)?;
+            if g.state == PowerState::Paused {
+                return Err(PveError::handler("VM is paused - cannot shutdown"));
             }
-            g.check_lock()?;
-            stop_now(st, vmid);
-            start_now(st, vmid, boot_ms, log);
-            Ok(())
-        })?)
-    });
+            if g.state == PowerState::Stopped {
+                return Err(PveError::handler(format!("VM {} not running", g.vmid)));
+            }
+            let (node, vmid) = (g.node.clone(), g.vmid);
+            let boot_ms = cx.sim.boot_ms();
+            upid(cx.spawn_task(&mut st, cx.task(&node, "qmreboot", vmid), move |st, log| {
+                let g = st.guests.get(&vmid).ok_or_else(|| missing(&node, GuestKind::Qemu, vmid))?;
+                if g.state == PowerState::Stopped {
+                    return Ok(());
+                }
+                g.check_lock()?;
+                stop_now(st, vmid);
+                start_now(st, vmid, boot_ms, log);
+                Ok(())
+            })?)
+        },
+    );
 
     r.post(
         "/nodes/{node}/qemu/{vmid}/status/suspend",
@@ -248,7 +252,7 @@ fn qemu(r: &mut Routes) {
             upid(cx.spawn_task(&mut st, cx.task(&node, ty, vmid), move |st, log| {
                 let g = st.guests.get(&vmid).ok_or_else(|| missing(&node, GuestKind::Qemu, vmid))?;
                 let backing_up = g.lock() == Some("backup");
-                if !skip && !(backing_up && !todisk) {
+                if !skip && (!backing_up || todisk) {
                     g.check_lock()?;
                 }
                 if backing_up && todisk {
@@ -402,19 +406,14 @@ fn lxc(r: &mut Routes) {
                 Ok(())
             },
         ),
-        (
-            "/nodes/{node}/lxc/{vmid}/status/suspend",
-            "vzsuspend",
-            vec![P::node(), P::vmid()],
-            |st, vmid, _, _| {
-                // lxc-checkpoint -s dumps the container and stops it.
-                stop_now(st, vmid);
-                if let Some(g) = st.guests.get_mut(&vmid) {
-                    g.ext.insert("checkpoint".into(), json!(util::now()));
-                }
-                Ok(())
-            },
-        ),
+        ("/nodes/{node}/lxc/{vmid}/status/suspend", "vzsuspend", vec![P::node(), P::vmid()], |st, vmid, _, _| {
+            // lxc-checkpoint -s dumps the container and stops it.
+            stop_now(st, vmid);
+            if let Some(g) = st.guests.get_mut(&vmid) {
+                g.ext.insert("checkpoint".into(), json!(util::now()));
+            }
+            Ok(())
+        }),
     ];
     for (path, ty, params, action) in actions {
         r.post(path, params, move |cx, p| {

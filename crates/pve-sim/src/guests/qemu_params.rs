@@ -27,8 +27,8 @@ pub const OSTYPES: &[&str] =
     &["other", "wxp", "w2k", "w2k3", "w2k8", "wvista", "win7", "win8", "win10", "win11", "l24", "l26", "solaris"];
 
 const KEYBOARDS: &[&str] = &[
-    "de", "de-ch", "da", "en-gb", "en-us", "es", "fi", "fr", "fr-be", "fr-ca", "fr-ch", "hu", "is", "it", "ja", "lt", "mk",
-    "nl", "no", "pl", "pt", "pt-br", "sv", "sl", "tr",
+    "de", "de-ch", "da", "en-gb", "en-us", "es", "fi", "fr", "fr-be", "fr-ca", "fr-ch", "hu", "is", "it", "ja", "lt",
+    "mk", "nl", "no", "pl", "pt", "pt-br", "sv", "sl", "tr",
 ];
 
 /// Every drive slot of a qemu config, in PVE's order (the `disk` enum of resize and template).
@@ -46,9 +46,8 @@ pub fn drive_slots() -> Vec<String> {
 
 /// The drive slot names as a static list (for `P::en`).
 pub fn drive_slot_enum() -> &'static [&'static str] {
-    static SLOTS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
-        drive_slots().into_iter().map(|s| &*Box::leak(s.into_boxed_str())).collect()
-    });
+    static SLOTS: std::sync::LazyLock<Vec<&'static str>> =
+        std::sync::LazyLock::new(|| drive_slots().into_iter().map(|s| &*Box::leak(s.into_boxed_str())).collect());
     SLOTS.as_slice()
 }
 

@@ -53,9 +53,9 @@ pub fn template_vmid(node_index: usize, t: usize) -> u32 {
     9000 + (node_index as u32) * 10 + t as u32
 }
 
+/// A node's interfaces as `GET /nodes/{node}/network` lists them (PVE never lists the loopback `lo`).
 fn node_network(ip: &str) -> Vec<serde_json::Value> {
     vec![
-        json!({"iface": "lo", "type": "loopback", "families": ["inet"], "method": "loopback", "method6": "manual", "autostart": 1, "active": 1, "priority": 1}),
         json!({"iface": "eno1", "type": "eth", "families": ["inet"], "method": "manual", "method6": "manual", "exists": 1, "active": 1, "priority": 2}),
         json!({
             "iface": "vmbr0", "type": "bridge", "families": ["inet"], "method": "static", "method6": "manual",
