@@ -13,7 +13,7 @@ PVE_SIM_LISTEN ?= 127.0.0.1:8006
 
 help:
 	@echo "make dev    start the development stack (pve-sim with state under $(DEV_DIR)/); Ctrl-C stops it"
-	@echo "make test   install what is missing, run every test"
+	@echo "make test   install what is missing, check fmt and clippy, run every test"
 	@echo "make lint   cargo fmt --check and clippy -D warnings"
 	@echo "make bench  run the benchmarks in load-tests/ (prints figures and ratios)"
 
@@ -24,7 +24,7 @@ deps:
 dev: deps
 	@infra/scripts/dev.sh
 
-test: deps
+test: deps lint
 	cargo nextest run --workspace --no-fail-fast
 
 lint:
