@@ -69,6 +69,21 @@ fn narrow<T: TryFrom<i128>, E: de::Error>(v: i128) -> Result<Option<T>, E> {
     T::try_from(v).map(Some).map_err(|_| E::custom(format!("integer {v} out of range")))
 }
 
+/// The `null`/absent arms every visitor here shares: `null` is `None`, `Some(x)` is `x`.
+macro_rules! null_is_none {
+    () => {
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    };
+}
+
 struct IntVisitor<T>(PhantomData<T>);
 
 impl<'de, T: TryFrom<i128>> Visitor<'de> for IntVisitor<T> {
@@ -112,15 +127,7 @@ impl<'de, T: TryFrom<i128>> Visitor<'de> for IntVisitor<T> {
             Err(_) => Err(E::custom(format!("not an integer: '{v}'"))),
         }
     }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
+    null_is_none!();
 }
 
 struct FloatVisitor;
@@ -146,15 +153,7 @@ impl<'de> Visitor<'de> for FloatVisitor {
         }
         t.parse::<f64>().map(Some).map_err(|_| E::custom(format!("not a number: '{v}'")))
     }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
+    null_is_none!();
 }
 
 struct BoolVisitor;
@@ -184,15 +183,7 @@ impl<'de> Visitor<'de> for BoolVisitor {
             _ => Err(E::custom(format!("not a boolean: '{v}'"))),
         }
     }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
+    null_is_none!();
 }
 
 struct StringVisitor;
@@ -220,15 +211,7 @@ impl<'de> Visitor<'de> for StringVisitor {
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
         Ok(Some(if v { "1" } else { "0" }.to_string()))
     }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
+    null_is_none!();
 }
 
 #[cfg(test)]

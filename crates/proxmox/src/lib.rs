@@ -40,8 +40,8 @@ pub mod upid;
 pub use api::cluster::{ClusterResource, NodeListEntry, ResourceType, VersionInfo};
 pub use api::console::{ConsoleStream, TermProxyTicket, VncProxyOptions, VncTicket};
 pub use api::guest::{
-    DeleteOptions, FirewallRule, FirewallRuleCreate, Guest, GuestKind, GuestStatus, Lxc, Qemu, ShutdownOptions,
-    Snapshot, SnapshotCreate,
+    ConfigUpdate, DeleteOptions, FirewallRule, FirewallRuleCreate, Guest, GuestKind, GuestStatus, Lxc, Qemu,
+    ShutdownOptions, Snapshot, SnapshotCreate,
 };
 pub use api::lxc::{LxcClone, LxcConfig, LxcConfigUpdate, LxcCreate, LxcInterface, LxcOptions};
 pub use api::node::{NodeApi, NodeStatus, VzdumpParams};

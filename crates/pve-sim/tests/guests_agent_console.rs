@@ -7,19 +7,11 @@ mod common;
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use common::{Api, Resp, enc};
+use common::{Api, enc, ok_task};
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-async fn ok_task(api: &Api, r: &Resp) -> Value {
-    assert_eq!(r.status, 200, "{}", r.text);
-    let upid = r.data().as_str().expect("a UPID").to_string();
-    let st = api.wait_task(&upid).await;
-    assert_eq!(st["exitstatus"], "OK", "{st} {:?}", api.task_log(&upid).await);
-    st
-}
 
 fn booting_config(boot: Duration) -> pve_sim::SimConfig {
     let mut cfg = pve_sim::SimConfig::for_tests();

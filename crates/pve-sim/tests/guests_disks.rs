@@ -3,22 +3,8 @@
 
 mod common;
 
-use common::{Api, Resp};
+use common::{Api, ok_task, task_error};
 use serde_json::Value;
-
-async fn ok_task(api: &Api, r: &Resp) -> Value {
-    assert_eq!(r.status, 200, "{}", r.text);
-    let upid = r.data().as_str().expect("a UPID").to_string();
-    let st = api.wait_task(&upid).await;
-    assert_eq!(st["exitstatus"], "OK", "{st} {:?}", api.task_log(&upid).await);
-    st
-}
-
-async fn task_error(api: &Api, r: &Resp) -> String {
-    assert_eq!(r.status, 200, "{}", r.text);
-    let st = api.wait_task(r.data().as_str().unwrap()).await;
-    st["exitstatus"].as_str().unwrap().to_string()
-}
 
 fn volume(api: &Api, volid: &str) -> Option<pve_sim::model::Volume> {
     let st = api.sim.sim().read();

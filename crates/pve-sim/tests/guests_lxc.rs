@@ -4,24 +4,11 @@
 
 mod common;
 
-use common::{Api, Resp};
+use common::{Api, ok_task, task_error};
 use serde_json::Value;
 
 const TEMPLATE: &str = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst";
 const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBlx2uMl6O7otZxx5t83ZWNSS+gqAj3/2gOtI6dRPT+R test@host";
-
-async fn ok_task(api: &Api, r: &Resp) -> Value {
-    assert_eq!(r.status, 200, "{}", r.text);
-    let upid = r.data().as_str().expect("a UPID").to_string();
-    let st = api.wait_task(&upid).await;
-    assert_eq!(st["exitstatus"], "OK", "{st} {:?}", api.task_log(&upid).await);
-    st
-}
-
-async fn task_error(api: &Api, r: &Resp) -> String {
-    assert_eq!(r.status, 200, "{}", r.text);
-    api.wait_task(r.data().as_str().unwrap()).await["exitstatus"].as_str().unwrap().to_string()
-}
 
 async fn create_ct(api: &Api, vmid: &str) {
     let r = api
@@ -262,4 +249,21 @@ impl WaitConfig for Api {
         }
         panic!("{key} never appeared in CT {vmid}");
     }
+}
+
+#[tokio::test]
+async fn huge_memory_and_swap_values_are_answered_not_panicked_on() {
+    let api = Api::start().await;
+    create_ct(&api, "240").await;
+    let huge = "18446744073709551615";
+    let r = api.put("/nodes/pve1/lxc/240/config", &[("memory", huge), ("swap", huge)]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    ok_task(&api, &api.post("/nodes/pve1/lxc/240/status/start", &[]).await).await;
+    for path in ["/nodes/pve1/lxc", "/nodes/pve1/lxc/240/status/current", "/cluster/resources", "/nodes"] {
+        let r = api.get(path).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+    }
+    let r = api.put("/nodes/pve1/lxc/240/resize", &[("disk", "rootfs"), ("size", "+99999999999999999999T")]).await;
+    let exit = task_error(&api, &r).await;
+    assert!(exit.contains("Insufficient free space"), "{exit}");
 }

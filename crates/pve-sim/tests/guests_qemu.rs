@@ -16,20 +16,17 @@ fn sshkeys(keys: &str) -> String {
     percent_encoding::utf8_percent_encode(keys, SET).to_string()
 }
 
+/// [`common::ok_task`], also checking the UPID's shape.
 async fn ok_task(api: &Api, r: &common::Resp) -> Value {
-    assert_eq!(r.status, 200, "{}", r.text);
-    let upid = r.data().as_str().expect("a UPID").to_string();
-    assert!(common::upid_re().is_match(&upid), "{upid}");
-    let st = api.wait_task(&upid).await;
-    assert_eq!(st["exitstatus"], "OK", "{st} {:?}", api.task_log(&upid).await);
-    st
+    let upid = r.data().as_str().unwrap_or_default();
+    assert!(common::upid_re().is_match(upid), "{upid} {}", r.text);
+    common::ok_task(api, r).await
 }
 
 async fn failed_task(api: &Api, r: &common::Resp) -> String {
-    assert_eq!(r.status, 200, "{}", r.text);
-    let st = api.wait_task(r.data().as_str().unwrap()).await;
-    assert_ne!(st["exitstatus"], "OK", "{st}");
-    st["exitstatus"].as_str().unwrap().to_string()
+    let exit = common::task_error(api, r).await;
+    assert_ne!(exit, "OK");
+    exit
 }
 
 async fn create_vm(api: &Api, vmid: &str, extra: &[(&str, &str)]) {

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{Api, enc, into_resp};
+use common::{Api, enc};
 use pve_sim::SimConfig;
 
 #[tokio::test]
@@ -117,16 +117,7 @@ async fn uploads_stream_and_verify_checksums() {
         .text("checksum-algorithm", "sha256")
         .text("checksum", digest.clone())
         .part("filename", reqwest::multipart::Part::bytes(payload.clone()).file_name("tiny.iso"));
-    let r = into_resp(
-        api.http
-            .post(format!("{}/nodes/pve1/storage/local/upload", api.base))
-            .header("Authorization", &api.auth)
-            .multipart(form)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let r = api.multipart("/nodes/pve1/storage/local/upload", form).await;
     assert_eq!(r.status, 200, "{}", r.text);
     let upid = r.data().as_str().unwrap().to_string();
     assert!(upid.contains(":imgcopy::root@pam!nimbus:"), "{upid}");
@@ -139,46 +130,19 @@ async fn uploads_stream_and_verify_checksums() {
         .text("checksum-algorithm", "sha256")
         .text("checksum", "00".repeat(32))
         .part("filename", reqwest::multipart::Part::bytes(payload).file_name("bad.iso"));
-    let r = into_resp(
-        api.http
-            .post(format!("{}/nodes/pve1/storage/local/upload", api.base))
-            .header("Authorization", &api.auth)
-            .multipart(form)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let r = api.multipart("/nodes/pve1/storage/local/upload", form).await;
     let status = api.wait_task(r.data().as_str().unwrap()).await;
     assert!(status["exitstatus"].as_str().unwrap().starts_with("checksum mismatch: got '"), "{status}");
     // Wrong extension, and content the storage does not hold.
     let form = reqwest::multipart::Form::new()
         .text("content", "iso")
         .part("filename", reqwest::multipart::Part::bytes(vec![1, 2, 3]).file_name("x.qcow2"));
-    let r = into_resp(
-        api.http
-            .post(format!("{}/nodes/pve1/storage/local/upload", api.base))
-            .header("Authorization", &api.auth)
-            .multipart(form)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let r = api.multipart("/nodes/pve1/storage/local/upload", form).await;
     assert_eq!(r.error("filename"), "wrong file extension");
     let form = reqwest::multipart::Form::new()
         .text("content", "iso")
         .part("filename", reqwest::multipart::Part::bytes(vec![1, 2, 3]).file_name("x.iso"));
-    let r = into_resp(
-        api.http
-            .post(format!("{}/nodes/pve1/storage/local-lvm/upload", api.base))
-            .header("Authorization", &api.auth)
-            .multipart(form)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let r = api.multipart("/nodes/pve1/storage/local-lvm/upload", form).await;
     assert_eq!(r.message(), "storage 'local-lvm' does not support 'iso' content\n");
 }
 
@@ -189,16 +153,9 @@ async fn chunked_uploads_are_refused_like_pveproxy() {
     let form = reqwest::multipart::Form::new()
         .text("content", "iso")
         .part("filename", reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(stream)).file_name("s.iso"));
-    let r = api
-        .http
-        .post(format!("{}/nodes/pve1/storage/local/upload", api.base))
-        .header("Authorization", &api.auth)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 501);
-    assert_eq!(r.text().await.unwrap(), "chunked transfer encoding not supported");
+    let r = api.multipart("/nodes/pve1/storage/local/upload", form).await;
+    assert_eq!(r.status, 501);
+    assert_eq!(r.text, "chunked transfer encoding not supported");
 }
 
 #[tokio::test]

@@ -7,6 +7,8 @@
 //! requires. For VNC the stream then carries RFB; for `termproxy` the client's first
 //! message is `user:ticket\n`.
 
+use std::fmt;
+
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
@@ -42,8 +44,8 @@ impl VncProxyOptions {
     }
 }
 
-/// `POST .../vncproxy` answer.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+/// `POST .../vncproxy` answer (`Debug` hides the ticket and password).
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
 pub struct VncTicket {
     /// The user the ticket is for.
     pub user: String,
@@ -62,8 +64,8 @@ pub struct VncTicket {
     pub password: Option<String>,
 }
 
-/// `POST .../termproxy` answer.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+/// `POST .../termproxy` answer (`Debug` hides the ticket).
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
 pub struct TermProxyTicket {
     /// The user the ticket is for.
     pub user: String,
@@ -74,6 +76,29 @@ pub struct TermProxyTicket {
     pub port: u16,
     /// The `vncproxy` task.
     pub upid: String,
+}
+
+impl fmt::Debug for VncTicket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VncTicket")
+            .field("user", &self.user)
+            .field("ticket", &"<redacted>")
+            .field("port", &self.port)
+            .field("upid", &self.upid)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for TermProxyTicket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TermProxyTicket")
+            .field("user", &self.user)
+            .field("ticket", &"<redacted>")
+            .field("port", &self.port)
+            .field("upid", &self.upid)
+            .finish()
+    }
 }
 
 impl<K: GuestKind> Guest<K> {

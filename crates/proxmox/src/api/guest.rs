@@ -177,6 +177,42 @@ impl DeleteOptions {
     }
 }
 
+/// Parameters of `PUT .../config` (and qemu's async `POST .../config`): the options to
+/// set (`O` is [`crate::QemuOptions`] or [`crate::LxcOptions`]) plus the keys to remove.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ConfigUpdate<O> {
+    /// Options to set.
+    #[serde(flatten)]
+    pub options: O,
+    /// Options to remove, comma-separated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delete: Option<String>,
+    /// Pending changes to revert, comma-separated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revert: Option<String>,
+    /// Refuse the update if the config changed since this digest was read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+impl<O> ConfigUpdate<O> {
+    /// An update setting `options`.
+    pub fn new(options: O) -> Self {
+        Self { options, delete: None, revert: None, digest: None }
+    }
+
+    /// Removes these options.
+    pub fn delete_keys(mut self, keys: &[&str]) -> Self {
+        self.delete = Some(keys.join(","));
+        self
+    }
+
+    setters! {
+        /// Sets `digest`.
+        digest: String;
+    }
+}
+
 /// An entry of `GET .../snapshot`; the last one is always the `current` pseudo-entry.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct Snapshot {

@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::api::guest::{Guest, GuestKind, Lxc, indexed};
+use crate::api::guest::{ConfigUpdate, Guest, GuestKind, Lxc, indexed};
 use crate::api::qemu::AgentIpAddress;
 use crate::de;
 use crate::error::Result;
@@ -222,39 +222,7 @@ impl LxcCreate {
 }
 
 /// Parameters of `PUT .../lxc/{vmid}/config`.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct LxcConfigUpdate {
-    /// Options to set.
-    #[serde(flatten)]
-    pub options: LxcOptions,
-    /// Options to remove, comma-separated.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub delete: Option<String>,
-    /// Pending changes to revert, comma-separated.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub revert: Option<String>,
-    /// Refuse the update if the config changed since this digest was read.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub digest: Option<String>,
-}
-
-impl LxcConfigUpdate {
-    /// An update setting `options`.
-    pub fn new(options: LxcOptions) -> Self {
-        Self { options, ..Default::default() }
-    }
-
-    /// Removes these options.
-    pub fn delete_keys(mut self, keys: &[&str]) -> Self {
-        self.delete = Some(keys.join(","));
-        self
-    }
-
-    setters! {
-        /// Sets `digest`.
-        digest: String;
-    }
-}
+pub type LxcConfigUpdate = ConfigUpdate<LxcOptions>;
 
 /// Parameters of `POST .../lxc/{vmid}/clone`.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]

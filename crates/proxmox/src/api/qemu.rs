@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::api::guest::{Guest, GuestKind, Qemu, indexed};
+use crate::api::guest::{ConfigUpdate, Guest, GuestKind, Qemu, indexed};
 use crate::de;
 use crate::error::Result;
 use crate::params::{Params, decode_sshkeys, encode_sshkeys};
@@ -274,39 +274,7 @@ impl QemuCreate {
 }
 
 /// Parameters of `PUT`/`POST .../qemu/{vmid}/config`.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct QemuConfigUpdate {
-    /// Options to set.
-    #[serde(flatten)]
-    pub options: QemuOptions,
-    /// Options to remove, comma-separated.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub delete: Option<String>,
-    /// Pending changes to revert, comma-separated.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub revert: Option<String>,
-    /// Refuse the update if the config changed since this digest was read.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub digest: Option<String>,
-}
-
-impl QemuConfigUpdate {
-    /// An update setting `options`.
-    pub fn new(options: QemuOptions) -> Self {
-        Self { options, ..Default::default() }
-    }
-
-    /// Removes these options.
-    pub fn delete_keys(mut self, keys: &[&str]) -> Self {
-        self.delete = Some(keys.join(","));
-        self
-    }
-
-    setters! {
-        /// Sets `digest`.
-        digest: String;
-    }
-}
+pub type QemuConfigUpdate = ConfigUpdate<QemuOptions>;
 
 /// Parameters of `POST .../qemu/{vmid}/clone`.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]

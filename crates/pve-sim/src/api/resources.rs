@@ -100,9 +100,9 @@ pub fn node_mem_used(st: &Cluster, node: &str, now_ms: i64) -> u64 {
         .values()
         .filter(|g| g.node == node && g.state != PowerState::Stopped)
         .map(|g| g.usage(st.seed, now_ms).mem)
-        .sum();
+        .fold(0, u64::saturating_add);
     let n = st.nodes.get(node).map(|n| n.maxmem).unwrap_or(u64::MAX);
-    (guests + 2_684_354_560).min(n)
+    guests.saturating_add(2_684_354_560).min(n)
 }
 
 /// A node's CPU load: a small base plus the running guests' share.

@@ -92,11 +92,8 @@ pub fn register(r: &mut Routes) {
         vec![
             P::node(),
             P::storage(),
-            P::str("checksum").opt().requires("checksum-algorithm"),
-            P::str("checksum-algorithm")
-                .opt()
-                .en(&["md5", "sha1", "sha224", "sha256", "sha384", "sha512"])
-                .requires("checksum"),
+            checksum(),
+            checksum_algorithm(),
             P::str("content").en(&["iso", "vztmpl", "import"]).fmt(f::STORAGE_CONTENT),
             P::str("filename").max_len(255),
             P::str("tmpfilename").opt().pattern("/var/tmp/pveupload-[0-9a-f]+"),
@@ -110,11 +107,8 @@ pub fn register(r: &mut Routes) {
         vec![
             P::node(),
             P::storage(),
-            P::str("checksum").opt().requires("checksum-algorithm"),
-            P::str("checksum-algorithm")
-                .opt()
-                .en(&["md5", "sha1", "sha224", "sha256", "sha384", "sha512"])
-                .requires("checksum"),
+            checksum(),
+            checksum_algorithm(),
             P::str("compression").opt(),
             P::str("content").en(&["iso", "vztmpl", "import"]).fmt(f::STORAGE_CONTENT),
             P::str("filename").max_len(255),
@@ -123,6 +117,16 @@ pub fn register(r: &mut Routes) {
         ],
         download_url,
     );
+}
+
+/// `checksum` of upload and download-url (given together with `checksum-algorithm`).
+fn checksum() -> P {
+    P::str("checksum").opt().requires("checksum-algorithm")
+}
+
+/// `checksum-algorithm` of upload and download-url.
+fn checksum_algorithm() -> P {
+    P::str("checksum-algorithm").opt().en(&["md5", "sha1", "sha224", "sha256", "sha384", "sha512"]).requires("checksum")
 }
 
 fn storage_json(s: &Storage) -> Value {

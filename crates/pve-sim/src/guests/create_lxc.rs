@@ -290,10 +290,7 @@ fn build_ct(st: &mut Cluster, job: &CreateJob, created: &mut Vec<String>, log: &
     }
     config.insert("lock".into(), "create".into());
     let g = st.guests.get_mut(&vmid).ok_or("container config vanished during create")?;
-    g.config = config;
-    g.snapshots.clear();
-    g.pending.clear();
-    g.pending_delete.clear();
+    g.replace_config(config);
     created.clear();
     Ok(())
 }

@@ -19,8 +19,8 @@ use super::common::{is_volume_key, volid_of};
 use super::disks::{PlannedDisk, free_all, plan_disk, realize_disk};
 use super::qemu_params::{QemuParamSet, qemu_config_params};
 
-/// Parameters of the create call that are not config options.
-const NOT_CONFIG: &[&str] = &[
+/// Parameters of the create (and restore) call that are not config options.
+pub(super) const NOT_CONFIG: &[&str] = &[
     "node",
     "vmid",
     "archive",

@@ -85,7 +85,7 @@ pub const RUNNING_MACHINE: &str = "pc-i440fx-9.2+pve1";
 pub const RUNNING_QEMU: &str = "9.2.0";
 
 fn has_serial(g: &Guest) -> bool {
-    (0..4).any(|i| g.config.contains_key(&format!("serial{i}")))
+    ["serial0", "serial1", "serial2", "serial3"].iter().any(|k| g.config.contains_key(*k))
 }
 
 /// The qemu status row; `full` adds qmpstatus, disk I/O and the running machine.
@@ -158,7 +158,7 @@ pub struct LxcRow<'a, V: Serialize> {
 pub fn lxc_row<V: Serialize>(seed: u64, g: &Guest, now_ms: i64, vmid: V) -> LxcRow<'_, V> {
     let u = g.usage(seed, now_ms);
     let running = g.state != PowerState::Stopped;
-    let maxswap = g.config.get("swap").and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) * util::MIB;
+    let maxswap = g.config.get("swap").and_then(|s| s.parse::<u64>().ok()).unwrap_or(0).saturating_mul(util::MIB);
     let swap =
         if running { (maxswap as f64 * 0.02 * util::unit(seed, &[b"swap", &g.vmid.to_be_bytes()])) as u64 } else { 0 };
     let maxdisk = if u.maxdisk > 0 { u.maxdisk } else { 4 * util::GIB };

@@ -54,6 +54,19 @@ pub fn stop_now(st: &mut Cluster, vmid: u32) {
     super::config::apply_pending(st, vmid);
 }
 
+/// The worker of qemu's stop and shutdown: a guest stopped meanwhile is left alone.
+fn stop_in_task(st: &mut Cluster, node: &str, vmid: u32, skip_lock: bool) -> Result<(), String> {
+    let g = st.guests.get(&vmid).ok_or_else(|| missing(node, GuestKind::Qemu, vmid))?;
+    if g.state == PowerState::Stopped {
+        return Ok(());
+    }
+    if !skip_lock {
+        g.check_lock()?;
+    }
+    stop_now(st, vmid);
+    Ok(())
+}
+
 fn root_only(cx: &Ctx, p: &Params, names: &[&str]) -> PveResult<()> {
     for n in names {
         if p.has(n) && p.opt_str(n) != Some("0") && !cx.is_root() {
@@ -146,15 +159,7 @@ fn qemu(r: &mut Routes) {
             let g = guest(&st, p, GuestKind::Qemu)?;
             let (node, vmid) = (g.node.clone(), g.vmid);
             upid(cx.spawn_task(&mut st, cx.task(&node, "qmstop", vmid), move |st, _log| {
-                let g = st.guests.get(&vmid).ok_or_else(|| missing(&node, GuestKind::Qemu, vmid))?;
-                if g.state == PowerState::Stopped {
-                    return Ok(());
-                }
-                if !skip {
-                    g.check_lock()?;
-                }
-                stop_now(st, vmid);
-                Ok(())
+                stop_in_task(st, &node, vmid, skip)
             })?)
         },
     );
@@ -179,15 +184,7 @@ fn qemu(r: &mut Routes) {
             }
             let (node, vmid) = (g.node.clone(), g.vmid);
             upid(cx.spawn_task(&mut st, cx.task(&node, "qmshutdown", vmid), move |st, _log| {
-                let g = st.guests.get(&vmid).ok_or_else(|| missing(&node, GuestKind::Qemu, vmid))?;
-                if g.state == PowerState::Stopped {
-                    return Ok(());
-                }
-                if !skip {
-                    g.check_lock()?;
-                }
-                stop_now(st, vmid);
-                Ok(())
+                stop_in_task(st, &node, vmid, skip)
             })?)
         },
     );

@@ -12,9 +12,7 @@ use crate::router::Routes;
 use crate::sim::Ctx;
 use crate::util::{self, GIB, KIB, MIB, TIB};
 
-use super::common::{
-    check_digest, guest, is_cdrom, parse_volume_line, print_volume_line, skiplock, volid_of, volume_key,
-};
+use super::common::{check_digest, guest, is_cdrom, parse_volume_line, print_volume_line, skiplock, volid_of};
 use super::disks::grow_volume;
 use super::qemu_params::drive_slot_enum;
 
@@ -100,7 +98,7 @@ fn compute(
         .map(|v| v.size)
         .ok_or_else(|| format!("Could not determine current size of volume '{volid}'"))?;
     let (rel, bytes) = parse_size_request(size).ok_or("internal error")?;
-    let new = if rel { cur + bytes } else { bytes };
+    let new = if rel { cur.saturating_add(bytes) } else { bytes };
     if new < cur {
         return Err(match kind {
             GuestKind::Qemu => "shrinking disks is not supported".into(),
@@ -115,7 +113,6 @@ fn compute(
     }
     let mut map = parse_volume_line(kind, disk, line).ok_or("unable to parse drive")?;
     map.set("size", util::format_size(new));
-    let _ = volume_key(kind);
     Ok(Some((volid, print_volume_line(kind, disk, &map), new)))
 }
 

@@ -14,22 +14,8 @@ use crate::sim::Ctx;
 use crate::tasks::TaskLog;
 
 use super::common::{is_cloudinit, is_volume_key, parse_volume_line, referenced_volumes, volid_of};
-use super::create_qemu::{config_options, nic_with_mac, prepare_qemu_options};
+use super::create_qemu::{NOT_CONFIG, config_options, nic_with_mac, prepare_qemu_options};
 use super::disks::{DiskPlan, PlannedDisk, free_all, free_volume, realize_disk};
-
-const NOT_CONFIG: &[&str] = &[
-    "node",
-    "vmid",
-    "archive",
-    "bwlimit",
-    "force",
-    "import-working-storage",
-    "live-restore",
-    "pool",
-    "start",
-    "storage",
-    "unique",
-];
 
 /// The restore branch of `create_vm` (called with the state locked).
 pub fn restore_qemu(cx: &Ctx, st: &mut Cluster, p: &Params) -> PveResult<Value> {
@@ -206,10 +192,7 @@ fn restore_body(
     }
     config.insert("lock".into(), "create".into());
     let g = st.guests.get_mut(&vmid).ok_or("VM config vanished during restore")?;
-    g.config = config;
-    g.snapshots.clear();
-    g.pending.clear();
-    g.pending_delete.clear();
+    g.replace_config(config);
     created.clear();
     log.line("rescan volumes...");
     Ok(())

@@ -192,6 +192,15 @@ impl Guest {
         }
     }
 
+    /// Replaces the whole config (a create or restore writing over the guest), dropping its
+    /// snapshots and pending changes.
+    pub fn replace_config(&mut self, config: Config) {
+        self.config = config;
+        self.snapshots.clear();
+        self.pending.clear();
+        self.pending_delete.clear();
+    }
+
     /// Whether `template: 1`.
     pub fn is_template(&self) -> bool {
         self.config.get("template").is_some_and(|v| v == "1")
@@ -224,14 +233,16 @@ impl Guest {
             .get("memory")
             .and_then(|m| m.rsplit('=').next().and_then(|v| v.split(',').next()).and_then(|v| v.parse::<u64>().ok()))
             .unwrap_or(512);
-        mib * MIB
+        mib.saturating_mul(MIB)
     }
 
     /// Configured vCPUs (qemu: sockets × cores, or vcpus; lxc: cores, default 1 here).
     pub fn maxcpu(&self) -> u32 {
         let get = |k: &str| self.config.get(k).and_then(|v| v.parse::<u32>().ok());
         match self.kind {
-            GuestKind::Qemu => get("vcpus").unwrap_or(get("sockets").unwrap_or(1) * get("cores").unwrap_or(1)),
+            GuestKind::Qemu => {
+                get("vcpus").unwrap_or(get("sockets").unwrap_or(1).saturating_mul(get("cores").unwrap_or(1)))
+            }
             GuestKind::Lxc => get("cores").unwrap_or(1),
         }
     }

@@ -43,21 +43,42 @@ pub struct Pool {
     pub storage: BTreeSet<String>,
 }
 
-/// A user of the access-control layer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A user of the access-control layer (`Debug` hides the password).
+#[derive(Clone, Serialize, Deserialize)]
 pub struct User {
     pub enable: bool,
     pub expire: i64,
     pub password: String,
 }
 
-/// An API token (`user@realm!name`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// An API token (`user@realm!name`; `Debug` hides the secret).
+#[derive(Clone, Serialize, Deserialize)]
 pub struct ApiToken {
     pub secret: String,
     pub comment: Option<String>,
     pub expire: i64,
     pub privsep: bool,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("enable", &self.enable)
+            .field("expire", &self.expire)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiToken")
+            .field("secret", &"<redacted>")
+            .field("comment", &self.comment)
+            .field("expire", &self.expire)
+            .field("privsep", &self.privsep)
+            .finish()
+    }
 }
 
 /// The whole simulated cluster.

@@ -96,6 +96,13 @@ impl Api {
         self.req(reqwest::Method::DELETE, path, q).await
     }
 
+    /// Sends a multipart POST (storage uploads) with the default token.
+    pub async fn multipart(&self, path: &str, form: reqwest::multipart::Form) -> Resp {
+        let url = format!("{}{}", self.base, path);
+        let rb = self.http.post(url).header("Authorization", &self.auth).multipart(form);
+        into_resp(rb.send().await.expect("request sent")).await
+    }
+
     /// Polls a task until it stopped; returns its final status object.
     pub async fn wait_task(&self, upid: &str) -> Value {
         let node = upid.split(':').nth(1).expect("upid node").to_string();
@@ -117,6 +124,22 @@ impl Api {
         let r = self.get_q(&format!("/nodes/{node}/tasks/{}/log", enc(upid)), &[("limit", "0")]).await;
         r.data().as_array().unwrap().iter().map(|l| l["t"].as_str().unwrap().to_string()).collect()
     }
+}
+
+/// Waits for the task a response started and asserts it ended `OK`; returns its status.
+pub async fn ok_task(api: &Api, r: &Resp) -> Value {
+    assert_eq!(r.status, 200, "{}", r.text);
+    let upid = r.data().as_str().expect("a UPID").to_string();
+    let st = api.wait_task(&upid).await;
+    assert_eq!(st["exitstatus"], "OK", "{st} {:?}", api.task_log(&upid).await);
+    st
+}
+
+/// Waits for the task a response started; returns its exit status.
+pub async fn task_error(api: &Api, r: &Resp) -> String {
+    assert_eq!(r.status, 200, "{}", r.text);
+    let st = api.wait_task(r.data().as_str().expect("a UPID")).await;
+    st["exitstatus"].as_str().expect("an exit status").to_string()
 }
 
 /// Percent-encodes a path segment (UPIDs and volids contain `:`, `!`, `/`, `@`).
