@@ -25,7 +25,7 @@ dev: deps
 	@infra/scripts/dev.sh
 
 test: deps lint
-	cargo nextest run --workspace --no-fail-fast
+	@infra/scripts/test.sh
 
 lint:
 	cargo fmt --all --check

@@ -11,6 +11,11 @@ fi
 apt_missing=()
 python3 -c 'import venv, ensurepip' 2>/dev/null || apt_missing+=(python3-venv)
 command -v python3 >/dev/null || apt_missing+=(python3)
+command -v redis-server >/dev/null || apt_missing+=(redis-server)
+# PostgreSQL's server binaries: the machine's own (/usr/local/bin) or Debian's.
+if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  apt_missing+=(postgresql)
+fi
 if ((${#apt_missing[@]})); then
   echo "installing Debian packages: ${apt_missing[*]}"
   if [ "$(id -u)" -eq 0 ]; then apt-get update -qq && apt-get install -y -qq "${apt_missing[@]}"

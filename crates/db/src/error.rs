@@ -1,0 +1,105 @@
+//! The error type of every repository: constraint violations by name, the domain refusals the
+//! database decides (quota, leases, job states), and infrastructure failures.
+
+use nimbus_domain::{ErrorCode, JobId, JobStatus, QuotaExceeded};
+
+/// A repository error.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// No such row (in the caller's tenant).
+    #[error("not found")]
+    NotFound,
+    /// A unique constraint refused the row, e.g. `instances_tenant_name_key`.
+    #[error("conflict on {constraint}")]
+    Conflict {
+        /// The violated constraint or unique index.
+        constraint: String,
+    },
+    /// A CHECK constraint refused the row, e.g. `instances_sizes_check`.
+    #[error("check {constraint} failed")]
+    Check {
+        /// The violated constraint.
+        constraint: String,
+    },
+    /// A foreign key refused the row (the referenced row does not exist).
+    #[error("foreign key {constraint} violated")]
+    ForeignKey {
+        /// The violated constraint.
+        constraint: String,
+    },
+    /// The plan's limits would be exceeded.
+    #[error(transparent)]
+    QuotaExceeded(#[from] QuotaExceeded),
+    /// The worker no longer holds the job's lease (it expired and the job moved on).
+    #[error("job {0} is not running under this worker's lease")]
+    LeaseLost(JobId),
+    /// The job is not in a state that allows the operation.
+    #[error("job {job} is {status}")]
+    InvalidJobState {
+        /// The job.
+        job: JobId,
+        /// Its status.
+        status: JobStatus,
+    },
+    /// Anything else from the driver (connection, pool, protocol, decoding).
+    #[error(transparent)]
+    Sqlx(sqlx::Error),
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::RowNotFound = e {
+            return DbError::NotFound;
+        }
+        if let Some(db) = e.as_database_error() {
+            let constraint = db.constraint().unwrap_or_default().to_owned();
+            // SQLSTATE class 23: integrity constraint violations.
+            match db.code().as_deref() {
+                Some("23505") => return DbError::Conflict { constraint },
+                Some("23514") => return DbError::Check { constraint },
+                Some("23503") => return DbError::ForeignKey { constraint },
+                _ => {}
+            }
+        }
+        DbError::Sqlx(e)
+    }
+}
+
+impl DbError {
+    /// The API error code this error answers with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DbError::NotFound => ErrorCode::NotFound,
+            DbError::Conflict { constraint } if constraint == "instances_tenant_name_key" => ErrorCode::NameTaken,
+            DbError::Conflict { .. } => ErrorCode::Conflict,
+            DbError::Check { .. } => ErrorCode::ValidationFailed,
+            DbError::ForeignKey { .. } => ErrorCode::NotFound,
+            DbError::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
+            DbError::LeaseLost(_) => ErrorCode::Conflict,
+            DbError::InvalidJobState { .. } => ErrorCode::InvalidJobState,
+            DbError::Sqlx(e) if is_unavailable(e) => ErrorCode::ServiceUnavailable,
+            DbError::Sqlx(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// Whether the database could not be reached (the API answers 503, a worker retries).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, DbError::Sqlx(e) if is_unavailable(e))
+    }
+
+    /// The violated constraint's name, for the constraint variants.
+    pub fn constraint(&self) -> Option<&str> {
+        match self {
+            DbError::Conflict { constraint } | DbError::Check { constraint } | DbError::ForeignKey { constraint } => {
+                Some(constraint)
+            }
+            _ => None,
+        }
+    }
+}
+
+fn is_unavailable(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_))
+        // 57P01 admin shutdown, 57P03 cannot connect now, class 08: connection exceptions.
+        || e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c.starts_with("08") || c == "57P01" || c == "57P03")
+}

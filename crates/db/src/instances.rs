@@ -1,0 +1,345 @@
+//! Instances and their VMID reservations, and the one operation that must be exactly right under
+//! concurrency: creating an instance within the tenant's plan limits together with its
+//! provision job and outbox row ([`create_with_job`]).
+
+use chrono::{DateTime, Utc};
+use nimbus_domain::{
+    InstanceId, InstanceKind, InstanceStatus, PageRequest, PlanLimits, ResourceRef, ResourceRequest, ResourceUsage,
+    TenantId,
+};
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, PgConnection, PgExecutor, Row};
+
+use crate::jobs::{Enqueued, NewJob};
+use crate::{Result, jobs, rows};
+
+/// An instance row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Instance {
+    /// Id.
+    pub id: InstanceId,
+    /// Owner.
+    pub tenant_id: TenantId,
+    /// DNS label, unique per tenant among instances not deleted.
+    pub name: String,
+    /// VM or container.
+    pub kind: InstanceKind,
+    /// The template it was created from.
+    pub template: String,
+    /// Cores.
+    pub cores: i32,
+    /// Memory, MiB.
+    pub memory_mib: i64,
+    /// Disk, GiB.
+    pub disk_gib: i64,
+    /// Authorised SSH public keys.
+    pub ssh_keys: Vec<String>,
+    /// Proxmox node, once placed.
+    pub node: Option<String>,
+    /// Proxmox VMID, once reserved.
+    pub vmid: Option<i32>,
+    /// Life-cycle status.
+    pub status: InstanceStatus,
+    /// The guest's addresses, once known.
+    pub ip_addresses: Vec<String>,
+    /// Created at.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl<'r> FromRow<'r, PgRow> for Instance {
+    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Instance {
+            id: rows::id(row, "id")?,
+            tenant_id: rows::id(row, "tenant_id")?,
+            name: row.try_get("name")?,
+            kind: rows::enumeration(row, "kind")?,
+            template: row.try_get("template")?,
+            cores: row.try_get("cores")?,
+            memory_mib: row.try_get("memory_mib")?,
+            disk_gib: row.try_get("disk_gib")?,
+            ssh_keys: row.try_get("ssh_keys")?,
+            node: row.try_get("node")?,
+            vmid: row.try_get("vmid")?,
+            status: rows::enumeration(row, "status")?,
+            ip_addresses: row.try_get("ip_addresses")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
+// inet[] goes out as text[] of bare addresses (`host()`, no `/32`), so the row mapping needs no
+// network types. A macro, not a const, because sqlx 0.9 takes only static SQL and `concat!`
+// needs literals.
+macro_rules! columns {
+    () => {
+        "id, tenant_id, name, kind, template, cores, memory_mib, disk_gib, ssh_keys, node, vmid, \
+         status, array(select host(a) from unnest(ip_addresses) with ordinality u(a, n) order by n) \
+         as ip_addresses, created_at, updated_at"
+    };
+}
+
+/// What a new instance is.
+#[derive(Clone, Debug)]
+pub struct NewInstance {
+    /// DNS label.
+    pub name: String,
+    /// VM or container.
+    pub kind: InstanceKind,
+    /// Template.
+    pub template: String,
+    /// Cores (> 0).
+    pub cores: i32,
+    /// Memory, MiB (> 0).
+    pub memory_mib: i64,
+    /// Disk, GiB (> 0).
+    pub disk_gib: i64,
+    /// SSH public keys.
+    pub ssh_keys: Vec<String>,
+    /// Node chosen by the caller (placement), if any.
+    pub node: Option<String>,
+}
+
+impl NewInstance {
+    /// What it asks of the quota.
+    pub fn request(&self) -> ResourceRequest {
+        ResourceRequest { vcpus: i64::from(self.cores), memory_mib: self.memory_mib, disk_gib: self.disk_gib }
+    }
+}
+
+/// The result of [`create_with_job`].
+#[derive(Clone, Debug)]
+pub struct Created {
+    /// The instance (status `provisioning`).
+    pub instance: Instance,
+    /// Its job, with the outbox row to push.
+    pub enqueued: Enqueued,
+}
+
+/// What a tenant holds now: instances that hold quota (not failed, not deleted).
+pub async fn usage(ex: impl PgExecutor<'_>, tenant: TenantId) -> Result<ResourceUsage> {
+    let (instances, vcpus, memory_mib, disk_gib): (i64, i64, i64, i64) = sqlx::query_as(
+        "select count(*), coalesce(sum(cores), 0)::bigint, coalesce(sum(memory_mib), 0)::bigint, \
+         coalesce(sum(disk_gib), 0)::bigint from instances \
+         where tenant_id = $1 and status not in ('failed', 'deleted')",
+    )
+    .bind(tenant.as_uuid())
+    .fetch_one(ex)
+    .await?;
+    Ok(ResourceUsage { instances, vcpus, memory_mib, disk_gib })
+}
+
+/// Creates an instance (status `provisioning`) and its job (whose resources gain the instance)
+/// after checking the tenant's plan limits; call it inside a transaction, which the caller
+/// commits (and may add to, e.g. the idempotency record).
+///
+/// The tenant row is locked `FOR UPDATE` first, so concurrent creates of one tenant take turns
+/// between the usage sum and the insert: two requests can never both see the last free slot.
+/// Other tenants are not blocked. A missing tenant is `NotFound`; over quota `QuotaExceeded`;
+/// a taken name `Conflict { constraint: "instances_tenant_name_key" }`.
+pub async fn create_with_job(
+    tx: &mut PgConnection,
+    tenant: TenantId,
+    new: &NewInstance,
+    job: &NewJob,
+) -> Result<Created> {
+    let limits: (i32, i32, i64, i64) = sqlx::query_as(
+        "select p.max_instances, p.max_vcpus, p.max_memory_mib, p.max_disk_gib \
+         from tenants t join plans p on p.id = t.plan_id where t.id = $1 for update of t",
+    )
+    .bind(tenant.as_uuid())
+    .fetch_one(&mut *tx)
+    .await?;
+    let limits =
+        PlanLimits { max_instances: limits.0, max_vcpus: limits.1, max_memory_mib: limits.2, max_disk_gib: limits.3 };
+    let used = usage(&mut *tx, tenant).await?;
+    limits.check(&used, &new.request())?;
+
+    let id = InstanceId::new();
+    let instance: Instance = sqlx::query_as(concat!(
+        "insert into instances (id, tenant_id, name, kind, template, cores, memory_mib, disk_gib, ssh_keys, node) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) returning ",
+        columns!()
+    ))
+    .bind(id.as_uuid())
+    .bind(tenant.as_uuid())
+    .bind(&new.name)
+    .bind(new.kind.as_str())
+    .bind(&new.template)
+    .bind(new.cores)
+    .bind(new.memory_mib)
+    .bind(new.disk_gib)
+    .bind(&new.ssh_keys)
+    .bind(&new.node)
+    .fetch_one(&mut *tx)
+    .await?;
+
+    let mut job = job.clone();
+    let reference = ResourceRef::instance(id);
+    if !job.resources.contains(&reference) {
+        job.resources.insert(0, reference);
+    }
+    let enqueued = jobs::enqueue(&mut *tx, Some(tenant), &job).await?;
+    Ok(Created { instance, enqueued })
+}
+
+/// [`create_with_job`] in a transaction of its own.
+pub async fn create(pool: &sqlx::PgPool, tenant: TenantId, new: &NewInstance, job: &NewJob) -> Result<Created> {
+    let mut tx = pool.begin().await?;
+    let created = create_with_job(&mut tx, tenant, new, job).await?;
+    tx.commit().await?;
+    Ok(created)
+}
+
+/// An instance of `tenant` (a foreign tenant's is `NotFound`).
+pub async fn get(ex: impl PgExecutor<'_>, tenant: TenantId, id: InstanceId) -> Result<Instance> {
+    Ok(sqlx::query_as(concat!("select ", columns!(), " from instances where tenant_id = $1 and id = $2"))
+        .bind(tenant.as_uuid())
+        .bind(id.as_uuid())
+        .fetch_one(ex)
+        .await?)
+}
+
+/// An instance by id (workers).
+pub async fn get_any(ex: impl PgExecutor<'_>, id: InstanceId) -> Result<Instance> {
+    Ok(sqlx::query_as(concat!("select ", columns!(), " from instances where id = $1"))
+        .bind(id.as_uuid())
+        .fetch_one(ex)
+        .await?)
+}
+
+/// A page of `tenant`'s instances that are not deleted, newest first, with the total.
+pub async fn list(ex: impl PgExecutor<'_>, tenant: TenantId, page: PageRequest) -> Result<(Vec<Instance>, i64)> {
+    let rows = sqlx::query(concat!(
+        "select t.total, p.* from (select count(*) as total from instances \
+         where tenant_id = $1 and status <> 'deleted') t \
+         left join lateral (select ",
+        columns!(),
+        " from instances where tenant_id = $1 and status <> 'deleted' \
+         order by created_at desc, id desc limit $2 offset $3) p on true"
+    ))
+    .bind(tenant.as_uuid())
+    .bind(page.limit())
+    .bind(page.offset())
+    .fetch_all(ex)
+    .await?;
+    let total = match rows.first() {
+        Some(r) => r.try_get("total")?,
+        None => 0,
+    };
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if row.try_get::<Option<uuid::Uuid>, _>("id")?.is_some() {
+            out.push(Instance::from_row(row)?);
+        }
+    }
+    Ok((out, total))
+}
+
+/// Sets an instance's status (failed or deleted releases its quota and, once deleted, its name).
+pub async fn set_status(ex: impl PgExecutor<'_>, id: InstanceId, status: InstanceStatus) -> Result<Instance> {
+    Ok(sqlx::query_as(concat!("update instances set status = $2 where id = $1 returning ", columns!()))
+        .bind(id.as_uuid())
+        .bind(status.as_str())
+        .fetch_one(ex)
+        .await?)
+}
+
+/// Records where the instance lives on Proxmox.
+pub async fn set_placement(ex: impl PgExecutor<'_>, id: InstanceId, node: &str, vmid: i32) -> Result<Instance> {
+    Ok(sqlx::query_as(concat!("update instances set node = $2, vmid = $3 where id = $1 returning ", columns!()))
+        .bind(id.as_uuid())
+        .bind(node)
+        .bind(vmid)
+        .fetch_one(ex)
+        .await?)
+}
+
+/// Records the guest's IP addresses (each must parse as an `inet`, else `Sqlx` with a data
+/// error).
+pub async fn set_ip_addresses(ex: impl PgExecutor<'_>, id: InstanceId, addresses: &[String]) -> Result<Instance> {
+    Ok(sqlx::query_as(concat!(
+        "update instances set ip_addresses = $2::text[]::inet[] where id = $1 returning ",
+        columns!()
+    ))
+    .bind(id.as_uuid())
+    .bind(addresses)
+    .fetch_one(ex)
+    .await?)
+}
+
+/// A VMID held for an instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmidReservation {
+    /// The Proxmox cluster.
+    pub cluster: String,
+    /// The VMID.
+    pub vmid: i32,
+    /// The node it was reserved for.
+    pub node: Option<String>,
+    /// `true` when this call created the reservation, `false` when it already existed (a retry
+    /// adopting what an earlier attempt reserved).
+    pub fresh: bool,
+}
+
+/// Reserves `candidate` on `cluster` for `instance`, or returns the reservation the instance
+/// already has (whatever its VMID). A VMID held by another instance is
+/// `Conflict { constraint: "vmid_reservations_pkey" }`: ask for the next candidate.
+pub async fn reserve_vmid(
+    ex: impl PgExecutor<'_>,
+    cluster: &str,
+    instance: InstanceId,
+    node: Option<&str>,
+    candidate: i32,
+) -> Result<VmidReservation> {
+    let (cluster, vmid, node, fresh): (String, i32, Option<String>, bool) = sqlx::query_as(
+        "with ins as (insert into vmid_reservations (cluster, vmid, instance_id, node) values ($1, $2, $3, $4) \
+         on conflict (instance_id) do nothing returning cluster, vmid, node) \
+         select cluster, vmid, node, true from ins \
+         union all \
+         select cluster, vmid, node, false from vmid_reservations \
+         where instance_id = $3 and not exists (select 1 from ins)",
+    )
+    .bind(cluster)
+    .bind(candidate)
+    .bind(instance.as_uuid())
+    .bind(node)
+    .fetch_one(ex)
+    .await?;
+    Ok(VmidReservation { cluster, vmid, node, fresh })
+}
+
+/// The reservation of an instance, if any.
+pub async fn reservation(ex: impl PgExecutor<'_>, instance: InstanceId) -> Result<Option<VmidReservation>> {
+    let row: Option<(String, i32, Option<String>)> =
+        sqlx::query_as("select cluster, vmid, node from vmid_reservations where instance_id = $1")
+            .bind(instance.as_uuid())
+            .fetch_optional(ex)
+            .await?;
+    Ok(row.map(|(cluster, vmid, node)| VmidReservation { cluster, vmid, node, fresh: false }))
+}
+
+/// The smallest VMID ≥ `from` not reserved on `cluster` (Proxmox may still use it for a guest
+/// Nimbus does not manage: the caller checks and tries the next one).
+pub async fn next_free_vmid(ex: impl PgExecutor<'_>, cluster: &str, from: i32) -> Result<i32> {
+    Ok(sqlx::query_scalar(
+        "select min(c) from (select $2::int as c union all \
+         select vmid + 1 from vmid_reservations where cluster = $1 and vmid >= $2) cands \
+         where not exists (select 1 from vmid_reservations r where r.cluster = $1 and r.vmid = cands.c)",
+    )
+    .bind(cluster)
+    .bind(from)
+    .fetch_one(ex)
+    .await?)
+}
+
+/// Releases an instance's VMID (after the guest is destroyed).
+pub async fn release_vmid(ex: impl PgExecutor<'_>, instance: InstanceId) -> Result<bool> {
+    let done = sqlx::query("delete from vmid_reservations where instance_id = $1")
+        .bind(instance.as_uuid())
+        .execute(ex)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}

@@ -1,0 +1,607 @@
+//! The job ledger (DESIGN §2-§3): the durable record of every job. Redis only carries job ids;
+//! this module owns the state machine
+//!
+//! ```text
+//!   enqueue ──► queued ──claim──► running ──complete──► succeeded
+//!                 ▲  │               │
+//!                 │  └─cancel──► cancelled
+//!                 │                  ├──fail (retryable, attempts left)──► queued (run_after = now + backoff)
+//!                 │                  ├──fail (permanent or last attempt)──► failed ──retry (admin)──► queued
+//!                 └──────────────────┴──lease expired (attempts left)──► queued, else failed (LEASE_EXPIRED)
+//! ```
+//!
+//! Every transition writes a `job_events` row (the history behind SSE) in the same statement,
+//! and every transition *to* `queued` writes an `outbox` row, so each dispatch owed to Redis is
+//! durable. Running jobs are fenced by their lease: progress and completion only apply while
+//! `locked_by` is the calling worker and the job is running.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use nimbus_domain::{
+    ErrorCode, JobError, JobHandle, JobId, JobKind, JobLinks, JobStatus, PageRequest, ResourceRef, TenantId,
+};
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, PgExecutor, Row};
+
+use crate::{DbError, Result, rows};
+
+/// A ledger row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Job {
+    /// Id (UUID v7).
+    pub id: JobId,
+    /// Owner; `None` for system jobs.
+    pub tenant_id: Option<TenantId>,
+    /// What it does.
+    pub kind: JobKind,
+    /// The queue it is dispatched on.
+    pub queue: String,
+    /// Where it is.
+    pub status: JobStatus,
+    /// 0-100.
+    pub progress: i16,
+    /// The step reached.
+    pub step: Option<String>,
+    /// The job's input, plus whatever state its step machine persisted.
+    pub payload: Value,
+    /// What it acts on.
+    pub resources: Vec<ResourceRef>,
+    /// The last error.
+    pub error: Option<JobError>,
+    /// Attempts started.
+    pub attempts: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// Not to be claimed before.
+    pub run_after: DateTime<Utc>,
+    /// The worker holding the lease.
+    pub locked_by: Option<String>,
+    /// Lease end.
+    pub locked_until: Option<DateTime<Utc>>,
+    /// The `X-Request-ID` of the request that started it.
+    pub request_id: Option<String>,
+    /// The `Idempotency-Key` of that request.
+    pub idempotency_key: Option<String>,
+    /// Accepted at.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// First attempt started at.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Final status reached at.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl<'r> FromRow<'r, PgRow> for Job {
+    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+        let error_code: Option<String> = row.try_get("error_code")?;
+        let error = match error_code {
+            Some(code) => Some(JobError {
+                // A code unknown to this build (written by a newer one) still shows as a failure.
+                code: code.parse().unwrap_or(ErrorCode::Internal),
+                message: row.try_get::<Option<String>, _>("error_message")?.unwrap_or_default(),
+                retryable: row.try_get::<Option<bool>, _>("error_retryable")?.unwrap_or(false),
+            }),
+            None => None,
+        };
+        let resources: Value = row.try_get("resources")?;
+        Ok(Job {
+            id: rows::id(row, "id")?,
+            tenant_id: rows::opt_id(row, "tenant_id")?,
+            kind: rows::enumeration(row, "kind")?,
+            queue: row.try_get("queue")?,
+            status: rows::enumeration(row, "status")?,
+            progress: row.try_get("progress")?,
+            step: row.try_get("step")?,
+            payload: row.try_get("payload")?,
+            resources: serde_json::from_value(resources)
+                .map_err(|e| sqlx::Error::ColumnDecode { index: "resources".into(), source: Box::new(e) })?,
+            error,
+            attempts: row.try_get("attempts")?,
+            max_attempts: row.try_get("max_attempts")?,
+            run_after: row.try_get("run_after")?,
+            locked_by: row.try_get("locked_by")?,
+            locked_until: row.try_get("locked_until")?,
+            request_id: row.try_get("request_id")?,
+            idempotency_key: row.try_get("idempotency_key")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            started_at: row.try_get("started_at")?,
+            finished_at: row.try_get("finished_at")?,
+        })
+    }
+}
+
+impl Job {
+    /// The public job handle (DESIGN §2).
+    pub fn handle(&self) -> JobHandle {
+        JobHandle {
+            id: self.id,
+            kind: self.kind,
+            status: self.status,
+            progress: self.progress.clamp(0, 100) as u8,
+            step: self.step.clone(),
+            resources: self.resources.clone(),
+            error: self.error.clone(),
+            attempts: self.attempts.max(0) as u32,
+            created_at: self.created_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            links: JobLinks::for_job(self.id),
+        }
+    }
+}
+
+/// A job to enqueue.
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    /// What it does.
+    pub kind: JobKind,
+    /// The queue it is dispatched on.
+    pub queue: String,
+    /// Its input.
+    pub payload: Value,
+    /// What it acts on.
+    pub resources: Vec<ResourceRef>,
+    /// Attempts allowed (≥ 1).
+    pub max_attempts: i32,
+    /// Not before (default: now).
+    pub run_after: Option<DateTime<Utc>>,
+    /// The request's `X-Request-ID`.
+    pub request_id: Option<String>,
+    /// The request's `Idempotency-Key`.
+    pub idempotency_key: Option<String>,
+}
+
+impl NewJob {
+    /// Attempts allowed when not set.
+    pub const DEFAULT_MAX_ATTEMPTS: i32 = 5;
+
+    /// A job with the defaults: no resources, 5 attempts, due now.
+    pub fn new(kind: JobKind, queue: impl Into<String>, payload: Value) -> Self {
+        NewJob {
+            kind,
+            queue: queue.into(),
+            payload,
+            resources: Vec::new(),
+            max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
+            run_after: None,
+            request_id: None,
+            idempotency_key: None,
+        }
+    }
+}
+
+/// One entry of a job's history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobEvent {
+    /// Monotonic id (the SSE event id).
+    pub id: i64,
+    /// The job.
+    pub job_id: JobId,
+    /// Status after the change.
+    pub status: JobStatus,
+    /// Progress after the change.
+    pub progress: i16,
+    /// Step after the change.
+    pub step: Option<String>,
+    /// Free text (the error message on failure).
+    pub message: Option<String>,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+impl<'r> FromRow<'r, PgRow> for JobEvent {
+    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+        Ok(JobEvent {
+            id: row.try_get("id")?,
+            job_id: rows::id(row, "job_id")?,
+            status: rows::enumeration(row, "status")?,
+            progress: row.try_get("progress")?,
+            step: row.try_get("step")?,
+            message: row.try_get("message")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+/// A job that was enqueued, with the outbox row that owes its dispatch.
+#[derive(Clone, Debug)]
+pub struct Enqueued {
+    /// The ledger row.
+    pub job: Job,
+    /// The outbox row: push `outbox_payload` to Redis, then `outbox::mark_pushed`.
+    pub outbox_id: i64,
+    /// The message for Redis (`{"jobId", "kind", "queue"}`).
+    pub outbox_payload: Value,
+}
+
+/// What lease recovery did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Put back in the queue (attempts left).
+    pub requeued: Vec<JobId>,
+    /// Failed with `LEASE_EXPIRED` (it was their last attempt).
+    pub failed: Vec<JobId>,
+}
+
+// The statements below share these fragments. They are static strings (sqlx 0.9 wants SQL it
+// can trust), hence `concat!`.
+macro_rules! dispatch_json {
+    ($t:literal) => {
+        concat!("jsonb_build_object('jobId', ", $t, ".id, 'kind', ", $t, ".kind, 'queue', ", $t, ".queue)")
+    };
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// Inserts a queued job, its first event and its outbox row in one statement. Call it inside the
+/// transaction that creates the job's domain rows, so they commit together.
+pub async fn enqueue(ex: impl PgExecutor<'_>, tenant: Option<TenantId>, new: &NewJob) -> Result<Enqueued> {
+    let resources =
+        serde_json::to_value(&new.resources).map_err(|e| DbError::Sqlx(sqlx::Error::Encode(Box::new(e))))?;
+    let row = sqlx::query(concat!(
+        "with j as (insert into jobs (id, tenant_id, kind, queue, payload, resources, max_attempts, run_after, \
+         request_id, idempotency_key) \
+         values ($1, $2, $3, $4, $5, $6, $7, coalesce($8, now()), $9, $10) returning *), \
+         e as (insert into job_events (job_id, status, progress, step) select id, status, progress, step from j), \
+         o as (insert into outbox (job_id, queue, payload, available_at) select id, queue, ",
+        dispatch_json!("j"),
+        ", run_after from j returning id, payload) \
+         select j.*, o.id as outbox_id, o.payload as outbox_payload from j, o"
+    ))
+    .bind(JobId::new().as_uuid())
+    .bind(tenant.map(|t| t.as_uuid()))
+    .bind(new.kind.as_str())
+    .bind(&new.queue)
+    .bind(&new.payload)
+    .bind(resources)
+    .bind(new.max_attempts)
+    .bind(new.run_after)
+    .bind(&new.request_id)
+    .bind(&new.idempotency_key)
+    .fetch_one(ex)
+    .await?;
+    Ok(Enqueued {
+        job: Job::from_row(&row)?,
+        outbox_id: row.try_get("outbox_id")?,
+        outbox_payload: row.try_get("outbox_payload")?,
+    })
+}
+
+/// Claims job `id` for `worker` for `lease` if it is queued and due (what a worker does with an
+/// id it received from Redis). `None` when someone else has it, it is not due, or it is final:
+/// a duplicate delivery then has no effect.
+pub async fn claim(ex: impl PgExecutor<'_>, id: JobId, worker: &str, lease: Duration) -> Result<Option<Job>> {
+    let job = sqlx::query_as(
+        "with c as (update jobs set status = 'running', attempts = attempts + 1, locked_by = $2, \
+         locked_until = now() + make_interval(secs => $3), started_at = coalesce(started_at, now()) \
+         where id = $1 and status = 'queued' and run_after <= now() returning *), \
+         e as (insert into job_events (job_id, status, progress, step) select id, status, progress, step from c) \
+         select * from c",
+    )
+    .bind(id.as_uuid())
+    .bind(worker)
+    .bind(secs(lease))
+    .fetch_optional(ex)
+    .await?;
+    Ok(job)
+}
+
+/// Claims up to `limit` due jobs of `queue`, oldest first, skipping rows other claimers hold
+/// locked (`FOR UPDATE SKIP LOCKED`): concurrent claimers never get the same job and never wait
+/// for each other.
+pub async fn claim_next(
+    ex: impl PgExecutor<'_>,
+    queue: &str,
+    worker: &str,
+    lease: Duration,
+    limit: i64,
+) -> Result<Vec<Job>> {
+    let jobs = sqlx::query_as(
+        "with next as (select id from jobs where queue = $1 and status = 'queued' and run_after <= now() \
+         order by run_after, id limit $4 for update skip locked), \
+         c as (update jobs j set status = 'running', attempts = j.attempts + 1, locked_by = $2, \
+         locked_until = now() + make_interval(secs => $3), started_at = coalesce(j.started_at, now()) \
+         from next where j.id = next.id returning j.*), \
+         e as (insert into job_events (job_id, status, progress, step) select id, status, progress, step from c) \
+         select * from c order by run_after, id",
+    )
+    .bind(queue)
+    .bind(worker)
+    .bind(secs(lease))
+    .bind(limit)
+    .fetch_all(ex)
+    .await?;
+    Ok(jobs)
+}
+
+/// Extends the lease of a running job `worker` holds; `LeaseLost` when it no longer does.
+pub async fn extend_lease(ex: impl PgExecutor<'_>, id: JobId, worker: &str, lease: Duration) -> Result<DateTime<Utc>> {
+    let until: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "update jobs set locked_until = now() + make_interval(secs => $3) \
+         where id = $1 and status = 'running' and locked_by = $2 returning locked_until",
+    )
+    .bind(id.as_uuid())
+    .bind(worker)
+    .bind(secs(lease))
+    .fetch_optional(ex)
+    .await?;
+    until.ok_or(DbError::LeaseLost(id))
+}
+
+/// A progress report from a running job.
+#[derive(Clone, Debug, Default)]
+pub struct Progress<'a> {
+    /// 0-100.
+    pub progress: u8,
+    /// The step now reached (persisted so a retry resumes there).
+    pub step: Option<&'a str>,
+    /// Free text for the event.
+    pub message: Option<&'a str>,
+    /// Merged into the payload (`payload || patch`): state the step machine keeps across
+    /// attempts, e.g. `{"vmid": 123}`.
+    pub payload_patch: Option<Value>,
+}
+
+/// Records progress of a job `worker` holds, with an event. `LeaseLost` when it no longer holds
+/// it; `Check { constraint: "jobs_progress_check" }` above 100.
+pub async fn record_progress(ex: impl PgExecutor<'_>, id: JobId, worker: &str, p: Progress<'_>) -> Result<Job> {
+    let job = sqlx::query_as(
+        "with u as (update jobs set progress = $3, step = coalesce($4, step), \
+         payload = payload || coalesce($6, '{}'::jsonb) \
+         where id = $1 and status = 'running' and locked_by = $2 returning *), \
+         e as (insert into job_events (job_id, status, progress, step, message) \
+         select id, status, progress, step, $5 from u) \
+         select * from u",
+    )
+    .bind(id.as_uuid())
+    .bind(worker)
+    .bind(i16::from(p.progress))
+    .bind(p.step)
+    .bind(p.message)
+    .bind(p.payload_patch)
+    .fetch_optional(ex)
+    .await?;
+    job.ok_or(DbError::LeaseLost(id))
+}
+
+/// Marks a job `worker` holds as succeeded (progress 100, lease released). `resources`, when
+/// given, replaces the job's resources (e.g. to add what it created).
+pub async fn complete(
+    ex: impl PgExecutor<'_>,
+    id: JobId,
+    worker: &str,
+    resources: Option<&[ResourceRef]>,
+) -> Result<Job> {
+    let resources =
+        resources.map(serde_json::to_value).transpose().map_err(|e| DbError::Sqlx(sqlx::Error::Encode(Box::new(e))))?;
+    let job = sqlx::query_as(
+        "with u as (update jobs set status = 'succeeded', progress = 100, finished_at = now(), \
+         locked_by = null, locked_until = null, error_code = null, error_message = null, error_retryable = null, \
+         resources = coalesce($3, resources) \
+         where id = $1 and status = 'running' and locked_by = $2 returning *), \
+         e as (insert into job_events (job_id, status, progress, step) select id, status, progress, step from u) \
+         select * from u",
+    )
+    .bind(id.as_uuid())
+    .bind(worker)
+    .bind(resources)
+    .fetch_optional(ex)
+    .await?;
+    job.ok_or(DbError::LeaseLost(id))
+}
+
+/// Records a failed attempt of a job `worker` holds. A retryable error with attempts left puts
+/// the job back in the queue for `now + retry_in` (with an outbox row due then); otherwise the
+/// job fails for good. The returned job's status says which (`Queued` or `Failed`).
+pub async fn fail(
+    ex: impl PgExecutor<'_>,
+    id: JobId,
+    worker: &str,
+    error: &JobError,
+    retry_in: Duration,
+) -> Result<Job> {
+    let job = sqlx::query_as(concat!(
+        "with u as (update jobs set \
+         status = case when $5 and attempts < max_attempts then 'queued' else 'failed' end, \
+         run_after = case when $5 and attempts < max_attempts then now() + make_interval(secs => $6) \
+         else run_after end, \
+         finished_at = case when $5 and attempts < max_attempts then null else now() end, \
+         error_code = $3, error_message = $4, error_retryable = $5, locked_by = null, locked_until = null \
+         where id = $1 and status = 'running' and locked_by = $2 returning *), \
+         e as (insert into job_events (job_id, status, progress, step, message) \
+         select id, status, progress, step, error_message from u), \
+         o as (insert into outbox (job_id, queue, payload, available_at) select id, queue, ",
+        dispatch_json!("u"),
+        ", run_after from u where status = 'queued') \
+         select * from u"
+    ))
+    .bind(id.as_uuid())
+    .bind(worker)
+    .bind(error.code.as_str())
+    .bind(&error.message)
+    .bind(error.retryable)
+    .bind(secs(retry_in))
+    .fetch_optional(ex)
+    .await?;
+    job.ok_or(DbError::LeaseLost(id))
+}
+
+/// Puts back in the queue every running job whose lease has expired (its worker died or hung),
+/// or fails it with `LEASE_EXPIRED` when that was its last attempt. Safe to run from every
+/// worker at once (`SKIP LOCKED`).
+pub async fn recover_expired_leases(ex: impl PgExecutor<'_>) -> Result<Recovered> {
+    let rows: Vec<(uuid::Uuid, String)> = sqlx::query_as(concat!(
+        "with x as (select id from jobs where status = 'running' and locked_until < now() \
+         for update skip locked), \
+         u as (update jobs j set \
+         status = case when j.attempts < j.max_attempts then 'queued' else 'failed' end, \
+         finished_at = case when j.attempts < j.max_attempts then null else now() end, \
+         run_after = now(), \
+         error_code = case when j.attempts < j.max_attempts then j.error_code else 'LEASE_EXPIRED' end, \
+         error_message = case when j.attempts < j.max_attempts then j.error_message \
+         else 'the worker running the last attempt stopped renewing its lease' end, \
+         error_retryable = case when j.attempts < j.max_attempts then j.error_retryable else false end, \
+         locked_by = null, locked_until = null \
+         from x where j.id = x.id returning j.*), \
+         e as (insert into job_events (job_id, status, progress, step, message) \
+         select id, status, progress, step, 'lease expired' from u), \
+         o as (insert into outbox (job_id, queue, payload, available_at) select id, queue, ",
+        dispatch_json!("u"),
+        ", run_after from u where status = 'queued') \
+         select id, status from u"
+    ))
+    .fetch_all(ex)
+    .await?;
+    let mut out = Recovered::default();
+    for (id, status) in rows {
+        if status == "queued" { out.requeued.push(id.into()) } else { out.failed.push(id.into()) }
+    }
+    Ok(out)
+}
+
+/// The status of a job, for telling "missing" from "wrong state" after a guarded update.
+async fn state_error(ex: impl PgExecutor<'_>, id: JobId, tenant: Option<TenantId>) -> DbError {
+    let status: Result<Option<String>, sqlx::Error> =
+        sqlx::query_scalar("select status from jobs where id = $1 and ($2::uuid is null or tenant_id = $2)")
+            .bind(id.as_uuid())
+            .bind(tenant.map(|t| t.as_uuid()))
+            .fetch_optional(ex)
+            .await;
+    match status {
+        Ok(Some(s)) => match s.parse() {
+            Ok(status) => DbError::InvalidJobState { job: id, status },
+            Err(e) => DbError::Sqlx(sqlx::Error::Decode(Box::new(e))),
+        },
+        Ok(None) => DbError::NotFound,
+        Err(e) => e.into(),
+    }
+}
+
+/// Cancels a queued job (of `tenant`, when given). A running or final job is
+/// `InvalidJobState`; a missing one `NotFound`.
+pub async fn cancel(pool: &sqlx::PgPool, id: JobId, tenant: Option<TenantId>) -> Result<Job> {
+    let job: Option<Job> = sqlx::query_as(
+        "with u as (update jobs set status = 'cancelled', finished_at = now(), \
+         error_code = 'CANCELLED', error_message = 'cancelled before it ran', error_retryable = false \
+         where id = $1 and ($2::uuid is null or tenant_id = $2) and status = 'queued' returning *), \
+         e as (insert into job_events (job_id, status, progress, step, message) \
+         select id, status, progress, step, error_message from u) \
+         select * from u",
+    )
+    .bind(id.as_uuid())
+    .bind(tenant.map(|t| t.as_uuid()))
+    .fetch_optional(pool)
+    .await?;
+    match job {
+        Some(job) => Ok(job),
+        None => Err(state_error(pool, id, tenant).await),
+    }
+}
+
+/// Re-queues a failed job with `extra_attempts` more attempts (`POST /v1/admin/jobs/{id}/retry`).
+/// Its step and payload are kept, so the step machine resumes where it stopped.
+pub async fn retry_failed(pool: &sqlx::PgPool, id: JobId, extra_attempts: i32) -> Result<Enqueued> {
+    let row = sqlx::query(concat!(
+        "with u as (update jobs set status = 'queued', max_attempts = attempts + greatest($2, 1), \
+         run_after = now(), finished_at = null, error_code = null, error_message = null, error_retryable = null \
+         where id = $1 and status = 'failed' returning *), \
+         e as (insert into job_events (job_id, status, progress, step, message) \
+         select id, status, progress, step, 'retried by an administrator' from u), \
+         o as (insert into outbox (job_id, queue, payload, available_at) select id, queue, ",
+        dispatch_json!("u"),
+        ", run_after from u returning id, payload) \
+         select u.*, o.id as outbox_id, o.payload as outbox_payload from u, o"
+    ))
+    .bind(id.as_uuid())
+    .bind(extra_attempts)
+    .fetch_optional(pool)
+    .await?;
+    match row {
+        Some(row) => Ok(Enqueued {
+            job: Job::from_row(&row)?,
+            outbox_id: row.try_get("outbox_id")?,
+            outbox_payload: row.try_get("outbox_payload")?,
+        }),
+        None => Err(state_error(pool, id, None).await),
+    }
+}
+
+/// A job by id (workers; no tenant scope).
+pub async fn get(ex: impl PgExecutor<'_>, id: JobId) -> Result<Job> {
+    Ok(sqlx::query_as("select * from jobs where id = $1").bind(id.as_uuid()).fetch_one(ex).await?)
+}
+
+/// A job of `tenant` (a foreign tenant's job is `NotFound`, like a missing one).
+pub async fn get_for_tenant(ex: impl PgExecutor<'_>, tenant: TenantId, id: JobId) -> Result<Job> {
+    Ok(sqlx::query_as("select * from jobs where id = $1 and tenant_id = $2")
+        .bind(id.as_uuid())
+        .bind(tenant.as_uuid())
+        .fetch_one(ex)
+        .await?)
+}
+
+/// A page of `tenant`'s jobs, newest first, optionally of one status; with the total count.
+pub async fn list(
+    ex: impl PgExecutor<'_>,
+    tenant: TenantId,
+    status: Option<JobStatus>,
+    page: PageRequest,
+) -> Result<(Vec<Job>, i64)> {
+    // One round trip that also yields the total when the page is past the end: the count is
+    // the driving row and the page joins it laterally.
+    let rows = sqlx::query(
+        "select t.total, p.* from (select count(*) as total from jobs \
+         where tenant_id = $1 and ($2::text is null or status = $2)) t \
+         left join lateral (select * from jobs where tenant_id = $1 and ($2::text is null or status = $2) \
+         order by created_at desc, id desc limit $3 offset $4) p on true",
+    )
+    .bind(tenant.as_uuid())
+    .bind(status.map(|s| s.as_str()))
+    .bind(page.limit())
+    .bind(page.offset())
+    .fetch_all(ex)
+    .await?;
+    let total = match rows.first() {
+        Some(r) => r.try_get("total")?,
+        None => 0,
+    };
+    let mut jobs = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if row.try_get::<Option<uuid::Uuid>, _>("id")?.is_some() {
+            jobs.push(Job::from_row(row)?);
+        }
+    }
+    Ok((jobs, total))
+}
+
+/// The events of a job after event id `after` (0 for all), oldest first: the SSE replay from
+/// `Last-Event-ID`.
+pub async fn events_after(ex: impl PgExecutor<'_>, id: JobId, after: i64, limit: i64) -> Result<Vec<JobEvent>> {
+    Ok(sqlx::query_as(
+        "select id, job_id, status, progress, step, message, created_at from job_events \
+         where job_id = $1 and id > $2 order by id limit $3",
+    )
+    .bind(id.as_uuid())
+    .bind(after)
+    .bind(limit)
+    .fetch_all(ex)
+    .await?)
+}
+
+/// A queued or running job acting on `resource`, if any (for 409 `OPERATION_IN_PROGRESS`).
+pub async fn active_for_resource(ex: impl PgExecutor<'_>, resource: &ResourceRef) -> Result<Option<Job>> {
+    let probe = serde_json::json!([{"type": resource.kind, "id": resource.id}]);
+    Ok(sqlx::query_as(
+        "select * from jobs where resources @> $1 and status in ('queued', 'running') \
+         order by created_at limit 1",
+    )
+    .bind(probe)
+    .fetch_optional(ex)
+    .await?)
+}

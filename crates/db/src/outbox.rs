@@ -1,0 +1,84 @@
+//! The transactional outbox: dispatches owed to Redis. Rows are written by [`crate::jobs`] in the
+//! same statement as the job transition that owes them. The API pushes right after commit and
+//! marks the row; the relay picks up whatever is left (Redis was down, the API crashed, a retry
+//! became due).
+//!
+//! Relay loop: `begin` → [`fetch_due`] (rows locked, `SKIP LOCKED` so relays in several workers
+//! share the work) → push to Redis → [`mark_pushed`] → `commit`. A crash between the push and the
+//! commit pushes again: consumers claim jobs through the ledger, so a duplicate has no effect.
+
+use chrono::{DateTime, Utc};
+use nimbus_domain::JobId;
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, PgConnection, PgExecutor, Row};
+
+use crate::{Result, rows};
+
+/// An unpushed outbox row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutboxEntry {
+    /// Id (dispatch order).
+    pub id: i64,
+    /// The job.
+    pub job_id: JobId,
+    /// The Redis queue.
+    pub queue: String,
+    /// The message (`{"jobId", "kind", "queue"}`).
+    pub payload: Value,
+    /// Not to be pushed before (a scheduled retry).
+    pub available_at: DateTime<Utc>,
+    /// Written at.
+    pub created_at: DateTime<Utc>,
+}
+
+impl<'r> FromRow<'r, PgRow> for OutboxEntry {
+    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+        Ok(OutboxEntry {
+            id: row.try_get("id")?,
+            job_id: rows::id(row, "job_id")?,
+            queue: row.try_get("queue")?,
+            payload: row.try_get("payload")?,
+            available_at: row.try_get("available_at")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+/// Locks and returns up to `limit` due, unpushed rows in order, skipping rows another relay
+/// holds. Call inside a transaction and keep it open until [`mark_pushed`].
+pub async fn fetch_due(tx: &mut PgConnection, limit: i64) -> Result<Vec<OutboxEntry>> {
+    Ok(sqlx::query_as(
+        "select id, job_id, queue, payload, available_at, created_at from outbox \
+         where pushed_at is null and available_at <= now() order by available_at, id limit $1 \
+         for update skip locked",
+    )
+    .bind(limit)
+    .fetch_all(tx)
+    .await?)
+}
+
+/// Marks rows as pushed; returns how many were still unpushed.
+pub async fn mark_pushed(ex: impl PgExecutor<'_>, ids: &[i64]) -> Result<u64> {
+    let done = sqlx::query("update outbox set pushed_at = now() where id = any($1) and pushed_at is null")
+        .bind(ids)
+        .execute(ex)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// Unpushed rows (due or not): the relay's backlog, for metrics.
+pub async fn backlog(ex: impl PgExecutor<'_>) -> Result<i64> {
+    Ok(sqlx::query_scalar("select count(*) from outbox where pushed_at is null").fetch_one(ex).await?)
+}
+
+/// When the next unpushed row becomes due, if any (lets the relay sleep until then).
+pub async fn next_due_at(ex: impl PgExecutor<'_>) -> Result<Option<DateTime<Utc>>> {
+    Ok(sqlx::query_scalar("select min(available_at) from outbox where pushed_at is null").fetch_one(ex).await?)
+}
+
+/// Deletes rows pushed before `before` (housekeeping).
+pub async fn delete_pushed_before(ex: impl PgExecutor<'_>, before: DateTime<Utc>) -> Result<u64> {
+    let done = sqlx::query("delete from outbox where pushed_at < $1").bind(before).execute(ex).await?;
+    Ok(done.rows_affected())
+}

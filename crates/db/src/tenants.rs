@@ -1,0 +1,66 @@
+//! Tenants: the customer organisations every other row belongs to.
+
+use chrono::{DateTime, Utc};
+use nimbus_domain::{PlanId, TenantId};
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, PgExecutor, Row};
+
+use crate::{Result, rows};
+
+/// A tenant row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tenant {
+    /// Id.
+    pub id: TenantId,
+    /// Display name.
+    pub name: String,
+    /// Its plan.
+    pub plan_id: PlanId,
+    /// Created at.
+    pub created_at: DateTime<Utc>,
+}
+
+impl<'r> FromRow<'r, PgRow> for Tenant {
+    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Tenant {
+            id: rows::id(row, "id")?,
+            name: row.try_get("name")?,
+            plan_id: rows::id(row, "plan_id")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+/// Inserts a tenant on `plan`. An unknown plan is `ForeignKey { constraint: "tenants_plan_fkey" }`.
+pub async fn create(ex: impl PgExecutor<'_>, name: &str, plan: PlanId) -> Result<Tenant> {
+    create_with_id(ex, TenantId::new(), name, plan).await
+}
+
+/// [`create`] with a chosen id.
+pub async fn create_with_id(ex: impl PgExecutor<'_>, id: TenantId, name: &str, plan: PlanId) -> Result<Tenant> {
+    Ok(sqlx::query_as(
+        "insert into tenants (id, name, plan_id) values ($1, $2, $3) returning id, name, plan_id, created_at",
+    )
+    .bind(id.as_uuid())
+    .bind(name)
+    .bind(plan.as_uuid())
+    .fetch_one(ex)
+    .await?)
+}
+
+/// A tenant by id.
+pub async fn get(ex: impl PgExecutor<'_>, id: TenantId) -> Result<Tenant> {
+    Ok(sqlx::query_as("select id, name, plan_id, created_at from tenants where id = $1")
+        .bind(id.as_uuid())
+        .fetch_one(ex)
+        .await?)
+}
+
+/// Moves a tenant to another plan.
+pub async fn set_plan(ex: impl PgExecutor<'_>, id: TenantId, plan: PlanId) -> Result<Tenant> {
+    Ok(sqlx::query_as("update tenants set plan_id = $2 where id = $1 returning id, name, plan_id, created_at")
+        .bind(id.as_uuid())
+        .bind(plan.as_uuid())
+        .fetch_one(ex)
+        .await?)
+}

@@ -1,0 +1,20 @@
+//! `nimbus-domain`: the types every Nimbus component agrees on, free of I/O so the SPA can use
+//! them in wasm: typed ids ([`ids`]), statuses and kinds ([`status`]), money and plan limits
+//! ([`money`], [`quota`]), the job handle ([`job`]), the API envelope ([`envelope`]) and the
+//! stable error codes ([`error`]).
+
+pub mod envelope;
+pub mod error;
+pub mod ids;
+pub mod job;
+pub mod money;
+pub mod quota;
+pub mod status;
+
+pub use envelope::{ApiError, ApiResponse, ErrorBody, ListResponse, Meta, PageRequest, Pagination};
+pub use error::ErrorCode;
+pub use ids::{ApiKeyId, InstanceId, JobId, PlanId, TenantId, UserId};
+pub use job::{JobError, JobHandle, JobLinks, ResourceRef};
+pub use money::Money;
+pub use quota::{PlanLimits, PlanPrices, QuotaExceeded, QuotaResource, ResourceRequest, ResourceUsage};
+pub use status::{InstanceKind, InstanceStatus, JobKind, JobStatus, ParseEnumError, Role};
