@@ -14,13 +14,19 @@ cleanup() {
   trap - INT TERM EXIT
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  infra/scripts/services.sh stop .dev/services --keep >/dev/null 2>&1 || true
 }
 trap cleanup INT TERM EXIT
+
+# PostgreSQL and Redis with their data under .dev/services (kept between runs).
+eval "$(infra/scripts/services.sh start .dev/services --persist)"
 
 "$target_dir/debug/pve-sim" --listen "$listen" --nodes 3 --state-file .dev/pve-sim.json &
 pids+=($!)
 
 echo
+echo "PostgreSQL: $NIMBUS_DATABASE_URL"
+echo "Redis:      $NIMBUS_REDIS_URL"
 echo "Simulated Proxmox VE cluster: https://$listen/api2/json (token and fingerprint printed above)"
 echo "Press Ctrl-C to stop."
 wait
