@@ -1,0 +1,273 @@
+//! What the Proxmox cluster offers, as the API needs it: templates (guests with `template=1` in
+//! `GET /cluster/resources`), nodes with their free capacity, and placement of a new guest. One
+//! `/cluster/resources` call feeds both and is cached for a few seconds, so a burst of requests
+//! costs Proxmox one call.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nimbus_domain::InstanceKind;
+use nimbus_proxmox::{ClusterResource, ProxmoxClient};
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::{Mutex, RwLock};
+
+use crate::error::ApiError;
+
+/// A template as clients see it: one name and type, present on one or more nodes.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Template {
+    /// The name clients pass as `template` (the template guest's name in Proxmox).
+    pub name: String,
+    /// `qemu` or `lxc`.
+    #[serde(rename = "type")]
+    pub kind: InstanceKind,
+    /// Where it can be cloned from: node and the template's VMID there.
+    pub locations: Vec<TemplateLocation>,
+    /// Its disk size, bytes (the smallest disk a clone can have), when Proxmox reports it.
+    pub disk_bytes: Option<u64>,
+}
+
+/// One copy of a template.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateLocation {
+    /// Node.
+    pub node: String,
+    /// The template guest's VMID on that node.
+    pub vmid: u32,
+}
+
+/// A node and what it has free.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    /// Name.
+    pub name: String,
+    /// Whether Proxmox reports it online.
+    pub online: bool,
+    /// Memory not in use, bytes.
+    pub free_memory: u64,
+    /// CPUs not in use (`maxcpu × (1 − cpu)`).
+    pub free_cpu: f64,
+}
+
+/// One reading of the cluster.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    /// Templates by (type, name).
+    pub templates: Vec<Template>,
+    /// Nodes by name.
+    pub nodes: Vec<Node>,
+}
+
+/// Where a new guest goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// The node it is created on.
+    pub node: String,
+    /// The VMID of the template it is cloned from, on that node.
+    pub template_vmid: u32,
+}
+
+impl Snapshot {
+    /// Builds a snapshot from the items of `/cluster/resources`.
+    pub fn from_resources(items: &[ClusterResource]) -> Snapshot {
+        let mut nodes = Vec::new();
+        let mut templates: BTreeMap<(&'static str, String), Template> = BTreeMap::new();
+        for item in items {
+            match item.kind.as_str() {
+                "node" => {
+                    let Some(name) = item.node.clone() else { continue };
+                    let max_mem = item.maxmem.unwrap_or(0);
+                    let max_cpu = item.maxcpu.unwrap_or(0.0);
+                    nodes.push(Node {
+                        name,
+                        online: item.status.as_deref() == Some("online"),
+                        free_memory: max_mem.saturating_sub(item.mem.unwrap_or(0)),
+                        free_cpu: (max_cpu * (1.0 - item.cpu.unwrap_or(0.0))).max(0.0),
+                    });
+                }
+                kind @ ("qemu" | "lxc") if item.template == Some(true) => {
+                    let (Some(name), Some(node), Some(vmid)) = (item.name.clone(), item.node.clone(), item.vmid) else {
+                        continue;
+                    };
+                    let kind = if kind == "qemu" { InstanceKind::Qemu } else { InstanceKind::Lxc };
+                    let entry = templates.entry((kind.as_str(), name.clone())).or_insert_with(|| Template {
+                        name,
+                        kind,
+                        locations: Vec::new(),
+                        disk_bytes: item.maxdisk,
+                    });
+                    entry.locations.push(TemplateLocation { node, vmid });
+                }
+                _ => {}
+            }
+        }
+        let mut templates: Vec<Template> = templates.into_values().collect();
+        for t in &mut templates {
+            t.locations.sort_by(|a, b| a.node.cmp(&b.node));
+        }
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        Snapshot { templates, nodes }
+    }
+
+    /// Chooses the node for a new guest of `kind` from `template`: the requested node when given
+    /// (it must exist and hold the template), otherwise the online node holding the template with
+    /// the most free memory (then free CPU, then name, so the choice is deterministic).
+    pub fn place(&self, kind: InstanceKind, template: &str, node: Option<&str>) -> Result<Placement, ApiError> {
+        let unknown_template = |message: String| ApiError::UnknownTemplate {
+            message,
+            details: json!({ "template": template, "type": kind, "node": node }),
+        };
+        let tpl = self
+            .templates
+            .iter()
+            .find(|t| t.kind == kind && t.name == template)
+            .ok_or_else(|| unknown_template(format!("there is no {kind} template named '{template}'")))?;
+        if let Some(wanted) = node {
+            let n = self.nodes.iter().find(|n| n.name == wanted).ok_or_else(|| ApiError::UnknownNode(wanted.into()))?;
+            if !n.online {
+                return Err(ApiError::ProxmoxUnavailable(format!("node {wanted} is offline")));
+            }
+            let loc = tpl.locations.iter().find(|l| l.node == wanted).ok_or_else(|| {
+                unknown_template(format!("template '{template}' is not available on node '{wanted}'"))
+            })?;
+            return Ok(Placement { node: loc.node.clone(), template_vmid: loc.vmid });
+        }
+        tpl.locations
+            .iter()
+            .filter_map(|loc| self.nodes.iter().find(|n| n.name == loc.node && n.online).map(|n| (loc, n)))
+            .max_by(|(_, a), (_, b)| {
+                a.free_memory.cmp(&b.free_memory).then(a.free_cpu.total_cmp(&b.free_cpu)).then(b.name.cmp(&a.name))
+            })
+            .map(|(loc, _)| Placement { node: loc.node.clone(), template_vmid: loc.vmid })
+            .ok_or_else(|| ApiError::ProxmoxUnavailable(format!("no online node holds template {template}")))
+    }
+}
+
+/// The cached view of the cluster.
+pub struct Inventory {
+    pve: ProxmoxClient,
+    ttl: Duration,
+    cached: RwLock<Option<(Instant, Arc<Snapshot>)>>,
+    // One refresh at a time: concurrent misses wait for it instead of each calling Proxmox.
+    refreshing: Mutex<()>,
+}
+
+impl Inventory {
+    /// How long a reading is reused by default.
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(5);
+
+    /// An inventory reading through `pve`.
+    pub fn new(pve: ProxmoxClient, ttl: Duration) -> Self {
+        Inventory { pve, ttl, cached: RwLock::new(None), refreshing: Mutex::new(()) }
+    }
+
+    /// A reading no older than the TTL. Proxmox failures are 503 `PROXMOX_UNAVAILABLE`.
+    pub async fn snapshot(&self) -> Result<Arc<Snapshot>, ApiError> {
+        if let Some(s) = self.fresh().await {
+            return Ok(s);
+        }
+        let _guard = self.refreshing.lock().await;
+        if let Some(s) = self.fresh().await {
+            return Ok(s);
+        }
+        let items = self
+            .pve
+            .cluster_resources(None)
+            .await
+            .map_err(|e| ApiError::ProxmoxUnavailable(format!("GET /cluster/resources: {e}")))?;
+        let snapshot = Arc::new(Snapshot::from_resources(&items));
+        *self.cached.write().await = Some((Instant::now(), snapshot.clone()));
+        Ok(snapshot)
+    }
+
+    async fn fresh(&self) -> Option<Arc<Snapshot>> {
+        match &*self.cached.read().await {
+            Some((at, s)) if at.elapsed() < self.ttl => Some(s.clone()),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, online: bool, maxmem: u64, mem: u64) -> ClusterResource {
+        ClusterResource {
+            id: format!("node/{name}"),
+            kind: "node".into(),
+            node: Some(name.into()),
+            status: Some(if online { "online" } else { "offline" }.into()),
+            maxmem: Some(maxmem),
+            mem: Some(mem),
+            maxcpu: Some(8.0),
+            cpu: Some(0.5),
+            ..Default::default()
+        }
+    }
+
+    fn template(node: &str, vmid: u32, name: &str) -> ClusterResource {
+        ClusterResource {
+            id: format!("qemu/{vmid}"),
+            kind: "qemu".into(),
+            node: Some(node.into()),
+            name: Some(name.into()),
+            vmid: Some(vmid),
+            template: Some(true),
+            maxdisk: Some(3 << 30),
+            ..Default::default()
+        }
+    }
+
+    fn cluster() -> Snapshot {
+        let mut guest = template("pve1", 100, "web");
+        guest.template = Some(false);
+        Snapshot::from_resources(&[
+            node("pve1", true, 64 << 30, 60 << 30),
+            node("pve2", true, 64 << 30, 10 << 30),
+            node("pve3", false, 64 << 30, 0),
+            template("pve1", 9000, "debian-12"),
+            template("pve2", 9010, "debian-12"),
+            template("pve3", 9020, "debian-12"),
+            template("pve1", 9001, "only-on-pve1"),
+            guest,
+        ])
+    }
+
+    #[test]
+    fn templates_group_by_name_and_skip_ordinary_guests() {
+        let s = cluster();
+        let names: Vec<&str> = s.templates.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["debian-12", "only-on-pve1"]);
+        assert_eq!(s.templates[0].locations.len(), 3);
+        assert_eq!(s.templates[0].disk_bytes, Some(3 << 30));
+    }
+
+    #[test]
+    fn placement_picks_the_online_node_with_most_free_memory() {
+        let s = cluster();
+        // pve3 has the most free memory but is offline.
+        let p = s.place(InstanceKind::Qemu, "debian-12", None).unwrap();
+        assert_eq!(p, Placement { node: "pve2".into(), template_vmid: 9010 });
+        let p = s.place(InstanceKind::Qemu, "only-on-pve1", None).unwrap();
+        assert_eq!(p.node, "pve1");
+    }
+
+    #[test]
+    fn requested_nodes_and_templates_are_checked() {
+        let s = cluster();
+        assert_eq!(s.place(InstanceKind::Qemu, "debian-12", Some("pve1")).unwrap().template_vmid, 9000);
+        assert!(matches!(s.place(InstanceKind::Qemu, "nope", None), Err(ApiError::UnknownTemplate { .. })));
+        assert!(matches!(s.place(InstanceKind::Lxc, "debian-12", None), Err(ApiError::UnknownTemplate { .. })));
+        assert!(matches!(s.place(InstanceKind::Qemu, "debian-12", Some("pve9")), Err(ApiError::UnknownNode(_))));
+        assert!(matches!(
+            s.place(InstanceKind::Qemu, "only-on-pve1", Some("pve2")),
+            Err(ApiError::UnknownTemplate { .. })
+        ));
+        assert!(matches!(s.place(InstanceKind::Qemu, "debian-12", Some("pve3")), Err(ApiError::ProxmoxUnavailable(_))));
+    }
+}

@@ -1,0 +1,48 @@
+//! `nimbus-api`: Nimbus's HTTP API (`/v1`), the front door of the job pipeline (DESIGN §2, §6).
+//!
+//! * [`router`] wires every route with the [`middleware::envelope`] layer (request ids, the
+//!   error envelope) over an [`AppState`]; `main.rs` only reads the configuration and serves it.
+//! * [`routes`]: one module per domain — health, VMs, jobs (with the SSE stream), templates,
+//!   quota.
+//! * [`extract`]: the JSON body, query, `Idempotency-Key` and [`AuthUser`] extractors, whose
+//!   failures are [`ApiError`]s.
+//! * [`error`]: [`ApiError`], its stable codes and statuses.
+//! * [`inventory`]: templates, nodes and placement from Proxmox, cached briefly.
+//! * [`dispatch`]: the push of accepted jobs to Redis, with the outbox as the safety net.
+//! * [`validation`]: names, sizes and SSH keys.
+//! * [`config`], [`bootstrap`]: the environment table and the first tenant.
+
+pub mod bootstrap;
+pub mod config;
+pub mod dispatch;
+pub mod error;
+pub mod extract;
+pub mod inventory;
+pub mod middleware;
+pub mod routes;
+pub mod state;
+pub mod validation;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+
+pub use config::Config;
+pub use error::{ApiError, FieldError};
+pub use extract::AuthUser;
+pub use state::{AppState, Settings};
+
+/// Bodies larger than this are refused (413 in the envelope): no request of this API needs more.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(routes::health::router())
+        .merge(routes::vms::router())
+        .merge(routes::jobs::router())
+        .merge(routes::templates::router())
+        .merge(routes::quota::router())
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(middleware::envelope))
+        .with_state(state)
+}

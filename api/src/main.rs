@@ -1,0 +1,110 @@
+//! `nimbus-api serve` runs the API; `nimbus-api bootstrap` creates the first tenant, admin and
+//! API key. Configuration comes from the environment (see the table in `config.rs`).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use nimbus_api::bootstrap::{self, Bootstrap};
+use nimbus_api::{AppState, Config, Settings};
+use nimbus_domain::PlanLimits;
+use nimbus_proxmox::{ClientConfig, ProxmoxClient};
+
+#[derive(Parser)]
+#[command(name = "nimbus-api", version, about = "Nimbus HTTP API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Migrate the database and serve the API on $LISTEN.
+    Serve,
+    /// Create the first tenant, its admin and an API key (printed once).
+    Bootstrap {
+        /// Tenant name.
+        #[arg(long, default_value = "Default")]
+        tenant: String,
+        /// The admin's email.
+        #[arg(long)]
+        email: String,
+        /// Plan name (created if missing).
+        #[arg(long, default_value = "default")]
+        plan: String,
+        /// Instances the plan allows.
+        #[arg(long, default_value_t = 10)]
+        max_instances: i32,
+        /// vCPUs the plan allows.
+        #[arg(long, default_value_t = 32)]
+        max_vcpus: i32,
+        /// Memory the plan allows, MiB.
+        #[arg(long, default_value_t = 65_536)]
+        max_memory_mib: i64,
+        /// Disk the plan allows, GiB.
+        #[arg(long, default_value_t = 1_000)]
+        max_disk_gib: i64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let result = match Cli::parse().command {
+        Command::Serve => serve().await,
+        Command::Bootstrap { tenant, email, plan, max_instances, max_vcpus, max_memory_mib, max_disk_gib } => {
+            let limits = PlanLimits { max_instances, max_vcpus, max_memory_mib, max_disk_gib };
+            run_bootstrap(Bootstrap { tenant, email, plan, limits }).await
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nimbus-api: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn serve() -> Result<(), BoxError> {
+    let config = Config::from_env()?;
+    let db = nimbus_db::connect(&config.database_url, config.database_max_connections).await?;
+    nimbus_db::migrate(&db).await?;
+    let pve = ProxmoxClient::new(ClientConfig::new(&config.pve_url, config.pve_token.clone(), config.pve_tls.clone()))?;
+    let state = AppState::new(db, &config.redis_url, &config.redis_key_prefix, pve, Settings::default())?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    tracing::info!(listen = %listener.local_addr()?, "nimbus-api serving");
+    axum::serve(listener, nimbus_api::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn run_bootstrap(b: Bootstrap) -> Result<(), BoxError> {
+    let url = std::env::var("DATABASE_URL").map_err(|_| "DATABASE_URL: is required")?;
+    let db = nimbus_db::connect(&url, 2).await?;
+    nimbus_db::migrate(&db).await?;
+    let done = bootstrap::run(&db, &b).await?;
+    println!("tenant:  {}", done.tenant);
+    println!("admin:   {} ({})", done.admin, b.email);
+    println!("API key: {}", done.token);
+    println!("Store the key now: it is not shown again.");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,190 @@
+//! `/v1/jobs`: the job handles of the caller's tenant, and `GET /v1/jobs/{id}/events`, a
+//! Server-Sent Events stream of the job's progress.
+//!
+//! The stream replays the job's history from the ledger (`job_events`, after `Last-Event-ID`
+//! when the client reconnects), then follows new events by polling the ledger, and ends with an
+//! `end` event carrying the final job handle once the job is succeeded, failed or cancelled.
+//! Each `progress` event's id is the ledger event id, so a reconnecting client resumes exactly.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use futures::Stream;
+use nimbus_db::PgPool;
+use nimbus_db::jobs::{self, JobEvent};
+use nimbus_domain::{JobHandle, JobId, JobStatus, PageRequest, TenantId};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::extract::{AuthUser, QueryParams, parse_id};
+use crate::middleware::RequestId;
+use crate::routes::PageQuery;
+use crate::routes::vms::not_found;
+use crate::state::AppState;
+
+/// Events read per ledger query.
+const EVENT_BATCH: i64 = 200;
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/jobs", get(list))
+        .route("/v1/jobs/{id}", get(show))
+        .route("/v1/jobs/{id}/events", get(events))
+}
+
+/// `?page=&perPage=&status=`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JobsQuery {
+    page: Option<u32>,
+    per_page: Option<u32>,
+    status: Option<JobStatus>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    rid: RequestId,
+    QueryParams(q): QueryParams<JobsQuery>,
+) -> Result<Response, ApiError> {
+    let request: PageRequest = PageQuery { page: q.page, per_page: q.per_page }.request()?;
+    let (items, total) = jobs::list(state.db(), auth.tenant(), q.status, request).await?;
+    let items: Vec<JobHandle> = items.iter().map(|j| j.handle()).collect();
+    Ok(super::page(&rid, items, request, total).into_response())
+}
+
+async fn show(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    rid: RequestId,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id: JobId = parse_id(&id, "job")?;
+    let job = jobs::get_for_tenant(state.db(), auth.tenant(), id).await.map_err(|e| not_found(e, "job"))?;
+    Ok(super::data(&rid, job.handle()).into_response())
+}
+
+/// The data of a `progress` event.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ProgressEvent {
+    job_id: JobId,
+    status: JobStatus,
+    progress: i16,
+    step: Option<String>,
+    message: Option<String>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<JobEvent> for ProgressEvent {
+    fn from(e: JobEvent) -> Self {
+        ProgressEvent {
+            job_id: e.job_id,
+            status: e.status,
+            progress: e.progress,
+            step: e.step,
+            message: e.message,
+            created_at: e.created_at,
+        }
+    }
+}
+
+async fn events(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id: JobId = parse_id(&id, "job")?;
+    // Checked before the stream starts, so a foreign or missing job is a plain 404.
+    jobs::get_for_tenant(state.db(), auth.tenant(), id).await.map_err(|e| not_found(e, "job"))?;
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or(0)
+        .max(0);
+    let stream = follow(state.db().clone(), auth.tenant(), id, after, state.settings().sse_poll);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+struct Follow {
+    db: PgPool,
+    tenant: TenantId,
+    job: JobId,
+    after: i64,
+    poll: Duration,
+    queue: VecDeque<Event>,
+    last_status: Option<JobStatus>,
+    polled: bool,
+    done: bool,
+}
+
+/// The event stream of one job: ledger events after `after`, then an `end` event with the
+/// final handle. A database error ends the stream (logged); the client reconnects with
+/// `Last-Event-ID` and loses nothing.
+fn follow(
+    db: PgPool,
+    tenant: TenantId,
+    job: JobId,
+    after: i64,
+    poll: Duration,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let state =
+        Follow { db, tenant, job, after, poll, queue: VecDeque::new(), last_status: None, polled: false, done: false };
+    futures::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(event) = s.queue.pop_front() {
+                return Some((Ok(event), s));
+            }
+            if s.done {
+                return None;
+            }
+            if s.polled {
+                tokio::time::sleep(s.poll).await;
+            }
+            s.polled = true;
+            if let Err(e) = s.fill().await {
+                tracing::warn!(job.id = %s.job, error = %e, "job event stream ended by a database error");
+                return None;
+            }
+        }
+    })
+}
+
+impl Follow {
+    /// Reads the next events into the queue; when the job is final and nothing newer exists,
+    /// queues the `end` event.
+    async fn fill(&mut self) -> Result<(), nimbus_db::DbError> {
+        let batch = jobs::events_after(&self.db, self.job, self.after, EVENT_BATCH).await?;
+        let full = batch.len() as i64 == EVENT_BATCH;
+        for e in batch {
+            self.after = e.id;
+            self.last_status = Some(e.status);
+            let id = e.id.to_string();
+            let data = ProgressEvent::from(e);
+            let event = Event::default().id(id).event("progress").json_data(&data).unwrap_or_default();
+            self.queue.push_back(event);
+        }
+        // A final event followed by nothing newer ends the stream (an admin retry after a
+        // failure would add newer events, which are streamed instead).
+        if !full && self.last_status.is_some_and(JobStatus::is_final) {
+            let job = jobs::get_for_tenant(&self.db, self.tenant, self.job).await?;
+            if job.status.is_final() {
+                let event = Event::default().event("end").json_data(job.handle()).unwrap_or_default();
+                self.queue.push_back(event);
+                self.done = true;
+            }
+        }
+        Ok(())
+    }
+}

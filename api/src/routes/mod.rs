@@ -1,0 +1,66 @@
+//! The routes, grouped by domain (one module each), and the response helpers they share.
+
+pub mod health;
+pub mod jobs;
+pub mod quota;
+pub mod templates;
+pub mod vms;
+
+use axum::Json;
+use nimbus_domain::{ApiResponse, ListResponse, PageRequest, Pagination};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ApiError, FieldError};
+use crate::middleware::RequestId;
+
+/// `{data, meta}`.
+pub fn data<T: Serialize>(rid: &RequestId, data: T) -> Json<ApiResponse<T>> {
+    Json(ApiResponse { data, meta: rid.meta() })
+}
+
+/// `{data, meta, pagination}`.
+pub fn page<T: Serialize>(rid: &RequestId, items: Vec<T>, request: PageRequest, total: i64) -> Json<ListResponse<T>> {
+    Json(ListResponse { data: items, meta: rid.meta(), pagination: Pagination::new(request, total.max(0) as u64) })
+}
+
+/// `?page=&perPage=` as sent; [`PageQuery::request`] checks the bounds.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PageQuery {
+    /// 1-based page (default 1).
+    pub page: Option<u32>,
+    /// Items per page (default 25, at most 100).
+    pub per_page: Option<u32>,
+}
+
+impl PageQuery {
+    /// The page asked for; out-of-range values are 400 rather than silently changed.
+    pub fn request(self) -> Result<PageRequest, ApiError> {
+        let mut errors = Vec::new();
+        let page = self.page.unwrap_or(1);
+        let per_page = self.per_page.unwrap_or(PageRequest::DEFAULT_PER_PAGE);
+        if page == 0 {
+            errors.push(FieldError::new("page", "must be at least 1"));
+        }
+        if !(1..=PageRequest::MAX_PER_PAGE).contains(&per_page) {
+            errors.push(FieldError::new("perPage", format!("must be between 1 and {}", PageRequest::MAX_PER_PAGE)));
+        }
+        if errors.is_empty() { Ok(PageRequest { page, per_page }) } else { Err(ApiError::Validation(errors)) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_bounds_are_checked() {
+        assert_eq!(PageQuery::default().request().unwrap(), PageRequest { page: 1, per_page: 25 });
+        assert!(PageQuery { page: Some(0), per_page: None }.request().is_err());
+        assert!(PageQuery { page: None, per_page: Some(101) }.request().is_err());
+        assert_eq!(
+            PageQuery { page: Some(3), per_page: Some(100) }.request().unwrap(),
+            PageRequest { page: 3, per_page: 100 }
+        );
+    }
+}

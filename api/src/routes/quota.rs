@@ -1,0 +1,46 @@
+//! `GET /v1/quota`: the tenant's plan limits, what it uses, and what remains.
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use nimbus_db::{instances, plans};
+use nimbus_domain::{PlanId, PlanLimits, ResourceUsage};
+use serde::Serialize;
+
+use crate::error::ApiError;
+use crate::extract::AuthUser;
+use crate::middleware::RequestId;
+use crate::state::AppState;
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/quota", get(show))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct QuotaView {
+    plan: PlanRef,
+    limits: PlanLimits,
+    used: ResourceUsage,
+    remaining: ResourceUsage,
+}
+
+#[derive(Serialize)]
+struct PlanRef {
+    id: PlanId,
+    name: String,
+}
+
+async fn show(State(state): State<AppState>, auth: AuthUser, rid: RequestId) -> Result<Response, ApiError> {
+    let plan = plans::for_tenant(state.db(), auth.tenant()).await?;
+    let used = instances::usage(state.db(), auth.tenant()).await?;
+    let view = QuotaView {
+        remaining: plan.limits.remaining(&used),
+        plan: PlanRef { id: plan.id, name: plan.name },
+        limits: plan.limits,
+        used,
+    };
+    Ok(super::data(&rid, view).into_response())
+}

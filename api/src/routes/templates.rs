@@ -1,0 +1,58 @@
+//! `GET /v1/templates`: what can be provisioned, read from Proxmox (guests marked as templates),
+//! without Proxmox internals such as VMIDs.
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use nimbus_domain::InstanceKind;
+use serde::Serialize;
+
+use crate::error::ApiError;
+use crate::extract::{AuthUser, QueryParams};
+use crate::middleware::RequestId;
+use crate::routes::PageQuery;
+use crate::state::AppState;
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/templates", get(list))
+}
+
+/// A template as clients see it.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TemplateView {
+    /// Pass this as `template` to `POST /v1/vms`.
+    name: String,
+    /// Pass this as `type`.
+    #[serde(rename = "type")]
+    kind: InstanceKind,
+    /// Nodes it can be placed on.
+    nodes: Vec<String>,
+    /// The smallest disk a guest from it can have, GiB (rounded up).
+    min_disk: Option<u64>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    _auth: AuthUser,
+    rid: RequestId,
+    QueryParams(q): QueryParams<PageQuery>,
+) -> Result<Response, ApiError> {
+    let request = q.request()?;
+    let snapshot = state.inventory().snapshot().await?;
+    let all: Vec<TemplateView> = snapshot
+        .templates
+        .iter()
+        .map(|t| TemplateView {
+            name: t.name.clone(),
+            kind: t.kind,
+            nodes: t.locations.iter().map(|l| l.node.clone()).collect(),
+            min_disk: t.disk_bytes.map(|b| b.div_ceil(1 << 30)),
+        })
+        .collect();
+    let total = all.len() as i64;
+    let items = all.into_iter().skip(request.offset() as usize).take(request.limit() as usize).collect();
+    Ok(super::page(&rid, items, request, total).into_response())
+}

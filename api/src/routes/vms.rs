@@ -1,0 +1,348 @@
+//! `/v1/vms`: create a VM or container (202 + job handle), list and show them.
+//!
+//! `POST /v1/vms` follows DESIGN §2: authenticate → validate → `Idempotency-Key` → template and
+//! node from Proxmox (placement) → one transaction with the quota check under a row lock, the
+//! instance, the provision job and its outbox row (and the idempotency record) → push to Redis
+//! (best effort: the outbox row stays for the relay when Redis is down) → 202.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use nimbus_db::idempotency::{self, Begin};
+use nimbus_db::instances::{self, Instance, NewInstance};
+use nimbus_db::jobs::NewJob;
+use nimbus_domain::{InstanceId, InstanceKind, InstanceStatus, JobHandle, JobKind};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::error::{ApiError, FieldError};
+use crate::extract::{AuthUser, IdempotencyKey, JsonBody, QueryParams, parse_id};
+use crate::middleware::RequestId;
+use crate::routes::PageQuery;
+use crate::state::AppState;
+use crate::validation::{self, CORES, DISK_GIB, MAX_SSH_KEYS, MEMORY_MIB};
+
+/// The queue provision jobs are dispatched on.
+pub const PROVISION_QUEUE: &str = "provision";
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/vms", get(list).post(create)).route("/v1/vms/{id}", get(show))
+}
+
+/// The body of `POST /v1/vms`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateVm {
+    /// DNS label, unique in the tenant.
+    pub name: String,
+    /// `qemu` or `lxc`.
+    #[serde(rename = "type")]
+    pub kind: InstanceKind,
+    /// Template name (see `GET /v1/templates`).
+    pub template: String,
+    /// Cores.
+    pub cores: u32,
+    /// Memory, MiB.
+    pub memory: u64,
+    /// Disk, GiB.
+    pub disk: u64,
+    /// OpenSSH public keys.
+    #[serde(default)]
+    pub ssh_keys: Vec<String>,
+    /// Node; placement chooses when absent.
+    #[serde(default)]
+    pub node: Option<String>,
+}
+
+impl CreateVm {
+    /// Every problem with the request's values (types and fields are already checked).
+    pub fn validate(&self) -> Result<(), ApiError> {
+        let mut errors = Vec::new();
+        if let Err(m) = validation::dns_label(&self.name) {
+            errors.push(FieldError::new("name", m));
+        }
+        if self.template.is_empty() || self.template.len() > 200 {
+            errors.push(FieldError::new("template", "must be 1-200 characters"));
+        }
+        validation::in_range("cores", self.cores, &CORES, "", &mut errors);
+        validation::in_range("memory", self.memory, &MEMORY_MIB, " MiB", &mut errors);
+        validation::in_range("disk", self.disk, &DISK_GIB, " GiB", &mut errors);
+        if self.ssh_keys.len() > MAX_SSH_KEYS {
+            errors.push(FieldError::new("sshKeys", format!("at most {MAX_SSH_KEYS} keys")));
+        }
+        for (i, key) in self.ssh_keys.iter().enumerate() {
+            if let Err(m) = validation::ssh_public_key(key) {
+                errors.push(FieldError::new(format!("sshKeys[{i}]"), m));
+            }
+        }
+        if let Some(node) = &self.node
+            && validation::dns_label(&node.to_ascii_lowercase()).is_err()
+        {
+            errors.push(FieldError::new("node", "must be a node name (letters, digits, '-')"));
+        }
+        if errors.is_empty() { Ok(()) } else { Err(ApiError::Validation(errors)) }
+    }
+}
+
+/// An instance as clients see it.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmView {
+    /// Id.
+    pub id: InstanceId,
+    /// Name.
+    pub name: String,
+    /// `qemu` or `lxc`.
+    #[serde(rename = "type")]
+    pub kind: InstanceKind,
+    /// Template.
+    pub template: String,
+    /// Cores.
+    pub cores: i32,
+    /// Memory, MiB.
+    pub memory: i64,
+    /// Disk, GiB.
+    pub disk: i64,
+    /// SSH keys.
+    pub ssh_keys: Vec<String>,
+    /// Node, once placed.
+    pub node: Option<String>,
+    /// Proxmox VMID, once reserved.
+    pub vmid: Option<i32>,
+    /// Status.
+    pub status: InstanceStatus,
+    /// Addresses, once known.
+    pub ip_addresses: Vec<String>,
+    /// Created at.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Instance> for VmView {
+    fn from(i: Instance) -> Self {
+        VmView {
+            id: i.id,
+            name: i.name,
+            kind: i.kind,
+            template: i.template,
+            cores: i.cores,
+            memory: i.memory_mib,
+            disk: i.disk_gib,
+            ssh_keys: i.ssh_keys,
+            node: i.node,
+            vmid: i.vmid,
+            status: i.status,
+            ip_addresses: i.ip_addresses,
+            created_at: i.created_at,
+            updated_at: i.updated_at,
+        }
+    }
+}
+
+async fn list(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    rid: RequestId,
+    QueryParams(q): QueryParams<PageQuery>,
+) -> Result<Response, ApiError> {
+    let request = q.request()?;
+    let (items, total) = instances::list(state.db(), auth.tenant(), request).await?;
+    let items: Vec<VmView> = items.into_iter().map(VmView::from).collect();
+    Ok(super::page(&rid, items, request, total).into_response())
+}
+
+async fn show(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    rid: RequestId,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id: InstanceId = parse_id(&id, "vm")?;
+    let vm = instances::get(state.db(), auth.tenant(), id).await.map_err(|e| not_found(e, "vm"))?;
+    Ok(super::data(&rid, VmView::from(vm)).into_response())
+}
+
+/// `NotFound` with the resource's name; other errors unchanged.
+pub(crate) fn not_found(e: nimbus_db::DbError, what: &'static str) -> ApiError {
+    match e {
+        nimbus_db::DbError::NotFound => ApiError::NotFound(what),
+        e => e.into(),
+    }
+}
+
+async fn create(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    rid: RequestId,
+    IdempotencyKey(key): IdempotencyKey,
+    body: JsonBody<CreateVm>,
+) -> Result<Response, ApiError> {
+    body.value.validate()?;
+    let tenant = auth.tenant();
+    if let Some(key) = &key {
+        let hash = idempotency::request_hash("POST", "/v1/vms", canonical_json(&body.raw).as_bytes());
+        match idempotency::begin(state.db(), tenant, key, &hash, state.settings().idempotency_lease).await? {
+            Begin::Started => {}
+            Begin::Replay { status, body } => return Ok(replay(&rid, status, body)),
+            Begin::Mismatch => return Err(ApiError::IdempotencyKeyReused),
+            Begin::InProgress => return Err(ApiError::IdempotencyKeyInProgress),
+        }
+    }
+    let accepted = accept(&state, &auth, &rid, &body.value, key.as_deref()).await;
+    if accepted.is_err()
+        && let Some(key) = &key
+    {
+        // Nothing was created, so nothing is replayed: the client may fix and resend with the
+        // same key.
+        if let Err(e) = idempotency::abandon(state.db(), tenant, key).await {
+            tracing::warn!(error = %e, "could not release the idempotency key");
+        }
+    }
+    let handle = accepted?;
+    Ok(accepted_response(&rid, StatusCode::ACCEPTED, serde_json::to_value(&handle).unwrap_or_default()))
+}
+
+/// Places the guest, writes instance + job + outbox (+ idempotency answer) in one transaction,
+/// then pushes the job.
+async fn accept(
+    state: &AppState,
+    auth: &AuthUser,
+    rid: &RequestId,
+    req: &CreateVm,
+    idempotency_key: Option<&str>,
+) -> Result<JobHandle, ApiError> {
+    let inventory = state.inventory().snapshot().await?;
+    let placement = inventory.place(req.kind, &req.template, req.node.as_deref())?;
+
+    let new = NewInstance {
+        name: req.name.clone(),
+        kind: req.kind,
+        template: req.template.clone(),
+        cores: req.cores as i32,
+        memory_mib: req.memory as i64,
+        disk_gib: req.disk as i64,
+        ssh_keys: req.ssh_keys.clone(),
+        node: Some(placement.node.clone()),
+    };
+    // The instance is not in the payload: its id is made in the transaction, and
+    // `create_with_job` puts it first in the job's resources (`{type: "instance", id}`).
+    let mut job = NewJob::new(
+        JobKind::Provision,
+        PROVISION_QUEUE,
+        json!({
+            "template": req.template,
+            "templateVmid": placement.template_vmid,
+            "node": placement.node,
+            "type": req.kind,
+        }),
+    );
+    job.request_id = Some(rid.0.clone());
+    job.idempotency_key = idempotency_key.map(str::to_owned);
+
+    let mut tx = state.db().begin().await.map_err(nimbus_db::DbError::from)?;
+    let created = instances::create_with_job(&mut tx, auth.tenant(), &new, &job).await?;
+    let enqueued = created.enqueued;
+    let handle = enqueued.job.handle();
+    if let Some(key) = idempotency_key {
+        let stored = serde_json::to_value(&handle).map_err(|e| ApiError::Internal(e.to_string()))?;
+        idempotency::complete(&mut *tx, auth.tenant(), key, StatusCode::ACCEPTED.as_u16(), &stored).await?;
+    }
+    tx.commit().await.map_err(nimbus_db::DbError::from)?;
+    tracing::info!(job.id = %handle.id, vm.id = %created.instance.id, pve.node = %placement.node, "provision accepted");
+
+    state
+        .dispatcher()
+        .push(state.db(), &enqueued.job.queue, enqueued.job.id, enqueued.outbox_id, &enqueued.outbox_payload)
+        .await;
+    Ok(handle)
+}
+
+/// The answer stored under an `Idempotency-Key`, sent again with this request's `meta`.
+fn replay(rid: &RequestId, status: u16, body: Option<Value>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
+    let mut response = accepted_response(rid, status, body.unwrap_or(Value::Null));
+    response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
+}
+
+/// `{data: handle, meta}` with `Location: /v1/jobs/{id}`.
+fn accepted_response(rid: &RequestId, status: StatusCode, handle: Value) -> Response {
+    let location = handle["links"]["self"].as_str().and_then(|l| HeaderValue::from_str(l).ok());
+    let mut response = (status, super::data(rid, handle)).into_response();
+    if let Some(location) = location {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// JSON text with object keys sorted at every level: the same document always gives the same
+/// fingerprint, whatever the client's key order or whitespace.
+pub fn canonical_json(value: &Value) -> String {
+    fn sorted(value: &Value) -> Value {
+        match value {
+            Value::Object(map) => {
+                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                // Collected into a fresh map: with serde_json's default (sorted) map this is the
+                // order already; with `preserve_order` it is the insertion order, sorted above.
+                Value::Object(entries.into_iter().map(|(k, v)| (k.clone(), sorted(v))).collect())
+            }
+            Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+            other => other.clone(),
+        }
+    }
+    sorted(value).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBlx2uMl6O7otZxx5t83ZWNSS+gqAj3/2gOtI6dRPT+R test@host";
+
+    fn vm() -> CreateVm {
+        CreateVm {
+            name: "web-1".into(),
+            kind: InstanceKind::Qemu,
+            template: "debian-12-cloudinit".into(),
+            cores: 2,
+            memory: 2048,
+            disk: 20,
+            ssh_keys: vec![KEY.into()],
+            node: None,
+        }
+    }
+
+    #[test]
+    fn a_good_request_validates() {
+        assert!(vm().validate().is_ok());
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let bad = CreateVm {
+            name: "Web_1".into(),
+            cores: 0,
+            memory: 1 << 40,
+            ssh_keys: vec![KEY.into(), "not a key".into()],
+            ..vm()
+        };
+        let ApiError::Validation(fields) = bad.validate().unwrap_err() else { panic!() };
+        let names: Vec<_> = fields.iter().filter_map(|f| f.field.as_deref()).collect();
+        assert_eq!(names, ["name", "cores", "memory", "sshKeys[1]"]);
+    }
+
+    #[test]
+    fn canonical_json_ignores_key_order_and_spacing() {
+        let a: Value = serde_json::from_str(r#"{"b": 1, "a": {"y": [1, 2], "x": null}}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"a":{"x":null,"y":[1,2]},"b":1}"#).unwrap();
+        assert_eq!(canonical_json(&a), canonical_json(&b));
+        let c: Value = serde_json::from_str(r#"{"a":{"x":null,"y":[2,1]},"b":1}"#).unwrap();
+        assert_ne!(canonical_json(&a), canonical_json(&c));
+    }
+}

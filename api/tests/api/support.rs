@@ -1,0 +1,220 @@
+//! `TestApp`: the API on a free port with its own database, Redis prefix and simulator, plus
+//! fixture builders (tenants with a plan and an API key) and request helpers.
+
+use std::time::Duration;
+
+use nimbus_api::{AppState, Settings};
+use nimbus_db::plans::{self, NewPlan};
+use nimbus_db::users::{self, NewUser};
+use nimbus_db::{PgPool, api_keys, tenants};
+use nimbus_domain::{Money, PlanLimits, PlanPrices, Role, TenantId};
+use nimbus_proxmox::{ApiToken, ClientConfig, ProxmoxClient, TlsMode};
+use nimbus_testkit::{TestDb, TestRedis};
+use pve_sim::{RunningSim, SimConfig};
+use serde_json::{Value, json};
+
+/// Limits no test reaches unless it is about quota.
+pub const ROOMY: PlanLimits =
+    PlanLimits { max_instances: 100, max_vcpus: 400, max_memory_mib: 1 << 30, max_disk_gib: 1 << 20 };
+
+/// A real ed25519 public key.
+pub const SSH_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBlx2uMl6O7otZxx5t83ZWNSS+gqAj3/2gOtI6dRPT+R test@host";
+
+/// A template the simulator seeds on every node.
+pub const TEMPLATE: &str = "debian-12-cloudinit";
+
+/// A port nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// How a [`TestApp`] deviates from the real services.
+#[derive(Default)]
+pub struct Options {
+    /// Point the API at a Redis that is not there.
+    pub redis_down: bool,
+    /// Point the API at a Postgres that is not there (fixtures still use the test database).
+    pub postgres_down: bool,
+}
+
+pub struct TestApp {
+    pub db: TestDb,
+    pub redis: TestRedis,
+    pub sim: RunningSim,
+    pub base: String,
+    pub http: reqwest::Client,
+    /// The API key of the default tenant.
+    pub token: String,
+    pub tenant: TenantId,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl TestApp {
+    pub async fn new() -> TestApp {
+        TestApp::with(ROOMY, Options::default()).await
+    }
+
+    pub async fn with(limits: PlanLimits, options: Options) -> TestApp {
+        let db = TestDb::new().await;
+        let redis = TestRedis::new().await;
+        let sim = pve_sim::start(SimConfig::for_tests(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let tls = TlsMode::Fingerprint(sim.fingerprint().unwrap().to_owned());
+        let pve = ProxmoxClient::new(
+            ClientConfig::new(sim.base_url(), ApiToken::parse(sim.token()).unwrap(), tls)
+                .timeout(Duration::from_secs(10)),
+        )
+        .unwrap();
+        let pool = if options.postgres_down {
+            sqlx::postgres::PgPoolOptions::new()
+                .acquire_timeout(Duration::from_secs(2))
+                .connect_lazy(&format!("postgres://postgres@127.0.0.1:{}/nimbus", closed_port()))
+                .unwrap()
+        } else {
+            db.pool().clone()
+        };
+        let redis_url =
+            if options.redis_down { format!("redis://127.0.0.1:{}/0", closed_port()) } else { redis.url().to_owned() };
+        let settings = Settings {
+            sse_poll: Duration::from_millis(50),
+            ready_timeout: Duration::from_secs(1),
+            ..Settings::default()
+        };
+        let state = AppState::new(pool, &redis_url, &format!("{}nimbus:", redis.prefix()), pve, settings).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, nimbus_api::router(state)).await.unwrap();
+        });
+        let (tenant, token) = new_tenant(db.pool(), limits).await;
+        TestApp { db, redis, sim, base, http: reqwest::Client::new(), token, tenant, server }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        self.db.pool()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// GET with the default tenant's key.
+    pub async fn get(&self, path: &str) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
+        self.get_as(&self.token, path).await
+    }
+
+    pub async fn get_as(&self, token: &str, path: &str) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
+        let r = self.http.get(self.url(path)).bearer_auth(token).send().await.unwrap();
+        split(r).await
+    }
+
+    /// POST a JSON value to /v1/vms with the default key and optional extra headers.
+    pub async fn create_vm(
+        &self,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut req = self.http.post(self.url("/v1/vms")).bearer_auth(&self.token).json(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        split(req.send().await.unwrap()).await
+    }
+
+    /// POST raw bytes as JSON to /v1/vms.
+    pub async fn post_raw(&self, body: &str) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
+        let r = self
+            .http
+            .post(self.url("/v1/vms"))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        split(r).await
+    }
+
+    /// Rows in `table`.
+    pub async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("select count(*) from {table}")))
+            .fetch_one(self.pool())
+            .await
+            .unwrap()
+    }
+}
+
+pub async fn split(r: reqwest::Response) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
+    let status = r.status();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+    (status, headers, body)
+}
+
+/// A tenant on a fresh plan with `limits`, an admin and an API key.
+pub async fn new_tenant(pool: &PgPool, limits: PlanLimits) -> (TenantId, String) {
+    let plan = plans::create(
+        pool,
+        &NewPlan {
+            name: format!("plan-{}", uuid::Uuid::new_v4().simple()),
+            limits,
+            prices: PlanPrices {
+                currency: "EUR".into(),
+                vcpu_hour: Money::ZERO,
+                memory_gib_hour: Money::ZERO,
+                disk_gib_hour: Money::ZERO,
+            },
+        },
+    )
+    .await
+    .unwrap();
+    let tenant = tenants::create(pool, "Acme", plan.id).await.unwrap();
+    let admin = users::create(
+        pool,
+        tenant.id,
+        &NewUser { email: "ops@acme.test".into(), display_name: None, role: Role::Admin },
+    )
+    .await
+    .unwrap();
+    let (_, token) = api_keys::create(pool, tenant.id, admin.id, "test", &[], None).await.unwrap();
+    (tenant.id, token)
+}
+
+/// A valid create request.
+pub fn vm_body(name: &str) -> Value {
+    json!({
+        "name": name,
+        "type": "qemu",
+        "template": TEMPLATE,
+        "cores": 2,
+        "memory": 2048,
+        "disk": 20,
+        "sshKeys": [SSH_KEY],
+    })
+}
+
+/// The `details.fields[*].field` of a validation error.
+pub fn fields(body: &Value) -> Vec<Option<String>> {
+    body["error"]["details"]["fields"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no details.fields in {body}"))
+        .iter()
+        .map(|f| f["field"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Asserts the error envelope's shape and code.
+pub fn assert_error(body: &Value, code: &str) {
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+    assert!(body["error"].get("details").is_some(), "{body}");
+    assert!(body["meta"]["requestId"].is_string(), "{body}");
+    assert!(body["meta"]["timestamp"].is_string(), "{body}");
+}
