@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Starts the development stack in the foreground; Ctrl-C stops everything it started.
-# State lives under .dev/ so a re-run resumes where the last one stopped.
+# State lives under .dev/ so a re-run resumes where the last one stopped: PostgreSQL and Redis data,
+# the simulated cluster, its API token, and the demo admin's API key.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mkdir -p .dev
 
-listen="${PVE_SIM_LISTEN:-127.0.0.1:8006}"
-cargo build -p pve-sim --bin pve-sim
+pve_listen="${PVE_SIM_LISTEN:-127.0.0.1:8006}"
+api_listen="${NIMBUS_LISTEN:-127.0.0.1:8080}"
+
+cargo build -p pve-sim -p nimbus-api --bins
 target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+bin="$target_dir/debug"
 
 pids=()
 cleanup() {
@@ -19,14 +23,46 @@ cleanup() {
 trap cleanup INT TERM EXIT
 
 # PostgreSQL and Redis with their data under .dev/services (kept between runs).
-eval "$(infra/scripts/services.sh start .dev/services --persist)"
+services_env="$(infra/scripts/services.sh start .dev/services --persist)"
+eval "$services_env"
 
-"$target_dir/debug/pve-sim" --listen "$listen" --nodes 3 --state-file .dev/pve-sim.json &
+# The simulated Proxmox cluster, with a token kept across runs and a pinned certificate.
+[ -s .dev/pve-token ] || echo "root@pam!nimbus=$(cat /proc/sys/kernel/random/uuid)" > .dev/pve-token
+chmod 600 .dev/pve-token
+"$bin/pve-sim" --listen "$pve_listen" --nodes 3 --state-file .dev/pve-sim.json --token "$(cat .dev/pve-token)" \
+  > .dev/pve-sim.log 2>&1 &
+pids+=($!)
+fingerprint=""
+for _ in $(seq 1 100); do
+  fingerprint="$(sed -n 's/^certificate fingerprint (SHA-256): //p' .dev/pve-sim.log)"
+  [ -n "$fingerprint" ] && break
+  sleep 0.1
+done
+[ -n "$fingerprint" ] || { cat .dev/pve-sim.log >&2; echo "pve-sim did not start" >&2; exit 1; }
+
+export DATABASE_URL="$NIMBUS_DATABASE_URL" REDIS_URL="$NIMBUS_REDIS_URL"
+export PVE_URL="https://$pve_listen" PVE_TOKEN="$(cat .dev/pve-token)" PVE_FINGERPRINT="$fingerprint"
+export LISTEN="$api_listen"
+
+# The demo tenant, its admin and API key: created once, the key kept (mode 600) so re-runs can show it.
+if [ ! -s .dev/admin-api-key ]; then
+  "$bin/nimbus-api" bootstrap --tenant Demo --email admin@nimbus.dev | tee .dev/bootstrap.txt
+  sed -n 's/^API key: //p' .dev/bootstrap.txt > .dev/admin-api-key
+  chmod 600 .dev/admin-api-key
+  rm -f .dev/bootstrap.txt
+fi
+
+"$bin/nimbus-api" serve &
 pids+=($!)
 
-echo
-echo "PostgreSQL: $NIMBUS_DATABASE_URL"
-echo "Redis:      $NIMBUS_REDIS_URL"
-echo "Simulated Proxmox VE cluster: https://$listen/api2/json (token and fingerprint printed above)"
-echo "Press Ctrl-C to stop."
+cat <<INFO
+
+Nimbus development stack
+  API:         http://$api_listen   (try: curl -H "Authorization: Bearer \$(cat .dev/admin-api-key)" http://$api_listen/v1/templates)
+  admin key:   $(cat .dev/admin-api-key)   (tenant Demo, admin@nimbus.dev)
+  Proxmox:     https://$pve_listen/api2/json (simulated; token in .dev/pve-token, log in .dev/pve-sim.log)
+  PostgreSQL:  $NIMBUS_DATABASE_URL
+  Redis:       $NIMBUS_REDIS_URL
+Press Ctrl-C to stop everything.
+INFO
 wait

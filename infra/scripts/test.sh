@@ -5,6 +5,7 @@ cd "$(dirname "$0")/../.."
 
 svc_dir="/tmp/nimbus-test-$$"
 trap 'infra/scripts/services.sh stop "$svc_dir" >/dev/null 2>&1 || true' EXIT
-eval "$(infra/scripts/services.sh start "$svc_dir")"
+services_env="$(infra/scripts/services.sh start "$svc_dir")"
+eval "$services_env"
 
 cargo nextest run --workspace --no-fail-fast
