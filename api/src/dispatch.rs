@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use nimbus_db::{PgPool, outbox};
 use nimbus_domain::JobId;
-use nimbus_queue::{Queue, QueueConfig};
+use nimbus_queue::Queue;
 use serde_json::Value;
 use tokio::sync::RwLock;
 
@@ -45,7 +45,7 @@ impl Dispatcher {
             return Ok(q.clone());
         }
         // Connect outside the lock: a hanging Redis must not serialise every request.
-        let config = QueueConfig::new(name).key_prefix(self.key_prefix.clone());
+        let config = nimbus_jobs::queues::config(name, &self.key_prefix);
         let queue = Queue::new(self.client.clone(), config).await.map_err(|e| e.to_string())?;
         Ok(self.queues.write().await.entry(name.to_owned()).or_insert(queue).clone())
     }

@@ -9,7 +9,7 @@ mkdir -p .dev
 pve_listen="${PVE_SIM_LISTEN:-127.0.0.1:8006}"
 api_listen="${NIMBUS_LISTEN:-127.0.0.1:8080}"
 
-cargo build -p pve-sim -p nimbus-api --bins
+cargo build -p pve-sim -p nimbus-api -p nimbus-worker --bins
 target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 bin="$target_dir/debug"
 
@@ -54,11 +54,20 @@ fi
 
 "$bin/nimbus-api" serve &
 pids+=($!)
+# The API migrates the database as it starts; the workers start once it answers.
+for _ in $(seq 1 100); do
+  curl -fs "http://$api_listen/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+for n in 1 2; do
+  WORKER_NAME="dev-worker-$n" "$bin/nimbus-worker" &
+  pids+=($!)
+done
 
 cat <<INFO
 
 Nimbus development stack
-  API:         http://$api_listen   (try: curl -H "Authorization: Bearer \$(cat .dev/admin-api-key)" http://$api_listen/v1/templates)
+  API:         http://$api_listen   with two worker processes   (try: curl -H "Authorization: Bearer \$(cat .dev/admin-api-key)" http://$api_listen/v1/templates)
   admin key:   $(cat .dev/admin-api-key)   (tenant Demo, admin@nimbus.dev)
   Proxmox:     https://$pve_listen/api2/json (simulated; token in .dev/pve-token, log in .dev/pve-sim.log)
   PostgreSQL:  $NIMBUS_DATABASE_URL

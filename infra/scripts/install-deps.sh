@@ -12,6 +12,7 @@ apt_missing=()
 python3 -c 'import venv, ensurepip' 2>/dev/null || apt_missing+=(python3-venv)
 command -v python3 >/dev/null || apt_missing+=(python3)
 command -v redis-server >/dev/null || apt_missing+=(redis-server)
+command -v curl >/dev/null || apt_missing+=(curl)
 # PostgreSQL's server binaries: the machine's own (/usr/local/bin) or Debian's.
 if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   apt_missing+=(postgresql)

@@ -13,10 +13,9 @@ use axum::routing::get;
 use chrono::{DateTime, Utc};
 use nimbus_db::idempotency::{self, Begin};
 use nimbus_db::instances::{self, Instance, NewInstance};
-use nimbus_db::jobs::NewJob;
-use nimbus_domain::{InstanceId, InstanceKind, InstanceStatus, JobHandle, JobKind};
+use nimbus_domain::{InstanceId, InstanceKind, InstanceStatus, JobHandle};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::error::{ApiError, FieldError};
 use crate::extract::{AuthUser, IdempotencyKey, JsonBody, QueryParams, parse_id};
@@ -24,9 +23,6 @@ use crate::middleware::RequestId;
 use crate::routes::PageQuery;
 use crate::state::AppState;
 use crate::validation::{self, CORES, DISK_GIB, MAX_SSH_KEYS, MEMORY_MIB};
-
-/// The queue provision jobs are dispatched on.
-pub const PROVISION_QUEUE: &str = "provision";
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
@@ -231,16 +227,14 @@ async fn accept(
     };
     // The instance is not in the payload: its id is made in the transaction, and
     // `create_with_job` puts it first in the job's resources (`{type: "instance", id}`).
-    let mut job = NewJob::new(
-        JobKind::Provision,
-        PROVISION_QUEUE,
-        json!({
-            "template": req.template,
-            "templateVmid": placement.template_vmid,
-            "node": placement.node,
-            "type": req.kind,
-        }),
-    );
+    let mut job = nimbus_jobs::ProvisionVm {
+        template: req.template.clone(),
+        template_vmid: placement.template_vmid,
+        node: placement.node.clone(),
+        kind: req.kind,
+        vmid: None,
+    }
+    .new_job();
     job.request_id = Some(rid.0.clone());
     job.idempotency_key = idempotency_key.map(str::to_owned);
 

@@ -1,0 +1,17 @@
+//! `nimbus-jobs`: the contract between the API and the workers (DESIGN §2, §7).
+//!
+//! * [`queues`]: the stable queue names and the one place their Redis settings are made.
+//! * [`payload`]: what travels: the Redis message ([`Dispatch`], only a ledger job id, its kind
+//!   and queue) and each job kind's ledger payload ([`ProvisionVm`]).
+//! * [`dispatch`]: pushing messages to nimbus-queue ([`Queues`], [`dispatch()`]).
+//!
+//! The ledger (nimbus-db's `jobs`) is the source of truth: a Redis message only says "job X may
+//! be due"; the worker claims X in the ledger and reads its input from there, so a duplicate or
+//! stale message has no effect.
+
+pub mod dispatch;
+pub mod payload;
+pub mod queues;
+
+pub use dispatch::{DispatchError, Queues, dispatch};
+pub use payload::{Dispatch, ProvisionVm};

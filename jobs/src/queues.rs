@@ -1,0 +1,45 @@
+//! Queue names (stable: they name Redis keys and are stored in the ledger's `queue` column) and
+//! the nimbus-queue settings every producer and consumer of a queue shares.
+
+use std::time::Duration;
+
+use nimbus_domain::JobKind;
+use nimbus_queue::QueueConfig;
+
+/// Provisioning: clone, configure and start guests on Proxmox.
+pub const PROVISION: &str = "provision";
+
+/// Every queue a worker process consumes.
+pub const ALL: &[&str] = &[PROVISION];
+
+/// The queue a job kind is dispatched on, for the kinds that have a worker.
+pub fn for_kind(kind: JobKind) -> Option<&'static str> {
+    match kind {
+        JobKind::Provision => Some(PROVISION),
+        _ => None,
+    }
+}
+
+/// The Redis-level settings of queue `name` under `key_prefix` (`nimbus:` in production).
+///
+/// Retries and dead-lettering belong to the ledger, so a Redis message gets few attempts: the
+/// queue only retries a message whose handler could not reach Postgres to claim it. Entries of a
+/// crashed worker are re-delivered after `claim_min_idle`; the ledger lease decides whether the
+/// job is really abandoned.
+pub fn config(name: &str, key_prefix: &str) -> QueueConfig {
+    QueueConfig::new(name).key_prefix(key_prefix).max_attempts(10).claim_min_idle(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_stable() {
+        assert_eq!(PROVISION, "provision");
+        assert_eq!(for_kind(JobKind::Provision), Some("provision"));
+        assert_eq!(for_kind(JobKind::Invoice), None);
+        assert!(ALL.contains(&PROVISION));
+        assert_eq!(config(PROVISION, "nimbus:").stream_key(), "nimbus:q:{provision}");
+    }
+}

@@ -1,0 +1,172 @@
+//! Typed configuration of `nimbus-worker` from environment variables, read once at start.
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `DATABASE_URL` | PostgreSQL URL | required |
+//! | `DATABASE_MAX_CONNECTIONS` | pool size | `WORKER_CONCURRENCY + 4` |
+//! | `REDIS_URL` | Redis URL | required |
+//! | `REDIS_KEY_PREFIX` | prefix of every Redis key (same as the API's) | `nimbus:` |
+//! | `PVE_URL` | Proxmox API, `https://host:8006` | required |
+//! | `PVE_TOKEN` | API token, `user@realm!tokenid=secret` | required |
+//! | `PVE_FINGERPRINT` | pin the server certificate's SHA-256 (`AB:CD:…`) | one of these three, |
+//! | `PVE_CA_FILE` | trust the CA certificates in this PEM file | or the public CAs |
+//! | `PVE_INSECURE` | `1`/`true`: accept any certificate (labs only) | when none is set |
+//! | `WORKER_CONCURRENCY` | provision jobs run at once by this process | `8` |
+//! | `NODE_CAP` | provision jobs loading one Proxmox node at once, across all workers | `4` |
+//! | `JOB_MAX_WAIT_IP_SECS` | how long a started guest may take to report its IP | `300` |
+//! | `WORKER_NAME` | this process's name in leases | host name + pid |
+//! | `RUST_LOG` | log filter | `info` |
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nimbus_proxmox::{ApiToken, TlsMode};
+
+/// What `nimbus-worker` needs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `DATABASE_URL`.
+    pub database_url: String,
+    /// `DATABASE_MAX_CONNECTIONS`.
+    pub database_max_connections: u32,
+    /// `REDIS_URL`.
+    pub redis_url: String,
+    /// `REDIS_KEY_PREFIX`.
+    pub redis_key_prefix: String,
+    /// `PVE_URL`.
+    pub pve_url: String,
+    /// `PVE_TOKEN`.
+    pub pve_token: ApiToken,
+    /// From `PVE_FINGERPRINT`, `PVE_CA_FILE` or `PVE_INSECURE`.
+    pub pve_tls: TlsMode,
+    /// `WORKER_CONCURRENCY`.
+    pub concurrency: usize,
+    /// `NODE_CAP`.
+    pub node_cap: u32,
+    /// `JOB_MAX_WAIT_IP_SECS`.
+    pub ip_timeout: Duration,
+    /// `WORKER_NAME`.
+    pub worker_name: String,
+}
+
+/// A variable that is missing or wrong.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{var}: {problem}")]
+pub struct ConfigError {
+    /// The variable.
+    pub var: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+fn err(var: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError { var, problem: problem.into() }
+}
+
+fn positive<T: std::str::FromStr + PartialOrd + Default>(
+    var: &'static str,
+    value: Option<String>,
+    default: T,
+) -> Result<T, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) => {
+            v.trim().parse().ok().filter(|n| *n > T::default()).ok_or_else(|| err(var, "must be a positive integer"))
+        }
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads variables through `get` (the environment, or a map in tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let required = |k: &'static str| get(k).ok_or_else(|| err(k, "is required"));
+        let concurrency: usize = positive("WORKER_CONCURRENCY", get("WORKER_CONCURRENCY"), 8)?;
+        let database_max_connections =
+            positive("DATABASE_MAX_CONNECTIONS", get("DATABASE_MAX_CONNECTIONS"), concurrency as u32 + 4)?;
+        let node_cap = positive("NODE_CAP", get("NODE_CAP"), 4)?;
+        let ip_timeout = Duration::from_secs(positive("JOB_MAX_WAIT_IP_SECS", get("JOB_MAX_WAIT_IP_SECS"), 300)?);
+        let pve_token = ApiToken::parse(&required("PVE_TOKEN")?)
+            .map_err(|_| err("PVE_TOKEN", "must be user@realm!tokenid=secret"))?;
+        let insecure = match get("PVE_INSECURE").map(|v| v.to_ascii_lowercase()) {
+            None => false,
+            Some(v) if matches!(v.as_str(), "1" | "true" | "yes") => true,
+            Some(v) if matches!(v.as_str(), "0" | "false" | "no") => false,
+            Some(_) => return Err(err("PVE_INSECURE", "must be true or false")),
+        };
+        let pve_tls = match [get("PVE_FINGERPRINT"), get("PVE_CA_FILE"), insecure.then(String::new)] {
+            [Some(fp), None, None] => TlsMode::Fingerprint(fp),
+            [None, Some(ca), None] => TlsMode::CaFile(PathBuf::from(ca)),
+            [None, None, Some(_)] => TlsMode::Insecure,
+            [None, None, None] => TlsMode::System,
+            _ => return Err(err("PVE_FINGERPRINT", "set only one of PVE_FINGERPRINT, PVE_CA_FILE, PVE_INSECURE")),
+        };
+        let worker_name = get("WORKER_NAME").unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "worker".into());
+            format!("{host}-{}", std::process::id())
+        });
+        Ok(Config {
+            database_url: required("DATABASE_URL")?,
+            database_max_connections,
+            redis_url: required("REDIS_URL")?,
+            redis_key_prefix: get("REDIS_KEY_PREFIX").unwrap_or_else(|| "nimbus:".into()),
+            pve_url: required("PVE_URL")?,
+            pve_token,
+            pve_tls,
+            concurrency,
+            node_cap,
+            ip_timeout,
+            worker_name,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    const BASE: &[(&str, &str)] = &[
+        ("DATABASE_URL", "postgres://x/nimbus"),
+        ("REDIS_URL", "redis://127.0.0.1:6379"),
+        ("PVE_URL", "https://pve:8006"),
+        ("PVE_TOKEN", "root@pam!nimbus=secret"),
+    ];
+
+    fn with(extra: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut v = BASE.to_vec();
+        v.extend_from_slice(extra);
+        Config::from_lookup(lookup(&v))
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = with(&[]).unwrap();
+        assert_eq!((c.concurrency, c.node_cap, c.database_max_connections), (8, 4, 12));
+        assert_eq!(c.redis_key_prefix, "nimbus:");
+        assert_eq!(c.pve_tls, TlsMode::System);
+        assert!(!c.worker_name.is_empty());
+    }
+
+    #[test]
+    fn numbers_and_tls_are_checked() {
+        let c = with(&[("WORKER_CONCURRENCY", "3"), ("NODE_CAP", "2"), ("PVE_INSECURE", "true")]).unwrap();
+        assert_eq!((c.concurrency, c.node_cap, c.pve_tls), (3, 2, TlsMode::Insecure));
+        assert_eq!(with(&[("NODE_CAP", "0")]).unwrap_err().var, "NODE_CAP");
+        assert_eq!(with(&[("WORKER_CONCURRENCY", "many")]).unwrap_err().var, "WORKER_CONCURRENCY");
+        assert!(with(&[("PVE_FINGERPRINT", "AB"), ("PVE_INSECURE", "1")]).is_err());
+        assert_eq!(Config::from_lookup(lookup(&BASE[1..])).unwrap_err().var, "DATABASE_URL");
+    }
+}

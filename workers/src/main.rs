@@ -1,0 +1,45 @@
+//! `nimbus-worker`: reads its configuration from the environment (see `config`), runs the
+//! provision pool, the outbox relay and lease recovery, and shuts down gracefully on SIGTERM or
+//! Ctrl-C.
+
+use nimbus_worker::config::Config;
+use nimbus_worker::runtime::{self, RuntimeOptions};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    let config = Config::from_env()?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal(shutdown.clone()));
+    let (env, queues) = runtime::connect(&config, shutdown).await?;
+    tracing::info!(worker = %env.worker_id, concurrency = config.concurrency, node_cap = config.node_cap, "worker started");
+    let options = RuntimeOptions { concurrency: config.concurrency, ..RuntimeOptions::default() };
+    runtime::run(env, queues, options).await?;
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+/// Fires `shutdown` on SIGTERM or Ctrl-C.
+async fn signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down: running jobs stop at their next step");
+    shutdown.cancel();
+}

@@ -1,0 +1,97 @@
+//! A worker process's moving parts, wired together: the provision pool (apalis over
+//! nimbus-queue), the outbox relay and the lease recovery tick, all stopped by one shutdown
+//! token. On shutdown the pool stops fetching, hands unstarted messages back to Redis, and
+//! waits for running jobs, which stop at their next step boundary and go back to the ledger's
+//! queue (or finish, on their last attempt).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use apalis::prelude::{WorkerBuilder, WorkerBuilderExt, WorkerError};
+use nimbus_jobs::{Dispatch, Queues, queues};
+use nimbus_proxmox::{ClientConfig, ProxmoxClient};
+use nimbus_queue::StreamsBackend;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::env::{Env, Settings};
+use crate::node_caps::NodeCaps;
+use crate::relay::{Relay, RelayConfig};
+use crate::{provision_vm, recovery};
+
+/// How the loops run.
+#[derive(Clone, Debug)]
+pub struct RuntimeOptions {
+    /// Provision jobs run at once by this process.
+    pub concurrency: usize,
+    /// Relay settings.
+    pub relay: RelayConfig,
+    /// Period of the lease recovery tick.
+    pub recovery_every: Duration,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions { concurrency: 8, relay: RelayConfig::default(), recovery_every: Duration::from_secs(2) }
+    }
+}
+
+/// Connects everything [`Config`] names; `shutdown` becomes the env's shutdown signal.
+pub async fn connect(config: &Config, shutdown: CancellationToken) -> anyhow::Result<(Arc<Env>, Queues)> {
+    let db = nimbus_db::connect(&config.database_url, config.database_max_connections)
+        .await
+        .context("connecting to PostgreSQL")?;
+    let pve = ProxmoxClient::new(ClientConfig::new(&config.pve_url, config.pve_token.clone(), config.pve_tls.clone()))
+        .context("configuring the Proxmox client")?;
+    let queues = Queues::new(&config.redis_url, config.redis_key_prefix.clone()).context("REDIS_URL")?;
+    let settings = Settings { ip_timeout: config.ip_timeout, ..Settings::default() };
+    // Permits outlive a crashed holder by at most the job lease.
+    let caps = NodeCaps::new(queues.client(), &config.redis_key_prefix, config.node_cap, settings.lease)
+        .await
+        .context("connecting to Redis")?;
+    let env = Env { db, pve, caps, settings, worker_id: config.worker_name.clone(), shutdown };
+    Ok((Arc::new(env), queues))
+}
+
+/// Runs the provision pool, the relay and lease recovery until `env.shutdown` fires and every
+/// running job has stopped.
+pub async fn run(env: Arc<Env>, queues: Queues, options: RuntimeOptions) -> anyhow::Result<()> {
+    let shutdown = env.shutdown.clone();
+    let relay = tokio::spawn(Relay::new(env.db.clone(), queues.clone(), options.relay.clone()).run(shutdown.clone()));
+    let recovery = tokio::spawn(recovery::run(env.db.clone(), options.recovery_every, shutdown.clone()));
+
+    let queue = loop {
+        match queues.queue(queues::PROVISION).await {
+            Ok(q) => break Some(q),
+            Err(e) => {
+                tracing::warn!(error = %e, "Redis unavailable; the provision pool waits for it");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break None,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    };
+    let pool = match queue {
+        Some(queue) => {
+            let worker = WorkerBuilder::new(format!("{}-provision", env.worker_id))
+                .backend(StreamsBackend::<Dispatch>::new(queue))
+                .concurrency(options.concurrency.max(1))
+                .data(env.clone())
+                .build(provision_vm::handle);
+            let stop = shutdown.clone();
+            worker
+                .run_until(async move {
+                    stop.cancelled().await;
+                    Ok::<(), std::io::Error>(())
+                })
+                .await
+        }
+        None => Ok::<(), WorkerError>(()),
+    };
+    let _ = relay.await;
+    let _ = recovery.await;
+    pool.context("provision pool")?;
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! The harness: services, a worker environment, instances with their provision jobs, waits.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nimbus_db::instances::{self, Instance, NewInstance};
+use nimbus_db::jobs::{self, Enqueued, Job};
+use nimbus_domain::{InstanceId, InstanceKind, JobId, TenantId};
+use nimbus_jobs::{ProvisionVm, Queues};
+use nimbus_proxmox::{ApiToken, ClientConfig, PollBackoff, ProxmoxClient, TlsMode};
+use nimbus_testkit::{TestDb, TestRedis};
+use nimbus_worker::node_caps::NodeCaps;
+use nimbus_worker::relay::RelayConfig;
+use nimbus_worker::retry::{Backoff, RetryPolicy};
+use nimbus_worker::runtime::{self, RuntimeOptions};
+use nimbus_worker::{Env, Settings};
+use pve_sim::{RunningSim, SimConfig};
+use tokio_util::sync::CancellationToken;
+
+pub const NODE: &str = "pve1";
+pub const TEMPLATE_VMID: u32 = 9000;
+
+pub struct Harness {
+    pub db: TestDb,
+    pub redis: TestRedis,
+    pub sim: RunningSim,
+    pub tenant: TenantId,
+}
+
+/// A running worker runtime (pool + relay + recovery).
+pub struct Running {
+    pub env: Arc<Env>,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Signals shutdown and waits for the runtime to stop.
+    pub async fn stop(self) {
+        self.env.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(15), self.handle)
+            .await
+            .expect("the worker stops within 15 s")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+impl Harness {
+    pub async fn new() -> Harness {
+        Harness::with_sim(SimConfig::for_tests()).await
+    }
+
+    /// A harness whose simulator runs with `config`.
+    pub async fn with_sim(config: SimConfig) -> Harness {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+            .try_init();
+        let db = TestDb::new().await;
+        let redis = TestRedis::new().await;
+        let sim = pve_sim::start(config, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let tenant = nimbus_db::seed::seed_demo(db.pool()).await.unwrap().tenant.id;
+        Harness { db, redis, sim, tenant }
+    }
+
+    pub fn key_prefix(&self) -> String {
+        self.redis.key("nimbus:")
+    }
+
+    pub fn queues(&self) -> Queues {
+        Queues::with_client(self.redis.client().clone(), self.key_prefix())
+    }
+
+    pub fn pve(&self) -> ProxmoxClient {
+        let token = ApiToken::parse(self.sim.token()).unwrap();
+        let tls = TlsMode::Fingerprint(self.sim.fingerprint().unwrap().to_owned());
+        let poll = PollBackoff {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(100),
+            factor: 1.5,
+            jitter: 0.1,
+        };
+        ProxmoxClient::new(ClientConfig::new(self.sim.base_url(), token, tls).task_poll(poll)).unwrap()
+    }
+
+    /// Settings for tests: short leases, fast retries and polls.
+    pub fn settings() -> Settings {
+        Settings {
+            lease: Duration::from_secs(3),
+            retry: RetryPolicy {
+                backoff: Backoff { base: Duration::from_millis(100), max: Duration::from_millis(400), jitter: true },
+            },
+            task_timeout: Duration::from_secs(20),
+            ip_timeout: Duration::from_secs(10),
+            ip_poll: Duration::from_millis(20),
+            ..Settings::default()
+        }
+    }
+
+    /// A worker environment named `worker` with node cap `cap`.
+    pub async fn env(&self, worker: &str, cap: u32) -> Arc<Env> {
+        let settings = Self::settings();
+        let caps = NodeCaps::new(self.redis.client(), &self.key_prefix(), cap, settings.lease).await.unwrap();
+        Arc::new(Env {
+            db: self.db.pool().clone(),
+            pve: self.pve(),
+            caps,
+            settings,
+            worker_id: worker.to_owned(),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// Starts a worker runtime named `worker`.
+    pub async fn start(&self, worker: &str, concurrency: usize) -> Running {
+        let env = self.env(worker, 4).await;
+        let options = RuntimeOptions {
+            concurrency,
+            relay: RelayConfig { idle: Duration::from_millis(20), ..RelayConfig::default() },
+            recovery_every: Duration::from_millis(200),
+        };
+        let handle = tokio::spawn(runtime::run(env.clone(), self.queues(), options));
+        Running { env, handle }
+    }
+
+    /// Writes an instance with its provision job and outbox row, as the API does, without
+    /// pushing it (the relay or the test pushes).
+    pub async fn accept(&self, name: &str, max_attempts: i32) -> (Instance, Enqueued) {
+        let new = NewInstance {
+            name: name.into(),
+            kind: InstanceKind::Qemu,
+            template: "debian-12-cloudinit".into(),
+            cores: 2,
+            memory_mib: 2048,
+            disk_gib: 10,
+            ssh_keys: vec![
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBlx2uMl6O7otZxx5t83ZWNSS+gqAj3/2gOtI6dRPT+R t@h".into(),
+            ],
+            node: Some(NODE.into()),
+        };
+        let payload = ProvisionVm {
+            template: "debian-12-cloudinit".into(),
+            template_vmid: TEMPLATE_VMID,
+            node: NODE.into(),
+            kind: InstanceKind::Qemu,
+            vmid: None,
+        };
+        let mut job = payload.new_job();
+        job.max_attempts = max_attempts;
+        let created = instances::create(self.db.pool(), self.tenant, &new, &job).await.unwrap();
+        (created.instance, created.enqueued)
+    }
+
+    /// Pushes an accepted job's outbox row to Redis and marks it, as the API's fast path does.
+    pub async fn push(&self, enqueued: &Enqueued) {
+        let rows = vec![nimbus_db::outbox::OutboxEntry {
+            id: enqueued.outbox_id,
+            job_id: enqueued.job.id,
+            queue: enqueued.job.queue.clone(),
+            payload: enqueued.outbox_payload.clone(),
+            available_at: enqueued.job.run_after,
+            created_at: enqueued.job.created_at,
+        }];
+        self.queues().push_outbox(&rows).await.unwrap();
+        nimbus_db::outbox::mark_pushed(self.db.pool(), &[enqueued.outbox_id]).await.unwrap();
+    }
+
+    pub async fn job(&self, id: JobId) -> Job {
+        jobs::get(self.db.pool(), id).await.unwrap()
+    }
+
+    pub async fn instance(&self, id: InstanceId) -> Instance {
+        instances::get_any(self.db.pool(), id).await.unwrap()
+    }
+
+    /// Waits until job `id` is final.
+    pub async fn final_job(&self, id: JobId, limit: Duration) -> Job {
+        let deadline = Instant::now() + limit;
+        loop {
+            let job = self.job(id).await;
+            if job.status.is_final() {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "job did not finish within {limit:?}: {job:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Guests that are not templates, as (vmid, node, description).
+    pub fn vms(&self) -> Vec<(u32, String, String)> {
+        self.sim
+            .sim()
+            .read()
+            .guests
+            .values()
+            .filter(|g| !g.is_template())
+            .map(|g| (g.vmid, g.node.clone(), g.config.get("description").cloned().unwrap_or_default()))
+            .collect()
+    }
+}
+
+pub async fn wait_until<F, Fut>(limit: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
