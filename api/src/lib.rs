@@ -42,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::jobs::router())
         .merge(routes::templates::router())
         .merge(routes::quota::router())
+        .merge(routes::admin::router())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(middleware::envelope))
         .with_state(state)

@@ -14,6 +14,7 @@
 //! | `WORKER_CONCURRENCY` | provision jobs run at once by this process | `8` |
 //! | `NODE_CAP` | provision jobs loading one Proxmox node at once, across all workers | `4` |
 //! | `JOB_MAX_WAIT_IP_SECS` | how long a started guest may take to report its IP | `300` |
+//! | `JOB_LEASE_SECS` | how long a job's ledger claim lasts unrenewed (renewed every third of it): bounds how soon a crashed worker's job is taken over | `6` |
 //! | `WORKER_NAME` | this process's name in leases | host name + pid |
 //! | `RUST_LOG` | log filter | `info` |
 
@@ -45,6 +46,8 @@ pub struct Config {
     pub node_cap: u32,
     /// `JOB_MAX_WAIT_IP_SECS`.
     pub ip_timeout: Duration,
+    /// `JOB_LEASE_SECS`.
+    pub lease: Duration,
     /// `WORKER_NAME`.
     pub worker_name: String,
 }
@@ -91,6 +94,8 @@ impl Config {
             positive("DATABASE_MAX_CONNECTIONS", get("DATABASE_MAX_CONNECTIONS"), concurrency as u32 + 4)?;
         let node_cap = positive("NODE_CAP", get("NODE_CAP"), 4)?;
         let ip_timeout = Duration::from_secs(positive("JOB_MAX_WAIT_IP_SECS", get("JOB_MAX_WAIT_IP_SECS"), 300)?);
+        let default_lease = crate::Settings::default().lease.as_secs();
+        let lease = Duration::from_secs(positive("JOB_LEASE_SECS", get("JOB_LEASE_SECS"), default_lease)?);
         let pve_token = ApiToken::parse(&required("PVE_TOKEN")?)
             .map_err(|_| err("PVE_TOKEN", "must be user@realm!tokenid=secret"))?;
         let insecure = match get("PVE_INSECURE").map(|v| v.to_ascii_lowercase()) {
@@ -123,6 +128,7 @@ impl Config {
             concurrency,
             node_cap,
             ip_timeout,
+            lease,
             worker_name,
         })
     }

@@ -17,7 +17,8 @@ pub struct Settings {
     pub cluster: String,
     /// The smallest VMID handed to guests (templates usually sit in the 9000s).
     pub first_vmid: u32,
-    /// How long a claim lasts without renewal; renewed every third of it.
+    /// How long a claim lasts without renewal; renewed every third of it. Short, because a crashed
+    /// worker's job waits this long (plus a recovery tick) before another worker may take it.
     pub lease: Duration,
     /// Retry spacing for transient failures.
     pub retry: RetryPolicy,
@@ -36,7 +37,7 @@ impl Default for Settings {
         Settings {
             cluster: "default".into(),
             first_vmid: 1000,
-            lease: Duration::from_secs(30),
+            lease: Duration::from_secs(6),
             retry: RetryPolicy::default(),
             task_timeout: Duration::from_secs(600),
             ip_timeout: Duration::from_secs(300),

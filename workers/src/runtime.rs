@@ -45,7 +45,7 @@ pub async fn connect(config: &Config, shutdown: CancellationToken) -> anyhow::Re
     let pve = ProxmoxClient::new(ClientConfig::new(&config.pve_url, config.pve_token.clone(), config.pve_tls.clone()))
         .context("configuring the Proxmox client")?;
     let queues = Queues::new(&config.redis_url, config.redis_key_prefix.clone()).context("REDIS_URL")?;
-    let settings = Settings { ip_timeout: config.ip_timeout, ..Settings::default() };
+    let settings = Settings { ip_timeout: config.ip_timeout, lease: config.lease, ..Settings::default() };
     // Permits outlive a crashed holder by at most the job lease.
     let caps = NodeCaps::new(queues.client(), &config.redis_key_prefix, config.node_cap, settings.lease)
         .await

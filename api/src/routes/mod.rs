@@ -1,5 +1,6 @@
 //! The routes, grouped by domain (one module each), and the response helpers they share.
 
+pub mod admin;
 pub mod health;
 pub mod jobs;
 pub mod quota;

@@ -1,0 +1,242 @@
+//! `/v1/admin`: operations reserved to the tenant's administrators (role `admin`), always within
+//! their own tenant.
+//!
+//! * `POST /v1/admin/jobs/{id}/retry[?attempts=N]`: re-queues a failed job with `N` more attempts
+//!   (default [`NewJob::DEFAULT_MAX_ATTEMPTS`]); its step machine resumes at the step it reached.
+//!   The job's instance, if it is `failed`, goes back to `provisioning` (taking its quota again,
+//!   checked under the same tenant lock `POST /v1/vms` takes). Then the job is pushed through the
+//!   dispatcher's fast path and the answer is 202 with the job handle and `Location`.
+//! * `GET /v1/admin/jobs[?status=failed&page=&perPage=]`: the tenant's jobs with the fields an
+//!   operator needs (queue, attempts allowed, request id), newest first.
+//!
+//! A caller who is not an admin gets 403 `FORBIDDEN`; another tenant's job answers 404 exactly
+//! like a missing one; a job that is not `failed` is 409 `INVALID_JOB_STATE` with its status in
+//! `details`.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use nimbus_db::jobs::{self, Job, NewJob};
+use nimbus_db::{DbError, instances, plans};
+use nimbus_domain::{ErrorCode, InstanceId, InstanceStatus, JobHandle, JobId, JobStatus, ResourceRequest, Role};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::error::{ApiError, PendingError};
+use crate::extract::{AuthUser, QueryParams, parse_id};
+use crate::middleware::RequestId;
+use crate::routes::PageQuery;
+use crate::routes::vms::not_found;
+use crate::state::AppState;
+
+/// The most attempts one retry may add.
+pub const MAX_EXTRA_ATTEMPTS: i32 = 20;
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/admin/jobs", get(list)).route("/v1/admin/jobs/{id}/retry", post(retry))
+}
+
+/// The failures of this module that [`ApiError`] has no variant for, written through the same
+/// envelope.
+#[derive(Debug)]
+enum AdminError {
+    Api(ApiError),
+    /// The caller's role is not `admin` (403 `FORBIDDEN`).
+    Forbidden,
+    /// The job is not `failed` (409 `INVALID_JOB_STATE`).
+    NotFailed {
+        job: JobId,
+        status: JobStatus,
+    },
+}
+
+impl From<ApiError> for AdminError {
+    fn from(e: ApiError) -> Self {
+        AdminError::Api(e)
+    }
+}
+
+impl From<DbError> for AdminError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::InvalidJobState { job, status } => AdminError::NotFailed { job, status },
+            DbError::NotFound => AdminError::Api(ApiError::NotFound("job")),
+            e => AdminError::Api(e.into()),
+        }
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let (status, pending) = match self {
+            AdminError::Api(e) => return e.into_response(),
+            AdminError::Forbidden => (
+                StatusCode::FORBIDDEN,
+                PendingError {
+                    code: ErrorCode::Forbidden,
+                    message: "this operation requires the admin role".into(),
+                    details: json!({ "requiredRole": Role::Admin.as_str() }),
+                    cause: None,
+                },
+            ),
+            AdminError::NotFailed { job, status } => (
+                StatusCode::CONFLICT,
+                PendingError {
+                    code: ErrorCode::InvalidJobState,
+                    message: format!("only a failed job can be retried; this one is {}", status.as_str()),
+                    details: json!({ "jobId": job, "status": status }),
+                    cause: None,
+                },
+            ),
+        };
+        let mut response = status.into_response();
+        response.extensions_mut().insert(pending);
+        response
+    }
+}
+
+fn require_admin(auth: &AuthUser) -> Result<(), AdminError> {
+    if auth.user.role == Role::Admin { Ok(()) } else { Err(AdminError::Forbidden) }
+}
+
+/// `?attempts=`.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+struct RetryQuery {
+    attempts: Option<i32>,
+}
+
+async fn retry(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    rid: RequestId,
+    Path(id): Path<String>,
+    QueryParams(q): QueryParams<RetryQuery>,
+) -> Result<Response, AdminError> {
+    require_admin(&auth)?;
+    let extra = q.attempts.unwrap_or(NewJob::DEFAULT_MAX_ATTEMPTS);
+    if !(1..=MAX_EXTRA_ATTEMPTS).contains(&extra) {
+        return Err(ApiError::field("attempts", format!("must be between 1 and {MAX_EXTRA_ATTEMPTS}")).into());
+    }
+    let id: JobId = parse_id(&id, "job")?;
+    let tenant = auth.tenant();
+    let job = jobs::get_for_tenant(state.db(), tenant, id).await.map_err(|e| not_found(e, "job"))?;
+    if job.status != JobStatus::Failed {
+        return Err(AdminError::NotFailed { job: id, status: job.status });
+    }
+
+    // `retry_failed` runs on the pool, so it cannot join a transaction of ours. The instance is
+    // changed in a transaction held open across it (tenant row locked, as `POST /v1/vms` does,
+    // so the quota check cannot race a create), committed only once the job is re-queued: a
+    // refused retry leaves the instance failed, and a worker that picks the job up at once waits
+    // on the instance row until the commit.
+    let mut tx = state.db().begin().await.map_err(DbError::from)?;
+    if let Some(instance) = instance_of(&job) {
+        revive_instance(&mut tx, tenant, instance).await?;
+    }
+    let enqueued = jobs::retry_failed(state.db(), id, extra).await?;
+    if let Err(e) = tx.commit().await {
+        // The job is queued again; its instance stays `failed` until the worker finishes it.
+        tracing::warn!(job.id = %id, error = %e, "job re-queued but its instance was not set back to provisioning");
+    }
+    tracing::info!(job.id = %id, user.id = %auth.user.id, extra_attempts = extra, "failed job retried by an admin");
+
+    state
+        .dispatcher()
+        .push(state.db(), &enqueued.job.queue, enqueued.job.id, enqueued.outbox_id, &enqueued.outbox_payload)
+        .await;
+    let handle = enqueued.job.handle();
+    let location = HeaderValue::from_str(&handle.links.self_).ok();
+    let mut response = (StatusCode::ACCEPTED, super::data(&rid, handle)).into_response();
+    if let Some(location) = location {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// The instance a job acts on, if any.
+fn instance_of(job: &Job) -> Option<InstanceId> {
+    job.resources.iter().find(|r| r.kind == "instance").and_then(|r| r.id.parse().ok())
+}
+
+/// Sets a `failed` instance back to `provisioning` after checking that the plan still has room
+/// for it (a failed instance released its quota). Any other status is left as it is.
+async fn revive_instance(
+    tx: &mut sqlx::PgConnection,
+    tenant: nimbus_domain::TenantId,
+    id: InstanceId,
+) -> Result<(), AdminError> {
+    sqlx::query("select 1 from tenants where id = $1 for update")
+        .bind(tenant.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .map_err(DbError::from)?;
+    let instance = match instances::get(&mut *tx, tenant, id).await {
+        Ok(i) => i,
+        Err(DbError::NotFound) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    if instance.status != InstanceStatus::Failed {
+        return Ok(());
+    }
+    let plan = plans::for_tenant(&mut *tx, tenant).await?;
+    let used = instances::usage(&mut *tx, tenant).await?;
+    let request = ResourceRequest {
+        vcpus: i64::from(instance.cores),
+        memory_mib: instance.memory_mib,
+        disk_gib: instance.disk_gib,
+    };
+    plan.limits.check(&used, &request).map_err(ApiError::QuotaExceeded)?;
+    instances::set_status(&mut *tx, id, InstanceStatus::Provisioning).await?;
+    Ok(())
+}
+
+/// `?status=&page=&perPage=`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListQuery {
+    status: Option<JobStatus>,
+    page: Option<u32>,
+    per_page: Option<u32>,
+}
+
+/// A job as the admin queue view shows it: the public handle plus the ledger's operational
+/// fields.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AdminJobView {
+    #[serde(flatten)]
+    handle: JobHandle,
+    queue: String,
+    max_attempts: i32,
+    request_id: Option<String>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<&Job> for AdminJobView {
+    fn from(j: &Job) -> Self {
+        AdminJobView {
+            handle: j.handle(),
+            queue: j.queue.clone(),
+            max_attempts: j.max_attempts,
+            request_id: j.request_id.clone(),
+            updated_at: j.updated_at,
+        }
+    }
+}
+
+async fn list(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    rid: RequestId,
+    QueryParams(q): QueryParams<ListQuery>,
+) -> Result<Response, AdminError> {
+    require_admin(&auth)?;
+    let request = PageQuery { page: q.page, per_page: q.per_page }.request()?;
+    let (items, total) = jobs::list(state.db(), auth.tenant(), q.status, request).await?;
+    let items: Vec<AdminJobView> = items.iter().map(AdminJobView::from).collect();
+    Ok(super::page(&rid, items, request, total).into_response())
+}
