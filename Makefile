@@ -35,6 +35,4 @@ fmt:
 	cargo fmt --all
 
 bench: deps
-	cargo build --release -p nimbus-load-tests --bins
-	$$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/pve-sim-bench
-	$$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/queue-bench
+	@infra/scripts/bench.sh

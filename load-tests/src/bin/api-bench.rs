@@ -1,0 +1,345 @@
+//! Benchmark of the API's front door: `POST /v1/vms` (authenticate, validate, place, one
+//! transaction with the quota check, the instance, the job and its outbox row, then the push to
+//! Redis) at 64 concurrent clients.
+//!
+//! Target (issue 3, item 8): at least half the transactions per second of `pgbench` running a
+//! transaction of two inserts on the same Postgres in the same run, with p99 under 25 ms.
+//!
+//! Everything is private and on loopback: Postgres and Redis from `infra/scripts/services.sh`
+//! (stopped at the end, also on error), pve-sim with instant tasks, and the API in process on a
+//! runtime of its own (2 worker threads), apart from the load generator's. No worker runs, so the
+//! jobs stay queued: this measures acceptance only.
+//!
+//! Reproduce: `cargo run --release -p nimbus-load-tests --bin api-bench`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use nimbus_api::bootstrap::{self, Bootstrap};
+use nimbus_api::{AppState, Settings};
+use nimbus_domain::PlanLimits;
+use nimbus_load_tests::{Summary, closed_loop};
+use nimbus_proxmox::{ApiToken, ClientConfig, ProxmoxClient, TlsMode};
+
+const SSH_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBlx2uMl6O7otZxx5t83ZWNSS+gqAj3/2gOtI6dRPT+R bench@host";
+const TEMPLATE: &str = "debian-12-cloudinit";
+const PGBENCH_SCRIPT: &str = "\\set n random(1, 1000000000)
+BEGIN;
+INSERT INTO bench_parent (id, name, created_at) VALUES (gen_random_uuid(), 'parent-' || :n, now());
+INSERT INTO bench_child (id, parent_name, payload, created_at) VALUES (gen_random_uuid(), 'parent-' || :n, '{\"kind\":\"bench\"}', now());
+END;
+";
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Concurrent closed-loop API clients.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// `POST /v1/vms` requests measured (bounded by --max-seconds as well).
+    #[arg(long, default_value_t = 20_000)]
+    requests: usize,
+    #[arg(long, default_value_t = 30)]
+    max_seconds: u64,
+    /// Requests sent before measuring (connections, caches).
+    #[arg(long, default_value_t = 500)]
+    warmup: usize,
+    /// Tenants the requests are spread over, round robin (each create locks its tenant's row
+    /// and sums its instances for the quota check).
+    #[arg(long, default_value_t = 1)]
+    tenants: usize,
+    /// The API's Postgres pool (the API's default).
+    #[arg(long, default_value_t = 20)]
+    db_connections: u32,
+    /// pgbench clients.
+    #[arg(long, default_value_t = 32)]
+    pgbench_clients: u32,
+    /// pgbench duration, seconds.
+    #[arg(long, default_value_t = 10)]
+    pgbench_seconds: u32,
+    /// Start the services durable (`services.sh start --persist`: fsync on, Redis append-only)
+    /// instead of the test defaults (fsync off).
+    #[arg(long)]
+    durable: bool,
+    /// Services folder (removed at the end); default /tmp/nimbus-api-bench-PID.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dir =
+        args.dir.clone().unwrap_or_else(|| PathBuf::from(format!("/tmp/nimbus-api-bench-{}", std::process::id())));
+    let services = Services::start(&dir, args.durable)?;
+    let result = run(&args, &services);
+    drop(services);
+    result
+}
+
+fn run(args: &Args, services: &Services) -> anyhow::Result<()> {
+    let database_url = services.var("NIMBUS_DATABASE_URL")?;
+    let redis_url = services.var("NIMBUS_REDIS_URL")?;
+    let total = args.warmup + args.requests;
+
+    // The API and the simulator each get a runtime of their own, as in their own processes.
+    let api_runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let sim_runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let load_runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+
+    anyhow::ensure!(args.tenants >= 1, "--tenants must be at least 1");
+    let (pool, tokens) = api_runtime.block_on(async {
+        let pool = nimbus_db::connect(&database_url, args.db_connections).await?;
+        nimbus_db::migrate(&pool).await?;
+        let n = i64::try_from(total)? + 10;
+        let limits = PlanLimits {
+            max_instances: i32::try_from(n)?,
+            max_vcpus: i32::try_from(n)?,
+            max_memory_mib: n * 512,
+            max_disk_gib: n * 10,
+        };
+        let b = Bootstrap { tenant: "Bench".into(), email: "bench@example.com".into(), plan: "bench".into(), limits };
+        let done = bootstrap::run(&pool, &b).await?;
+        let mut tokens = vec![done.token];
+        for t in 1..args.tenants {
+            tokens.push(extra_tenant(&pool, t, limits).await?);
+        }
+        for ddl in [
+            "create table bench_parent (id uuid primary key, name text not null, created_at timestamptz not null)",
+            "create table bench_child (id uuid primary key, parent_name text not null, payload jsonb not null, \
+             created_at timestamptz not null)",
+        ] {
+            sqlx::query(ddl).execute(&pool).await?;
+        }
+        anyhow::Ok((pool, tokens))
+    })?;
+
+    println!(
+        "api-bench: POST /v1/vms at {} concurrent clients over {} tenant(s) vs pgbench (2 inserts/transaction, \
+         {} clients), services {}",
+        args.concurrency,
+        args.tenants,
+        args.pgbench_clients,
+        if args.durable { "durable (fsync on)" } else { "test defaults (fsync off)" }
+    );
+    let pgbench = run_pgbench(&services.dir, &database_url, args.pgbench_clients, args.pgbench_seconds)?;
+
+    let sim = sim_runtime.block_on(pve_sim::start(pve_sim::SimConfig::for_tests(), "127.0.0.1:0".parse()?))?;
+    let tls = TlsMode::Fingerprint(sim.fingerprint().context("the simulator has no certificate")?.to_owned());
+    let pve = ProxmoxClient::new(
+        ClientConfig::new(sim.base_url(), ApiToken::parse(sim.token())?, tls).timeout(Duration::from_secs(10)),
+    )?;
+    let state = AppState::new(pool.clone(), &redis_url, "nimbus:", pve, Settings::default())?;
+    let listener = api_runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let server = api_runtime.spawn(async move { axum::serve(listener, nimbus_api::router(state)).await });
+
+    let measured = load_runtime.block_on(drive(args, &base, &tokens));
+    server.abort();
+    sim_runtime.block_on(sim.shutdown());
+    let (warm, api) = measured?;
+
+    let (accepted, unpushed) = api_runtime.block_on(async {
+        let n: i64 = sqlx::query_scalar("select count(*) from instances").fetch_one(&pool).await?;
+        let unpushed = nimbus_db::outbox::backlog(&pool).await?;
+        anyhow::Ok((n, unpushed))
+    })?;
+    api_runtime.block_on(pool.close());
+    let sent_ok = (warm.requests - warm.errors) + (api.requests - api.errors);
+    anyhow::ensure!(
+        accepted == i64::try_from(sent_ok)?,
+        "{sent_ok} requests were answered 202 but {accepted} instances were written"
+    );
+
+    println!(
+        "{:<45} {:>9.0} tx/s   latency avg {:>6.2} ms  ({} transactions, {} s)",
+        "pgbench BEGIN; 2 x INSERT; END (anchor)",
+        pgbench.tps,
+        pgbench.latency_avg_ms,
+        pgbench.transactions,
+        args.pgbench_seconds
+    );
+    println!(
+        "{:<45} {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} requests, {} errors, {:.1} s)",
+        "POST /v1/vms → 202",
+        api.per_second(),
+        api.percentile_ms(0.5),
+        api.percentile_ms(0.99),
+        api.requests,
+        api.errors,
+        api.elapsed.as_secs_f64()
+    );
+    let ratio = api.per_second() / pgbench.tps;
+    println!(
+        "POST /v1/vms vs pgbench: {ratio:.2}x ({accepted} instances written, jobs queued, \
+         {unpushed} outbox rows left for the relay)"
+    );
+    let ok = ratio >= 0.5 && api.percentile_ms(0.99) < 25.0 && api.errors == 0;
+    println!("target >= 0.5x pgbench tx/s with p99 < 25 ms and no errors: {}", if ok { "PASS" } else { "FAIL" });
+    let given: Vec<String> = std::env::args().skip(1).collect();
+    let extra = if given.is_empty() { String::new() } else { format!(" -- {}", given.join(" ")) };
+    println!("reproduce: cargo run --release -p nimbus-load-tests --bin api-bench{extra}");
+    Ok(())
+}
+
+/// Warms up, then measures: each request creates a VM with a name of its own.
+async fn drive(args: &Args, base: &str, tokens: &[String]) -> anyhow::Result<(Summary, Summary)> {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+    let url = format!("{base}/v1/vms");
+    let create = |prefix: &'static str| {
+        let (http, url, tokens) = (http.clone(), url.clone(), std::sync::Arc::new(tokens.to_vec()));
+        move |i: usize| {
+            let (http, url, token) = (http.clone(), url.clone(), tokens[i % tokens.len()].clone());
+            async move {
+                let body = serde_json::json!({
+                    "name": format!("{prefix}-{i}"),
+                    "type": "qemu",
+                    "template": TEMPLATE,
+                    "cores": 1,
+                    "memory": 512,
+                    "disk": 10,
+                    "sshKeys": [SSH_KEY],
+                });
+                let resp = http.post(&url).bearer_auth(&token).json(&body).send().await?;
+                let status = resp.status();
+                let text = resp.text().await?;
+                anyhow::ensure!(status == reqwest::StatusCode::ACCEPTED, "POST /v1/vms: {status} {text}");
+                Ok(())
+            }
+        }
+    };
+    let max_time = Duration::from_secs(args.max_seconds);
+    let warm = closed_loop(args.concurrency, args.warmup, max_time, create("warm")).await;
+    if warm.errors > 0 {
+        // Show why, once, instead of a bare count.
+        create("probe")(0).await.context("warm-up requests failed")?;
+    }
+    let api = closed_loop(args.concurrency, args.requests, max_time, create("bench")).await;
+    Ok((warm, api))
+}
+
+/// Another tenant with its own plan, admin and API key.
+async fn extra_tenant(pool: &nimbus_db::PgPool, n: usize, limits: PlanLimits) -> anyhow::Result<String> {
+    use nimbus_db::plans::{self, NewPlan};
+    use nimbus_db::users::{self, NewUser};
+    use nimbus_domain::{Money, PlanPrices, Role};
+    let prices = PlanPrices {
+        currency: "EUR".into(),
+        vcpu_hour: Money::ZERO,
+        memory_gib_hour: Money::ZERO,
+        disk_gib_hour: Money::ZERO,
+    };
+    let plan = plans::create(pool, &NewPlan { name: format!("bench-{n}"), limits, prices }).await?;
+    let tenant = nimbus_db::tenants::create(pool, &format!("Bench {n}"), plan.id).await?;
+    let email = format!("bench-{n}@example.com");
+    let admin = users::create(pool, tenant.id, &NewUser { email, display_name: None, role: Role::Admin }).await?;
+    let (_, token) = nimbus_db::api_keys::create(pool, tenant.id, admin.id, "bench", &[], None).await?;
+    Ok(token)
+}
+
+struct PgbenchResult {
+    tps: f64,
+    latency_avg_ms: f64,
+    transactions: u64,
+}
+
+fn run_pgbench(dir: &Path, database_url: &str, clients: u32, seconds: u32) -> anyhow::Result<PgbenchResult> {
+    let script = dir.join("two-inserts.sql");
+    std::fs::write(&script, PGBENCH_SCRIPT)?;
+    let threads = clients.clamp(1, 2);
+    let out = Command::new(pgbench_bin())
+        .args(["-n", "-c", &clients.to_string(), "-j", &threads.to_string(), "-T", &seconds.to_string(), "-f"])
+        .arg(&script)
+        .arg(database_url)
+        .output()
+        .context("running pgbench")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(out.status.success(), "pgbench failed: {}{}", stdout, String::from_utf8_lossy(&out.stderr));
+    parse_pgbench(&stdout).with_context(|| format!("unexpected pgbench output:\n{stdout}"))
+}
+
+fn parse_pgbench(out: &str) -> Option<PgbenchResult> {
+    let value = |prefix: &str| {
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned)
+    };
+    Some(PgbenchResult {
+        tps: value("tps = ")?.parse().ok()?,
+        latency_avg_ms: value("latency average = ")?.parse().ok()?,
+        transactions: value("number of transactions actually processed: ")?.parse().ok()?,
+    })
+}
+
+fn pgbench_bin() -> PathBuf {
+    let known = Path::new("/usr/lib/postgresql/15/bin/pgbench");
+    if known.exists() { known.to_path_buf() } else { PathBuf::from("pgbench") }
+}
+
+/// Private Postgres and Redis in `dir`, stopped (and `dir` removed) on drop.
+struct Services {
+    dir: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Services {
+    fn script() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/scripts/services.sh")
+    }
+
+    fn start(dir: &Path, durable: bool) -> anyhow::Result<Services> {
+        anyhow::ensure!(!dir.exists(), "{} exists already; pick another --dir", dir.display());
+        let mut cmd = Command::new(Self::script());
+        cmd.arg("start").arg(dir);
+        if durable {
+            cmd.arg("--persist");
+        }
+        let out = cmd.output().context("running services.sh start")?;
+        // From here on the folder is ours to stop and remove, whatever happens next.
+        let mut services = Services { dir: dir.to_path_buf(), env: Vec::new() };
+        anyhow::ensure!(out.status.success(), "services.sh start failed: {}", String::from_utf8_lossy(&out.stderr));
+        services.env = String::from_utf8(out.stdout)?
+            .lines()
+            .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Ok(services)
+    }
+
+    fn var(&self, name: &str) -> anyhow::Result<String> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .with_context(|| format!("services.sh printed no {name}"))
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        match Command::new(Self::script()).arg("stop").arg(&self.dir).output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!("services.sh stop failed: {}", String::from_utf8_lossy(&out.stderr)),
+            Err(e) => eprintln!("services.sh stop: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_pgbench_15_output() {
+        let out = "transaction type: two-inserts.sql\nscaling factor: 1\nnumber of clients: 32\n\
+                   number of transactions actually processed: 81503\nlatency average = 3.921 ms\n\
+                   initial connection time = 12.345 ms\ntps = 8150.734375 (without initial connection time)\n";
+        let r = parse_pgbench(out).unwrap();
+        assert_eq!(r.transactions, 81503);
+        assert_eq!(r.latency_avg_ms, 3.921);
+        assert_eq!(r.tps, 8150.734375);
+        assert!(parse_pgbench("pgbench: error: connection refused\n").is_none());
+    }
+}
