@@ -17,9 +17,8 @@
 //! `nimbus-api bootstrap` needs only `DATABASE_URL`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
-use nimbus_proxmox::{ApiToken, TlsMode};
+use nimbus_proxmox::{ApiToken, PveEnv, TlsMode};
 
 /// What `nimbus-api serve` needs.
 #[derive(Clone, Debug)]
@@ -74,22 +73,7 @@ impl Config {
                 .ok_or_else(|| err("DATABASE_MAX_CONNECTIONS", "must be a positive integer"))?,
             None => 20,
         };
-        let pve_token = ApiToken::parse(&required("PVE_TOKEN")?)
-            .map_err(|_| err("PVE_TOKEN", "must be user@realm!tokenid=secret"))?;
-        let insecure = match get("PVE_INSECURE").map(|v| v.to_ascii_lowercase()) {
-            None => false,
-            Some(v) if matches!(v.as_str(), "1" | "true" | "yes") => true,
-            Some(v) if matches!(v.as_str(), "0" | "false" | "no") => false,
-            Some(_) => return Err(err("PVE_INSECURE", "must be true or false")),
-        };
-        let tls_choices = [get("PVE_FINGERPRINT"), get("PVE_CA_FILE"), insecure.then(String::new)];
-        let pve_tls = match tls_choices {
-            [Some(fp), None, None] => TlsMode::Fingerprint(fp),
-            [None, Some(ca), None] => TlsMode::CaFile(PathBuf::from(ca)),
-            [None, None, Some(_)] => TlsMode::Insecure,
-            [None, None, None] => TlsMode::System,
-            _ => return Err(err("PVE_FINGERPRINT", "set only one of PVE_FINGERPRINT, PVE_CA_FILE, PVE_INSECURE")),
-        };
+        let pve = PveEnv::from_lookup(get).map_err(|e| err(e.var, e.problem))?;
         let listen = match get("LISTEN") {
             Some(v) => v.parse().map_err(|_| err("LISTEN", "must be an address like 0.0.0.0:8080"))?,
             None => SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -99,9 +83,9 @@ impl Config {
             database_max_connections,
             redis_url: required("REDIS_URL")?,
             redis_key_prefix: get("REDIS_KEY_PREFIX").unwrap_or_else(|| "nimbus:".into()),
-            pve_url: required("PVE_URL")?,
-            pve_token,
-            pve_tls,
+            pve_url: pve.url,
+            pve_token: pve.token,
+            pve_tls: pve.tls,
             listen,
         })
     }

@@ -1,14 +1,16 @@
-//! What the Proxmox cluster offers, as the API needs it: templates (guests with `template=1` in
-//! `GET /cluster/resources`), nodes with their free capacity, and placement of a new guest. One
-//! `/cluster/resources` call feeds both and is cached for a few seconds, so a burst of requests
-//! costs Proxmox one call.
+//! What the Proxmox cluster offers, as the API needs it: templates, nodes with their free
+//! capacity, and placement of a new guest. qemu templates are guests with `template=1` in
+//! `GET /cluster/resources`; LXC templates are the `vztmpl` archives on each online node's
+//! storages (`local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst` is listed as
+//! `debian-12-standard`). One reading (`/cluster/resources`, then the storages' `vztmpl` content of
+//! each online node) is cached for a few seconds, so a burst of requests costs Proxmox one round.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nimbus_domain::InstanceKind;
-use nimbus_proxmox::{ClusterResource, ProxmoxClient};
+use nimbus_proxmox::{ClusterResource, ContentQuery, ProxmoxClient, StorageContent, StorageListQuery};
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::{Mutex, RwLock};
@@ -24,7 +26,7 @@ pub struct Template {
     /// `qemu` or `lxc`.
     #[serde(rename = "type")]
     pub kind: InstanceKind,
-    /// Where it can be cloned from: node and the template's VMID there.
+    /// Where it can be created from: node and the template's VMID (qemu) or archive (lxc) there.
     pub locations: Vec<TemplateLocation>,
     /// Its disk size, bytes (the smallest disk a clone can have), when Proxmox reports it.
     pub disk_bytes: Option<u64>,
@@ -36,8 +38,11 @@ pub struct Template {
 pub struct TemplateLocation {
     /// Node.
     pub node: String,
-    /// The template guest's VMID on that node.
+    /// The template guest's VMID on that node (0 for an LXC archive).
     pub vmid: u32,
+    /// The archive's volume id on that node (LXC only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volid: Option<String>,
 }
 
 /// A node and what it has free.
@@ -67,8 +72,24 @@ pub struct Snapshot {
 pub struct Placement {
     /// The node it is created on.
     pub node: String,
-    /// The VMID of the template it is cloned from, on that node.
+    /// The VMID of the template it is cloned from, on that node (0 for LXC, which is created
+    /// from the archive the worker finds by the template's name).
     pub template_vmid: u32,
+}
+
+/// The template name of a `vztmpl` archive: the file name up to its first `_` (the version),
+/// else without its archive extension. `local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst` →
+/// `debian-12-standard`.
+pub fn vztmpl_name(volid: &str) -> Option<String> {
+    let file = volid.rsplit('/').next()?;
+    let name = match file.split_once('_') {
+        Some((name, _)) => name,
+        None => [".tar.zst", ".tar.gz", ".tar.xz", ".tar.bz2", ".tgz", ".tar"]
+            .iter()
+            .find_map(|ext| file.strip_suffix(ext))
+            .unwrap_or(file),
+    };
+    (!name.is_empty()).then(|| name.to_owned())
 }
 
 impl Snapshot {
@@ -100,7 +121,7 @@ impl Snapshot {
                         locations: Vec::new(),
                         disk_bytes: item.maxdisk,
                     });
-                    entry.locations.push(TemplateLocation { node, vmid });
+                    entry.locations.push(TemplateLocation { node, vmid, volid: None });
                 }
                 _ => {}
             }
@@ -111,6 +132,34 @@ impl Snapshot {
         }
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         Snapshot { templates, nodes }
+    }
+
+    /// Adds the LXC templates of `node`'s `vztmpl` archives (`content` as its storages list it).
+    pub fn add_lxc_templates(&mut self, node: &str, content: &[StorageContent]) {
+        for item in content {
+            if item.content.as_deref().is_some_and(|c| c != "vztmpl") {
+                continue;
+            }
+            let Some(name) = vztmpl_name(&item.volid) else { continue };
+            let location = TemplateLocation { node: node.to_owned(), vmid: 0, volid: Some(item.volid.clone()) };
+            match self.templates.iter_mut().find(|t| t.kind == InstanceKind::Lxc && t.name == name) {
+                // One archive per node and name (the first storage listing it wins).
+                Some(t) if t.locations.iter().any(|l| l.node == node) => {}
+                Some(t) => {
+                    t.locations.push(location);
+                    t.locations.sort_by(|a, b| a.node.cmp(&b.node));
+                }
+                None => {
+                    self.templates.push(Template {
+                        name,
+                        kind: InstanceKind::Lxc,
+                        locations: vec![location],
+                        disk_bytes: None,
+                    });
+                }
+            }
+        }
+        self.templates.sort_by(|a, b| (a.kind.as_str(), &a.name).cmp(&(b.kind.as_str(), &b.name)));
     }
 
     /// Chooses the node for a new guest of `kind` from `template`: the requested node when given
@@ -179,9 +228,33 @@ impl Inventory {
             .cluster_resources(None)
             .await
             .map_err(|e| ApiError::ProxmoxUnavailable(format!("GET /cluster/resources: {e}")))?;
-        let snapshot = Arc::new(Snapshot::from_resources(&items));
+        let mut snapshot = Snapshot::from_resources(&items);
+        let online: Vec<String> = snapshot.nodes.iter().filter(|n| n.online).map(|n| n.name.clone()).collect();
+        let archives = futures::future::join_all(online.iter().map(|node| self.vztmpl_content(node))).await;
+        for (node, content) in online.iter().zip(archives) {
+            match content {
+                Ok(content) => snapshot.add_lxc_templates(node, &content),
+                // That node's containers cannot be offered this time; the rest of the reading holds.
+                Err(e) => tracing::warn!(pve.node = %node, error = %e, "listing vztmpl archives failed"),
+            }
+        }
+        let snapshot = Arc::new(snapshot);
         *self.cached.write().await = Some((Instant::now(), snapshot.clone()));
         Ok(snapshot)
+    }
+
+    /// The `vztmpl` archives on `node`'s storages.
+    async fn vztmpl_content(&self, node: &str) -> Result<Vec<StorageContent>, nimbus_proxmox::PveError> {
+        let api = self.pve.node(node);
+        let query = StorageListQuery { content: Some("vztmpl".into()), ..Default::default() };
+        let mut out = Vec::new();
+        for storage in api.storage_list(&query).await? {
+            if storage.active == Some(false) || storage.enabled == Some(false) {
+                continue;
+            }
+            out.extend(api.storage(&storage.storage).content(&ContentQuery::content("vztmpl")).await?);
+        }
+        Ok(out)
     }
 
     async fn fresh(&self) -> Option<Arc<Snapshot>> {
@@ -269,5 +342,50 @@ mod tests {
             Err(ApiError::UnknownTemplate { .. })
         ));
         assert!(matches!(s.place(InstanceKind::Qemu, "debian-12", Some("pve3")), Err(ApiError::ProxmoxUnavailable(_))));
+    }
+
+    fn archive(volid: &str) -> StorageContent {
+        serde_json::from_value(json!({ "volid": volid, "format": "tzst", "content": "vztmpl", "size": 1 })).unwrap()
+    }
+
+    #[test]
+    fn archive_names_drop_version_and_extension() {
+        assert_eq!(
+            vztmpl_name("local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst").as_deref(),
+            Some("debian-12-standard")
+        );
+        assert_eq!(vztmpl_name("nfs:vztmpl/alpine.tar.xz").as_deref(), Some("alpine"));
+        assert_eq!(vztmpl_name("local:vztmpl/_x.tar.gz"), None);
+    }
+
+    #[test]
+    fn lxc_templates_come_from_archives_and_place_like_qemu() {
+        let mut s = cluster();
+        let debian = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst";
+        s.add_lxc_templates(
+            "pve1",
+            &[archive(debian), archive("local:vztmpl/alpine-3.20-default_20240908_amd64.tar.xz")],
+        );
+        s.add_lxc_templates("pve2", &[archive(debian), archive("nfs:vztmpl/debian-12-standard_12.2-1_amd64.tar.zst")]);
+        let lxc: Vec<(&str, usize)> = s
+            .templates
+            .iter()
+            .filter(|t| t.kind == InstanceKind::Lxc)
+            .map(|t| (t.name.as_str(), t.locations.len()))
+            .collect();
+        assert_eq!(lxc, [("alpine-3.20-default", 1), ("debian-12-standard", 2)]);
+        let t = s.templates.iter().find(|t| t.name == "debian-12-standard").unwrap();
+        assert_eq!(t.locations[1], TemplateLocation { node: "pve2".into(), vmid: 0, volid: Some(debian.into()) });
+        // pve2 has more free memory than pve1.
+        assert_eq!(s.place(InstanceKind::Lxc, "debian-12-standard", None).unwrap().node, "pve2");
+        assert_eq!(s.place(InstanceKind::Lxc, "alpine-3.20-default", None).unwrap().node, "pve1");
+        assert!(matches!(
+            s.place(InstanceKind::Qemu, "debian-12-standard", None),
+            Err(ApiError::UnknownTemplate { .. })
+        ));
+        assert!(matches!(
+            s.place(InstanceKind::Lxc, "alpine-3.20-default", Some("pve2")),
+            Err(ApiError::UnknownTemplate { .. })
+        ));
     }
 }

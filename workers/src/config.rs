@@ -18,10 +18,9 @@
 //! | `WORKER_NAME` | this process's name in leases | host name + pid |
 //! | `RUST_LOG` | log filter | `info` |
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use nimbus_proxmox::{ApiToken, TlsMode};
+use nimbus_proxmox::{ApiToken, PveEnv, TlsMode};
 
 /// What `nimbus-worker` needs.
 #[derive(Clone, Debug)]
@@ -96,21 +95,7 @@ impl Config {
         let ip_timeout = Duration::from_secs(positive("JOB_MAX_WAIT_IP_SECS", get("JOB_MAX_WAIT_IP_SECS"), 300)?);
         let default_lease = crate::Settings::default().lease.as_secs();
         let lease = Duration::from_secs(positive("JOB_LEASE_SECS", get("JOB_LEASE_SECS"), default_lease)?);
-        let pve_token = ApiToken::parse(&required("PVE_TOKEN")?)
-            .map_err(|_| err("PVE_TOKEN", "must be user@realm!tokenid=secret"))?;
-        let insecure = match get("PVE_INSECURE").map(|v| v.to_ascii_lowercase()) {
-            None => false,
-            Some(v) if matches!(v.as_str(), "1" | "true" | "yes") => true,
-            Some(v) if matches!(v.as_str(), "0" | "false" | "no") => false,
-            Some(_) => return Err(err("PVE_INSECURE", "must be true or false")),
-        };
-        let pve_tls = match [get("PVE_FINGERPRINT"), get("PVE_CA_FILE"), insecure.then(String::new)] {
-            [Some(fp), None, None] => TlsMode::Fingerprint(fp),
-            [None, Some(ca), None] => TlsMode::CaFile(PathBuf::from(ca)),
-            [None, None, Some(_)] => TlsMode::Insecure,
-            [None, None, None] => TlsMode::System,
-            _ => return Err(err("PVE_FINGERPRINT", "set only one of PVE_FINGERPRINT, PVE_CA_FILE, PVE_INSECURE")),
-        };
+        let pve = PveEnv::from_lookup(get).map_err(|e| err(e.var, e.problem))?;
         let worker_name = get("WORKER_NAME").unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_owned())
@@ -122,9 +107,9 @@ impl Config {
             database_max_connections,
             redis_url: required("REDIS_URL")?,
             redis_key_prefix: get("REDIS_KEY_PREFIX").unwrap_or_else(|| "nimbus:".into()),
-            pve_url: required("PVE_URL")?,
-            pve_token,
-            pve_tls,
+            pve_url: pve.url,
+            pve_token: pve.token,
+            pve_tls: pve.tls,
             concurrency,
             node_cap,
             ip_timeout,

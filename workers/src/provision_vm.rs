@@ -10,6 +10,12 @@
 //!        each step: do it idempotently (adopt what exists) → record_progress(step, %)
 //! ```
 //!
+//! LXC instances take the same steps: "clone" creates the container from the node's `vztmpl`
+//! archive named like the template (`POST /nodes/{node}/lxc` with hostname, cores, memory, the
+//! root filesystem at its full size, DHCP on `vmbr0`, SSH keys and the tag in the description),
+//! so configure and grow disk have nothing left to do; the address comes from the container's
+//! `interfaces`.
+//!
 //! Idempotence: the VMID is reserved in Postgres before Proxmox is called, so every attempt uses
 //! the same one; a guest found under it is adopted when its description carries the instance's
 //! tag (`nimbus-instance=<id>`), and a VMID taken by a foreign guest is given up and reserved
@@ -30,12 +36,20 @@ use nimbus_db::jobs::{self, Job, Progress};
 use nimbus_db::{DbError, PgPool};
 use nimbus_domain::{ErrorCode, InstanceId, InstanceKind, InstanceStatus, JobError, JobId, JobStatus};
 use nimbus_jobs::{Dispatch, ProvisionVm};
-use nimbus_proxmox::{ConfigUpdate, IpConfig, PveError, QemuApi, QemuClone, QemuOptions, ResourceType};
+use nimbus_proxmox::{
+    ConfigUpdate, ContentQuery, Guest, GuestKind, IpConfig, LxcApi, LxcCreate, LxcNet, LxcOptions, LxcVolume, PveError,
+    QemuApi, QemuClone, QemuOptions, ResourceType, StorageListQuery,
+};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::env::Env;
 use crate::node_caps::Permit;
+
+/// The storage of an LXC container's root filesystem.
+pub const LXC_ROOTFS_STORAGE: &str = "local-lvm";
+/// The bridge of an LXC container's `eth0`.
+pub const LXC_BRIDGE: &str = "vmbr0";
 
 /// The steps, in order. Each is recorded in the ledger (`step`) once done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -374,10 +388,10 @@ impl Provision {
             message: "the job names no instance".to_owned(),
         })?;
         let instance = instances::get_any(&env.db, id).await?;
-        if instance.kind != InstanceKind::Qemu || payload.kind != InstanceKind::Qemu {
+        if instance.kind != payload.kind {
             return Err(StepError::Permanent {
-                code: ErrorCode::ProxmoxRejected,
-                message: "only qemu VMs can be provisioned so far".to_owned(),
+                code: ErrorCode::Internal,
+                message: format!("the job is for a {} guest but the instance is {}", payload.kind, instance.kind),
             });
         }
         // The reservation is the truth about the VMID (the payload copy is for display).
@@ -516,11 +530,20 @@ impl Provision {
         &self.env.db
     }
 
+    fn reserved_vmid(&self) -> Result<u32, StepError> {
+        self.vmid.ok_or(StepError::Permanent { code: ErrorCode::Internal, message: "no VMID reserved".to_owned() })
+    }
+
     fn guest(&self) -> Result<QemuApi, StepError> {
-        let vmid = self
-            .vmid
-            .ok_or(StepError::Permanent { code: ErrorCode::Internal, message: "no VMID reserved".to_owned() })?;
-        Ok(self.env.pve.node(&self.payload.node).qemu(vmid))
+        Ok(self.env.pve.node(&self.payload.node).qemu(self.reserved_vmid()?))
+    }
+
+    fn container(&self) -> Result<LxcApi, StepError> {
+        Ok(self.env.pve.node(&self.payload.node).lxc(self.reserved_vmid()?))
+    }
+
+    fn is_lxc(&self) -> bool {
+        self.payload.kind == InstanceKind::Lxc
     }
 
     async fn reserve_vmid(&mut self) -> Result<(), StepError> {
@@ -577,12 +600,23 @@ impl Provision {
     async fn existing_guest(&self, vmid: u32) -> Result<Option<(String, bool)>, StepError> {
         let resources =
             self.env.pve.cluster_resources(Some(ResourceType::Vm)).await.map_err(StepError::pve(Step::Clone))?;
-        let Some(node) = resources.into_iter().find(|r| r.vmid == Some(vmid)).and_then(|r| r.node) else {
+        let Some((kind, node)) =
+            resources.into_iter().find(|r| r.vmid == Some(vmid)).and_then(|r| Some((r.kind, r.node?)))
+        else {
             return Ok(None);
         };
-        let config = self.env.pve.node(&node).qemu(vmid).config().await.map_err(StepError::pve(Step::Clone))?;
+        // A guest of the other kind under our VMID is not ours, whatever its description says.
+        if kind != self.payload.kind.as_str() {
+            return Ok(Some((node, false)));
+        }
+        let api = self.env.pve.node(&node);
+        let description = if self.is_lxc() {
+            api.lxc(vmid).config().await.map_err(StepError::pve(Step::Clone))?.description
+        } else {
+            api.qemu(vmid).config().await.map_err(StepError::pve(Step::Clone))?.description
+        };
         let tag = ownership_tag(self.instance.id);
-        let ours = config.description.as_deref().is_some_and(|d| d.contains(&tag));
+        let ours = description.as_deref().is_some_and(|d| d.contains(&tag));
         Ok(Some((node, ours)))
     }
 
@@ -612,17 +646,19 @@ impl Provision {
 
     /// Waits while a task (e.g. an earlier attempt's clone) holds the guest's lock.
     async fn wait_unlocked(&self) -> Result<(), StepError> {
-        let guest = self.guest()?;
+        let vmid = self.reserved_vmid()?;
         let deadline = tokio::time::Instant::now() + self.env.settings.task_timeout;
         loop {
-            let config = guest.config().await.map_err(StepError::pve(Step::Clone))?;
-            if config.lock.is_none() {
-                return Ok(());
-            }
+            let lock = if self.is_lxc() {
+                self.container()?.config().await.map_err(StepError::pve(Step::Clone))?.lock
+            } else {
+                self.guest()?.config().await.map_err(StepError::pve(Step::Clone))?.lock
+            };
+            let Some(lock) = lock else { return Ok(()) };
             if tokio::time::Instant::now() >= deadline {
                 return Err(StepError::Transient {
                     code: ErrorCode::Timeout,
-                    message: format!("guest {} is still locked ({})", guest.vmid(), config.lock.unwrap_or_default()),
+                    message: format!("guest {vmid} is still locked ({lock})"),
                 });
             }
             self.check_stop()?;
@@ -635,9 +671,16 @@ impl Provision {
         if self.adopt_or_release(vmid).await? {
             return Ok(());
         }
-        let template = self.env.pve.node(&self.payload.node).qemu(self.payload.template_vmid);
-        let params = QemuClone::new(vmid).name(self.instance.name.clone()).description(ownership_tag(self.instance.id));
-        let upid = match template.clone_to(&params).await {
+        let created = if self.is_lxc() {
+            let params = self.lxc_create(vmid).await?;
+            self.env.pve.node(&self.payload.node).create_lxc(&params).await
+        } else {
+            let template = self.env.pve.node(&self.payload.node).qemu(self.payload.template_vmid);
+            let params =
+                QemuClone::new(vmid).name(self.instance.name.clone()).description(ownership_tag(self.instance.id));
+            template.clone_to(&params).await
+        };
+        let upid = match created {
             Ok(upid) => upid,
             // A concurrent or earlier attempt created it between our check and the clone.
             Err(e) if e.is_already_exists() => {
@@ -653,7 +696,52 @@ impl Provision {
         Ok(())
     }
 
+    /// The volume id of the node's `vztmpl` archive named like the instance's template.
+    async fn ostemplate(&self) -> Result<String, StepError> {
+        let api = self.env.pve.node(&self.payload.node);
+        let query = StorageListQuery { content: Some("vztmpl".into()), ..Default::default() };
+        for storage in api.storage_list(&query).await.map_err(StepError::pve(Step::Clone))? {
+            let content = api
+                .storage(&storage.storage)
+                .content(&ContentQuery::content("vztmpl"))
+                .await
+                .map_err(StepError::pve(Step::Clone))?;
+            if let Some(item) =
+                content.into_iter().find(|c| vztmpl_name(&c.volid).is_some_and(|n| n == self.payload.template))
+            {
+                return Ok(item.volid);
+            }
+        }
+        Err(StepError::Permanent {
+            code: ErrorCode::UnknownTemplate,
+            message: format!("node {} has no container template named '{}'", self.payload.node, self.payload.template),
+        })
+    }
+
+    /// The create call of the instance's container: everything the qemu path configures later.
+    async fn lxc_create(&self, vmid: u32) -> Result<LxcCreate, StepError> {
+        let i = &self.instance;
+        let options = LxcOptions::new()
+            .hostname(i.name.clone())
+            .cores(i.cores.max(1) as u32)
+            .memory(i.memory_mib.max(1) as u64)
+            .swap(0)
+            .rootfs_volume(LxcVolume::new(LXC_ROOTFS_STORAGE, i.disk_gib.max(1) as u64))
+            .net(0, LxcNet::new("eth0", LXC_BRIDGE).dhcp())
+            .unprivileged(true)
+            .description(ownership_tag(i.id));
+        let mut params = LxcCreate::new(vmid, self.ostemplate().await?, options);
+        if !i.ssh_keys.is_empty() {
+            params = params.ssh_keys(&i.ssh_keys);
+        }
+        Ok(params)
+    }
+
     async fn configure(&mut self) -> Result<(), StepError> {
+        if self.is_lxc() {
+            // Set when the container was created.
+            return Ok(());
+        }
         let i = &self.instance;
         let mut options = QemuOptions::new()
             .cores(i.cores.max(1) as u32)
@@ -667,6 +755,10 @@ impl Provision {
     }
 
     async fn resize_disk(&mut self) -> Result<(), StepError> {
+        if self.is_lxc() {
+            // The root filesystem was created at the instance's size.
+            return Ok(());
+        }
         let guest = self.guest()?;
         let config = guest.config().await.map_err(StepError::pve(Step::ResizeDisk))?;
         let disks = config.disks();
@@ -700,7 +792,16 @@ impl Provision {
     }
 
     async fn start(&mut self) -> Result<(), StepError> {
-        let guest = self.guest()?;
+        if self.is_lxc() {
+            let container = self.container()?;
+            self.start_guest(&container).await
+        } else {
+            let guest = self.guest()?;
+            self.start_guest(&guest).await
+        }
+    }
+
+    async fn start_guest<K: GuestKind>(&self, guest: &Guest<K>) -> Result<(), StepError> {
         if guest.status().await.map_err(StepError::pve(Step::Start))?.is_running() {
             return Ok(());
         }
@@ -710,19 +811,25 @@ impl Provision {
     }
 
     async fn wait_for_ip(&mut self) -> Result<(), StepError> {
+        let lxc = self.is_lxc();
         let guest = self.guest()?;
+        let container = self.container()?;
         let settings = &self.env.settings;
         let deadline = tokio::time::Instant::now() + settings.ip_timeout;
         let stop = self.stop_token();
         let result = loop {
-            match guest.agent_network_interfaces().await {
-                Ok(interfaces) => {
-                    let ips = guest_addresses(&interfaces);
+            let reported = if lxc {
+                container.interfaces().await.map(|i| container_addresses(&i))
+            } else {
+                guest.agent_network_interfaces().await.map(|i| guest_addresses(&i))
+            };
+            match reported {
+                Ok(ips) => {
                     if ips.iter().any(|ip| !ip.contains(':')) {
                         break Ok(ips);
                     }
                 }
-                // The agent answers only once the guest has booted.
+                // The agent answers only once the guest has booted (containers answer at once).
                 Err(e) if e.is_transient() => {}
                 Err(e) => break Err(StepError::Pve { step: Step::WaitForIp, error: e }),
             }
@@ -743,11 +850,37 @@ impl Provision {
     }
 }
 
+/// The template name of a `vztmpl` archive, as the API lists it: the file name up to its first
+/// `_` (the version), else without its archive extension.
+/// `local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst` → `debian-12-standard`.
+pub fn vztmpl_name(volid: &str) -> Option<String> {
+    let file = volid.rsplit('/').next()?;
+    let name = match file.split_once('_') {
+        Some((name, _)) => name,
+        None => [".tar.zst", ".tar.gz", ".tar.xz", ".tar.bz2", ".tgz", ".tar"]
+            .iter()
+            .find_map(|ext| file.strip_suffix(ext))
+            .unwrap_or(file),
+    };
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
 /// The addresses worth showing: global IPv4 and IPv6, no loopback or link-local.
 pub fn guest_addresses(interfaces: &[nimbus_proxmox::AgentInterface]) -> Vec<String> {
+    global_addresses(interfaces.iter().map(|i| (i.name.as_str(), &i.ip_addresses)))
+}
+
+/// [`guest_addresses`] for a container's `interfaces`.
+pub fn container_addresses(interfaces: &[nimbus_proxmox::LxcInterface]) -> Vec<String> {
+    global_addresses(interfaces.iter().map(|i| (i.name.as_str(), &i.ip_addresses)))
+}
+
+fn global_addresses<'a>(
+    interfaces: impl Iterator<Item = (&'a str, &'a Vec<nimbus_proxmox::AgentIpAddress>)>,
+) -> Vec<String> {
     let mut out = Vec::new();
-    for iface in interfaces.iter().filter(|i| i.name != "lo") {
-        for a in &iface.ip_addresses {
+    for (_, addresses) in interfaces.filter(|(name, _)| *name != "lo") {
+        for a in addresses {
             let ip = a.ip_address.as_str();
             let Ok(parsed) = ip.parse::<std::net::IpAddr>() else { continue };
             let skip = match parsed {
@@ -799,6 +932,16 @@ mod tests {
             },
         ];
         assert_eq!(guest_addresses(&ifaces), vec!["10.10.3.7".to_owned(), "fd00::7".to_owned()]);
+    }
+
+    #[test]
+    fn archive_names_match_the_api() {
+        assert_eq!(
+            vztmpl_name("local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst").as_deref(),
+            Some("debian-12-standard")
+        );
+        assert_eq!(vztmpl_name("nfs:vztmpl/alpine.tar.xz").as_deref(), Some("alpine"));
+        assert_eq!(vztmpl_name("local:vztmpl/_x.tar.gz"), None);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! `GET /v1/templates`: what can be provisioned, read from Proxmox (guests marked as templates),
-//! without Proxmox internals such as VMIDs.
+//! `GET /v1/templates`: what can be provisioned, read from Proxmox (qemu guests marked as
+//! templates, LXC `vztmpl` archives), without Proxmox internals such as VMIDs or volume ids.
 
 use axum::Router;
 use axum::extract::State;
@@ -30,7 +30,7 @@ struct TemplateView {
     kind: InstanceKind,
     /// Nodes it can be placed on.
     nodes: Vec<String>,
-    /// The smallest disk a guest from it can have, GiB (rounded up).
+    /// The smallest disk a guest from it can have, GiB (rounded up); absent for LXC archives.
     min_disk: Option<u64>,
 }
 

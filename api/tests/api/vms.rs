@@ -382,3 +382,44 @@ async fn a_duplicate_while_the_first_is_in_flight_is_409() {
     assert_error(&err, "IDEMPOTENCY_KEY_IN_PROGRESS");
     assert_eq!(app.count("jobs").await, 0);
 }
+
+#[tokio::test]
+async fn lxc_templates_are_the_nodes_archives_and_an_lxc_request_is_accepted() {
+    let app = TestApp::new().await;
+    let (status, _, body) = app.get("/v1/templates?perPage=100").await;
+    assert_eq!(status, 200, "{body}");
+    let templates = body["data"].as_array().unwrap();
+    let debian = templates
+        .iter()
+        .find(|t| t["name"] == "debian-12-standard" && t["type"] == "lxc")
+        .unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(debian["nodes"], json!(["pve1", "pve2", "pve3"]));
+    assert_eq!(debian["minDisk"], Value::Null);
+    assert!(!debian.to_string().contains("vztmpl"), "no Proxmox internals: {debian}");
+    assert!(templates.iter().any(|t| t["name"] == "ubuntu-24.04-standard" && t["type"] == "lxc"), "{body}");
+
+    let mut request = vm_body("ct-1");
+    request["type"] = json!("lxc");
+    request["template"] = json!("debian-12-standard");
+    request["node"] = json!("pve2");
+    let (status, _, body) = app.create_vm(&request, &[]).await;
+    assert_eq!(status, 202, "{body}");
+    let payload: Value = sqlx::query_scalar("select payload from jobs").fetch_one(app.pool()).await.unwrap();
+    assert_eq!(payload["type"], "lxc");
+    assert_eq!(payload["template"], "debian-12-standard");
+    assert_eq!(payload["node"], "pve2");
+    let kind: String = sqlx::query_scalar("select kind from instances").fetch_one(app.pool()).await.unwrap();
+    assert_eq!(kind, "lxc");
+
+    // A qemu template name is not an lxc template, and the reverse.
+    let mut wrong = vm_body("ct-2");
+    wrong["type"] = json!("lxc");
+    let (status, _, err) = app.create_vm(&wrong, &[]).await;
+    assert_eq!(status, 422, "{err}");
+    assert_error(&err, "UNKNOWN_TEMPLATE");
+    let mut wrong = vm_body("ct-3");
+    wrong["template"] = json!("debian-12-standard");
+    let (status, _, err) = app.create_vm(&wrong, &[]).await;
+    assert_eq!(status, 422, "{err}");
+    assert_error(&err, "UNKNOWN_TEMPLATE");
+}

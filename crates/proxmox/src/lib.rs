@@ -30,6 +30,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod de;
+pub mod env;
 pub mod error;
 pub mod params;
 pub mod propstring;
@@ -53,6 +54,7 @@ pub use api::storage::{
 };
 pub use client::{ProxmoxClient, path_segment};
 pub use config::{ApiToken, ClientConfig, PollBackoff, TlsMode};
+pub use env::{EnvError, PveEnv};
 pub use error::{ErrorClass, PveError, Result};
 pub use params::{Params, encode_sshkeys};
 pub use propstring::{DiskSource, IpConfig, LxcNet, LxcVolume, QemuDisk, QemuNet};

@@ -127,10 +127,26 @@ impl Harness {
     /// Writes an instance with its provision job and outbox row, as the API does, without
     /// pushing it (the relay or the test pushes).
     pub async fn accept(&self, name: &str, max_attempts: i32) -> (Instance, Enqueued) {
+        self.accept_from(name, max_attempts, InstanceKind::Qemu, "debian-12-cloudinit", TEMPLATE_VMID).await
+    }
+
+    /// [`Harness::accept`] for an LXC container from the `vztmpl` archive named `template`.
+    pub async fn accept_lxc(&self, name: &str, template: &str) -> (Instance, Enqueued) {
+        self.accept_from(name, 5, InstanceKind::Lxc, template, 0).await
+    }
+
+    async fn accept_from(
+        &self,
+        name: &str,
+        max_attempts: i32,
+        kind: InstanceKind,
+        template: &str,
+        template_vmid: u32,
+    ) -> (Instance, Enqueued) {
         let new = NewInstance {
             name: name.into(),
-            kind: InstanceKind::Qemu,
-            template: "debian-12-cloudinit".into(),
+            kind,
+            template: template.into(),
             cores: 2,
             memory_mib: 2048,
             disk_gib: 10,
@@ -139,13 +155,7 @@ impl Harness {
             ],
             node: Some(NODE.into()),
         };
-        let payload = ProvisionVm {
-            template: "debian-12-cloudinit".into(),
-            template_vmid: TEMPLATE_VMID,
-            node: NODE.into(),
-            kind: InstanceKind::Qemu,
-            vmid: None,
-        };
+        let payload = ProvisionVm { template: template.into(), template_vmid, node: NODE.into(), kind, vmid: None };
         let mut job = payload.new_job();
         job.max_attempts = max_attempts;
         let created = instances::create(self.db.pool(), self.tenant, &new, &job).await.unwrap();
