@@ -4,14 +4,14 @@
 
 use chrono::{DateTime, Utc};
 use nimbus_domain::{
-    InstanceId, InstanceKind, InstanceStatus, PageRequest, PlanLimits, ResourceRef, ResourceRequest, ResourceUsage,
-    TenantId,
+    InstanceId, InstanceKind, InstanceStatus, PageRequest, PlanLimits, QuotaExceeded, QuotaResource, ResourceRef,
+    ResourceRequest, ResourceUsage, TenantId,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow, PgConnection, PgExecutor, Row};
 
 use crate::jobs::{Enqueued, NewJob};
-use crate::{Result, jobs, rows};
+use crate::{DbError, Result, jobs, rows};
 
 /// An instance row.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,50 +118,63 @@ pub struct Created {
     pub enqueued: Enqueued,
 }
 
-/// What a tenant holds now: instances that hold quota (not failed, not deleted).
+/// What a tenant holds now: instances that hold quota (not failed, not deleted). Read from the
+/// tenant's counters in `tenant_usage`, which triggers on `instances` keep exact; an unknown
+/// tenant holds nothing.
 pub async fn usage(ex: impl PgExecutor<'_>, tenant: TenantId) -> Result<ResourceUsage> {
-    let (instances, vcpus, memory_mib, disk_gib): (i64, i64, i64, i64) = sqlx::query_as(
-        "select count(*), coalesce(sum(cores), 0)::bigint, coalesce(sum(memory_mib), 0)::bigint, \
-         coalesce(sum(disk_gib), 0)::bigint from instances \
-         where tenant_id = $1 and status not in ('failed', 'deleted')",
-    )
-    .bind(tenant.as_uuid())
-    .fetch_one(ex)
-    .await?;
+    let row: Option<(i64, i64, i64, i64)> =
+        sqlx::query_as("select instances, vcpus, memory_mib, disk_gib from tenant_usage where tenant_id = $1")
+            .bind(tenant.as_uuid())
+            .fetch_optional(ex)
+            .await?;
+    let (instances, vcpus, memory_mib, disk_gib) = row.unwrap_or_default();
     Ok(ResourceUsage { instances, vcpus, memory_mib, disk_gib })
 }
 
 /// Creates an instance (status `provisioning`) and its job (whose resources gain the instance)
 /// after checking the tenant's plan limits; call it inside a transaction, which the caller
-/// commits (and may add to, e.g. the idempotency record).
+/// commits (and may add to, e.g. the idempotency record). On any error the caller must roll the
+/// transaction back (drop it): the job row may already be written.
 ///
-/// The tenant row is locked `FOR UPDATE` first, so concurrent creates of one tenant take turns
-/// between the usage sum and the insert: two requests can never both see the last free slot.
-/// Other tenants are not blocked. A missing tenant is `NotFound`; over quota `QuotaExceeded`;
-/// a taken name `Conflict { constraint: "instances_tenant_name_key" }`.
+/// The tenant's `tenant_usage` row is locked `FOR UPDATE` and read together with the plan's
+/// limits in the statement that inserts the instance, so concurrent creates of one tenant take
+/// turns between the check and the insert: two requests can never both see the last free slot,
+/// and the check costs the same however many instances the tenant has. Other tenants are not
+/// blocked. A missing tenant is `NotFound`; over quota `QuotaExceeded`; a taken name
+/// `Conflict { constraint: "instances_tenant_name_key" }`.
 pub async fn create_with_job(
     tx: &mut PgConnection,
     tenant: TenantId,
     new: &NewInstance,
     job: &NewJob,
 ) -> Result<Created> {
-    let limits: (i32, i32, i64, i64) = sqlx::query_as(
-        "select p.max_instances, p.max_vcpus, p.max_memory_mib, p.max_disk_gib \
-         from tenants t join plans p on p.id = t.plan_id where t.id = $1 for update of t",
-    )
-    .bind(tenant.as_uuid())
-    .fetch_one(&mut *tx)
-    .await?;
-    let limits =
-        PlanLimits { max_instances: limits.0, max_vcpus: limits.1, max_memory_mib: limits.2, max_disk_gib: limits.3 };
-    let used = usage(&mut *tx, tenant).await?;
-    limits.check(&used, &new.request())?;
-
+    // The job first: it takes no lock. Then one statement locks the tenant's counters, reads
+    // the limits and inserts the instance only if it fits (the insert's trigger adds it to the
+    // counters). The lock is held until commit, so the less that follows it, the sooner the
+    // tenant's next create may go.
     let id = InstanceId::new();
-    let instance: Instance = sqlx::query_as(concat!(
-        "insert into instances (id, tenant_id, name, kind, template, cores, memory_mib, disk_gib, ssh_keys, node) \
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) returning ",
-        columns!()
+    let mut job = job.clone();
+    let reference = ResourceRef::instance(id);
+    if !job.resources.contains(&reference) {
+        job.resources.insert(0, reference);
+    }
+    let enqueued = match jobs::enqueue(&mut *tx, Some(tenant), &job).await {
+        Err(DbError::ForeignKey { constraint }) if constraint == "jobs_tenant_fkey" => return Err(DbError::NotFound),
+        other => other?,
+    };
+    let row = sqlx::query(concat!(
+        "with l as (select p.max_instances, p.max_vcpus, p.max_memory_mib, p.max_disk_gib, \
+         u.instances as used_instances, u.vcpus as used_vcpus, u.memory_mib as used_memory_mib, \
+         u.disk_gib as used_disk_gib \
+         from tenant_usage u join tenants t on t.id = u.tenant_id join plans p on p.id = t.plan_id \
+         where u.tenant_id = $2 for update of u), \
+         i as (insert into instances (id, tenant_id, name, kind, template, cores, memory_mib, disk_gib, ssh_keys, \
+         node) select $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 from l \
+         where l.used_instances + 1 <= l.max_instances and l.used_vcpus + $6 <= l.max_vcpus \
+         and l.used_memory_mib + $7 <= l.max_memory_mib and l.used_disk_gib + $8 <= l.max_disk_gib \
+         returning ",
+        columns!(),
+        ") select l.*, i.* from l left join i on true"
     ))
     .bind(id.as_uuid())
     .bind(tenant.as_uuid())
@@ -175,13 +188,32 @@ pub async fn create_with_job(
     .bind(&new.node)
     .fetch_one(&mut *tx)
     .await?;
+    let instance = if row.try_get::<Option<uuid::Uuid>, _>("id")?.is_some() {
+        Instance::from_row(&row)?
+    } else {
+        let limits = PlanLimits {
+            max_instances: row.try_get("max_instances")?,
+            max_vcpus: row.try_get("max_vcpus")?,
+            max_memory_mib: row.try_get("max_memory_mib")?,
+            max_disk_gib: row.try_get("max_disk_gib")?,
+        };
+        let used = ResourceUsage {
+            instances: row.try_get("used_instances")?,
+            vcpus: row.try_get("used_vcpus")?,
+            memory_mib: row.try_get("used_memory_mib")?,
+            disk_gib: row.try_get("used_disk_gib")?,
+        };
+        limits.check(&used, &new.request())?;
+        // The statement and the rule disagree only if a size overflows: refuse the same way.
+        return Err(QuotaExceeded {
+            resource: QuotaResource::Instances,
+            limit: i64::from(limits.max_instances),
+            used: used.instances,
+            requested: 1,
+        }
+        .into());
+    };
 
-    let mut job = job.clone();
-    let reference = ResourceRef::instance(id);
-    if !job.resources.contains(&reference) {
-        job.resources.insert(0, reference);
-    }
-    let enqueued = jobs::enqueue(&mut *tx, Some(tenant), &job).await?;
     Ok(Created { instance, enqueued })
 }
 

@@ -46,8 +46,8 @@ struct Args {
     /// Requests sent before measuring (connections, caches).
     #[arg(long, default_value_t = 500)]
     warmup: usize,
-    /// Tenants the requests are spread over, round robin (each create locks its tenant's row
-    /// and sums its instances for the quota check).
+    /// Tenants the requests are spread over, round robin (each create locks its tenant's usage
+    /// counters for the quota check, so one tenant's creates commit one at a time).
     #[arg(long, default_value_t = 1)]
     tenants: usize,
     /// The API's Postgres pool (the API's default).

@@ -194,3 +194,104 @@ async fn vmid_reservations_are_unique_and_a_retry_adopts_its_own() {
     assert!(instances::reservation(db.pool(), a).await.unwrap().is_none());
     assert_eq!(instances::next_free_vmid(db.pool(), "default", 100).await.unwrap(), 100);
 }
+
+/// The old way: summing the instances that hold quota.
+async fn summed(pool: &sqlx::PgPool, tenant: TenantId) -> (i64, i64, i64, i64) {
+    sqlx::query_as(
+        "select count(*), coalesce(sum(cores), 0)::bigint, coalesce(sum(memory_mib), 0)::bigint, \
+         coalesce(sum(disk_gib), 0)::bigint from instances \
+         where tenant_id = $1 and status not in ('failed', 'deleted')",
+    )
+    .bind(tenant.as_uuid())
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn counters(pool: &sqlx::PgPool, tenant: TenantId) -> (i64, i64, i64, i64) {
+    let u = instances::usage(pool, tenant).await.unwrap();
+    let got = (u.instances, u.vcpus, u.memory_mib, u.disk_gib);
+    assert_eq!(got, summed(pool, tenant).await, "counters drifted from the instances");
+    got
+}
+
+#[tokio::test]
+async fn usage_counters_follow_create_failure_reprovision_and_delete() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let (_, tenant, _) = tenant_with(pool, ROOMY).await;
+    let (_, other, _) = tenant_with(pool, ROOMY).await;
+    assert_eq!(counters(pool, tenant.id).await, (0, 0, 0, 0));
+    // An unknown tenant holds nothing, as before.
+    assert_eq!(instances::usage(pool, TenantId::new()).await.unwrap().instances, 0);
+
+    let big = NewInstance { cores: 2, memory_mib: 2048, disk_gib: 20, ..vm("a") };
+    let a = instances::create(pool, tenant.id, &big, &provision_job()).await.unwrap().instance;
+    let b = instances::create(pool, tenant.id, &vm("b"), &provision_job()).await.unwrap().instance;
+    instances::create(pool, other.id, &vm("x"), &provision_job()).await.unwrap();
+    assert_eq!(counters(pool, tenant.id).await, (2, 3, 3072, 30));
+    assert_eq!(counters(pool, other.id).await, (1, 1, 1024, 10));
+
+    // Failed releases, once; a status change that keeps holding changes nothing.
+    instances::set_status(pool, a.id, InstanceStatus::Failed).await.unwrap();
+    assert_eq!(counters(pool, tenant.id).await, (1, 1, 1024, 10));
+    instances::set_status(pool, a.id, InstanceStatus::Failed).await.unwrap();
+    assert_eq!(counters(pool, tenant.id).await, (1, 1, 1024, 10));
+    instances::set_status(pool, b.id, InstanceStatus::Running).await.unwrap();
+    instances::set_status(pool, b.id, InstanceStatus::Stopped).await.unwrap();
+    assert_eq!(counters(pool, tenant.id).await, (1, 1, 1024, 10));
+
+    // Re-provisioning a failed instance takes its share again.
+    instances::set_status(pool, a.id, InstanceStatus::Provisioning).await.unwrap();
+    assert_eq!(counters(pool, tenant.id).await, (2, 3, 3072, 30));
+
+    // Deleting holds until deleted; failed → deleted releases nothing twice.
+    instances::set_status(pool, a.id, InstanceStatus::Deleting).await.unwrap();
+    assert_eq!(counters(pool, tenant.id).await, (2, 3, 3072, 30));
+    instances::set_status(pool, a.id, InstanceStatus::Deleted).await.unwrap();
+    assert_eq!(counters(pool, tenant.id).await, (1, 1, 1024, 10));
+    instances::set_status(pool, b.id, InstanceStatus::Failed).await.unwrap();
+    instances::set_status(pool, b.id, InstanceStatus::Deleted).await.unwrap();
+    assert_eq!(counters(pool, tenant.id).await, (0, 0, 0, 0));
+    assert_eq!(counters(pool, other.id).await, (1, 1, 1024, 10));
+
+    // A rolled-back create leaves the counters as they were; a row removed outright releases.
+    let mut tx = pool.begin().await.unwrap();
+    instances::create_with_job(&mut tx, tenant.id, &vm("c"), &provision_job()).await.unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(counters(pool, tenant.id).await, (0, 0, 0, 0));
+    let c = instances::create(pool, tenant.id, &vm("c"), &provision_job()).await.unwrap().instance;
+    assert_eq!(counters(pool, tenant.id).await, (1, 1, 1024, 10));
+    sqlx::query("delete from instances where id = $1").bind(c.id.as_uuid()).execute(pool).await.unwrap();
+    assert_eq!(counters(pool, tenant.id).await, (0, 0, 0, 0));
+
+    // Deleting a tenant that still holds instances takes its counters with it.
+    sqlx::query("delete from tenants where id = $1").bind(other.id.as_uuid()).execute(pool).await.unwrap();
+    assert_eq!(count(pool, "tenant_usage").await, 1);
+}
+
+#[tokio::test]
+async fn the_quota_check_reads_the_counters_after_a_failure_is_reprovisioned() {
+    let db = TestDb::new().await;
+    let limits = PlanLimits { max_instances: 2, ..ROOMY };
+    let (_, tenant, _) = tenant_with(db.pool(), limits).await;
+    let a = instances::create(db.pool(), tenant.id, &vm("a"), &provision_job()).await.unwrap().instance;
+    instances::create(db.pool(), tenant.id, &vm("b"), &provision_job()).await.unwrap();
+    instances::set_status(db.pool(), a.id, InstanceStatus::Failed).await.unwrap();
+    let c = instances::create(db.pool(), tenant.id, &vm("c"), &provision_job()).await.unwrap().instance;
+    let err = instances::create(db.pool(), tenant.id, &vm("d"), &provision_job()).await.unwrap_err();
+    let DbError::QuotaExceeded(q) = &err else { panic!("{err:?}") };
+    assert_eq!((q.resource, q.limit, q.used, q.requested), (QuotaResource::Instances, 2, 2, 1));
+    // Re-taking a share is not refused (the instance already exists), so usage may exceed the
+    // limit; the next create then sees the real figure.
+    instances::set_status(db.pool(), a.id, InstanceStatus::Provisioning).await.unwrap();
+    let err = instances::create(db.pool(), tenant.id, &vm("d"), &provision_job()).await.unwrap_err();
+    let DbError::QuotaExceeded(q) = &err else { panic!("{err:?}") };
+    assert_eq!((q.resource, q.used), (QuotaResource::Instances, 3));
+    // A refused create leaves neither its instance nor its job behind.
+    assert_eq!((count(db.pool(), "instances").await, count(db.pool(), "jobs").await), (3, 3));
+    instances::set_status(db.pool(), c.id, InstanceStatus::Deleted).await.unwrap();
+    instances::set_status(db.pool(), a.id, InstanceStatus::Deleted).await.unwrap();
+    instances::create(db.pool(), tenant.id, &vm("d"), &provision_job()).await.unwrap();
+    assert_eq!(counters(db.pool(), tenant.id).await, (2, 2, 2048, 20));
+}
