@@ -5,6 +5,7 @@
 //! `debian-12-standard`). One reading (`/cluster/resources`, then the storages' `vztmpl` content of
 //! each online node) is cached for a few seconds, so a burst of requests costs Proxmox one round.
 
+use nimbus_jobs::vztmpl_name;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,21 +76,6 @@ pub struct Placement {
     /// The VMID of the template it is cloned from, on that node (0 for LXC, which is created
     /// from the archive the worker finds by the template's name).
     pub template_vmid: u32,
-}
-
-/// The template name of a `vztmpl` archive: the file name up to its first `_` (the version),
-/// else without its archive extension. `local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst` →
-/// `debian-12-standard`.
-pub fn vztmpl_name(volid: &str) -> Option<String> {
-    let file = volid.rsplit('/').next()?;
-    let name = match file.split_once('_') {
-        Some((name, _)) => name,
-        None => [".tar.zst", ".tar.gz", ".tar.xz", ".tar.bz2", ".tgz", ".tar"]
-            .iter()
-            .find_map(|ext| file.strip_suffix(ext))
-            .unwrap_or(file),
-    };
-    (!name.is_empty()).then(|| name.to_owned())
 }
 
 impl Snapshot {
@@ -346,16 +332,6 @@ mod tests {
 
     fn archive(volid: &str) -> StorageContent {
         serde_json::from_value(json!({ "volid": volid, "format": "tzst", "content": "vztmpl", "size": 1 })).unwrap()
-    }
-
-    #[test]
-    fn archive_names_drop_version_and_extension() {
-        assert_eq!(
-            vztmpl_name("local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst").as_deref(),
-            Some("debian-12-standard")
-        );
-        assert_eq!(vztmpl_name("nfs:vztmpl/alpine.tar.xz").as_deref(), Some("alpine"));
-        assert_eq!(vztmpl_name("local:vztmpl/_x.tar.gz"), None);
     }
 
     #[test]

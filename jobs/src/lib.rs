@@ -4,6 +4,7 @@
 //! * [`payload`]: what travels: the Redis message ([`Dispatch`], only a ledger job id, its kind
 //!   and queue) and each job kind's ledger payload ([`ProvisionVm`]).
 //! * [`dispatch`]: pushing messages to nimbus-queue ([`Queues`], [`dispatch()`]).
+//! * [`templates`]: the naming rule of templates, so API and workers mean the same thing.
 //!
 //! The ledger (nimbus-db's `jobs`) is the source of truth: a Redis message only says "job X may
 //! be due"; the worker claims X in the ledger and reads its input from there, so a duplicate or
@@ -12,6 +13,8 @@
 pub mod dispatch;
 pub mod payload;
 pub mod queues;
+pub mod templates;
 
 pub use dispatch::{DispatchError, Queues, dispatch};
 pub use payload::{Dispatch, ProvisionVm};
+pub use templates::vztmpl_name;

@@ -27,6 +27,7 @@
 //! job that ends failed marks its instance failed in the same transaction, which releases its
 //! quota. On shutdown a job stops at the next step boundary and goes back to the queue.
 
+use nimbus_jobs::vztmpl_name;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -850,21 +851,6 @@ impl Provision {
     }
 }
 
-/// The template name of a `vztmpl` archive, as the API lists it: the file name up to its first
-/// `_` (the version), else without its archive extension.
-/// `local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst` → `debian-12-standard`.
-pub fn vztmpl_name(volid: &str) -> Option<String> {
-    let file = volid.rsplit('/').next()?;
-    let name = match file.split_once('_') {
-        Some((name, _)) => name,
-        None => [".tar.zst", ".tar.gz", ".tar.xz", ".tar.bz2", ".tgz", ".tar"]
-            .iter()
-            .find_map(|ext| file.strip_suffix(ext))
-            .unwrap_or(file),
-    };
-    (!name.is_empty()).then(|| name.to_owned())
-}
-
 /// The addresses worth showing: global IPv4 and IPv6, no loopback or link-local.
 pub fn guest_addresses(interfaces: &[nimbus_proxmox::AgentInterface]) -> Vec<String> {
     global_addresses(interfaces.iter().map(|i| (i.name.as_str(), &i.ip_addresses)))
@@ -932,16 +918,6 @@ mod tests {
             },
         ];
         assert_eq!(guest_addresses(&ifaces), vec!["10.10.3.7".to_owned(), "fd00::7".to_owned()]);
-    }
-
-    #[test]
-    fn archive_names_match_the_api() {
-        assert_eq!(
-            vztmpl_name("local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst").as_deref(),
-            Some("debian-12-standard")
-        );
-        assert_eq!(vztmpl_name("nfs:vztmpl/alpine.tar.xz").as_deref(), Some("alpine"));
-        assert_eq!(vztmpl_name("local:vztmpl/_x.tar.gz"), None);
     }
 
     #[test]
