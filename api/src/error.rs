@@ -47,6 +47,14 @@ pub enum ApiError {
     /// No, malformed or unknown credentials (401).
     #[error("authentication required")]
     Unauthenticated,
+    /// The caller may not do this: a role or a credential scope is missing (403).
+    #[error("forbidden: {message}")]
+    Forbidden {
+        /// The message.
+        message: String,
+        /// What was required.
+        details: Value,
+    },
     /// No such resource in the caller's tenant; a foreign tenant's id answers the same (404).
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -106,6 +114,7 @@ impl ApiError {
         match self {
             ApiError::Validation(_) | ApiError::PayloadTooLarge => ErrorCode::ValidationFailed,
             ApiError::Unauthenticated => ErrorCode::Unauthenticated,
+            ApiError::Forbidden { .. } => ErrorCode::Forbidden,
             ApiError::NotFound(_) => ErrorCode::NotFound,
             ApiError::UnknownTemplate { .. } => ErrorCode::UnknownTemplate,
             ApiError::UnknownNode(_) => ErrorCode::UnknownNode,
@@ -134,6 +143,7 @@ impl ApiError {
             ApiError::Validation(_) => "the request is invalid; see details".into(),
             ApiError::PayloadTooLarge => format!("the body is larger than {} bytes", crate::MAX_BODY_BYTES),
             ApiError::Unauthenticated => "a valid API key is required (Authorization: Bearer <key>)".into(),
+            ApiError::Forbidden { message, .. } => message.clone(),
             ApiError::NotFound(what) => format!("{what} not found"),
             ApiError::UnknownTemplate { message, .. } => message.clone(),
             ApiError::UnknownNode(node) => format!("node '{node}' does not exist"),
@@ -154,7 +164,7 @@ impl ApiError {
     fn details(&self) -> Value {
         match self {
             ApiError::Validation(fields) => json!({ "fields": fields }),
-            ApiError::UnknownTemplate { details, .. } => details.clone(),
+            ApiError::UnknownTemplate { details, .. } | ApiError::Forbidden { details, .. } => details.clone(),
             ApiError::UnknownNode(node) => json!({ "node": node }),
             ApiError::QuotaExceeded(q) => serde_json::to_value(q).unwrap_or(Value::Null),
             ApiError::NameTaken => json!({ "fields": [FieldError::new("name", "already used in this tenant")] }),

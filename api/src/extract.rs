@@ -1,19 +1,15 @@
 //! Extractors whose failures are [`ApiError`]s (never axum's plain-text rejections): the JSON
 //! body with per-field errors, query strings, the `Idempotency-Key` header, ids in paths, and
-//! authentication ([`AuthUser`]).
+//! (authentication lives in [`crate::auth`]).
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
 use bytes::Bytes;
-use nimbus_db::api_keys::{self, ApiKey};
-use nimbus_db::users::User;
-use nimbus_domain::TenantId;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::{ApiError, FieldError};
-use crate::state::AppState;
 
 /// A JSON body decoded into `T`, with the parsed document kept (its canonical text is the
 /// request's fingerprint for `Idempotency-Key`).
@@ -122,42 +118,6 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
 /// Parses an id from a path. A malformed id names nothing, so it is 404 like a missing one.
 pub fn parse_id<T: std::str::FromStr>(raw: &str, what: &'static str) -> Result<T, ApiError> {
     raw.parse().map_err(|_| ApiError::NotFound(what))
-}
-
-/// The authenticated caller: an API key (`Authorization: Bearer <key>`) and its active owner.
-/// Every query a handler makes is scoped by [`AuthUser::tenant`].
-#[derive(Clone, Debug)]
-pub struct AuthUser {
-    /// The owner of the key.
-    pub user: User,
-    /// The key.
-    pub key: ApiKey,
-}
-
-impl AuthUser {
-    /// The caller's tenant.
-    pub fn tenant(&self) -> TenantId {
-        self.user.tenant_id
-    }
-}
-
-impl FromRequestParts<AppState> for AuthUser {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .ok_or(ApiError::Unauthenticated)?;
-        match api_keys::authenticate(state.db(), token).await? {
-            Some(a) => Ok(AuthUser { user: a.user, key: a.key }),
-            None => Err(ApiError::Unauthenticated),
-        }
-    }
 }
 
 #[cfg(test)]

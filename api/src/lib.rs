@@ -4,14 +4,16 @@
 //!   error envelope) over an [`AppState`]; `main.rs` only reads the configuration and serves it.
 //! * [`routes`]: one module per domain — health, VMs, jobs (with the SSE stream), templates,
 //!   quota.
-//! * [`extract`]: the JSON body, query, `Idempotency-Key` and [`AuthUser`] extractors, whose
-//!   failures are [`ApiError`]s.
+//! * [`auth`]: who is calling ([`AuthUser`], [`AdminUser`]) and the layer that resolves it.
+//! * [`extract`]: the JSON body, query and `Idempotency-Key` extractors, whose failures are
+//!   [`ApiError`]s.
 //! * [`error`]: [`ApiError`], its stable codes and statuses.
 //! * [`inventory`]: templates, nodes and placement from Proxmox, cached briefly.
 //! * [`dispatch`]: the push of accepted jobs to Redis, with the outbox as the safety net.
 //! * [`validation`]: names, sizes and SSH keys.
 //! * [`config`], [`bootstrap`]: the environment table and the first tenant.
 
+pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod dispatch;
@@ -26,9 +28,9 @@ pub mod validation;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 
+pub use auth::{AdminUser, AuthUser};
 pub use config::Config;
 pub use error::{ApiError, FieldError};
-pub use extract::AuthUser;
 pub use state::{AppState, Settings};
 
 /// Bodies larger than this are refused (413 in the envelope): no request of this API needs more.
@@ -44,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::quota::router())
         .merge(routes::admin::router())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(axum::middleware::from_fn(middleware::envelope))
         .with_state(state)
 }

@@ -9,7 +9,7 @@
 //! * `GET /v1/admin/jobs[?status=failed&page=&perPage=]`: the tenant's jobs with the fields an
 //!   operator needs (queue, attempts allowed, request id), newest first.
 //!
-//! A caller who is not an admin gets 403 `FORBIDDEN`; another tenant's job answers 404 exactly
+//! A caller who is not an admin gets 403 `FORBIDDEN` (through [`AdminUser`]); another tenant's job answers 404 exactly
 //! like a missing one; a job that is not `failed` is 409 `INVALID_JOB_STATE` with its status in
 //! `details`.
 
@@ -21,12 +21,13 @@ use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use nimbus_db::jobs::{self, Job, NewJob};
 use nimbus_db::{DbError, instances, plans};
-use nimbus_domain::{ErrorCode, InstanceId, InstanceStatus, JobHandle, JobId, JobStatus, ResourceRequest, Role};
+use nimbus_domain::{ErrorCode, InstanceId, InstanceStatus, JobHandle, JobId, JobStatus, ResourceRequest};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::auth::AdminUser;
 use crate::error::{ApiError, PendingError};
-use crate::extract::{AuthUser, QueryParams, parse_id};
+use crate::extract::{QueryParams, parse_id};
 use crate::middleware::RequestId;
 use crate::routes::PageQuery;
 use crate::routes::vms::not_found;
@@ -45,8 +46,6 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug)]
 enum AdminError {
     Api(ApiError),
-    /// The caller's role is not `admin` (403 `FORBIDDEN`).
-    Forbidden,
     /// The job is not `failed` (409 `INVALID_JOB_STATE`).
     NotFailed {
         job: JobId,
@@ -74,15 +73,6 @@ impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
         let (status, pending) = match self {
             AdminError::Api(e) => return e.into_response(),
-            AdminError::Forbidden => (
-                StatusCode::FORBIDDEN,
-                PendingError {
-                    code: ErrorCode::Forbidden,
-                    message: "this operation requires the admin role".into(),
-                    details: json!({ "requiredRole": Role::Admin.as_str() }),
-                    cause: None,
-                },
-            ),
             AdminError::NotFailed { job, status } => (
                 StatusCode::CONFLICT,
                 PendingError {
@@ -99,10 +89,6 @@ impl IntoResponse for AdminError {
     }
 }
 
-fn require_admin(auth: &AuthUser) -> Result<(), AdminError> {
-    if auth.user.role == Role::Admin { Ok(()) } else { Err(AdminError::Forbidden) }
-}
-
 /// `?attempts=`.
 #[derive(Clone, Copy, Debug, Default, Deserialize)]
 struct RetryQuery {
@@ -111,12 +97,11 @@ struct RetryQuery {
 
 async fn retry(
     State(state): State<AppState>,
-    auth: AuthUser,
+    AdminUser(auth): AdminUser,
     rid: RequestId,
     Path(id): Path<String>,
     QueryParams(q): QueryParams<RetryQuery>,
 ) -> Result<Response, AdminError> {
-    require_admin(&auth)?;
     let extra = q.attempts.unwrap_or(NewJob::DEFAULT_MAX_ATTEMPTS);
     if !(1..=MAX_EXTRA_ATTEMPTS).contains(&extra) {
         return Err(ApiError::field("attempts", format!("must be between 1 and {MAX_EXTRA_ATTEMPTS}")).into());
@@ -230,11 +215,10 @@ impl From<&Job> for AdminJobView {
 
 async fn list(
     State(state): State<AppState>,
-    auth: AuthUser,
+    AdminUser(auth): AdminUser,
     rid: RequestId,
     QueryParams(q): QueryParams<ListQuery>,
 ) -> Result<Response, AdminError> {
-    require_admin(&auth)?;
     let request = PageQuery { page: q.page, per_page: q.per_page }.request()?;
     let (items, total) = jobs::list(state.db(), auth.tenant(), q.status, request).await?;
     let items: Vec<AdminJobView> = items.iter().map(AdminJobView::from).collect();

@@ -23,8 +23,9 @@ use nimbus_db::jobs::{self, JobEvent};
 use nimbus_domain::{JobHandle, JobId, JobStatus, PageRequest, TenantId};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::AuthUser;
 use crate::error::ApiError;
-use crate::extract::{AuthUser, QueryParams, parse_id};
+use crate::extract::{QueryParams, parse_id};
 use crate::middleware::RequestId;
 use crate::routes::PageQuery;
 use crate::routes::vms::not_found;

@@ -8,8 +8,8 @@ use nimbus_db::{instances, plans};
 use nimbus_domain::{PlanId, PlanLimits, ResourceUsage};
 use serde::Serialize;
 
+use crate::auth::AuthUser;
 use crate::error::ApiError;
-use crate::extract::AuthUser;
 use crate::middleware::RequestId;
 use crate::state::AppState;
 

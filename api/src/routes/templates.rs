@@ -8,8 +8,9 @@ use axum::routing::get;
 use nimbus_domain::InstanceKind;
 use serde::Serialize;
 
+use crate::auth::AuthUser;
 use crate::error::ApiError;
-use crate::extract::{AuthUser, QueryParams};
+use crate::extract::QueryParams;
 use crate::middleware::RequestId;
 use crate::routes::PageQuery;
 use crate::state::AppState;

@@ -17,8 +17,9 @@ use nimbus_domain::{InstanceId, InstanceKind, InstanceStatus, JobHandle};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::auth::AuthUser;
 use crate::error::{ApiError, FieldError};
-use crate::extract::{AuthUser, IdempotencyKey, JsonBody, QueryParams, parse_id};
+use crate::extract::{IdempotencyKey, JsonBody, QueryParams, parse_id};
 use crate::middleware::RequestId;
 use crate::routes::PageQuery;
 use crate::state::AppState;

@@ -1,0 +1,178 @@
+//! Who is calling, and what they may do (DESIGN §5).
+//!
+//! [`authenticate`] is a layer: it resolves the request's credential once, before any handler,
+//! and stores the resulting [`AuthUser`] in the request's extensions, so that later layers (rate
+//! limits, the audit log) and handlers see the same caller. A credential that is presented but
+//! invalid is 401 at once; a request without one passes through anonymously, and the routes that
+//! need a caller refuse it with 401 through their extractor.
+//!
+//! Every route declares who may call it by the extractor it takes:
+//! * [`AuthUser`]: any signed-in caller; safe methods need the `read` scope, the others `write`.
+//! * [`AdminUser`]: the platform operator (role `admin` and, for API keys, scope `admin`).
+//!
+//! Credentials, in the order they are tried:
+//! * `Authorization: Bearer nmb_…`: a personal API key (`nimbus_db::api_keys`).
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use nimbus_db::api_keys::{self, ApiKey};
+use nimbus_db::users::User;
+use nimbus_domain::{Role, TenantId};
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// What an API key may be limited to. A key without scopes has its owner's full role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Safe methods.
+    Read,
+    /// State-changing methods.
+    Write,
+    /// The `/v1/admin` routes (also needs the `admin` role).
+    Admin,
+}
+
+impl Scope {
+    /// The name stored on keys and shown in errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+            Scope::Admin => "admin",
+        }
+    }
+
+    /// The scope a request with `method` needs on a non-admin route.
+    pub fn for_method(method: &Method) -> Scope {
+        if method == Method::GET || method == Method::HEAD || method == Method::OPTIONS {
+            Scope::Read
+        } else {
+            Scope::Write
+        }
+    }
+}
+
+/// How the caller proved who they are.
+#[derive(Clone, Debug)]
+pub enum Credential {
+    /// A personal API key.
+    ApiKey(ApiKey),
+}
+
+/// The authenticated caller. Every query a handler makes is scoped by [`AuthUser::tenant`].
+#[derive(Clone, Debug)]
+pub struct AuthUser {
+    /// The active user the request acts as.
+    pub user: User,
+    /// The credential presented.
+    pub credential: Credential,
+}
+
+impl AuthUser {
+    /// The caller's tenant.
+    pub fn tenant(&self) -> TenantId {
+        self.user.tenant_id
+    }
+
+    /// The caller's role.
+    pub fn role(&self) -> Role {
+        self.user.role
+    }
+
+    /// Whether the credential allows `scope` (the role is checked separately).
+    pub fn has_scope(&self, scope: Scope) -> bool {
+        match &self.credential {
+            Credential::ApiKey(key) => {
+                key.scopes.is_empty()
+                    || key.scopes.iter().any(|s| s == scope.as_str())
+                    // `write` implies `read`, `admin` implies both.
+                    || (scope == Scope::Read && key.scopes.iter().any(|s| s == "write" || s == "admin"))
+                    || (scope == Scope::Write && key.scopes.iter().any(|s| s == "admin"))
+            }
+        }
+    }
+
+    /// 403 unless the credential allows `scope`.
+    pub fn require_scope(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.has_scope(scope) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden {
+                message: format!("this credential lacks the '{}' scope", scope.as_str()),
+                details: json!({ "requiredScope": scope.as_str() }),
+            })
+        }
+    }
+
+    /// 403 unless the caller has `role`.
+    pub fn require_role(&self, role: Role) -> Result<(), ApiError> {
+        if self.user.role == role {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden {
+                message: format!("this operation requires the {} role", role.as_str()),
+                details: json!({ "requiredRole": role.as_str() }),
+            })
+        }
+    }
+}
+
+/// The layer (install with `axum::middleware::from_fn_with_state`).
+pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    match resolve(&state, request.headers()).await {
+        Ok(Some(user)) => {
+            request.extensions_mut().insert(user);
+            next.run(request).await
+        }
+        Ok(None) => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The caller behind the request's credential: `None` when none is presented, 401 when one is
+/// presented and is not valid (malformed, unknown, revoked, expired, its user deactivated).
+async fn resolve(state: &AppState, headers: &axum::http::HeaderMap) -> Result<Option<AuthUser>, ApiError> {
+    let Some(authorization) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
+    let token = authorization
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .ok_or(ApiError::Unauthenticated)?;
+    match api_keys::authenticate(state.db(), token).await? {
+        Some(a) => Ok(Some(AuthUser { user: a.user, credential: Credential::ApiKey(a.key) })),
+        None => Err(ApiError::Unauthenticated),
+    }
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
+        let user = parts.extensions.get::<AuthUser>().cloned().ok_or(ApiError::Unauthenticated)?;
+        user.require_scope(Scope::for_method(&parts.method))?;
+        Ok(user)
+    }
+}
+
+/// A caller with the `admin` role (and, for API keys, the `admin` scope): the provider's
+/// operators, whose routes under `/v1/admin` may span tenants.
+#[derive(Clone, Debug)]
+pub struct AdminUser(pub AuthUser);
+
+impl FromRequestParts<AppState> for AdminUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
+        let user = parts.extensions.get::<AuthUser>().cloned().ok_or(ApiError::Unauthenticated)?;
+        user.require_role(Role::Admin)?;
+        user.require_scope(Scope::Admin)?;
+        Ok(AdminUser(user))
+    }
+}
