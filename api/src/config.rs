@@ -12,7 +12,20 @@
 //! | `PVE_CA_FILE` | trust the CA certificates in this PEM file | or the public CAs |
 //! | `PVE_INSECURE` | `1`/`true`: accept any certificate (labs only) | when none is set |
 //! | `LISTEN` | address to serve on | `127.0.0.1:8080` |
+//! | `NIMBUS_WEB_DIST` | the built portal (`web/dist`) to serve at `/`; unset: no portal | unset |
 //! | `RUST_LOG` | log filter | `info` |
+//! | `RATE_LIMIT_PER_MINUTE` | requests per minute per API key, user or anonymous client address (also the burst) | `300` |
+//! | `TRUSTED_PROXIES` | addresses/CIDRs (comma-separated) whose `X-Forwarded-For` names the client | none |
+//! | `OIDC_ISSUER` | OpenID provider's issuer URL; unset: API keys only, no sign-in | unset |
+//! | `OIDC_CLIENT_ID` | the API's client at the provider | `nimbus` |
+//! | `OIDC_CLIENT_SECRET` | its secret (confidential client) | unset |
+//! | `PUBLIC_URL` | where browsers reach the API: redirect URI `<it>/auth/callback`, CSRF origin | required with `OIDC_ISSUER` |
+//! | `OIDC_ROLES_CLAIM` | dot path of the roles claim | `realm_access.roles` |
+//! | `OIDC_JWT_AUDIENCE` | `aud` required in bearer JWTs | `nimbus-api` |
+//! | `OIDC_SIGNUP_PLAN` | plan of the tenant created at a user's first sign-in | `default` |
+//! | `OIDC_JWKS_MIN_REFRESH_SECS` | least time between two JWKS refetches for unknown `kid`s | `60` |
+//! | `SESSION_IDLE_SECS` | a session ends after this long without a request | `1800` |
+//! | `SESSION_ABSOLUTE_SECS` | and this long after sign-in, whatever happens | `43200` |
 //!
 //! `nimbus-api bootstrap` needs only `DATABASE_URL`.
 
@@ -39,6 +52,14 @@ pub struct Config {
     pub pve_tls: TlsMode,
     /// `LISTEN`.
     pub listen: SocketAddr,
+    /// `RATE_LIMIT_PER_MINUTE`.
+    pub rate_limit_per_minute: u32,
+    /// `TRUSTED_PROXIES`.
+    pub trusted_proxies: crate::ratelimit::TrustedProxies,
+    /// The `OIDC_*`, `PUBLIC_URL` and `SESSION_*` variables; `None` without `OIDC_ISSUER`.
+    pub oidc: Option<crate::auth::oidc::OidcConfig>,
+    /// `NIMBUS_WEB_DIST`.
+    pub web_dist: Option<std::path::PathBuf>,
 }
 
 /// A variable that is missing or wrong.
@@ -78,7 +99,24 @@ impl Config {
             Some(v) => v.parse().map_err(|_| err("LISTEN", "must be an address like 0.0.0.0:8080"))?,
             None => SocketAddr::from(([127, 0, 0, 1], 8080)),
         };
+        let oidc = oidc_from_lookup(&get)?;
+        let rate_limit_per_minute = match get("RATE_LIMIT_PER_MINUTE") {
+            Some(v) => v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| err("RATE_LIMIT_PER_MINUTE", "must be a positive integer"))?,
+            None => crate::ratelimit::RateLimitSettings::DEFAULT_PER_MINUTE,
+        };
+        let trusted_proxies = match get("TRUSTED_PROXIES") {
+            Some(v) => v.parse().map_err(|e: crate::ratelimit::BadProxy| err("TRUSTED_PROXIES", e.to_string()))?,
+            None => crate::ratelimit::TrustedProxies::default(),
+        };
         Ok(Config {
+            rate_limit_per_minute,
+            trusted_proxies,
+            oidc,
             database_url: required("DATABASE_URL")?,
             database_max_connections,
             redis_url: required("REDIS_URL")?,
@@ -87,8 +125,59 @@ impl Config {
             pve_token: pve.token,
             pve_tls: pve.tls,
             listen,
+            web_dist: get("NIMBUS_WEB_DIST").map(std::path::PathBuf::from),
         })
     }
+}
+
+/// The OIDC settings, when `OIDC_ISSUER` is set.
+fn oidc_from_lookup(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<crate::auth::oidc::OidcConfig>, ConfigError> {
+    let Some(issuer) = get("OIDC_ISSUER") else { return Ok(None) };
+    url::Url::parse(&issuer)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .ok_or_else(|| err("OIDC_ISSUER", "must be an http(s) URL"))?;
+    let public_url = get("PUBLIC_URL")
+        .ok_or_else(|| err("PUBLIC_URL", "is required with OIDC_ISSUER"))?
+        .parse::<url::Url>()
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .ok_or_else(|| err("PUBLIC_URL", "must be an http(s) URL like https://cloud.example.com"))?;
+    let client_id = get("OIDC_CLIENT_ID").unwrap_or_else(|| "nimbus".into());
+    let secret = get("OIDC_CLIENT_SECRET");
+    let mut c = crate::auth::oidc::OidcConfig::new(&issuer, &client_id, secret.as_deref(), public_url);
+    if let Some(v) = get("OIDC_ROLES_CLAIM") {
+        c.roles_claim = v;
+    }
+    if let Some(v) = get("OIDC_JWT_AUDIENCE") {
+        c.jwt_audience = v;
+    }
+    if let Some(v) = get("OIDC_SIGNUP_PLAN") {
+        c.signup_plan = v;
+    }
+    let secs = |var: &'static str| -> Result<Option<std::time::Duration>, ConfigError> {
+        get(var)
+            .map(|v| {
+                v.parse::<u64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .map(std::time::Duration::from_secs)
+                    .ok_or_else(|| err(var, "must be a positive number of seconds"))
+            })
+            .transpose()
+    };
+    if let Some(d) = secs("OIDC_JWKS_MIN_REFRESH_SECS")? {
+        c.jwks_min_refresh = d;
+    }
+    if let Some(d) = secs("SESSION_IDLE_SECS")? {
+        c.session_idle = d;
+    }
+    if let Some(d) = secs("SESSION_ABSOLUTE_SECS")? {
+        c.session_absolute = d;
+    }
+    Ok(Some(c))
 }
 
 #[cfg(test)]
@@ -129,6 +218,43 @@ mod tests {
         assert_eq!(with(&[("PVE_INSECURE", "0")]).unwrap().pve_tls, TlsMode::System);
         assert!(with(&[("PVE_FINGERPRINT", "AB"), ("PVE_INSECURE", "1")]).is_err());
         assert!(with(&[("PVE_INSECURE", "maybe")]).is_err());
+    }
+
+    #[test]
+    fn oidc_is_optional_and_checked_when_set() {
+        assert!(Config::from_lookup(lookup(BASE)).unwrap().oidc.is_none());
+        let with = |extra: &[(&str, &str)]| {
+            let mut v = BASE.to_vec();
+            v.extend_from_slice(extra);
+            Config::from_lookup(lookup(&v))
+        };
+        assert_eq!(with(&[("OIDC_ISSUER", "http://idp")]).unwrap_err().var, "PUBLIC_URL");
+        assert_eq!(with(&[("OIDC_ISSUER", "idp"), ("PUBLIC_URL", "https://c")]).unwrap_err().var, "OIDC_ISSUER");
+        let ok = &[("OIDC_ISSUER", "http://idp"), ("PUBLIC_URL", "https://cloud.example.com")];
+        let c = with(ok).unwrap().oidc.unwrap();
+        assert_eq!(c.roles_claim, "realm_access.roles");
+        assert_eq!(c.client_id, "nimbus");
+        let mut bad = ok.to_vec();
+        bad.push(("SESSION_IDLE_SECS", "0"));
+        assert_eq!(with(&bad).unwrap_err().var, "SESSION_IDLE_SECS");
+    }
+
+    #[test]
+    fn rate_limits_default_to_300_per_minute_and_are_checked() {
+        let with = |extra: &[(&str, &str)]| {
+            let mut v = BASE.to_vec();
+            v.extend_from_slice(extra);
+            Config::from_lookup(lookup(&v))
+        };
+        let c = with(&[]).unwrap();
+        assert_eq!(c.rate_limit_per_minute, 300);
+        assert!(c.trusted_proxies.is_empty());
+        let c = with(&[("RATE_LIMIT_PER_MINUTE", "1200"), ("TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1")]).unwrap();
+        assert_eq!(c.rate_limit_per_minute, 1200);
+        assert!(c.trusted_proxies.contains("10.9.8.7".parse().unwrap()));
+        assert_eq!(with(&[("RATE_LIMIT_PER_MINUTE", "0")]).unwrap_err().var, "RATE_LIMIT_PER_MINUTE");
+        assert_eq!(with(&[("RATE_LIMIT_PER_MINUTE", "lots")]).unwrap_err().var, "RATE_LIMIT_PER_MINUTE");
+        assert_eq!(with(&[("TRUSTED_PROXIES", "10.0.0.0/99")]).unwrap_err().var, "TRUSTED_PROXIES");
     }
 
     #[test]

@@ -84,6 +84,22 @@ pub enum ApiError {
     /// Another constraint of the current state refused the request (409).
     #[error("conflict")]
     Conflict(String),
+    /// The current state refused the request, with details saying what conflicts (409
+    /// `CONFLICT`): a taken unique value (`{"fields": [...]}`, see [`ApiError::taken`]), a plan
+    /// below a tenant's usage.
+    #[error("{message}")]
+    ConflictWith {
+        /// The message.
+        message: String,
+        /// What conflicts.
+        details: Value,
+    },
+    /// The caller spent its request budget (429, with `Retry-After`; see [`crate::ratelimit`]).
+    #[error("rate limited")]
+    RateLimited {
+        /// Seconds until the next request is allowed.
+        retry_after_secs: u64,
+    },
     /// Proxmox cannot be reached or fails (503). The cause is logged.
     #[error("proxmox unavailable: {0}")]
     ProxmoxUnavailable(String),
@@ -109,6 +125,11 @@ impl ApiError {
         ApiError::Validation(vec![FieldError::new(field, message)])
     }
 
+    /// 409 `CONFLICT`: `field` holds a value that must be unique and is taken.
+    pub fn taken(message: impl Into<String>, field: FieldError) -> Self {
+        ApiError::ConflictWith { message: message.into(), details: json!({ "fields": [field] }) }
+    }
+
     /// The stable code.
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -122,7 +143,8 @@ impl ApiError {
             ApiError::NameTaken => ErrorCode::NameTaken,
             ApiError::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
             ApiError::IdempotencyKeyInProgress => ErrorCode::IdempotencyKeyInProgress,
-            ApiError::Conflict(_) => ErrorCode::Conflict,
+            ApiError::Conflict(_) | ApiError::ConflictWith { .. } => ErrorCode::Conflict,
+            ApiError::RateLimited { .. } => ErrorCode::RateLimited,
             ApiError::ProxmoxUnavailable(_) => ErrorCode::ProxmoxUnavailable,
             ApiError::ServiceUnavailable(_) | ApiError::Unready { .. } => ErrorCode::ServiceUnavailable,
             ApiError::Internal(_) => ErrorCode::Internal,
@@ -142,7 +164,10 @@ impl ApiError {
         match self {
             ApiError::Validation(_) => "the request is invalid; see details".into(),
             ApiError::PayloadTooLarge => format!("the body is larger than {} bytes", crate::MAX_BODY_BYTES),
-            ApiError::Unauthenticated => "a valid API key is required (Authorization: Bearer <key>)".into(),
+            ApiError::Unauthenticated => {
+                "valid credentials are required: a signed-in session, or Authorization: Bearer <API key or access token>"
+                    .into()
+            }
             ApiError::Forbidden { message, .. } => message.clone(),
             ApiError::NotFound(what) => format!("{what} not found"),
             ApiError::UnknownTemplate { message, .. } => message.clone(),
@@ -153,7 +178,10 @@ impl ApiError {
             ApiError::NameTaken => "an instance with this name already exists".into(),
             ApiError::IdempotencyKeyReused => "this Idempotency-Key was used with a different request".into(),
             ApiError::IdempotencyKeyInProgress => "a request with this Idempotency-Key is still being processed".into(),
-            ApiError::Conflict(message) => message.clone(),
+            ApiError::Conflict(message) | ApiError::ConflictWith { message, .. } => message.clone(),
+            ApiError::RateLimited { retry_after_secs } => {
+                format!("too many requests; try again in {retry_after_secs} s")
+            }
             ApiError::ProxmoxUnavailable(_) => "the virtualisation cluster is unavailable; try again later".into(),
             ApiError::ServiceUnavailable(_) => "the service is temporarily unavailable; try again later".into(),
             ApiError::Unready { .. } => "not ready: a dependency is unavailable; see details".into(),
@@ -168,7 +196,9 @@ impl ApiError {
             ApiError::UnknownNode(node) => json!({ "node": node }),
             ApiError::QuotaExceeded(q) => serde_json::to_value(q).unwrap_or(Value::Null),
             ApiError::NameTaken => json!({ "fields": [FieldError::new("name", "already used in this tenant")] }),
+            ApiError::ConflictWith { details, .. } => details.clone(),
             ApiError::Unready { checks, .. } => checks.clone(),
+            ApiError::RateLimited { retry_after_secs } => json!({ "retryAfterSeconds": retry_after_secs }),
             _ => Value::Null,
         }
     }

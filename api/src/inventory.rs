@@ -200,6 +200,11 @@ impl Inventory {
         Inventory { pve, ttl, cached: RwLock::new(None), refreshing: Mutex::new(()) }
     }
 
+    /// The Proxmox client, for readings the snapshot does not keep (the nodes overview).
+    pub fn client(&self) -> &ProxmoxClient {
+        &self.pve
+    }
+
     /// A reading no older than the TTL. Proxmox failures are 503 `PROXMOX_UNAVAILABLE`.
     pub async fn snapshot(&self) -> Result<Arc<Snapshot>, ApiError> {
         if let Some(s) = self.fresh().await {

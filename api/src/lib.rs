@@ -5,6 +5,8 @@
 //! * [`routes`]: one module per domain — health, VMs, jobs (with the SSE stream), templates,
 //!   quota.
 //! * [`auth`]: who is calling ([`AuthUser`], [`AdminUser`]) and the layer that resolves it.
+//! * [`ratelimit`]: requests per minute per caller, shared by the replicas through Redis.
+//! * [`audit`]: which requests the audit log records, and its group-commit writer.
 //! * [`extract`]: the JSON body, query and `Idempotency-Key` extractors, whose failures are
 //!   [`ApiError`]s.
 //! * [`error`]: [`ApiError`], its stable codes and statuses.
@@ -13,6 +15,7 @@
 //! * [`validation`]: names, sizes and SSH keys.
 //! * [`config`], [`bootstrap`]: the environment table and the first tenant.
 
+pub mod audit;
 pub mod auth;
 pub mod bootstrap;
 pub mod config;
@@ -21,6 +24,7 @@ pub mod error;
 pub mod extract;
 pub mod inventory;
 pub mod middleware;
+pub mod ratelimit;
 pub mod routes;
 pub mod state;
 pub mod validation;
@@ -45,8 +49,20 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::templates::router())
         .merge(routes::quota::router())
         .merge(routes::admin::router())
+        .merge(routes::admin_users::router())
+        .merge(routes::apikeys::router())
+        .merge(routes::auth::router())
+        .merge(routes::admin_audit::router())
+        .merge(routes::admin_queues::router())
+        .merge(routes::admin_nodes::router())
+        .merge(routes::web::router(state.settings().web_dist.clone()))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Layers run bottom-up: envelope → audit record → authenticate → audit capture → rate
+        // limit → handler. The audit record sits outside `authenticate` to see its 401s too.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), ratelimit::layer))
+        .layer(axum::middleware::from_fn(audit::capture))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), audit::record))
         .layer(axum::middleware::from_fn(middleware::envelope))
         .with_state(state)
 }

@@ -74,10 +74,27 @@ async fn serve() -> Result<(), BoxError> {
     let db = nimbus_db::connect(&config.database_url, config.database_max_connections).await?;
     nimbus_db::migrate(&db).await?;
     let pve = ProxmoxClient::new(ClientConfig::new(&config.pve_url, config.pve_token.clone(), config.pve_tls.clone()))?;
-    let state = AppState::new(db, &config.redis_url, &config.redis_key_prefix, pve, Settings::default())?;
+    let settings = Settings {
+        rate_limit: nimbus_api::ratelimit::RateLimitSettings {
+            per_minute: config.rate_limit_per_minute,
+            trusted_proxies: config.trusted_proxies.clone(),
+            ..Default::default()
+        },
+        web_dist: config.web_dist.clone(),
+        ..Settings::default()
+    };
+    let mut state = AppState::new(db.clone(), &config.redis_url, &config.redis_key_prefix, pve, settings)?;
+    if let Some(oidc) = config.oidc.clone() {
+        tracing::info!(oidc.issuer = %oidc.issuer, "OIDC sign-in and bearer JWTs enabled");
+        let identity = nimbus_api::auth::oidc::Identity::new(oidc, db, &config.redis_url, &config.redis_key_prefix)?;
+        state = state.with_identity(identity);
+    }
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, "nimbus-api serving");
-    axum::serve(listener, nimbus_api::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    // The peer's address is the client's for rate limits and the audit log (unless it is a
+    // trusted proxy, see `TRUSTED_PROXIES`).
+    let app = nimbus_api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     Ok(())
 }
 

@@ -90,11 +90,19 @@ fn finish(response: Response, id: &RequestId) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if (status.is_client_error() || status.is_server_error()) && !is_json {
+    // The sign-in routes answer browsers with HTML error pages of their own.
+    let is_html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if (status.is_client_error() || status.is_server_error()) && !is_json && !is_html {
         // An answer axum produced on its own (no route, wrong method, body limit...).
         let (code, message) = match status {
             StatusCode::NOT_FOUND => (ErrorCode::NotFound, "no such route".to_owned()),
-            StatusCode::METHOD_NOT_ALLOWED => (ErrorCode::NotFound, "method not allowed on this route".to_owned()),
+            StatusCode::METHOD_NOT_ALLOWED => {
+                (ErrorCode::MethodNotAllowed, "this route does not take this method; see Allow".to_owned())
+            }
             StatusCode::PAYLOAD_TOO_LARGE => (ErrorCode::ValidationFailed, "the body is too large".to_owned()),
             s if s.is_client_error() => (ErrorCode::ValidationFailed, "the request is invalid".to_owned()),
             _ => {

@@ -13,7 +13,8 @@ use crate::inventory::Inventory;
 /// Tunables with production defaults; tests shorten them.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// How often an SSE stream looks for new job events.
+    /// How often an SSE stream reads the ledger when no wake-up came (workers publish one after
+    /// each change, so this only bounds the delay when a wake-up is lost).
     pub sse_poll: Duration,
     /// How long an in-flight `Idempotency-Key` is held before the same request may take it over.
     pub idempotency_lease: Duration,
@@ -23,16 +24,25 @@ pub struct Settings {
     pub inventory_ttl: Duration,
     /// How long the push to Redis may take before the outbox relay is left to do it.
     pub push_timeout: Duration,
+    /// Requests per minute per caller, trusted proxies ([`crate::ratelimit`]).
+    pub rate_limit: crate::ratelimit::RateLimitSettings,
+    /// How long a response waits for its audit entry to be durable ([`crate::audit`]).
+    pub audit_timeout: Duration,
+    /// The built portal to serve (`NIMBUS_WEB_DIST`, [`crate::routes::web`]); `None`: no portal.
+    pub web_dist: Option<std::path::PathBuf>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            sse_poll: Duration::from_millis(250),
+            sse_poll: Duration::from_secs(2),
             idempotency_lease: Duration::from_secs(30),
             ready_timeout: Duration::from_secs(2),
             inventory_ttl: Inventory::DEFAULT_TTL,
             push_timeout: Dispatcher::DEFAULT_TIMEOUT,
+            rate_limit: crate::ratelimit::RateLimitSettings::default(),
+            audit_timeout: Duration::from_secs(5),
+            web_dist: None,
         }
     }
 }
@@ -42,6 +52,10 @@ struct Inner {
     dispatcher: Dispatcher,
     inventory: Inventory,
     settings: Settings,
+    /// The OIDC sign-in, sessions and bearer JWTs; `None`: API keys only.
+    identity: Option<crate::auth::oidc::Identity>,
+    rate_limiter: crate::ratelimit::RateLimiter,
+    audit: crate::audit::AuditLog,
 }
 
 /// Shared state of the router.
@@ -61,7 +75,10 @@ impl AppState {
     ) -> redis::RedisResult<Self> {
         let dispatcher = Dispatcher::new(redis_url, redis_key_prefix, settings.push_timeout)?;
         let inventory = Inventory::new(pve, settings.inventory_ttl);
-        Ok(AppState(Arc::new(Inner { db, dispatcher, inventory, settings })))
+        let rate_limiter =
+            crate::ratelimit::RateLimiter::new(redis_url, redis_key_prefix, settings.rate_limit.clone())?;
+        let audit = crate::audit::AuditLog::new(db.clone(), settings.audit_timeout);
+        Ok(AppState(Arc::new(Inner { db, dispatcher, inventory, settings, identity: None, rate_limiter, audit })))
     }
 
     /// The Postgres pool.
@@ -74,6 +91,16 @@ impl AppState {
         &self.0.dispatcher
     }
 
+    /// The per-caller rate limiter.
+    pub fn rate_limiter(&self) -> &crate::ratelimit::RateLimiter {
+        &self.0.rate_limiter
+    }
+
+    /// The audit log's writer.
+    pub fn audit(&self) -> &crate::audit::AuditLog {
+        &self.0.audit
+    }
+
     /// The Proxmox inventory.
     pub fn inventory(&self) -> &Inventory {
         &self.0.inventory
@@ -82,5 +109,20 @@ impl AppState {
     /// The tunables.
     pub fn settings(&self) -> &Settings {
         &self.0.settings
+    }
+
+    /// Enables OIDC (sign-in, sessions, bearer JWTs). Call before the state is cloned.
+    ///
+    /// # Panics
+    /// When the state was already shared.
+    pub fn with_identity(mut self, identity: crate::auth::oidc::Identity) -> Self {
+        Arc::get_mut(&mut self.0).expect("with_identity is called before the state is shared").identity =
+            Some(identity);
+        self
+    }
+
+    /// The OIDC layer, when configured.
+    pub fn identity(&self) -> Option<&crate::auth::oidc::Identity> {
+        self.0.identity.as_ref()
     }
 }

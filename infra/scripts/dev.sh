@@ -8,8 +8,11 @@ mkdir -p .dev
 
 pve_listen="${PVE_SIM_LISTEN:-127.0.0.1:8006}"
 api_listen="${NIMBUS_LISTEN:-127.0.0.1:8080}"
+oidc_port="${OIDC_PORT:-9400}"
 
 cargo build -p pve-sim -p nimbus-api -p nimbus-worker --bins
+# The portal, served by the API at / (NIMBUS_WEB_DIST below).
+infra/scripts/build-web.sh
 target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 bin="$target_dir/debug"
 
@@ -18,6 +21,7 @@ cleanup() {
   trap - INT TERM EXIT
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  infra/scripts/oidc.sh stop .dev/oidc >/dev/null 2>&1 || true
   infra/scripts/services.sh stop .dev/services --keep >/dev/null 2>&1 || true
 }
 trap cleanup INT TERM EXIT
@@ -44,6 +48,14 @@ export DATABASE_URL="$NIMBUS_DATABASE_URL" REDIS_URL="$NIMBUS_REDIS_URL"
 export PVE_URL="https://$pve_listen" PVE_TOKEN="$(cat .dev/pve-token)" PVE_FINGERPRINT="$fingerprint"
 export LISTEN="$api_listen"
 
+# The OpenID provider with the demo users (infra/oidc); the API signs browsers in through it and
+# accepts its access tokens. Its redirect URIs accept http://127.0.0.1:<any port>/auth/callback.
+infra/scripts/oidc.sh stop .dev/oidc >/dev/null 2>&1 || true
+eval "$(infra/scripts/oidc.sh start .dev/oidc "$oidc_port")"
+export OIDC_ISSUER="$NIMBUS_TEST_OIDC_ISSUER" OIDC_CLIENT_ID=nimbus OIDC_CLIENT_SECRET=nimbus-dev-secret
+export PUBLIC_URL="http://$api_listen"
+export NIMBUS_WEB_DIST="$PWD/web/dist"
+
 # The demo tenant, its admin and API key: created once, the key kept (mode 600) so re-runs can show it.
 if [ ! -s .dev/admin-api-key ]; then
   "$bin/nimbus-api" bootstrap --tenant Demo --email admin@nimbus.dev | tee .dev/bootstrap.txt
@@ -67,8 +79,11 @@ done
 cat <<INFO
 
 Nimbus development stack
+  Portal:      http://$api_listen/
   API:         http://$api_listen   with two worker processes   (try: curl -H "Authorization: Bearer \$(cat .dev/admin-api-key)" http://$api_listen/v1/templates)
   admin key:   $(cat .dev/admin-api-key)   (tenant Demo, admin@nimbus.dev)
+  Sign-in:     http://$api_listen/auth/login   via the dev OpenID provider $OIDC_ISSUER (log in .dev/oidc/oidc.log)
+               admin@nimbus.test / admin-pass (admin)   alice@acme.test / alice-pass   bob@globex.test / bob-pass
   Proxmox:     https://$pve_listen/api2/json (simulated; token in .dev/pve-token, log in .dev/pve-sim.log)
   PostgreSQL:  $NIMBUS_DATABASE_URL
   Redis:       $NIMBUS_REDIS_URL

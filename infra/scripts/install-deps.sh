@@ -13,6 +13,9 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || apt_missing+=(python3-venv)
 command -v python3 >/dev/null || apt_missing+=(python3)
 command -v redis-server >/dev/null || apt_missing+=(redis-server)
 command -v curl >/dev/null || apt_missing+=(curl)
+# The portal's build tools (npm) and browser tests (Debian's Chromium, driven by playwright-core).
+command -v npm >/dev/null || apt_missing+=(npm)
+command -v chromium >/dev/null || apt_missing+=(chromium)
 # PostgreSQL's server binaries: the machine's own (/usr/local/bin) or Debian's.
 if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   apt_missing+=(postgresql)
@@ -32,7 +35,35 @@ if ! "$venv/bin/python" -c 'import proxmoxer, requests' 2>/dev/null; then
   "$venv/bin/pip" install -q 'proxmoxer==2.3.0' requests
 fi
 
+# The development/test OpenID provider (infra/oidc): reinstalled when its lockfile changed.
+if ! command -v npm >/dev/null; then
+  echo "npm is missing (Debian: apt-get install npm)" >&2
+  exit 1
+fi
+if [ ! -d infra/oidc/node_modules/oidc-provider ] || [ infra/oidc/package-lock.json -nt infra/oidc/node_modules ]; then
+  (cd infra/oidc && npm ci --no-audit --no-fund)
+  touch infra/oidc/node_modules
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "installing cargo-nextest"
   cargo install --locked cargo-nextest
+fi
+
+# The portal (web/): the wasm target, the wasm-bindgen CLI of the version in Cargo.lock (installed
+# without --locked: its lockfile pins a crate version the registry lacks, TOOLCHAIN.md), and the npm
+# tools in web/ (binaryen's wasm-opt, playwright-core).
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+  rustup target add wasm32-unknown-unknown
+fi
+wasm_bindgen_want="$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)"
+wasm_bindgen_have="$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)"
+if [ -n "$wasm_bindgen_want" ] && [ "$wasm_bindgen_have" != "$wasm_bindgen_want" ]; then
+  echo "installing wasm-bindgen-cli $wasm_bindgen_want (found '${wasm_bindgen_have:-none}')"
+  cargo install wasm-bindgen-cli --version "$wasm_bindgen_want"
+fi
+if [ ! -x web/node_modules/.bin/wasm-opt ] || [ ! -d web/node_modules/playwright-core ] \
+  || [ web/package-lock.json -nt web/node_modules ]; then
+  (cd web && npm ci --no-audit --no-fund)
+  touch web/node_modules
 fi

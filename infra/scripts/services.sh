@@ -15,6 +15,9 @@
 #   NIMBUS_DATABASE_URL       URL of the `nimbus` database, created on first start (for `make dev`)
 #   NIMBUS_REDIS_URL          same server as NIMBUS_TEST_REDIS_URL
 #
+# NIMBUS_PG_EXTRA_OPTS adds PostgreSQL options at start, e.g. for a benchmark's diagnosis:
+#   NIMBUS_PG_EXTRA_OPTS="-c shared_preload_libraries=pg_stat_statements"
+#
 # Tests use the default: fsync off, Redis without persistence, DIR removed by `stop`.
 # `make dev` uses DIR=.dev with --persist (fsync on, Redis append-only file) and `stop --keep`;
 # `start` on an existing DIR resumes the same cluster, data and ports (a new port only when the
@@ -138,7 +141,7 @@ start_postgres() { # start_postgres DIR
   if [ -z "$port" ] || ! port_free "$port"; then port="$(free_port)"; fi
   echo "$port" >"$d/postgres.port"
   local opts="-p $port -k $d/postgres -c listen_addresses=127.0.0.1 -c max_connections=400"
-  opts="$opts -c shared_buffers=64MB"
+  opts="$opts -c shared_buffers=64MB ${NIMBUS_PG_EXTRA_OPTS:-}"
   if [ "$persist" -eq 0 ]; then
     # Tests: durability is worthless there, speed is not.
     opts="$opts -c fsync=off -c synchronous_commit=off -c full_page_writes=off"

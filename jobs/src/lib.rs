@@ -4,6 +4,8 @@
 //! * [`payload`]: what travels: the Redis message ([`Dispatch`], only a ledger job id, its kind
 //!   and queue) and each job kind's ledger payload ([`ProvisionVm`]).
 //! * [`dispatch`]: pushing messages to nimbus-queue ([`Queues`], [`dispatch()`]).
+//! * [`events`]: wake-ups for the streams that follow jobs (Redis pub/sub; the ledger stays the
+//!   truth).
 //! * [`templates`]: the naming rule of templates, so API and workers mean the same thing.
 //!
 //! The ledger (nimbus-db's `jobs`) is the source of truth: a Redis message only says "job X may
@@ -11,10 +13,12 @@
 //! stale message has no effect.
 
 pub mod dispatch;
+pub mod events;
 pub mod payload;
 pub mod queues;
 pub mod templates;
 
 pub use dispatch::{DispatchError, Queues, dispatch};
+pub use events::{JobEventPublisher, JobWakeups};
 pub use payload::{Dispatch, ProvisionVm};
 pub use templates::vztmpl_name;

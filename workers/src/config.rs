@@ -13,11 +13,13 @@
 //! | `PVE_INSECURE` | `1`/`true`: accept any certificate (labs only) | when none is set |
 //! | `WORKER_CONCURRENCY` | provision jobs run at once by this process | `8` |
 //! | `NODE_CAP` | provision jobs loading one Proxmox node at once, across all workers | `4` |
+//! | `NODE_CAPS` | per-node exceptions to `NODE_CAP`, `pve1=2,pve3=0` (0: no new work there) | none |
 //! | `JOB_MAX_WAIT_IP_SECS` | how long a started guest may take to report its IP | `300` |
 //! | `JOB_LEASE_SECS` | how long a job's ledger claim lasts unrenewed (renewed every third of it): bounds how soon a crashed worker's job is taken over | `6` |
 //! | `WORKER_NAME` | this process's name in leases | host name + pid |
 //! | `RUST_LOG` | log filter | `info` |
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use nimbus_proxmox::{ApiToken, PveEnv, TlsMode};
@@ -43,6 +45,8 @@ pub struct Config {
     pub concurrency: usize,
     /// `NODE_CAP`.
     pub node_cap: u32,
+    /// `NODE_CAPS`.
+    pub node_caps: HashMap<String, u32>,
     /// `JOB_MAX_WAIT_IP_SECS`.
     pub ip_timeout: Duration,
     /// `JOB_LEASE_SECS`.
@@ -63,6 +67,22 @@ pub struct ConfigError {
 
 fn err(var: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError { var, problem: problem.into() }
+}
+
+/// `pve1=2,pve3=0`: node names as Proxmox spells them, caps as non-negative integers.
+fn node_caps(value: &str) -> Result<HashMap<String, u32>, ConfigError> {
+    let bad = || err("NODE_CAPS", "must read like pve1=2,pve3=0 (node=cap, comma separated)");
+    let mut caps = HashMap::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (node, cap) = entry.split_once('=').ok_or_else(bad)?;
+        let node = node.trim();
+        let valid_name = !node.is_empty() && node.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        let cap: u32 = cap.trim().parse().map_err(|_| bad())?;
+        if !valid_name || caps.insert(node.to_owned(), cap).is_some() {
+            return Err(bad());
+        }
+    }
+    Ok(caps)
 }
 
 fn positive<T: std::str::FromStr + PartialOrd + Default>(
@@ -92,6 +112,7 @@ impl Config {
         let database_max_connections =
             positive("DATABASE_MAX_CONNECTIONS", get("DATABASE_MAX_CONNECTIONS"), concurrency as u32 + 4)?;
         let node_cap = positive("NODE_CAP", get("NODE_CAP"), 4)?;
+        let node_caps = get("NODE_CAPS").map(|v| node_caps(&v)).transpose()?.unwrap_or_default();
         let ip_timeout = Duration::from_secs(positive("JOB_MAX_WAIT_IP_SECS", get("JOB_MAX_WAIT_IP_SECS"), 300)?);
         let default_lease = crate::Settings::default().lease.as_secs();
         let lease = Duration::from_secs(positive("JOB_LEASE_SECS", get("JOB_LEASE_SECS"), default_lease)?);
@@ -112,6 +133,7 @@ impl Config {
             pve_tls: pve.tls,
             concurrency,
             node_cap,
+            node_caps,
             ip_timeout,
             lease,
             worker_name,
@@ -156,6 +178,11 @@ mod tests {
         let c = with(&[("WORKER_CONCURRENCY", "3"), ("NODE_CAP", "2"), ("PVE_INSECURE", "true")]).unwrap();
         assert_eq!((c.concurrency, c.node_cap, c.pve_tls), (3, 2, TlsMode::Insecure));
         assert_eq!(with(&[("NODE_CAP", "0")]).unwrap_err().var, "NODE_CAP");
+        let c = with(&[("NODE_CAPS", "pve1=2, pve3=0")]).unwrap();
+        assert_eq!(c.node_caps, HashMap::from([("pve1".to_owned(), 2), ("pve3".to_owned(), 0)]));
+        for bad in ["pve1", "pve1=x", "=2", "pve1=2,pve1=3", "pve 1=2", "pve1=-1"] {
+            assert_eq!(with(&[("NODE_CAPS", bad)]).unwrap_err().var, "NODE_CAPS", "{bad}");
+        }
         assert_eq!(with(&[("WORKER_CONCURRENCY", "many")]).unwrap_err().var, "WORKER_CONCURRENCY");
         assert!(with(&[("PVE_FINGERPRINT", "AB"), ("PVE_INSECURE", "1")]).is_err());
         assert_eq!(Config::from_lookup(lookup(&BASE[1..])).unwrap_err().var, "DATABASE_URL");

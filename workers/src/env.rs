@@ -1,9 +1,10 @@
 //! What every job handler gets: the database, the Proxmox client, the node caps, the settings,
-//! this worker's identity and the shutdown signal. Built once per process and shared.
+//! this worker's identity, the shutdown signal and the job event publisher. Built once per process and shared.
 
 use std::time::Duration;
 
 use nimbus_db::PgPool;
+use nimbus_jobs::JobEventPublisher;
 use nimbus_proxmox::ProxmoxClient;
 use tokio_util::sync::CancellationToken;
 
@@ -62,4 +63,6 @@ pub struct Env {
     pub worker_id: String,
     /// Fired on SIGTERM / Ctrl-C: running jobs stop at their next step boundary.
     pub shutdown: CancellationToken,
+    /// Tells the API's job event streams that a job changed (after each ledger write).
+    pub events: JobEventPublisher,
 }

@@ -4,8 +4,10 @@
 //! server time, so the workers' clocks do not matter). Acquire, renew and release are Lua
 //! scripts, hence atomic: acquire first drops expired holders (a crashed worker's permits come
 //! back after `ttl`), then joins if fewer than `cap` remain. A [`Permit`] renews itself every
-//! `ttl / 3` until released or dropped.
+//! `ttl / 3` until released or dropped. Every node has the same cap unless overridden by name
+//! (a small node, or one being drained, gets less).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,6 +60,7 @@ struct Inner {
     conn: ConnectionManager,
     key_prefix: String,
     cap: u32,
+    overrides: HashMap<String, u32>,
     ttl: Duration,
     poll: Duration,
     acquire: Script,
@@ -67,7 +70,11 @@ struct Inner {
 
 impl std::fmt::Debug for NodeCaps {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeCaps").field("cap", &self.inner.cap).field("ttl", &self.inner.ttl).finish()
+        f.debug_struct("NodeCaps")
+            .field("cap", &self.inner.cap)
+            .field("overrides", &self.inner.overrides)
+            .field("ttl", &self.inner.ttl)
+            .finish()
     }
 }
 
@@ -75,12 +82,25 @@ impl NodeCaps {
     /// Caps of `cap` holders per node (at least 1), under `key_prefix`, whose permits expire
     /// `ttl` after their last renewal.
     pub async fn new(client: &redis::Client, key_prefix: &str, cap: u32, ttl: Duration) -> redis::RedisResult<Self> {
+        Self::with_overrides(client, key_prefix, cap, HashMap::new(), ttl).await
+    }
+
+    /// [`NodeCaps::new`] with the caps of some nodes, by name, set apart (0 stops new work on
+    /// a node).
+    pub async fn with_overrides(
+        client: &redis::Client,
+        key_prefix: &str,
+        cap: u32,
+        overrides: HashMap<String, u32>,
+        ttl: Duration,
+    ) -> redis::RedisResult<Self> {
         let conn = client.get_connection_manager().await?;
         Ok(NodeCaps {
             inner: Arc::new(Inner {
                 conn,
                 key_prefix: key_prefix.to_owned(),
                 cap: cap.max(1),
+                overrides,
                 ttl: ttl.max(Duration::from_millis(300)),
                 poll: Duration::from_millis(100),
                 acquire: Script::new(ACQUIRE),
@@ -90,9 +110,14 @@ impl NodeCaps {
         })
     }
 
-    /// The cap per node.
+    /// The cap of nodes without an override.
     pub fn cap(&self) -> u32 {
         self.inner.cap
+    }
+
+    /// The cap of `node`.
+    pub fn cap_of(&self, node: &str) -> u32 {
+        self.inner.overrides.get(node).copied().unwrap_or(self.inner.cap)
     }
 
     /// The Redis key of `node`'s holders.
@@ -108,7 +133,7 @@ impl NodeCaps {
             .acquire
             .key(self.key(node))
             .arg(holder)
-            .arg(self.inner.cap)
+            .arg(self.cap_of(node))
             .arg(ttl_ms)
             .invoke_async(&mut self.inner.conn.clone())
             .await?;

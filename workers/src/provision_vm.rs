@@ -25,7 +25,8 @@
 //! database put the job back in the ledger with exponential backoff and jitter until its attempts
 //! are spent (`ATTEMPTS_EXHAUSTED`); permanent ones fail it at once (`PROXMOX_REJECTED`, …). A
 //! job that ends failed marks its instance failed in the same transaction, which releases its
-//! quota. On shutdown a job stops at the next step boundary and goes back to the queue.
+//! quota. On shutdown a job stops at the next step boundary and goes back to the queue without
+//! spending its attempt (`jobs::release`).
 
 use nimbus_jobs::vztmpl_name;
 use std::sync::Arc;
@@ -262,6 +263,7 @@ pub async fn run(env: &Env, job_id: JobId) -> Result<Outcome, DbError> {
         return Ok(Outcome::NotClaimed);
     };
     tracing::info!(job.id = %job_id, job.attempt = job.attempts, job.step = job.step.as_deref().unwrap_or("-"), "provision claimed");
+    env.events.publish(job_id).await;
     let lease_lost = CancellationToken::new();
     let keeper = tokio::spawn(keep_lease(env.clone(), job_id, lease_lost.clone()));
     let result = match Provision::load(env, job.clone(), lease_lost.clone()).await {
@@ -269,7 +271,9 @@ pub async fn run(env: &Env, job_id: JobId) -> Result<Outcome, DbError> {
         Err(e) => Err(e),
     };
     keeper.abort();
-    settle(env, &job, result).await
+    let outcome = settle(env, &job, result).await;
+    env.events.publish(job_id).await;
+    outcome
 }
 
 /// Renews the job's lease every third of its length; fires `lost` when it can no longer.
@@ -308,10 +312,18 @@ async fn settle(env: &Env, job: &Job, result: Result<Provision, StepError>) -> R
             Ok(Outcome::Succeeded)
         }
         Err(StepError::LeaseLost) => Ok(Outcome::LeaseLost),
+        Err(StepError::ShuttingDown) => {
+            // Not the job's fault: back to the queue without spending the attempt; whoever takes
+            // it next resumes at the step recorded.
+            match jobs::release(&env.db, job.id, worker, "released by a worker shutting down").await {
+                Ok(_) => Ok(Outcome::Released),
+                Err(DbError::LeaseLost(_)) => Ok(Outcome::LeaseLost),
+                Err(e) => Err(e),
+            }
+        }
         Err(e) => {
             let last_attempt = job.attempts >= job.max_attempts;
             let mut error = e.job_error();
-            let shutting_down = matches!(e, StepError::ShuttingDown);
             if error.retryable && last_attempt {
                 error = JobError {
                     code: ErrorCode::AttemptsExhausted,
@@ -319,11 +331,7 @@ async fn settle(env: &Env, job: &Job, result: Result<Provision, StepError>) -> R
                     retryable: true,
                 };
             }
-            let retry_in = if shutting_down {
-                Duration::ZERO
-            } else {
-                env.settings.retry.next_retry_in(job.attempts.max(1) as u32)
-            };
+            let retry_in = env.settings.retry.next_retry_in(job.attempts.max(1) as u32);
             if let StepError::Db(db) = &e {
                 tracing::error!(job.id = %job.id, error = %db, "provision step failed on the database");
             } else {
@@ -343,7 +351,6 @@ async fn settle(env: &Env, job: &Job, result: Result<Provision, StepError>) -> R
             tx.commit().await?;
             Ok(match failed.status {
                 JobStatus::Failed => Outcome::Failed(error),
-                _ if shutting_down => Outcome::Released,
                 _ => Outcome::RetryScheduled(retry_in),
             })
         }
@@ -461,8 +468,7 @@ impl Provision {
         if self.lease_lost.is_cancelled() {
             return Err(StepError::LeaseLost);
         }
-        // On the last attempt a release would fail the job, so it carries on instead.
-        if self.env.shutdown.is_cancelled() && self.job.attempts < self.job.max_attempts {
+        if self.env.shutdown.is_cancelled() {
             return Err(StepError::ShuttingDown);
         }
         Ok(())
@@ -483,18 +489,17 @@ impl Provision {
         }
     }
 
-    /// Fires when [`Provision::check_stop`] would stop the run (lease loss, or shutdown unless
-    /// this is the last attempt), for waits inside a step. Cancel it when done waiting.
+    /// Fires when [`Provision::check_stop`] would stop the run (lease loss or shutdown), for
+    /// waits inside a step. Cancel it when done waiting.
     fn stop_token(&self) -> CancellationToken {
         let token = CancellationToken::new();
         let lost = self.lease_lost.clone();
         let shutdown = self.env.shutdown.clone();
-        let honour_shutdown = self.job.attempts < self.job.max_attempts;
         let t = token.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = lost.cancelled() => t.cancel(),
-                _ = shutdown.cancelled(), if honour_shutdown => t.cancel(),
+                _ = shutdown.cancelled() => t.cancel(),
                 _ = t.cancelled() => {}
             }
         });
@@ -512,6 +517,7 @@ impl Provision {
         )
         .await?;
         self.job = job;
+        self.env.events.publish(self.job.id).await;
         Ok(())
     }
 

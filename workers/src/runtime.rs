@@ -2,7 +2,7 @@
 //! nimbus-queue), the outbox relay and the lease recovery tick, all stopped by one shutdown
 //! token. On shutdown the pool stops fetching, hands unstarted messages back to Redis, and
 //! waits for running jobs, which stop at their next step boundary and go back to the ledger's
-//! queue (or finish, on their last attempt).
+//! queue without spending their attempt.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,10 +47,17 @@ pub async fn connect(config: &Config, shutdown: CancellationToken) -> anyhow::Re
     let queues = Queues::new(&config.redis_url, config.redis_key_prefix.clone()).context("REDIS_URL")?;
     let settings = Settings { ip_timeout: config.ip_timeout, lease: config.lease, ..Settings::default() };
     // Permits outlive a crashed holder by at most the job lease.
-    let caps = NodeCaps::new(queues.client(), &config.redis_key_prefix, config.node_cap, settings.lease)
-        .await
-        .context("connecting to Redis")?;
-    let env = Env { db, pve, caps, settings, worker_id: config.worker_name.clone(), shutdown };
+    let caps = NodeCaps::with_overrides(
+        queues.client(),
+        &config.redis_key_prefix,
+        config.node_cap,
+        config.node_caps.clone(),
+        settings.lease,
+    )
+    .await
+    .context("connecting to Redis")?;
+    let events = nimbus_jobs::JobEventPublisher::new(queues.client().clone(), &config.redis_key_prefix);
+    let env = Env { db, pve, caps, settings, worker_id: config.worker_name.clone(), shutdown, events };
     Ok((Arc::new(env), queues))
 }
 

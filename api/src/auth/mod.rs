@@ -12,6 +12,15 @@
 //!
 //! Credentials, in the order they are tried:
 //! * `Authorization: Bearer nmb_…`: a personal API key (`nimbus_db::api_keys`).
+//! * `Authorization: Bearer <JWT>`: an access token of the OIDC provider ([`jwt`]), when OIDC is
+//!   configured.
+//! * Cookie `__Host-nimbus_session`: a browser session of the OIDC sign-in ([`session`]); its
+//!   state-changing requests pass the CSRF check ([`csrf`]). Not consulted under `/auth/`,
+//!   whose pages read it themselves.
+//!
+//! An administrator may act as another user ([`impersonation`]): the request then runs as that
+//! user, [`AuthUser::impersonator`] names the administrator, the response carries
+//! `Nimbus-Impersonated-By`, and the admin routes are closed to it.
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -25,6 +34,12 @@ use serde_json::json;
 
 use crate::error::ApiError;
 use crate::state::AppState;
+
+pub mod csrf;
+pub mod impersonation;
+pub mod jwt;
+pub mod oidc;
+pub mod session;
 
 /// What an API key may be limited to. A key without scopes has its owner's full role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +77,10 @@ impl Scope {
 pub enum Credential {
     /// A personal API key.
     ApiKey(ApiKey),
+    /// A browser session (OIDC sign-in): the user's full role, CSRF-checked.
+    Session(session::SessionCredential),
+    /// An access token (JWT) of the OIDC provider: the user's full role.
+    Jwt(jwt::JwtCredential),
 }
 
 /// The authenticated caller. Every query a handler makes is scoped by [`AuthUser::tenant`].
@@ -71,6 +90,9 @@ pub struct AuthUser {
     pub user: User,
     /// The credential presented.
     pub credential: Credential,
+    /// The administrator acting as [`AuthUser::user`], when the request is impersonated. The
+    /// effective role is the user's; the admin routes refuse such requests.
+    pub impersonator: Option<User>,
 }
 
 impl AuthUser {
@@ -94,6 +116,7 @@ impl AuthUser {
                     || (scope == Scope::Read && key.scopes.iter().any(|s| s == "write" || s == "admin"))
                     || (scope == Scope::Write && key.scopes.iter().any(|s| s == "admin"))
             }
+            Credential::Session(_) | Credential::Jwt(_) => true,
         }
     }
 
@@ -124,20 +147,36 @@ impl AuthUser {
 
 /// The layer (install with `axum::middleware::from_fn_with_state`).
 pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    match resolve(&state, request.headers()).await {
-        Ok(Some(user)) => {
-            request.extensions_mut().insert(user);
-            next.run(request).await
-        }
-        Ok(None) => next.run(request).await,
-        Err(e) => e.into_response(),
+    let caller = match resolve(&state, request.method(), request.uri().path(), request.headers()).await {
+        Ok(caller) => caller,
+        Err(e) => return e.into_response(),
+    };
+    let caller = match impersonation::apply(&state, caller, request.headers()).await {
+        Ok(caller) => caller,
+        Err(e) => return e.into_response(),
+    };
+    let impersonator = caller.as_ref().and_then(|c| c.impersonator.as_ref()).map(|admin| admin.id);
+    if let Some(caller) = caller {
+        request.extensions_mut().insert(caller);
     }
+    let mut response = next.run(request).await;
+    if let Some(admin) = impersonator {
+        impersonation::mark_response(&mut response, admin);
+    }
+    response
 }
 
 /// The caller behind the request's credential: `None` when none is presented, 401 when one is
 /// presented and is not valid (malformed, unknown, revoked, expired, its user deactivated).
-async fn resolve(state: &AppState, headers: &axum::http::HeaderMap) -> Result<Option<AuthUser>, ApiError> {
-    let Some(authorization) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
+async fn resolve(
+    state: &AppState,
+    method: &Method,
+    path: &str,
+    headers: &axum::http::HeaderMap,
+) -> Result<Option<AuthUser>, ApiError> {
+    let Some(authorization) = headers.get(header::AUTHORIZATION) else {
+        return session::caller(state, method, path, headers).await;
+    };
     let token = authorization
         .to_str()
         .ok()
@@ -145,8 +184,11 @@ async fn resolve(state: &AppState, headers: &axum::http::HeaderMap) -> Result<Op
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim())
         .ok_or(ApiError::Unauthenticated)?;
+    if !token.starts_with("nmb_") && state.identity().is_some() {
+        return jwt::caller(state, token).await.map(Some);
+    }
     match api_keys::authenticate(state.db(), token).await? {
-        Some(a) => Ok(Some(AuthUser { user: a.user, credential: Credential::ApiKey(a.key) })),
+        Some(a) => Ok(Some(AuthUser { user: a.user, credential: Credential::ApiKey(a.key), impersonator: None })),
         None => Err(ApiError::Unauthenticated),
     }
 }
@@ -171,6 +213,9 @@ impl FromRequestParts<AppState> for AdminUser {
 
     async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
         let user = parts.extensions.get::<AuthUser>().cloned().ok_or(ApiError::Unauthenticated)?;
+        // Checked first: the effective role is the impersonated user's, and an administrator
+        // acting as someone must never reach these routes through them.
+        impersonation::refuse_admin_routes(&user)?;
         user.require_role(Role::Admin)?;
         user.require_scope(Scope::Admin)?;
         Ok(AdminUser(user))

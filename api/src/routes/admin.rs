@@ -1,17 +1,16 @@
-//! `/v1/admin`: operations reserved to the tenant's administrators (role `admin`), always within
-//! their own tenant.
+//! `/v1/admin` job routes, for the provider's operators (role `admin`): they span tenants.
 //!
 //! * `POST /v1/admin/jobs/{id}/retry[?attempts=N]`: re-queues a failed job with `N` more attempts
 //!   (default [`NewJob::DEFAULT_MAX_ATTEMPTS`]); its step machine resumes at the step it reached.
 //!   The job's instance, if it is `failed`, goes back to `provisioning` (taking its quota again,
 //!   checked under the same tenant lock `POST /v1/vms` takes). Then the job is pushed through the
 //!   dispatcher's fast path and the answer is 202 with the job handle and `Location`.
-//! * `GET /v1/admin/jobs[?status=failed&page=&perPage=]`: the tenant's jobs with the fields an
-//!   operator needs (queue, attempts allowed, request id), newest first.
+//! * `GET /v1/admin/jobs[?tenant=&status=failed&page=&perPage=]`: every tenant's jobs (or one
+//!   tenant's) with the fields an operator needs (tenant, queue, attempts allowed, request id),
+//!   newest first.
 //!
-//! A caller who is not an admin gets 403 `FORBIDDEN` (through [`AdminUser`]); another tenant's job answers 404 exactly
-//! like a missing one; a job that is not `failed` is 409 `INVALID_JOB_STATE` with its status in
-//! `details`.
+//! A caller who is not an admin gets 403 `FORBIDDEN` (through [`AdminUser`]); an unknown job is
+//! 404; a job that is not `failed` is 409 `INVALID_JOB_STATE` with its status in `details`.
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -21,7 +20,7 @@ use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use nimbus_db::jobs::{self, Job, NewJob};
 use nimbus_db::{DbError, instances, plans};
-use nimbus_domain::{ErrorCode, InstanceId, InstanceStatus, JobHandle, JobId, JobStatus, ResourceRequest};
+use nimbus_domain::{ErrorCode, InstanceId, InstanceStatus, JobHandle, JobId, JobStatus, ResourceRequest, TenantId};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -107,8 +106,7 @@ async fn retry(
         return Err(ApiError::field("attempts", format!("must be between 1 and {MAX_EXTRA_ATTEMPTS}")).into());
     }
     let id: JobId = parse_id(&id, "job")?;
-    let tenant = auth.tenant();
-    let job = jobs::get_for_tenant(state.db(), tenant, id).await.map_err(|e| not_found(e, "job"))?;
+    let job = jobs::get(state.db(), id).await.map_err(|e| not_found(e, "job"))?;
     if job.status != JobStatus::Failed {
         return Err(AdminError::NotFailed { job: id, status: job.status });
     }
@@ -119,7 +117,7 @@ async fn retry(
     // refused retry leaves the instance failed, and a worker that picks the job up at once waits
     // on the instance row until the commit.
     let mut tx = state.db().begin().await.map_err(DbError::from)?;
-    if let Some(instance) = instance_of(&job) {
+    if let (Some(tenant), Some(instance)) = (job.tenant_id, instance_of(&job)) {
         revive_instance(&mut tx, tenant, instance).await?;
     }
     let enqueued = jobs::retry_failed(state.db(), id, extra).await?;
@@ -133,6 +131,8 @@ async fn retry(
         .dispatcher()
         .push(state.db(), &enqueued.job.queue, enqueued.job.id, enqueued.outbox_id, &enqueued.outbox_payload)
         .await;
+    // Streams that ended on the failure are gone; one still open shows the job queued again.
+    state.dispatcher().publisher().publish(id).await;
     let handle = enqueued.job.handle();
     let location = HeaderValue::from_str(&handle.links.self_).ok();
     let mut response = (StatusCode::ACCEPTED, super::data(&rid, handle)).into_response();
@@ -147,14 +147,16 @@ fn instance_of(job: &Job) -> Option<InstanceId> {
     job.resources.iter().find(|r| r.kind == "instance").and_then(|r| r.id.parse().ok())
 }
 
-/// Sets a `failed` instance back to `provisioning` after checking that the plan still has room
-/// for it (a failed instance released its quota). Any other status is left as it is.
+/// Sets a `failed` instance of `tenant` back to `provisioning` after checking that the plan
+/// still has room for it (a failed instance released its quota). Any other status is left as
+/// it is.
 async fn revive_instance(
     tx: &mut sqlx::PgConnection,
     tenant: nimbus_domain::TenantId,
     id: InstanceId,
 ) -> Result<(), AdminError> {
-    sqlx::query("select 1 from tenants where id = $1 for update")
+    // The lock `POST /v1/vms` takes for its quota check (`instances::create_with_job`).
+    sqlx::query("select 1 from tenant_usage where tenant_id = $1 for update")
         .bind(tenant.as_uuid())
         .execute(&mut *tx)
         .await
@@ -179,10 +181,11 @@ async fn revive_instance(
     Ok(())
 }
 
-/// `?status=&page=&perPage=`.
+/// `?tenant=&status=&page=&perPage=`.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ListQuery {
+    tenant: Option<TenantId>,
     status: Option<JobStatus>,
     page: Option<u32>,
     per_page: Option<u32>,
@@ -195,6 +198,7 @@ struct ListQuery {
 struct AdminJobView {
     #[serde(flatten)]
     handle: JobHandle,
+    tenant_id: Option<TenantId>,
     queue: String,
     max_attempts: i32,
     request_id: Option<String>,
@@ -205,6 +209,7 @@ impl From<&Job> for AdminJobView {
     fn from(j: &Job) -> Self {
         AdminJobView {
             handle: j.handle(),
+            tenant_id: j.tenant_id,
             queue: j.queue.clone(),
             max_attempts: j.max_attempts,
             request_id: j.request_id.clone(),
@@ -215,12 +220,12 @@ impl From<&Job> for AdminJobView {
 
 async fn list(
     State(state): State<AppState>,
-    AdminUser(auth): AdminUser,
+    _admin: AdminUser,
     rid: RequestId,
     QueryParams(q): QueryParams<ListQuery>,
 ) -> Result<Response, AdminError> {
     let request = PageQuery { page: q.page, per_page: q.per_page }.request()?;
-    let (items, total) = jobs::list(state.db(), auth.tenant(), q.status, request).await?;
+    let (items, total) = jobs::list_all_tenants(state.db(), q.tenant, q.status, request).await?;
     let items: Vec<AdminJobView> = items.iter().map(AdminJobView::from).collect();
     Ok(super::page(&rid, items, request, total).into_response())
 }

@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -22,6 +23,7 @@ use nimbus_db::PgPool;
 use nimbus_db::jobs::{self, JobEvent};
 use nimbus_domain::{JobHandle, JobId, JobStatus, PageRequest, TenantId};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
 use crate::auth::AuthUser;
 use crate::error::ApiError;
@@ -114,7 +116,8 @@ async fn events(
         .and_then(|v| v.trim().parse::<i64>().ok())
         .unwrap_or(0)
         .max(0);
-    let stream = follow(state.db().clone(), auth.tenant(), id, after, state.settings().sse_poll);
+    let signal = state.dispatcher().wakeups().follow(id);
+    let stream = follow(state.db().clone(), auth.tenant(), id, after, signal, state.settings().sse_poll);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 
@@ -123,25 +126,26 @@ struct Follow {
     tenant: TenantId,
     job: JobId,
     after: i64,
+    signal: Arc<Notify>,
     poll: Duration,
     queue: VecDeque<Event>,
     last_status: Option<JobStatus>,
-    polled: bool,
     done: bool,
 }
 
 /// The event stream of one job: ledger events after `after`, then an `end` event with the
-/// final handle. A database error ends the stream (logged); the client reconnects with
-/// `Last-Event-ID` and loses nothing.
+/// final handle. The ledger is read again when `signal` fires (a writer published that the job
+/// changed) or, should a wake-up be lost, after `poll`. A database error ends the stream
+/// (logged); the client reconnects with `Last-Event-ID` and loses nothing.
 fn follow(
     db: PgPool,
     tenant: TenantId,
     job: JobId,
     after: i64,
+    signal: Arc<Notify>,
     poll: Duration,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    let state =
-        Follow { db, tenant, job, after, poll, queue: VecDeque::new(), last_status: None, polled: false, done: false };
+    let state = Follow { db, tenant, job, after, signal, poll, queue: VecDeque::new(), last_status: None, done: false };
     futures::stream::unfold(state, |mut s| async move {
         loop {
             if let Some(event) = s.queue.pop_front() {
@@ -150,13 +154,21 @@ fn follow(
             if s.done {
                 return None;
             }
-            if s.polled {
-                tokio::time::sleep(s.poll).await;
-            }
-            s.polled = true;
+            // Armed before reading, so a change committed while the ledger is read still wakes
+            // the wait below.
+            let signal = s.signal.clone();
+            let woken = signal.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
             if let Err(e) = s.fill().await {
                 tracing::warn!(job.id = %s.job, error = %e, "job event stream ended by a database error");
                 return None;
+            }
+            if s.queue.is_empty() && !s.done {
+                tokio::select! {
+                    _ = &mut woken => {}
+                    _ = tokio::time::sleep(s.poll) => {}
+                }
             }
         }
     })

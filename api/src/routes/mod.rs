@@ -1,11 +1,21 @@
 //! The routes, grouped by domain (one module each), and the response helpers they share.
 
 pub mod admin;
+pub mod admin_audit;
+pub mod admin_nodes;
+pub mod admin_queues;
+pub mod admin_users;
+pub mod apikeys;
+pub mod auth;
+pub mod catalog;
 pub mod health;
 pub mod jobs;
 pub mod quota;
 pub mod templates;
 pub mod vms;
+pub mod web;
+
+pub use catalog::{Access, RouteSpec, catalog};
 
 use axum::Json;
 use nimbus_domain::{ApiResponse, ListResponse, PageRequest, Pagination};

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use nimbus_db::{instances, plans};
-use nimbus_domain::{PlanId, PlanLimits, ResourceUsage};
+use nimbus_domain::{PlanId, PlanLimits, PlanPrices, ResourceUsage};
 use serde::Serialize;
 
 use crate::auth::AuthUser;
@@ -25,6 +25,8 @@ struct QuotaView {
     limits: PlanLimits,
     used: ResourceUsage,
     remaining: ResourceUsage,
+    /// Hourly prices of the plan (the portal's price estimate).
+    prices: PlanPrices,
 }
 
 #[derive(Serialize)]
@@ -40,6 +42,7 @@ async fn show(State(state): State<AppState>, auth: AuthUser, rid: RequestId) -> 
         remaining: plan.limits.remaining(&used),
         plan: PlanRef { id: plan.id, name: plan.name },
         limits: plan.limits,
+        prices: plan.prices,
         used,
     };
     Ok(super::data(&rid, view).into_response())

@@ -239,15 +239,22 @@ async fn accept(
     job.request_id = Some(rid.0.clone());
     job.idempotency_key = idempotency_key.map(str::to_owned);
 
-    let mut tx = state.db().begin().await.map_err(nimbus_db::DbError::from)?;
-    let created = instances::create_with_job(&mut tx, auth.tenant(), &new, &job).await?;
+    let created = match idempotency_key {
+        // The common case is one statement in autocommit: the tenant's quota lock is then held for
+        // no client round trip (see `create_with_job`).
+        None => instances::create_with_job(state.db(), auth.tenant(), &new, &job).await?,
+        Some(key) => {
+            let mut tx = state.db().begin().await.map_err(nimbus_db::DbError::from)?;
+            let created = instances::create_with_job(&mut *tx, auth.tenant(), &new, &job).await?;
+            let stored =
+                serde_json::to_value(created.enqueued.job.handle()).map_err(|e| ApiError::Internal(e.to_string()))?;
+            idempotency::complete(&mut *tx, auth.tenant(), key, StatusCode::ACCEPTED.as_u16(), &stored).await?;
+            tx.commit().await.map_err(nimbus_db::DbError::from)?;
+            created
+        }
+    };
     let enqueued = created.enqueued;
     let handle = enqueued.job.handle();
-    if let Some(key) = idempotency_key {
-        let stored = serde_json::to_value(&handle).map_err(|e| ApiError::Internal(e.to_string()))?;
-        idempotency::complete(&mut *tx, auth.tenant(), key, StatusCode::ACCEPTED.as_u16(), &stored).await?;
-    }
-    tx.commit().await.map_err(nimbus_db::DbError::from)?;
     tracing::info!(job.id = %handle.id, vm.id = %created.instance.id, pve.node = %placement.node, "provision accepted");
 
     state

@@ -7,7 +7,7 @@ use nimbus_db::api_keys;
 use nimbus_db::instances;
 use nimbus_db::jobs;
 use nimbus_db::users::{self, NewUser};
-use nimbus_domain::{ErrorCode, InstanceId, InstanceStatus, JobError, JobId, PlanLimits, Role};
+use nimbus_domain::{ErrorCode, InstanceId, InstanceStatus, JobError, JobId, PlanLimits, Role, TenantId};
 use redis::AsyncCommands;
 use serde_json::Value;
 
@@ -97,13 +97,7 @@ async fn an_admin_retries_a_failed_job_which_is_requeued_pushed_and_its_instance
     assert_eq!(instance_status(&app, instance).await, "provisioning");
 
     // Outbox: a second row for the job, pushed by the fast path; the stream holds both pushes.
-    let pushed: Vec<Option<chrono::DateTime<chrono::Utc>>> =
-        sqlx::query_scalar("select pushed_at from outbox where job_id = $1 order by id")
-            .bind(job.as_uuid())
-            .fetch_all(app.pool())
-            .await
-            .unwrap();
-    assert_eq!(pushed.len(), 2);
+    let pushed = app.outbox_marks_settled(Some(job), 2).await;
     assert!(pushed.iter().all(Option::is_some), "both pushes marked: {pushed:?}");
     let mut conn = app.redis.connection().await;
     let len: usize = conn.xlen(app.redis.key("nimbus:q:{provision}")).await.unwrap();
@@ -166,25 +160,31 @@ async fn a_job_that_is_not_failed_is_a_conflict_naming_its_status() {
 }
 
 #[tokio::test]
-async fn another_tenants_job_answers_exactly_like_a_missing_one() {
+async fn an_operator_sees_and_retries_every_tenants_jobs() {
     let app = TestApp::new().await;
     let (job, instance) = failed_provision(&app, "web-1").await;
-    let (_, foreign_admin) = new_tenant(app.pool(), ROOMY).await;
+    // An administrator of another tenant: the provider's operator.
+    let (_, operator) = new_tenant(app.pool(), ROOMY).await;
 
-    let (status, _, foreign) = retry_as(&app, &foreign_admin, &job.to_string()).await;
-    assert_eq!(status, 404, "{foreign}");
-    assert_error(&foreign, "NOT_FOUND");
-    let (status, _, missing) = retry_as(&app, &foreign_admin, &JobId::new().to_string()).await;
+    let (_, _, listed) = app.get_as(&operator, "/v1/admin/jobs").await;
+    assert_eq!(listed["pagination"]["total"], 1, "{listed}");
+    assert_eq!(listed["data"][0]["tenantId"], app.tenant.to_string());
+    let (_, _, filtered) = app.get_as(&operator, &format!("/v1/admin/jobs?tenant={}", TenantId::new())).await;
+    assert_eq!(filtered["pagination"]["total"], 0, "{filtered}");
+    let (status, _, bad) = app.get_as(&operator, "/v1/admin/jobs?tenant=nope").await;
+    assert_eq!(status, 400, "{bad}");
+
+    let (status, _, missing) = retry_as(&app, &operator, &JobId::new().to_string()).await;
     assert_eq!(status, 404, "{missing}");
-    assert_eq!(foreign["error"], missing["error"]);
-    let (status, _, malformed) = retry_as(&app, &app.token, "not-a-job").await;
+    assert_error(&missing, "NOT_FOUND");
+    let (status, _, malformed) = retry_as(&app, &operator, "not-a-job").await;
     assert_eq!(status, 404, "{malformed}");
     assert_eq!(malformed["error"], missing["error"]);
 
-    assert_eq!(job_row(&app, job).await.0, "failed");
-    assert_eq!(instance_status(&app, instance).await, "failed");
-    let (_, _, listed) = app.get_as(&foreign_admin, "/v1/admin/jobs").await;
-    assert_eq!(listed["pagination"]["total"], 0, "{listed}");
+    let (status, _, body) = retry_as(&app, &operator, &job.to_string()).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(job_row(&app, job).await.0, "queued");
+    assert_eq!(instance_status(&app, instance).await, "provisioning", "revived in its own tenant");
 }
 
 #[tokio::test]

@@ -58,7 +58,7 @@ async fn axums_own_errors_are_enveloped_too() {
     let (status, headers, body) = split(r).await;
     assert_eq!(status, 405);
     assert!(headers.contains_key("allow"));
-    assert!(body["error"]["code"].is_string());
+    assert_error(&body, "METHOD_NOT_ALLOWED");
 
     let huge = format!("{{\"name\": \"{}\"}}", "a".repeat(nimbus_api::MAX_BODY_BYTES));
     let (status, _, body) = app.post_raw(&huge).await;

@@ -6,9 +6,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use nimbus_db::jobs::{self, Progress};
 use nimbus_domain::JobId;
+use nimbus_jobs::JobEventPublisher;
 use serde_json::Value;
 
-use crate::support::{TestApp, vm_body};
+use crate::support::{Options, ROOMY, TestApp, vm_body};
 
 /// One parsed SSE event.
 #[derive(Debug)]
@@ -116,6 +117,36 @@ async fn the_event_stream_replays_follows_and_ends_with_the_final_state() {
     let statuses: Vec<&str> = resumed.iter().map(|e| e.data["status"].as_str().unwrap()).collect();
     assert_eq!(statuses, ["running", "succeeded", "succeeded"], "events after the third, then the end");
     assert_eq!(resumed.last().unwrap().event, "end");
+}
+
+#[tokio::test]
+async fn a_published_change_wakes_the_stream_long_before_its_fallback_poll() {
+    let options = Options { sse_poll: Some(Duration::from_secs(60)), ..Options::default() };
+    let app = TestApp::with(ROOMY, options).await;
+    let (_, _, created) = app.create_vm(&vm_body("web-1"), &[]).await;
+    let id: JobId = created["data"]["id"].as_str().unwrap().parse().unwrap();
+    let response =
+        app.http.get(app.url(&format!("/v1/jobs/{id}/events"))).bearer_auth(&app.token).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let reader = tokio::spawn(read_all(response, Duration::from_secs(15)));
+
+    // What a worker does: change the ledger, then publish the job's id.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let publisher = JobEventPublisher::new(
+        redis::Client::open(app.redis.url()).unwrap(),
+        &format!("{}nimbus:", app.redis.prefix()),
+    );
+    let pool = app.pool();
+    jobs::claim(pool, id, "worker-1", Duration::from_secs(30)).await.unwrap().expect("claimed");
+    publisher.publish(id).await;
+    jobs::complete(pool, id, "worker-1", None).await.unwrap();
+    publisher.publish(id).await;
+
+    // Without the wake-ups the stream would sleep 60 s and `read_all` would give up at 15 s.
+    let events = reader.await.unwrap();
+    let statuses: Vec<&str> = events.iter().filter_map(|e| e.data["status"].as_str()).collect();
+    assert_eq!(statuses, ["queued", "running", "succeeded", "succeeded"], "{events:?}");
+    assert_eq!(events.last().unwrap().event, "end");
 }
 
 #[tokio::test]

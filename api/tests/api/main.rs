@@ -2,9 +2,17 @@
 //! (nimbus-testkit), an in-process pve-sim, and the router served on a free port.
 
 mod admin;
+mod admin_users;
+mod apikeys;
+mod audit;
 mod auth_and_errors;
 mod bootstrap;
 mod health;
+mod isolation;
 mod jobs;
+mod jwt;
+mod oidc;
+mod ratelimit;
 mod support;
 mod vms;
+mod web;

@@ -36,6 +36,12 @@ pub struct Options {
     pub redis_down: bool,
     /// Point the API at a Postgres that is not there (fixtures still use the test database).
     pub postgres_down: bool,
+    /// Enable OIDC against this issuer (client `nimbus` of infra/oidc, public URL = the app's).
+    pub oidc_issuer: Option<String>,
+    /// Serve the portal from this directory (`NIMBUS_WEB_DIST`).
+    pub web_dist: Option<std::path::PathBuf>,
+    /// How often job event streams read the ledger without a wake-up (default 50 ms).
+    pub sse_poll: Option<Duration>,
 }
 
 pub struct TestApp {
@@ -82,15 +88,23 @@ impl TestApp {
         let redis_url =
             if options.redis_down { format!("redis://127.0.0.1:{}/0", closed_port()) } else { redis.url().to_owned() };
         let settings = Settings {
-            sse_poll: Duration::from_millis(50),
+            sse_poll: options.sse_poll.unwrap_or(Duration::from_millis(50)),
             ready_timeout: Duration::from_secs(1),
+            web_dist: options.web_dist.clone(),
             ..Settings::default()
         };
-        let state = AppState::new(pool, &redis_url, &format!("{}nimbus:", redis.prefix()), pve, settings).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
+        let key_prefix = format!("{}nimbus:", redis.prefix());
+        let mut state = AppState::new(pool.clone(), &redis_url, &key_prefix, pve, settings).unwrap();
+        if let Some(issuer) = &options.oidc_issuer {
+            use nimbus_api::auth::oidc::{Identity, OidcConfig};
+            let config = OidcConfig::new(issuer, "nimbus", Some("nimbus-dev-secret"), base.parse().unwrap());
+            state = state.with_identity(Identity::new(config, pool, &redis_url, &key_prefix).unwrap());
+        }
         let server = tokio::spawn(async move {
-            axum::serve(listener, nimbus_api::router(state)).await.unwrap();
+            let app = nimbus_api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+            axum::serve(listener, app).await.unwrap();
         });
         let (tenant, token) = new_tenant(db.pool(), limits).await;
         TestApp { db, redis, sim, base, http: reqwest::Client::new(), token, tenant, server }
@@ -147,6 +161,30 @@ impl TestApp {
             .fetch_one(self.pool())
             .await
             .unwrap()
+    }
+
+    /// The `pushed_at` of the outbox rows (of `job`, or all), in order, once `expected` rows exist
+    /// and all are marked or 5 s have passed (the API marks pushed rows off the request path).
+    pub async fn outbox_marks_settled(
+        &self,
+        job: Option<nimbus_domain::JobId>,
+        expected: usize,
+    ) -> Vec<Option<chrono::DateTime<chrono::Utc>>> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let marks: Vec<Option<chrono::DateTime<chrono::Utc>>> =
+                sqlx::query_scalar("select pushed_at from outbox where $1::uuid is null or job_id = $1 order by id")
+                    .bind(job.map(|j| j.as_uuid()))
+                    .fetch_all(self.pool())
+                    .await
+                    .unwrap();
+            let settled = marks.len() == expected && marks.iter().all(Option::is_some);
+            if settled || std::time::Instant::now() > deadline {
+                assert_eq!(marks.len(), expected, "outbox rows");
+                return marks;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 

@@ -45,9 +45,7 @@ async fn create_answers_202_with_the_job_handle_and_location() {
     assert!((9000..9100).contains(&vmid), "{payload}");
 
     // Outbox: written and, with Redis up, pushed at once; the stream holds the job.
-    let pushed: Vec<Option<chrono::DateTime<chrono::Utc>>> =
-        sqlx::query_scalar("select pushed_at from outbox").fetch_all(app.pool()).await.unwrap();
-    assert_eq!(pushed.len(), 1);
+    let pushed = app.outbox_marks_settled(None, 1).await;
     assert!(pushed[0].is_some(), "the fast path marks the outbox row pushed");
     let mut conn = app.redis.connection().await;
     let stream = app.redis.key("nimbus:q:{provision}");

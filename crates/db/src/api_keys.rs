@@ -156,14 +156,18 @@ pub async fn authenticate(pool: &sqlx::PgPool, token: &str) -> Result<Option<Aut
         active: row.try_get("active")?,
         created_at: row.try_get("user_created_at")?,
     };
-    // At most one write a minute per key: authentication is on every request's hot path.
-    sqlx::query(
-        "update api_keys set last_used_at = now() \
-         where id = $1 and (last_used_at is null or last_used_at < now() - interval '1 minute')",
-    )
-    .bind(key.id.as_uuid())
-    .execute(pool)
-    .await?;
+    // At most one write a minute per key, and no round trip at all otherwise: authentication is
+    // on every request's hot path.
+    let stale = key.last_used_at.is_none_or(|at| Utc::now() - at > chrono::TimeDelta::minutes(1));
+    if stale {
+        sqlx::query(
+            "update api_keys set last_used_at = now() \
+             where id = $1 and (last_used_at is null or last_used_at < now() - interval '1 minute')",
+        )
+        .bind(key.id.as_uuid())
+        .execute(pool)
+        .await?;
+    }
     Ok(Some(Authenticated { key, user }))
 }
 
@@ -185,6 +189,54 @@ pub async fn revoke(ex: impl PgExecutor<'_>, tenant: TenantId, id: ApiKeyId) -> 
          returning id, tenant_id, user_id, name, prefix, scopes, expires_at, last_used_at, revoked_at, created_at",
     )
     .bind(tenant.as_uuid())
+    .bind(id.as_uuid())
+    .fetch_one(ex)
+    .await?)
+}
+
+/// The keys of one user of `tenant`, newest first, one page of them with the total.
+pub async fn list_for_user(
+    ex: impl PgExecutor<'_>,
+    tenant: TenantId,
+    user: UserId,
+    page: nimbus_domain::PageRequest,
+) -> Result<(Vec<ApiKey>, i64)> {
+    // One round trip that also yields the total when the page is past the end.
+    let rows = sqlx::query(
+        "select t.total, p.* from (select count(*) as total from api_keys where tenant_id = $1 and user_id = $2) t \
+         left join lateral (select id, tenant_id, user_id, name, prefix, scopes, expires_at, last_used_at, \
+         revoked_at, created_at from api_keys where tenant_id = $1 and user_id = $2 \
+         order by created_at desc, id desc limit $3 offset $4) p on true",
+    )
+    .bind(tenant.as_uuid())
+    .bind(user.as_uuid())
+    .bind(page.limit())
+    .bind(page.offset())
+    .fetch_all(ex)
+    .await?;
+    let total = match rows.first() {
+        Some(r) => r.try_get("total")?,
+        None => 0,
+    };
+    let mut keys = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if row.try_get::<Option<uuid::Uuid>, _>("id")?.is_some() {
+            keys.push(ApiKey::from_row(row)?);
+        }
+    }
+    Ok((keys, total))
+}
+
+/// Revokes a key of one user of `tenant` (idempotent: revoking twice keeps the first time). A
+/// key of another user, even in the same tenant, is `NotFound`.
+pub async fn revoke_for_user(ex: impl PgExecutor<'_>, tenant: TenantId, user: UserId, id: ApiKeyId) -> Result<ApiKey> {
+    Ok(sqlx::query_as(
+        "update api_keys set revoked_at = coalesce(revoked_at, now()) \
+         where tenant_id = $1 and user_id = $2 and id = $3 \
+         returning id, tenant_id, user_id, name, prefix, scopes, expires_at, last_used_at, revoked_at, created_at",
+    )
+    .bind(tenant.as_uuid())
+    .bind(user.as_uuid())
     .bind(id.as_uuid())
     .fetch_one(ex)
     .await?)

@@ -4,13 +4,13 @@
 
 use chrono::{DateTime, Utc};
 use nimbus_domain::{
-    InstanceId, InstanceKind, InstanceStatus, PageRequest, PlanLimits, QuotaExceeded, QuotaResource, ResourceRef,
-    ResourceRequest, ResourceUsage, TenantId,
+    InstanceId, InstanceKind, InstanceStatus, JobId, PageRequest, PlanLimits, QuotaExceeded, QuotaResource,
+    ResourceRef, ResourceRequest, ResourceUsage, TenantId,
 };
 use sqlx::postgres::PgRow;
-use sqlx::{FromRow, PgConnection, PgExecutor, Row};
+use sqlx::{FromRow, PgExecutor, Row};
 
-use crate::jobs::{Enqueued, NewJob};
+use crate::jobs::{Enqueued, Job, NewJob};
 use crate::{DbError, Result, jobs, rows};
 
 /// An instance row.
@@ -131,37 +131,29 @@ pub async fn usage(ex: impl PgExecutor<'_>, tenant: TenantId) -> Result<Resource
     Ok(ResourceUsage { instances, vcpus, memory_mib, disk_gib })
 }
 
-/// Creates an instance (status `provisioning`) and its job (whose resources gain the instance)
-/// after checking the tenant's plan limits; call it inside a transaction, which the caller
-/// commits (and may add to, e.g. the idempotency record). On any error the caller must roll the
-/// transaction back (drop it): the job row may already be written.
+/// Creates an instance of `tenant` within its plan's limits, with its provision `job`, the job's
+/// first event and its outbox row, in ONE statement: it locks the tenant's usage counters, checks
+/// the limits, and inserts the instance (whose trigger adds it to the counters) and the job only if
+/// it fits. Run in autocommit, the counters' lock is held for the statement and its commit alone,
+/// with no client round trip inside it, so one tenant's creates follow each other quickly; run
+/// inside a transaction, everything commits with it.
 ///
-/// The tenant's `tenant_usage` row is locked `FOR UPDATE` and read together with the plan's
-/// limits in the statement that inserts the instance, so concurrent creates of one tenant take
-/// turns between the check and the insert: two requests can never both see the last free slot,
-/// and the check costs the same however many instances the tenant has. Other tenants are not
-/// blocked. A missing tenant is `NotFound`; over quota `QuotaExceeded`; a taken name
-/// `Conflict { constraint: "instances_tenant_name_key" }`.
+/// Over the limits is `DbError::QuotaExceeded`; a taken name is `Conflict { constraint:
+/// "instances_tenant_name_key" }`; an unknown tenant is `NotFound`.
 pub async fn create_with_job(
-    tx: &mut PgConnection,
+    ex: impl PgExecutor<'_>,
     tenant: TenantId,
     new: &NewInstance,
     job: &NewJob,
 ) -> Result<Created> {
-    // The job first: it takes no lock. Then one statement locks the tenant's counters, reads
-    // the limits and inserts the instance only if it fits (the insert's trigger adds it to the
-    // counters). The lock is held until commit, so the less that follows it, the sooner the
-    // tenant's next create may go.
     let id = InstanceId::new();
     let mut job = job.clone();
     let reference = ResourceRef::instance(id);
     if !job.resources.contains(&reference) {
         job.resources.insert(0, reference);
     }
-    let enqueued = match jobs::enqueue(&mut *tx, Some(tenant), &job).await {
-        Err(DbError::ForeignKey { constraint }) if constraint == "jobs_tenant_fkey" => return Err(DbError::NotFound),
-        other => other?,
-    };
+    let resources =
+        serde_json::to_value(&job.resources).map_err(|e| DbError::Sqlx(sqlx::Error::Encode(Box::new(e))))?;
     let row = sqlx::query(concat!(
         "with l as (select p.max_instances, p.max_vcpus, p.max_memory_mib, p.max_disk_gib, \
          u.instances as used_instances, u.vcpus as used_vcpus, u.memory_mib as used_memory_mib, \
@@ -174,7 +166,17 @@ pub async fn create_with_job(
          and l.used_memory_mib + $7 <= l.max_memory_mib and l.used_disk_gib + $8 <= l.max_disk_gib \
          returning ",
         columns!(),
-        ") select l.*, i.* from l left join i on true"
+        "), j as (insert into jobs (id, tenant_id, kind, queue, payload, resources, max_attempts, run_after, \
+         request_id, idempotency_key) select $11, i.tenant_id, $12, $13, $14, $15, $16, coalesce($17, now()), $18, $19 \
+         from i returning *), \
+         e as (insert into job_events (job_id, status, progress, step) select id, status, progress, step from j), \
+         o as (insert into outbox (job_id, queue, payload, available_at) select id, queue, ",
+        jobs::dispatch_json!("j"),
+        ", run_after from j returning id, payload) \
+         select l.*, i.*, ",
+        jobs::job_columns_as!("j", "job_"),
+        ", o.id as outbox_id, o.payload as outbox_payload \
+         from l left join i on true left join j on true left join o on true"
     ))
     .bind(id.as_uuid())
     .bind(tenant.as_uuid())
@@ -186,11 +188,20 @@ pub async fn create_with_job(
     .bind(new.disk_gib)
     .bind(&new.ssh_keys)
     .bind(&new.node)
-    .fetch_one(&mut *tx)
+    .bind(JobId::new().as_uuid())
+    .bind(job.kind.as_str())
+    .bind(&job.queue)
+    .bind(&job.payload)
+    .bind(resources)
+    .bind(job.max_attempts)
+    .bind(job.run_after)
+    .bind(&job.request_id)
+    .bind(&job.idempotency_key)
+    .fetch_optional(ex)
     .await?;
-    let instance = if row.try_get::<Option<uuid::Uuid>, _>("id")?.is_some() {
-        Instance::from_row(&row)?
-    } else {
+    // No row: the tenant has no counters, i.e. does not exist.
+    let row = row.ok_or(DbError::NotFound)?;
+    if row.try_get::<Option<uuid::Uuid>, _>("id")?.is_none() {
         let limits = PlanLimits {
             max_instances: row.try_get("max_instances")?,
             max_vcpus: row.try_get("max_vcpus")?,
@@ -212,17 +223,19 @@ pub async fn create_with_job(
             requested: 1,
         }
         .into());
+    }
+    let instance = Instance::from_row(&row)?;
+    let enqueued = Enqueued {
+        job: Job::decode(&row, "job_")?,
+        outbox_id: row.try_get("outbox_id")?,
+        outbox_payload: row.try_get("outbox_payload")?,
     };
-
     Ok(Created { instance, enqueued })
 }
 
-/// [`create_with_job`] in a transaction of its own.
+/// [`create_with_job`] on its own (autocommit).
 pub async fn create(pool: &sqlx::PgPool, tenant: TenantId, new: &NewInstance, job: &NewJob) -> Result<Created> {
-    let mut tx = pool.begin().await?;
-    let created = create_with_job(&mut tx, tenant, new, job).await?;
-    tx.commit().await?;
-    Ok(created)
+    create_with_job(pool, tenant, new, job).await
 }
 
 /// An instance of `tenant` (a foreign tenant's is `NotFound`).

@@ -15,6 +15,8 @@
 //! durable. Running jobs are fenced by their lease: progress and completion only apply while
 //! `locked_by` is the calling worker and the job is running.
 
+use std::borrow::Cow;
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -76,45 +78,74 @@ pub struct Job {
 
 impl<'r> FromRow<'r, PgRow> for Job {
     fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
-        let error_code: Option<String> = row.try_get("error_code")?;
+        Job::decode(row, "")
+    }
+}
+
+/// The job's columns of table alias `$t`, each renamed with `$p` in front (`j.id as job_id`), for
+/// statements that return a job beside another row's columns; [`Job::decode`] reads them back.
+#[rustfmt::skip]
+macro_rules! job_columns_as {
+    ($t:literal, $p:literal) => {
+        concat!(
+            $t, ".id as ", $p, "id, ", $t, ".tenant_id as ", $p, "tenant_id, ", $t, ".kind as ", $p, "kind, ",
+            $t, ".queue as ", $p, "queue, ", $t, ".status as ", $p, "status, ", $t, ".progress as ", $p, "progress, ",
+            $t, ".step as ", $p, "step, ", $t, ".payload as ", $p, "payload, ", $t, ".resources as ", $p, "resources, ",
+            $t, ".error_code as ", $p, "error_code, ", $t, ".error_message as ", $p, "error_message, ",
+            $t, ".error_retryable as ", $p, "error_retryable, ", $t, ".attempts as ", $p, "attempts, ",
+            $t, ".max_attempts as ", $p, "max_attempts, ", $t, ".run_after as ", $p, "run_after, ",
+            $t, ".locked_by as ", $p, "locked_by, ", $t, ".locked_until as ", $p, "locked_until, ",
+            $t, ".request_id as ", $p, "request_id, ", $t, ".idempotency_key as ", $p, "idempotency_key, ",
+            $t, ".created_at as ", $p, "created_at, ", $t, ".updated_at as ", $p, "updated_at, ",
+            $t, ".started_at as ", $p, "started_at, ", $t, ".finished_at as ", $p, "finished_at"
+        )
+    };
+}
+pub(crate) use job_columns_as;
+
+impl Job {
+    /// The job in `row`, whose column names start with `prefix` (empty for a plain jobs row).
+    pub(crate) fn decode(row: &PgRow, prefix: &str) -> Result<Self, sqlx::Error> {
+        let col = |name: &'static str| -> Cow<'static, str> {
+            if prefix.is_empty() { Cow::Borrowed(name) } else { Cow::Owned(format!("{prefix}{name}")) }
+        };
+        let error_code: Option<String> = row.try_get(&*col("error_code"))?;
         let error = match error_code {
             Some(code) => Some(JobError {
                 // A code unknown to this build (written by a newer one) still shows as a failure.
                 code: code.parse().unwrap_or(ErrorCode::Internal),
-                message: row.try_get::<Option<String>, _>("error_message")?.unwrap_or_default(),
-                retryable: row.try_get::<Option<bool>, _>("error_retryable")?.unwrap_or(false),
+                message: row.try_get::<Option<String>, _>(&*col("error_message"))?.unwrap_or_default(),
+                retryable: row.try_get::<Option<bool>, _>(&*col("error_retryable"))?.unwrap_or(false),
             }),
             None => None,
         };
-        let resources: Value = row.try_get("resources")?;
+        let resources: Value = row.try_get(&*col("resources"))?;
         Ok(Job {
-            id: rows::id(row, "id")?,
-            tenant_id: rows::opt_id(row, "tenant_id")?,
-            kind: rows::enumeration(row, "kind")?,
-            queue: row.try_get("queue")?,
-            status: rows::enumeration(row, "status")?,
-            progress: row.try_get("progress")?,
-            step: row.try_get("step")?,
-            payload: row.try_get("payload")?,
+            id: rows::id(row, &col("id"))?,
+            tenant_id: rows::opt_id(row, &col("tenant_id"))?,
+            kind: rows::enumeration(row, &col("kind"))?,
+            queue: row.try_get(&*col("queue"))?,
+            status: rows::enumeration(row, &col("status"))?,
+            progress: row.try_get(&*col("progress"))?,
+            step: row.try_get(&*col("step"))?,
+            payload: row.try_get(&*col("payload"))?,
             resources: serde_json::from_value(resources)
                 .map_err(|e| sqlx::Error::ColumnDecode { index: "resources".into(), source: Box::new(e) })?,
             error,
-            attempts: row.try_get("attempts")?,
-            max_attempts: row.try_get("max_attempts")?,
-            run_after: row.try_get("run_after")?,
-            locked_by: row.try_get("locked_by")?,
-            locked_until: row.try_get("locked_until")?,
-            request_id: row.try_get("request_id")?,
-            idempotency_key: row.try_get("idempotency_key")?,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
-            started_at: row.try_get("started_at")?,
-            finished_at: row.try_get("finished_at")?,
+            attempts: row.try_get(&*col("attempts"))?,
+            max_attempts: row.try_get(&*col("max_attempts"))?,
+            run_after: row.try_get(&*col("run_after"))?,
+            locked_by: row.try_get(&*col("locked_by"))?,
+            locked_until: row.try_get(&*col("locked_until"))?,
+            request_id: row.try_get(&*col("request_id"))?,
+            idempotency_key: row.try_get(&*col("idempotency_key"))?,
+            created_at: row.try_get(&*col("created_at"))?,
+            updated_at: row.try_get(&*col("updated_at"))?,
+            started_at: row.try_get(&*col("started_at"))?,
+            finished_at: row.try_get(&*col("finished_at"))?,
         })
     }
-}
 
-impl Job {
     /// The public job handle (DESIGN §2).
     pub fn handle(&self) -> JobHandle {
         JobHandle {
@@ -234,6 +265,7 @@ macro_rules! dispatch_json {
         concat!("jsonb_build_object('jobId', ", $t, ".id, 'kind', ", $t, ".kind, 'queue', ", $t, ".queue)")
     };
 }
+pub(crate) use dispatch_json;
 
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
@@ -432,6 +464,29 @@ pub async fn fail(
     job.ok_or(DbError::LeaseLost(id))
 }
 
+/// Hands a job `worker` holds back to the queue without counting the attempt (its worker is
+/// shutting down; nothing went wrong with the job): due at once, with an outbox row, and an
+/// event saying why. `LeaseLost` when the worker no longer holds it.
+pub async fn release(ex: impl PgExecutor<'_>, id: JobId, worker: &str, message: &str) -> Result<Job> {
+    let job = sqlx::query_as(concat!(
+        "with u as (update jobs set status = 'queued', attempts = attempts - 1, run_after = now(), \
+         locked_by = null, locked_until = null \
+         where id = $1 and status = 'running' and locked_by = $2 returning *), \
+         e as (insert into job_events (job_id, status, progress, step, message) \
+         select id, status, progress, step, $3 from u), \
+         o as (insert into outbox (job_id, queue, payload, available_at) select id, queue, ",
+        dispatch_json!("u"),
+        ", run_after from u) \
+         select * from u"
+    ))
+    .bind(id.as_uuid())
+    .bind(worker)
+    .bind(message)
+    .fetch_optional(ex)
+    .await?;
+    job.ok_or(DbError::LeaseLost(id))
+}
+
 /// Puts back in the queue every running job whose lease has expired (its worker died or hung),
 /// or fails it with `LEASE_EXPIRED` when that was its last attempt. Safe to run from every
 /// worker at once (`SKIP LOCKED`).
@@ -553,15 +608,36 @@ pub async fn list(
     status: Option<JobStatus>,
     page: PageRequest,
 ) -> Result<(Vec<Job>, i64)> {
+    list_filtered(ex, Some(tenant), status, page).await
+}
+
+/// [`list`] across tenants, for the provider's operators: every tenant's jobs (and jobs of no
+/// tenant), or one tenant's when `tenant` is given.
+pub async fn list_all_tenants(
+    ex: impl PgExecutor<'_>,
+    tenant: Option<TenantId>,
+    status: Option<JobStatus>,
+    page: PageRequest,
+) -> Result<(Vec<Job>, i64)> {
+    list_filtered(ex, tenant, status, page).await
+}
+
+async fn list_filtered(
+    ex: impl PgExecutor<'_>,
+    tenant: Option<TenantId>,
+    status: Option<JobStatus>,
+    page: PageRequest,
+) -> Result<(Vec<Job>, i64)> {
     // One round trip that also yields the total when the page is past the end: the count is
     // the driving row and the page joins it laterally.
     let rows = sqlx::query(
         "select t.total, p.* from (select count(*) as total from jobs \
-         where tenant_id = $1 and ($2::text is null or status = $2)) t \
-         left join lateral (select * from jobs where tenant_id = $1 and ($2::text is null or status = $2) \
+         where ($1::uuid is null or tenant_id = $1) and ($2::text is null or status = $2)) t \
+         left join lateral (select * from jobs where ($1::uuid is null or tenant_id = $1) \
+         and ($2::text is null or status = $2) \
          order by created_at desc, id desc limit $3 offset $4) p on true",
     )
-    .bind(tenant.as_uuid())
+    .bind(tenant.map(|t| t.as_uuid()))
     .bind(status.map(|s| s.as_str()))
     .bind(page.limit())
     .bind(page.offset())

@@ -8,18 +8,23 @@
 //! * [`jobs`]: the job ledger: enqueue, claim with leases, progress, retry scheduling, lease
 //!   recovery, events for SSE.
 //! * [`outbox`]: dispatches owed to Redis.
+//! * [`queue_stats`]: queue health from the ledger (the operator's queue dashboard).
 //! * [`idempotency`]: `Idempotency-Key` records (DESIGN §6).
+//! * [`audit`]: the append-only audit log.
 //! * [`seed`]: the demo tenant for `make dev`.
 //!
 //! The schema lives in `migrations/` at the workspace root; [`MIGRATOR`] embeds it.
 
 pub mod api_keys;
+pub mod audit;
 pub mod error;
 pub mod idempotency;
+pub mod identities;
 pub mod instances;
 pub mod jobs;
 pub mod outbox;
 pub mod plans;
+pub mod queue_stats;
 mod rows;
 pub mod seed;
 pub mod tenants;

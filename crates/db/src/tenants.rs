@@ -64,3 +64,16 @@ pub async fn set_plan(ex: impl PgExecutor<'_>, id: TenantId, plan: PlanId) -> Re
         .fetch_one(ex)
         .await?)
 }
+
+/// What `tenant` holds now, with its usage row locked until the transaction ends: instance
+/// creates of the tenant wait, so a plan change checked against this usage cannot be overtaken
+/// by a create. A missing tenant is `NotFound`.
+pub async fn usage_for_update(ex: impl PgExecutor<'_>, tenant: TenantId) -> Result<nimbus_domain::ResourceUsage> {
+    let (instances, vcpus, memory_mib, disk_gib): (i64, i64, i64, i64) = sqlx::query_as(
+        "select instances, vcpus, memory_mib, disk_gib from tenant_usage where tenant_id = $1 for update",
+    )
+    .bind(tenant.as_uuid())
+    .fetch_one(ex)
+    .await?;
+    Ok(nimbus_domain::ResourceUsage { instances, vcpus, memory_mib, disk_gib })
+}

@@ -50,6 +50,8 @@ error_codes! {
     Forbidden => ("FORBIDDEN", 403),
     /// No such resource in the caller's tenant (a foreign tenant's id answers the same).
     NotFound => ("NOT_FOUND", 404),
+    /// The route exists but not with this method; `Allow` lists the methods it takes.
+    MethodNotAllowed => ("METHOD_NOT_ALLOWED", 405),
     /// The request conflicts with the current state.
     Conflict => ("CONFLICT", 409),
     /// An instance of that name already exists in the tenant.

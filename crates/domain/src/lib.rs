@@ -1,8 +1,9 @@
 //! `nimbus-domain`: the types every Nimbus component agrees on, free of I/O so the SPA can use
 //! them in wasm: typed ids ([`ids`]), statuses and kinds ([`status`]), money and plan limits
-//! ([`money`], [`quota`]), the job handle ([`job`]), the API envelope ([`envelope`]) and the
-//! stable error codes ([`error`]).
+//! ([`money`], [`quota`]), the job handle ([`job`]), the API envelope ([`envelope`]), the
+//! stable error codes ([`error`]) and the operator views ([`admin`]).
 
+pub mod admin;
 pub mod envelope;
 pub mod error;
 pub mod ids;
@@ -11,6 +12,7 @@ pub mod money;
 pub mod quota;
 pub mod status;
 
+pub use admin::{NodeStats, QueueStats};
 pub use envelope::{ApiError, ApiResponse, ErrorBody, ListResponse, Meta, PageRequest, Pagination};
 pub use error::ErrorCode;
 pub use ids::{ApiKeyId, InstanceId, JobId, PlanId, TenantId, UserId};

@@ -29,10 +29,10 @@ struct Args {
     /// Rounds; each runs BullMQ then the ledgered pipeline; medians are reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Most job ids per ledger statement.
+    /// Most transitions (claims and completions) per ledger statement.
     #[arg(long, default_value_t = 500)]
     max_batch: usize,
-    /// Ledger statements in flight at once, per transition (claim, complete).
+    /// Ledger statements in flight at once.
     #[arg(long, default_value_t = 2)]
     in_flight: usize,
     /// Start the services with `--persist` (Postgres fsync on, Redis append-only file).
@@ -76,7 +76,7 @@ async fn run(args: &Args, services: &Services) -> anyhow::Result<bool> {
     );
     println!(
         "ledger setup (untimed): one bulk INSERT of jobs + first events in one transaction; ledger writes \
-         group-committed: one UPDATE ... WHERE id = ANY($1) per batch (<= {} ids, {} in flight per transition), \
+         group-committed: the claims and completions waiting go in one statement (<= {} transitions, {} in flight), \
          each handler awaits its batch's commit",
         args.max_batch, args.in_flight
     );
@@ -99,14 +99,12 @@ async fn run(args: &Args, services: &Services) -> anyhow::Result<bool> {
         let r = ledgered::run(&pool, &services.redis_url, opts).await?;
         println!(
             "round {round}: bullmq {b:>8.0} jobs/s | ledgered {:>8.0} jobs/s | ratio {:.2}x | \
-             claim batches {} (avg {:.0}) complete batches {} (avg {:.0}) | refused {} errors {} | \
+             ledger statements {} (avg {:.0} transitions) | refused {} errors {} | \
              ledger verified: {} succeeded, each claimed once | setup {:.1} s",
             r.rate,
             r.rate / b,
-            r.claim_batches,
-            args.jobs as f64 / r.claim_batches.max(1) as f64,
-            r.complete_batches,
-            args.jobs as f64 / r.complete_batches.max(1) as f64,
+            r.statements,
+            2.0 * args.jobs as f64 / r.statements.max(1) as f64,
             r.refused,
             r.errors,
             args.jobs,

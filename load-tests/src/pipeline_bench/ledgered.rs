@@ -35,8 +35,8 @@ pub struct Options {
 pub struct Round {
     pub rate: f64,
     pub setup: Duration,
-    pub claim_batches: usize,
-    pub complete_batches: usize,
+    /// Ledger statements (each carries claims and completions).
+    pub statements: usize,
     pub refused: usize,
     pub errors: usize,
 }
@@ -80,25 +80,8 @@ pub async fn run(pool: &PgPool, redis_url: &str, o: Options) -> anyhow::Result<R
     let setup = setup_started.elapsed();
 
     let lease = Duration::from_secs(300);
-    let (claim_stats, complete_stats) = (Arc::new(BatchStats::default()), Arc::new(BatchStats::default()));
-    let claims = Batcher::spawn(
-        pool.clone(),
-        Transition::Claim,
-        WORKER.into(),
-        lease,
-        o.max_batch,
-        o.in_flight,
-        claim_stats.clone(),
-    );
-    let completes = Batcher::spawn(
-        pool.clone(),
-        Transition::Complete,
-        WORKER.into(),
-        lease,
-        o.max_batch,
-        o.in_flight,
-        complete_stats.clone(),
-    );
+    let stats = Arc::new(BatchStats::default());
+    let ledger = Batcher::spawn(pool.clone(), WORKER.into(), lease, o.max_batch, o.in_flight, stats.clone());
     let done = Arc::new(AtomicUsize::new(0));
     let refused = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
@@ -117,16 +100,16 @@ pub async fn run(pool: &PgPool, redis_url: &str, o: Options) -> anyhow::Result<R
         let (done, refused, errors, all_done) = (done.clone(), refused.clone(), errors.clone(), all_done.clone());
         let jobs = o.jobs;
         move |d: Dispatch| {
-            let (claims, completes) = (claims.clone(), completes.clone());
+            let ledger = ledger.clone();
             let (done, refused, errors, all_done) = (done.clone(), refused.clone(), errors.clone(), all_done.clone());
             async move {
                 let id = d.job_id.as_uuid();
                 let step = async {
-                    if !claims.apply(id).await? {
+                    if !ledger.apply(id, Transition::Claim).await? {
                         return Ok::<bool, anyhow::Error>(false);
                     }
                     // The job itself: a no-op.
-                    completes.apply(id).await
+                    ledger.apply(id, Transition::Complete).await
                 };
                 match step.await {
                     Ok(true) => {
@@ -171,8 +154,7 @@ pub async fn run(pool: &PgPool, redis_url: &str, o: Options) -> anyhow::Result<R
     Ok(Round {
         rate: o.jobs as f64 / elapsed.as_secs_f64(),
         setup,
-        claim_batches: claim_stats.batches.load(Ordering::Relaxed),
-        complete_batches: complete_stats.batches.load(Ordering::Relaxed),
+        statements: stats.statements.load(Ordering::Relaxed),
         refused: refused.load(Ordering::Relaxed),
         errors: errors.load(Ordering::Relaxed),
     })

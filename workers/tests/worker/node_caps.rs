@@ -16,6 +16,21 @@ async fn caps(redis: &TestRedis, cap: u32, ttl: Duration) -> NodeCaps {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_override_sets_that_nodes_cap_apart() {
+    let redis = TestRedis::new().await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let overrides = std::collections::HashMap::from([("pve1".to_owned(), 1), ("pve3".to_owned(), 0)]);
+    let caps =
+        NodeCaps::with_overrides(&client, &redis.key("nimbus:"), 2, overrides, Duration::from_secs(5)).await.unwrap();
+    let _small = caps.try_acquire("pve1", "h-1").await.unwrap().expect("pve1 takes one");
+    assert!(caps.try_acquire("pve1", "h-2").await.unwrap().is_none(), "pve1 is capped at 1");
+    assert!(caps.try_acquire("pve3", "h-3").await.unwrap().is_none(), "pve3 takes no new work");
+    let _a = caps.try_acquire("pve2", "h-4").await.unwrap().expect("pve2 has the default cap");
+    let _b = caps.try_acquire("pve2", "h-5").await.unwrap().expect("pve2 has the default cap");
+    assert!(caps.try_acquire("pve2", "h-6").await.unwrap().is_none(), "default cap 2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cap_holds_across_processes_and_frees_on_release() {
     let redis = TestRedis::new().await;
     let (a, b) = (caps(&redis, 2, Duration::from_secs(5)).await, caps(&redis, 2, Duration::from_secs(5)).await);

@@ -212,7 +212,8 @@ async fn shutdown_releases_a_running_job_and_another_worker_finishes_it() {
         config.task_durations.insert(task.into(), Duration::ZERO);
     }
     let h = Harness::with_sim(config).await;
-    let (instance, enqueued) = h.accept("graceful", 5).await;
+    // One attempt only: a release must not spend it.
+    let (instance, enqueued) = h.accept("graceful", 1).await;
     h.push(&enqueued).await;
     let first = h.start("w1", 2).await;
     let waiting = wait_until(Duration::from_secs(10), || async {
@@ -221,17 +222,20 @@ async fn shutdown_releases_a_running_job_and_another_worker_finishes_it() {
     .await;
     assert!(waiting, "{:?}", h.job(enqueued.job.id).await);
 
-    // SIGTERM: the job stops waiting and goes back to the queue at its step, at once.
+    // SIGTERM: the job stops waiting and goes back to the queue at its step, at once, with its
+    // attempt given back.
     first.stop().await;
     let released = h.job(enqueued.job.id).await;
     assert_eq!(released.status, JobStatus::Queued);
     assert_eq!(released.step.as_deref(), Some("started"));
     assert_eq!(released.locked_by, None);
+    assert_eq!(released.attempts, 0);
+    assert_eq!(released.error, None, "a release is not a failure");
 
     let second = h.start("w2", 2).await;
     let job = h.final_job(enqueued.job.id, Duration::from_secs(30)).await;
     assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
-    assert_eq!(job.attempts, 2);
+    assert_eq!(job.attempts, 1, "the release did not count");
     assert_eq!(h.vms().len(), 1);
     assert_eq!(h.instance(instance.id).await.status, InstanceStatus::Running);
     second.stop().await;

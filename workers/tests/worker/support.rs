@@ -109,6 +109,7 @@ impl Harness {
             settings,
             worker_id: worker.to_owned(),
             shutdown: CancellationToken::new(),
+            events: nimbus_jobs::JobEventPublisher::new(self.redis.client().clone(), &self.key_prefix()),
         })
     }
 

@@ -24,7 +24,7 @@ async fn same_key_same_body_replays_other_body_is_refused_in_flight_is_reported(
 
     // The answer commits with the work it describes.
     let mut tx = db.pool().begin().await.unwrap();
-    let created = instances::create_with_job(&mut tx, tenant.id, &vm("web"), &provision_job()).await.unwrap();
+    let created = instances::create_with_job(&mut *tx, tenant.id, &vm("web"), &provision_job()).await.unwrap();
     let answer = serde_json::json!({"data": {"id": created.enqueued.job.id}});
     idempotency::complete(&mut *tx, tenant.id, "k1", 202, &answer).await.unwrap();
     tx.commit().await.unwrap();

@@ -100,7 +100,8 @@ async fn concurrent_creates_never_overshoot_the_quota() {
             tokio::spawn(async move {
                 let mut tx = pool.begin().await.unwrap();
                 barrier.wait().await;
-                let r = instances::create_with_job(&mut tx, tenant.id, &vm(&format!("vm-{i}")), &provision_job()).await;
+                let r =
+                    instances::create_with_job(&mut *tx, tenant.id, &vm(&format!("vm-{i}")), &provision_job()).await;
                 if r.is_ok() {
                     tx.commit().await.unwrap();
                 }
@@ -257,7 +258,7 @@ async fn usage_counters_follow_create_failure_reprovision_and_delete() {
 
     // A rolled-back create leaves the counters as they were; a row removed outright releases.
     let mut tx = pool.begin().await.unwrap();
-    instances::create_with_job(&mut tx, tenant.id, &vm("c"), &provision_job()).await.unwrap();
+    instances::create_with_job(&mut *tx, tenant.id, &vm("c"), &provision_job()).await.unwrap();
     tx.rollback().await.unwrap();
     assert_eq!(counters(pool, tenant.id).await, (0, 0, 0, 0));
     let c = instances::create(pool, tenant.id, &vm("c"), &provision_job()).await.unwrap().instance;

@@ -1,0 +1,260 @@
+//! `/v1/auth/apikeys`: the caller's personal API keys (DESIGN §5, issue #4 item 3).
+//!
+//! * `POST /v1/auth/apikeys` `{name, scopes, expiresAt?}` → 201 with the token, shown this once
+//!   (only its SHA-256 is stored).
+//! * `GET /v1/auth/apikeys[?page=&perPage=]`: the caller's own keys, newest first — prefix,
+//!   name, scopes, expiry, last use, revocation; never the token or its hash.
+//! * `DELETE /v1/auth/apikeys/{id}` → 204: revokes the key; the next request with it is 401.
+//!   Another user's key, in any tenant, answers 404 like a missing one.
+//!
+//! Scopes never exceed what created them: `admin` only for an administrator whose credential
+//! has the `admin` scope, and a key created with a key gets at most that key's scopes (`admin`
+//! implies `write`, `write` implies `read`). An impersonated request cannot create keys: a key
+//! would outlive the impersonation and act in the user's name without saying who made it.
+//! Names are unique among a user's live keys (409 `CONFLICT` naming `name`).
+
+use std::collections::HashSet;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use chrono::{DateTime, Utc};
+use nimbus_db::DbError;
+use nimbus_db::api_keys::{self, ApiKey};
+use nimbus_domain::{ApiKeyId, Role};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::auth::{AuthUser, Scope};
+use crate::error::{ApiError, FieldError};
+use crate::extract::{JsonBody, QueryParams, parse_id};
+use crate::middleware::RequestId;
+use crate::routes::PageQuery;
+use crate::routes::vms::not_found;
+use crate::state::AppState;
+
+/// The longest key name (the `api_keys_name_check` constraint).
+pub const MAX_NAME_CHARS: usize = 100;
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/auth/apikeys", get(list).post(create)).route("/v1/auth/apikeys/{id}", delete(revoke))
+}
+
+/// The body of `POST /v1/auth/apikeys`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateKey {
+    name: String,
+    scopes: Vec<String>,
+    #[serde(default)]
+    expires_at: Option<DateTime<Utc>>,
+}
+
+/// A key as its owner sees it.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyView {
+    id: ApiKeyId,
+    name: String,
+    /// The public part of the token (`nmb_<prefix>_…`).
+    prefix: String,
+    /// Empty for keys made before scopes existed: they carry their owner's full role.
+    scopes: Vec<String>,
+    /// `active`, `expired` or `revoked`.
+    status: &'static str,
+    expires_at: Option<DateTime<Utc>>,
+    last_used_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+}
+
+impl KeyView {
+    fn new(k: ApiKey, now: DateTime<Utc>) -> Self {
+        let status = if k.revoked_at.is_some() {
+            "revoked"
+        } else if k.expires_at.is_some_and(|at| at <= now) {
+            "expired"
+        } else {
+            "active"
+        };
+        KeyView {
+            id: k.id,
+            name: k.name,
+            prefix: k.prefix,
+            scopes: k.scopes,
+            status,
+            expires_at: k.expires_at,
+            last_used_at: k.last_used_at,
+            revoked_at: k.revoked_at,
+            created_at: k.created_at,
+        }
+    }
+}
+
+/// The answer to a create: the key and, once, its token.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CreatedKey {
+    #[serde(flatten)]
+    key: KeyView,
+    /// `Authorization: Bearer <token>`. Shown only in this response.
+    token: String,
+}
+
+/// A scope by its wire name.
+fn parse_scope(s: &str) -> Option<Scope> {
+    match s {
+        "read" => Some(Scope::Read),
+        "write" => Some(Scope::Write),
+        "admin" => Some(Scope::Admin),
+        _ => None,
+    }
+}
+
+/// Checks the body's shape and values, every problem at once; returns the trimmed name and the
+/// scopes in a canonical order.
+fn validate(body: &CreateKey, now: DateTime<Utc>) -> Result<(String, Vec<Scope>), ApiError> {
+    let mut errors = Vec::new();
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        errors.push(FieldError::new("name", format!("must be 1-{MAX_NAME_CHARS} characters")));
+    } else if name.chars().any(char::is_control) {
+        errors.push(FieldError::new("name", "must not contain control characters"));
+    }
+    if body.scopes.is_empty() {
+        errors.push(FieldError::new("scopes", "must list at least one of read, write, admin"));
+    }
+    let mut seen = HashSet::new();
+    let mut scopes = Vec::new();
+    for (i, s) in body.scopes.iter().enumerate() {
+        match parse_scope(s) {
+            None => errors.push(FieldError::new(format!("scopes[{i}]"), "must be one of read, write, admin")),
+            Some(_) if !seen.insert(s.as_str()) => {
+                errors.push(FieldError::new(format!("scopes[{i}]"), "is listed twice"))
+            }
+            Some(scope) => scopes.push(scope),
+        }
+    }
+    if body.expires_at.is_some_and(|at| at <= now) {
+        errors.push(FieldError::new("expiresAt", "must be in the future"));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    scopes.sort_by_key(|s| match s {
+        Scope::Read => 0,
+        Scope::Write => 1,
+        Scope::Admin => 2,
+    });
+    Ok((name.to_owned(), scopes))
+}
+
+/// 403 unless the caller may hand out every one of `scopes`: its credential holds each scope,
+/// and `admin` also needs the admin role.
+fn authorise_scopes(auth: &AuthUser, scopes: &[Scope]) -> Result<(), ApiError> {
+    for &scope in scopes {
+        let role_ok = scope != Scope::Admin || auth.role() == Role::Admin;
+        if !role_ok || !auth.has_scope(scope) {
+            let why = if role_ok { "the credential making this request lacks it" } else { "it needs the admin role" };
+            return Err(ApiError::Forbidden {
+                message: format!("a key cannot be given the '{}' scope: {why}", scope.as_str()),
+                details: json!({ "scope": scope.as_str() }),
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn create(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    rid: RequestId,
+    body: JsonBody<CreateKey>,
+) -> Result<Response, ApiError> {
+    let now = Utc::now();
+    if let Some(admin) = &auth.impersonator {
+        return Err(ApiError::Forbidden {
+            message: "API keys cannot be created while impersonating a user".into(),
+            details: json!({ "impersonatedBy": admin.id }),
+        });
+    }
+    let (name, scopes) = validate(&body.value, now)?;
+    authorise_scopes(&auth, &scopes)?;
+
+    let scope_names: Vec<String> = scopes.iter().map(|s| s.as_str().to_owned()).collect();
+    let created =
+        api_keys::create(state.db(), auth.tenant(), auth.user.id, &name, &scope_names, body.value.expires_at).await;
+    let (key, token) = match created {
+        Ok(created) => created,
+        Err(DbError::Conflict { constraint }) if constraint == "api_keys_user_name_key" => {
+            return Err(ApiError::taken(
+                "you already have a live API key with this name",
+                FieldError::new("name", "already used by another of your live keys"),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    tracing::info!(api_key.id = %key.id, api_key.prefix = %key.prefix, user.id = %auth.user.id, "API key created");
+    let view = CreatedKey { key: KeyView::new(key, now), token };
+    Ok((StatusCode::CREATED, super::data(&rid, view)).into_response())
+}
+
+async fn list(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    rid: RequestId,
+    QueryParams(q): QueryParams<PageQuery>,
+) -> Result<Response, ApiError> {
+    let request = q.request()?;
+    let (keys, total) = api_keys::list_for_user(state.db(), auth.tenant(), auth.user.id, request).await?;
+    let now = Utc::now();
+    let items: Vec<KeyView> = keys.into_iter().map(|k| KeyView::new(k, now)).collect();
+    Ok(super::page(&rid, items, request, total).into_response())
+}
+
+async fn revoke(State(state): State<AppState>, auth: AuthUser, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id: ApiKeyId = parse_id(&id, "API key")?;
+    let key = api_keys::revoke_for_user(state.db(), auth.tenant(), auth.user.id, id)
+        .await
+        .map_err(|e| not_found(e, "API key"))?;
+    tracing::info!(api_key.id = %key.id, user.id = %auth.user.id, "API key revoked");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(name: &str, scopes: &[&str], expires_at: Option<DateTime<Utc>>) -> CreateKey {
+        CreateKey { name: name.into(), scopes: scopes.iter().map(|s| s.to_string()).collect(), expires_at }
+    }
+
+    fn fields(e: ApiError) -> Vec<String> {
+        match e {
+            ApiError::Validation(f) => f.into_iter().map(|f| f.field.unwrap_or_default()).collect(),
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn valid_bodies_are_normalised() {
+        let now = Utc::now();
+        let (name, scopes) = validate(&body("  ci  ", &["write", "read"], None), now).unwrap();
+        assert_eq!(name, "ci");
+        assert_eq!(scopes, vec![Scope::Read, Scope::Write]);
+        assert!(validate(&body("ci", &["admin"], Some(now + chrono::Duration::days(1))), now).is_ok());
+    }
+
+    #[test]
+    fn every_problem_is_named_by_its_field() {
+        let now = Utc::now();
+        let e = validate(&body(" ", &["read", "root", "read"], Some(now)), now).unwrap_err();
+        assert_eq!(fields(e), vec!["name", "scopes[1]", "scopes[2]", "expiresAt"]);
+        assert_eq!(fields(validate(&body("ci", &[], None), now).unwrap_err()), vec!["scopes"]);
+        assert_eq!(fields(validate(&body(&"x".repeat(101), &["read"], None), now).unwrap_err()), vec!["name"]);
+        assert_eq!(fields(validate(&body("a\nb", &["read"], None), now).unwrap_err()), vec!["name"]);
+    }
+}

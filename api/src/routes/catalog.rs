@@ -1,0 +1,134 @@
+//! The catalogue of every route the API serves and who may call it (issue #4, item 5).
+//!
+//! The router is built by the route modules; this table says, for each method and path
+//! template, which [`Access`] the handler's extractor enforces. The integration test
+//! `api/tests/api/isolation.rs` holds the two together: it enumerates the router's routes and
+//! fails on any route missing here (or listed here but not served), then calls every route as
+//! the wrong caller — anonymous (401), non-administrator (403), another tenant (404 exactly like
+//! a missing id, nothing changed). Adding a route therefore means adding a line here and a case
+//! there; the test's message names the route that lacks either.
+
+/// Who may call a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// Anyone, without a credential: health checks, the sign-in pages, the portal's assets.
+    Public,
+    /// Any signed-in caller (`AuthUser`), within their own tenant: another tenant's ids answer
+    /// 404 like missing ones.
+    Tenant,
+    /// The provider's operators (`AdminUser`): deliberately across tenants.
+    Operator,
+}
+
+/// One route: a method on a path template (axum syntax, `{id}` for a parameter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RouteSpec {
+    /// `GET`, `POST`, ... (`HEAD` is implied by `GET`).
+    pub method: &'static str,
+    /// The template, as given to `Router::route`.
+    pub path: &'static str,
+    /// Who may call it.
+    pub access: Access,
+}
+
+impl RouteSpec {
+    /// The names of the path's parameters, in order.
+    pub fn params(&self) -> Vec<&'static str> {
+        self.path.split('/').filter_map(|segment| segment.strip_prefix('{').and_then(|s| s.strip_suffix('}'))).collect()
+    }
+
+    /// Whether the route names a resource by id.
+    pub fn takes_id(&self) -> bool {
+        !self.params().is_empty()
+    }
+}
+
+const fn route(method: &'static str, path: &'static str, access: Access) -> RouteSpec {
+    RouteSpec { method, path, access }
+}
+
+use Access::{Operator, Public, Tenant};
+
+/// Every route, grouped as the modules are.
+pub const CATALOG: &[RouteSpec] = &[
+    // health.rs
+    route("GET", "/healthz", Public),
+    route("GET", "/readyz", Public),
+    // auth.rs: the sign-in pages read their cookie themselves.
+    route("GET", "/auth/login", Public),
+    route("GET", "/auth/callback", Public),
+    route("POST", "/auth/logout", Public),
+    route("GET", "/v1/me", Tenant),
+    // apikeys.rs
+    route("GET", "/v1/auth/apikeys", Tenant),
+    route("POST", "/v1/auth/apikeys", Tenant),
+    route("DELETE", "/v1/auth/apikeys/{id}", Tenant),
+    // vms.rs
+    route("GET", "/v1/vms", Tenant),
+    route("POST", "/v1/vms", Tenant),
+    route("GET", "/v1/vms/{id}", Tenant),
+    // jobs.rs
+    route("GET", "/v1/jobs", Tenant),
+    route("GET", "/v1/jobs/{id}", Tenant),
+    route("GET", "/v1/jobs/{id}/events", Tenant),
+    // templates.rs, quota.rs
+    route("GET", "/v1/templates", Tenant),
+    route("GET", "/v1/quota", Tenant),
+    // admin.rs: jobs of every tenant.
+    route("GET", "/v1/admin/jobs", Operator),
+    route("POST", "/v1/admin/jobs/{id}/retry", Operator),
+    // admin_queues.rs: every tenant's jobs; admin_nodes.rs: the cluster itself.
+    route("GET", "/v1/admin/queues", Operator),
+    route("GET", "/v1/admin/nodes", Operator),
+    // admin_users.rs: across tenants.
+    route("GET", "/v1/admin/users", Operator),
+    route("POST", "/v1/admin/users", Operator),
+    route("GET", "/v1/admin/users/{id}", Operator),
+    route("PATCH", "/v1/admin/users/{id}", Operator),
+    route("POST", "/v1/admin/users/{id}/deactivate", Operator),
+    route("POST", "/v1/admin/users/{id}/reactivate", Operator),
+    route("POST", "/v1/admin/users/{id}/impersonate", Operator),
+    // Also reached by the impersonated session it ends (see admin_users.rs).
+    route("DELETE", "/v1/admin/impersonation", Operator),
+    route("GET", "/v1/admin/plans", Operator),
+    route("PUT", "/v1/admin/tenants/{id}/plan", Operator),
+    // admin_audit.rs
+    route("GET", "/v1/admin/audit-logs", Operator),
+];
+
+/// Every route the API serves, with who may call it.
+pub fn catalog() -> &'static [RouteSpec] {
+    CATALOG
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn each_route_is_listed_once_with_a_known_method() {
+        let mut seen = HashSet::new();
+        for r in catalog() {
+            assert!(seen.insert((r.method, r.path)), "{} {} is listed twice", r.method, r.path);
+            assert!(["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&r.method), "{} {}", r.method, r.path);
+            assert!(r.path.starts_with('/'), "{}", r.path);
+        }
+    }
+
+    #[test]
+    fn admin_paths_need_an_administrator() {
+        for r in catalog() {
+            if r.path.starts_with("/v1/admin/") {
+                assert_eq!(r.access, Access::Operator, "{} {}", r.method, r.path);
+            }
+        }
+    }
+
+    #[test]
+    fn params_are_read_from_the_template() {
+        assert_eq!(route("GET", "/v1/jobs/{id}/events", Tenant).params(), vec!["id"]);
+        assert!(!route("GET", "/v1/jobs", Tenant).takes_id());
+    }
+}

@@ -1,0 +1,152 @@
+//! The app: typed routes, the layout (navigation, the signed-in user, sign-out) and the gate
+//! that shows the sign-in or session-expired page instead of a page the caller cannot load.
+
+use sycamore::futures::spawn_local_scoped;
+use sycamore::prelude::*;
+use sycamore_router::{HistoryIntegration, Route, Router};
+
+use crate::pages;
+use crate::session::{Me, Session, SessionState};
+
+/// Every page of the portal.
+#[derive(Route, Clone, Debug, PartialEq, Eq)]
+pub enum AppRoute {
+    #[to("/")]
+    Dashboard,
+    #[to("/instances")]
+    Instances,
+    #[to("/instances/new")]
+    Create,
+    #[to("/instances/<id>")]
+    Instance { id: String },
+    #[to("/jobs/<id>")]
+    Job { id: String },
+    #[to("/keys")]
+    Keys,
+    #[to("/admin/queues")]
+    Queues,
+    #[to("/admin/nodes")]
+    Nodes,
+    #[not_found]
+    NotFound,
+}
+
+/// The root component.
+#[component]
+pub fn App() -> View {
+    let session = Session::install();
+    spawn_local_scoped(session.refresh());
+    view! {
+        Router(
+            integration=HistoryIntegration::new(),
+            view=move |route: ReadSignal<AppRoute>| view! { Layout(route=route) },
+        )
+    }
+}
+
+#[component(inline_props)]
+fn Layout(route: ReadSignal<AppRoute>) -> View {
+    let session = Session::get();
+    // Pages are rebuilt only when the caller signs in or out, not when `/v1/me` is re-read.
+    let gate = create_selector(move || match session.state.get_clone() {
+        SessionState::Loading => 0,
+        SessionState::SignedOut => 1,
+        SessionState::Expired => 2,
+        SessionState::SignedIn(_) => 3,
+    });
+    let is_admin =
+        create_selector(move || session.state.with(|s| matches!(s, SessionState::SignedIn(me) if me.is_admin())));
+    let nav_class = move |r: AppRoute| {
+        move || if route.with(|cur| std::mem::discriminant(cur) == std::mem::discriminant(&r)) { "active" } else { "" }
+    };
+    view! {
+        header(class="topbar") {
+            a(class="brand", href="/") { "Nimbus" }
+            (move || if gate.get() == 3 {
+                view! {
+                    nav(aria-label="Main") {
+                        a(href="/", class=nav_class(AppRoute::Dashboard)) { "Dashboard" }
+                        a(href="/instances", class=nav_class(AppRoute::Instances)) { "Instances" }
+                        a(href="/instances/new", class=nav_class(AppRoute::Create)) { "Create" }
+                        a(href="/keys", class=nav_class(AppRoute::Keys)) { "API keys" }
+                        (move || if is_admin.get() {
+                            view! {
+                                a(href="/admin/queues", class=nav_class(AppRoute::Queues)) { "Queues" }
+                                a(href="/admin/nodes", class=nav_class(AppRoute::Nodes)) { "Nodes" }
+                            }
+                        } else { view! {} })
+                    }
+                    UserBox()
+                }
+            } else { view! {} })
+        }
+        main(class="content") {
+            (move || match gate.get() {
+                0 => view! { crate::components::Loading(label="Loading…") },
+                1 => view! { pages::signin::SignIn(expired=false) },
+                2 => view! { pages::signin::SignIn(expired=true) },
+                _ => view! { Page(route=route) },
+            })
+        }
+    }
+}
+
+#[component(inline_props)]
+fn Page(route: ReadSignal<AppRoute>) -> View {
+    view! {
+        (move || match route.get_clone() {
+            AppRoute::Dashboard => view! { pages::dashboard::Dashboard() },
+            AppRoute::Instances => view! { pages::instances::Instances() },
+            AppRoute::Create => view! { pages::create::Create() },
+            AppRoute::Instance { id } => view! { pages::instance::InstanceDetail(id=id) },
+            AppRoute::Job { id } => view! { pages::job::JobPage(id=id) },
+            AppRoute::Keys => view! { pages::keys::Keys() },
+            AppRoute::Queues => view! { pages::admin_queues::Queues() },
+            AppRoute::Nodes => view! { pages::admin_nodes::Nodes() },
+            AppRoute::NotFound => view! {
+                section {
+                    h1 { "Page not found" }
+                    p { "There is nothing at this address. " a(href="/") { "Back to the dashboard" } }
+                }
+            },
+        })
+    }
+}
+
+#[component]
+fn UserBox() -> View {
+    let session = Session::get();
+    let me = create_memo(move || match session.state.get_clone() {
+        SessionState::SignedIn(me) => Some(me),
+        _ => None,
+    });
+    let sign_out = move |_| session.sign_out();
+    view! {
+        div(class="userbox") {
+            (move || match me.get_clone() {
+                None => view! {},
+                Some(me) => {
+                    let role_class = format!("role role-{}", me.role);
+                    let Me { name, email, tenant, role, csrf_token } = me;
+                    // A browser session ends with a real form post: the API clears the cookie and
+                    // sends the browser on to the provider's sign-out page.
+                    let out = match csrf_token {
+                        Some(token) => view! {
+                            form(method="post", action="/auth/logout", class="inline") {
+                                input(r#type="hidden", name="csrfToken", value=token)
+                                button(class="ghost", r#type="submit", data-testid="sign-out") { "Sign out" }
+                            }
+                        },
+                        None => view! { button(class="ghost", r#type="button", data-testid="sign-out", on:click=sign_out) { "Sign out" } },
+                    };
+                    view! {
+                        span(class="who", data-testid="user-name", title=email) { (name) }
+                        span(class="tenant", data-testid="user-tenant") { (tenant) }
+                        span(class=role_class, data-testid="user-role") { (role) }
+                        (out)
+                    }
+                }
+            })
+        }
+    }
+}

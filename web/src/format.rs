@@ -1,0 +1,83 @@
+//! Formatting of sizes, times, statuses and prices for display. Integer arithmetic on purpose:
+//! float formatting and chrono's `strftime` would each add kilobytes to the wasm.
+
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use nimbus_domain::{InstanceStatus, JobStatus};
+
+/// `value / unit` with one decimal, rounded: `tenths(1536, 1024)` → `1.5`.
+fn tenths(value: u64, unit: u64) -> String {
+    let t = (value * 10 + unit / 2) / unit;
+    format!("{}.{}", t / 10, t % 10)
+}
+
+/// `1536` MiB → `1.5 GiB`.
+pub fn mib(v: i64) -> String {
+    if v >= 1024 && v % 1024 == 0 {
+        format!("{} GiB", v / 1024)
+    } else if v >= 1024 {
+        format!("{} GiB", tenths(v as u64, 1024))
+    } else {
+        format!("{v} MiB")
+    }
+}
+
+/// Bytes → the largest unit that keeps the number ≥ 1.
+pub fn bytes(v: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut unit = 0;
+    while unit < UNITS.len() - 1 && v >= 1u64 << (10 * (unit + 1)) {
+        unit += 1;
+    }
+    if unit == 0 { format!("{v} B") } else { format!("{} {}", tenths(v, 1u64 << (10 * unit)), UNITS[unit]) }
+}
+
+/// Percentage, 0-100; 0 when the total is 0.
+pub fn percent(part: f64, total: f64) -> f64 {
+    if total <= 0.0 { 0.0 } else { (part / total * 100.0).clamp(0.0, 100.0) }
+}
+
+/// A percentage as a whole number, for text and styles.
+pub fn whole(p: f64) -> i64 {
+    p.round() as i64
+}
+
+/// `2026-11-26 10:00 UTC`.
+pub fn time(t: &DateTime<Utc>) -> String {
+    format!("{:04}-{:02}-{:02} {:02}:{:02} UTC", t.year(), t.month(), t.day(), t.hour(), t.minute())
+}
+
+/// The serde name of a status (`running`), used for text and CSS classes.
+pub fn instance_status(s: InstanceStatus) -> &'static str {
+    s.as_str()
+}
+
+/// The serde name of a job status.
+pub fn job_status(s: JobStatus) -> &'static str {
+    s.as_str()
+}
+
+/// The first 8 characters of an id, for tables.
+pub fn short_id(id: &str) -> String {
+    id.chars().take(8).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_naturally() {
+        assert_eq!(mib(512), "512 MiB");
+        assert_eq!(mib(2048), "2 GiB");
+        assert_eq!(mib(1536), "1.5 GiB");
+        assert_eq!(bytes(999), "999 B");
+        assert_eq!(bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+        assert_eq!(percent(1.0, 0.0), 0.0);
+        assert_eq!(percent(5.0, 4.0), 100.0);
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(whole(99.6), 100);
+        assert_eq!(short_id("01a217b7-cec9-7448"), "01a217b7");
+        let t = DateTime::parse_from_rfc3339("2026-11-26T09:05:00Z").unwrap().with_timezone(&Utc);
+        assert_eq!(time(&t), "2026-11-26 09:05 UTC");
+    }
+}

@@ -1,0 +1,109 @@
+//! An instance's page: state, addresses, specs and the jobs that acted on it.
+
+use nimbus_domain::JobHandle;
+use sycamore::futures::spawn_local_scoped;
+use sycamore::prelude::*;
+
+use crate::api::{self, Failure};
+use crate::components::{Badge, CopyId, ErrorBanner, Loading};
+use crate::format;
+use crate::pages::dashboard::JobTable;
+use crate::views::Instance;
+
+#[component(inline_props)]
+pub fn InstanceDetail(id: String) -> View {
+    let instance = create_signal(None::<Instance>);
+    let jobs = create_signal(None::<Vec<JobHandle>>);
+    let failure = create_signal(None::<Failure>);
+    {
+        let id = id.clone();
+        spawn_local_scoped(async move {
+            loop {
+                match api::get::<Instance>(&format!("/v1/vms/{id}")).await {
+                    Ok(i) => instance.set(Some(i)),
+                    Err(f) => {
+                        let stop = f.status == 404 || f.status == 400;
+                        failure.set(Some(f));
+                        if stop {
+                            return;
+                        }
+                    }
+                }
+                // The API has no per-instance job filter yet: the tenant's recent jobs, narrowed here.
+                if let Ok((all, _)) = api::list::<JobHandle>("/v1/jobs?perPage=100").await {
+                    let mine =
+                        all.into_iter().filter(|j| j.resources.iter().any(|r| r.kind == "instance" && r.id == id));
+                    jobs.set(Some(mine.collect()));
+                }
+                let settled = instance.with_untracked(|i| {
+                    i.as_ref().is_some_and(|i| !matches!(i.status.as_str(), "provisioning" | "deleting"))
+                });
+                gloo_timers::future::TimeoutFuture::new(if settled { 10_000 } else { 2000 }).await;
+            }
+        });
+    }
+    view! {
+        section {
+            ErrorBanner(failure=failure)
+            (move || match instance.get_clone() {
+                None => view! { Loading(label="Loading instance…") },
+                Some(i) => {
+                    let ips = i.ip_addresses.iter().map(|a| view! { li { CopyId(id=a.clone()) } }).collect::<Vec<_>>();
+                    let keys = i.ssh_keys.len();
+                    let ip_view = if ips.is_empty() {
+                        view! { p(class="muted") { "Assigned once the guest has booted." } }
+                    } else {
+                        view! { ul(class="plain", data-testid="ips") { (ips) } }
+                    };
+                    let (name, status) = (i.name.clone(), format::instance_status(i.status).to_owned());
+                    let id = i.id.to_string();
+                    let kind = i.kind.as_str();
+                    let template = i.template.clone();
+                    let node = i.node.clone().unwrap_or_else(|| "not placed yet".into());
+                    let vmid = i.vmid.map(|v| v.to_string()).unwrap_or_else(|| "—".into());
+                    let created = format::time(&i.created_at);
+                    let cores = i.cores;
+                    let memory = format::mib(i.memory);
+                    let disk = format!("{} GiB", i.disk);
+                    view! {
+                        div(class="page-head") {
+                            h1 { (name) " " Badge(status=status) }
+                        }
+                        div(class="grid") {
+                            div(class="card") {
+                                h2 { "Instance" }
+                                dl {
+                                    dt { "Id" } dd { CopyId(id=id) }
+                                    dt { "Type" } dd { (kind) }
+                                    dt { "Template" } dd { (template) }
+                                    dt { "Node" } dd { (node) }
+                                    dt { "VMID" } dd { (vmid) }
+                                    dt { "Created" } dd { (created) }
+                                }
+                            }
+                            div(class="card") {
+                                h2 { "Specs" }
+                                dl {
+                                    dt { "vCPUs" } dd { (cores) }
+                                    dt { "Memory" } dd { (memory) }
+                                    dt { "Disk" } dd { (disk) }
+                                    dt { "SSH keys" } dd { (keys) }
+                                }
+                            }
+                            div(class="card") {
+                                h2 { "IP addresses" }
+                                (ip_view)
+                            }
+                        }
+                    }
+                }
+            })
+            h2 { "Job history" }
+            (move || match jobs.get_clone() {
+                None => view! { Loading(label="Loading jobs…") },
+                Some(list) if list.is_empty() => view! { p(class="empty") { "No jobs for this instance among the recent ones." } },
+                Some(list) => view! { JobTable(jobs=list) },
+            })
+        }
+    }
+}

@@ -1,0 +1,247 @@
+// Browser tests of the Nimbus portal (run by infra/scripts/e2e.sh, which starts the stack).
+// playwright-core drives the system's Chromium headless; every flow goes through the real API,
+// workers, OIDC provider and pve-sim. Screenshots are written to $SCREENSHOTS.
+//
+// Environment: BASE_URL (the API serving the SPA), PVE_URL + PVE_TOKEN (pve-sim, for fault
+// injection), API_KEY (the bootstrap admin's key), CHROMIUM, SCREENSHOTS, PROFILE_ROOT (where
+// fresh browser profiles are created).
+
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { join } from 'node:path';
+import https from 'node:https';
+import { chromium } from 'playwright-core';
+
+const BASE = process.env.BASE_URL;
+const SHOTS = process.env.SCREENSHOTS;
+const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-quic',
+  '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const contexts = [];
+
+/** A fresh browser profile; page errors fail the test that is running. */
+async function browser() {
+  const dir = mkdtempSync(join(process.env.PROFILE_ROOT || '/tmp', 'chromium-'));
+  const context = await chromium.launchPersistentContext(dir, {
+    executablePath: process.env.CHROMIUM, headless: true, args: FLAGS,
+    viewport: { width: 1280, height: 820 },
+  });
+  contexts.push(context);
+  const page = context.pages()[0] || await context.newPage();
+  page.errors = [];
+  page.on('pageerror', (e) => page.errors.push(e));
+  // The page runs under the API's Content-Security-Policy: a violation is a failure too.
+  page.on('console', (m) => { if (/Content.Security.Policy/i.test(m.text())) page.errors.push(m.text()); });
+  page.setDefaultTimeout(20_000);
+  return { context, page };
+}
+
+after(async () => { for (const c of contexts) await c.close().catch(() => {}); });
+
+const shot = (page, name) => page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+
+/** A test that, when it fails, leaves a screenshot of every open page (failed-<n>.png). */
+function flow(name, body) {
+  test(name, async () => {
+    try {
+      await body();
+    } catch (e) {
+      for (const [i, c] of contexts.entries()) {
+        for (const p of c.pages()) await p.screenshot({ path: join(SHOTS, `failed-${i}.png`), fullPage: true }).catch(() => {});
+      }
+      throw e;
+    }
+  });
+}
+
+/** Signs in through the portal's button and the provider's login form. */
+async function signIn(page, email, password) {
+  await page.goto(`${BASE}/`);
+  await page.getByTestId('sign-in').click();
+  await page.locator('input[name=login]').fill(email);
+  await page.locator('input[name=password]').fill(password);
+  await page.locator('button[type=submit]').click();
+  await page.waitForURL((u) => u.toString().startsWith(BASE));
+  await page.getByTestId('user-name').waitFor();
+}
+
+/** The wizard: a VM template, a name, optional vCPUs; returns after the submit click. */
+async function create(page, name, { cores } = {}) {
+  await page.getByRole('link', { name: 'Create', exact: true }).click();
+  await page.locator('input[name=template][value=debian-12-cloudinit]').check();
+  if (cores) await page.locator('#cores').fill(String(cores));
+  await page.locator('#name').fill(name);
+  await page.getByRole('button', { name: 'Create instance' }).click();
+}
+
+/** pve-sim's fault API (self-signed certificate: this one request skips verification). */
+function fault(method, body) {
+  const url = new URL('/_sim/faults', process.env.PVE_URL);
+  return new Promise((resolve, reject) => {
+    const req = https.request(url, {
+      method, rejectUnauthorized: false,
+      headers: { authorization: `PVEAPIToken=${process.env.PVE_TOKEN}`, 'content-type': 'application/json' },
+    }, (res) => { res.resume(); res.on('end', () => (res.statusCode < 300 ? resolve() : reject(new Error(`faults: ${res.statusCode}`)))); });
+    req.on('error', reject);
+    req.end(body ? JSON.stringify(body) : undefined);
+  });
+}
+
+let alice;
+
+flow('a customer signs in, creates an instance, watches it to running and finds it in the list', async () => {
+  alice = await browser();
+  const { page } = alice;
+  await page.goto(`${BASE}/instances`);
+  await page.getByRole('heading', { name: 'Sign in to Nimbus' }).waitFor();
+  await shot(page, '01-sign-in');
+  await signIn(page, 'alice@acme.test', 'alice-pass');
+  assert.equal(await page.getByTestId('user-name').textContent(), 'Alice Acme');
+  assert.equal(await page.getByTestId('user-role').textContent(), 'user');
+  assert.equal(await page.getByRole('link', { name: 'Queues' }).count(), 0, 'no operator pages for a customer');
+
+  await create(page, 'web-1');
+  await page.waitForURL(/\/jobs\/[0-9a-f-]{36}$/);
+  await page.getByTestId('steps').locator('li').first().waitFor();
+  await page.locator('.job-head [data-status=succeeded]').waitFor({ timeout: 90_000 });
+  assert.equal(await page.getByTestId('job-progress').textContent(), '100%');
+  const transport = await page.getByTestId('transport').textContent();
+  assert.ok(['live', 'done'].includes(transport), `progress came over SSE, not ${transport}`);
+  assert.ok(await page.getByTestId('steps').locator('li').count() >= 3, 'the steps were shown as they happened');
+  await shot(page, '03-job-progress');
+
+  await page.getByTestId('instance-link').click();
+  await page.getByTestId('ips').waitFor();
+  await shot(page, '04-instance-detail');
+
+  await page.getByRole('link', { name: 'Instances', exact: true }).click();
+  const row = page.locator('tr[data-name=web-1]');
+  await row.locator('[data-status=running]').waitFor();
+  await page.locator('#search').fill('nothing-matches');
+  await page.getByText('No instance matches your search.').waitFor();
+  await page.locator('#search').fill('web');
+  await row.waitFor();
+  await shot(page, '05-instances');
+
+  await page.getByRole('link', { name: 'Dashboard' }).click();
+  await page.getByTestId('count-running').getByText('1').waitFor();
+  await shot(page, '02-dashboard');
+  assert.deepEqual(page.errors, []);
+});
+
+flow('a request over the plan shows the API\'s own message and request id', async () => {
+  const { page } = alice;
+  await create(page, 'too-big', { cores: 32 });
+  const banner = page.locator('.banner.error[data-code=QUOTA_EXCEEDED]');
+  await banner.waitFor();
+  const text = await banner.textContent();
+  assert.match(text, /quota|plan|limit/i, text);
+  assert.match(text, /request/, 'the request id is shown for support');
+  assert.match(page.url(), /\/instances\/new$/, 'the wizard stays open with what was typed');
+  assert.equal(await page.locator('#name').inputValue(), 'too-big');
+  await shot(page, '06-over-quota');
+});
+
+flow('an expired session shows a page that says so, and signing in again returns there', async () => {
+  const { page, context } = alice;
+  await page.getByRole('link', { name: 'Instances', exact: true }).click();
+  await page.locator('tr[data-name=web-1]').waitFor();
+  await context.clearCookies();
+  await page.getByRole('heading', { name: 'Your session has expired' }).waitFor({ timeout: 15_000 });
+  await shot(page, '07-session-expired');
+  await page.getByTestId('sign-in').click();
+  await page.locator('input[name=login]').fill('alice@acme.test');
+  await page.locator('input[name=password]').fill('alice-pass');
+  await page.locator('button[type=submit]').click();
+  await page.waitForURL(`${BASE}/instances`);
+  await page.locator('tr[data-name=web-1]').waitFor();
+  assert.deepEqual(page.errors, []);
+});
+
+flow('a customer creates an API key, sees its token once, and revokes it after typing its name', async () => {
+  const { page } = alice;
+  await page.getByRole('link', { name: 'API keys' }).click();
+  await page.locator('#key-name').fill('ci');
+  await page.getByRole('button', { name: 'Create key' }).click();
+  const token = (await page.getByTestId('new-token').locator('code').textContent()).trim();
+  assert.match(token, /^nmb_/);
+  const me = await page.request.get(`${BASE}/v1/me`, { headers: { authorization: `Bearer ${token}` } });
+  assert.equal(me.status(), 200, 'the new key works');
+  await page.getByRole('button', { name: 'Done' }).click();
+
+  const row = page.locator('tr[data-key=ci]');
+  await row.locator('[data-status=active]').waitFor();
+  await row.getByTestId('revoke').click();
+  const confirm = page.getByTestId('confirm');
+  assert.equal(await confirm.isDisabled(), true, 'nothing is revoked before the name is typed');
+  await page.locator('#confirm-name').fill('c');
+  assert.equal(await confirm.isDisabled(), true);
+  await page.locator('#confirm-name').fill('ci');
+  await shot(page, '10-confirm-revoke');
+  await page.locator('#confirm-name').press('Enter');
+  await page.locator('.banner.ok').getByText('revoked').waitFor();
+  await row.locator('[data-status=revoked]').waitFor();
+  assert.equal(await row.getByTestId('revoke').count(), 0);
+  const after = await page.request.get(`${BASE}/v1/me`, { headers: { authorization: `Bearer ${token}` } });
+  assert.equal(after.status(), 401, 'the revoked key is refused');
+  assert.deepEqual(page.errors, []);
+});
+
+flow('an operator sees the queues, retries a failed job and sees the nodes', async () => {
+  const { page } = await browser();
+  await signIn(page, 'admin@nimbus.test', 'admin-pass');
+  assert.equal(await page.getByTestId('user-role').textContent(), 'admin');
+
+  await fault('POST', { type: 'error', pattern: '^POST .*/clone$', rate: 1.0, status: 500, message: 'clone refused by the e2e test' });
+  try {
+    await create(page, 'db-1');
+    await page.waitForURL(/\/jobs\//);
+    await page.locator('.job-head [data-status=failed]').waitFor({ timeout: 60_000 });
+    await page.getByTestId('job-error').waitFor();
+  } finally {
+    await fault('DELETE');
+  }
+
+  await page.getByRole('link', { name: 'Queues' }).click();
+  const queue = page.locator('tr[data-queue=provision]');
+  await queue.waitFor();
+  assert.equal(await queue.getByTestId('failed').textContent(), '1');
+  const failed = page.getByTestId('failed-jobs').locator('tr[data-job]');
+  await failed.first().waitFor();
+  assert.match(await failed.first().textContent(), /clone refused by the e2e test/);
+  await shot(page, '08-queues');
+
+  await failed.first().getByTestId('retry').click();
+  await page.locator('.banner.ok').getByText('re-queued').waitFor();
+  await page.getByTestId('no-failed').waitFor({ timeout: 60_000 });
+  await page.getByRole('link', { name: 'Instances', exact: true }).click();
+  await page.locator('tr[data-name=db-1] [data-status=running]').waitFor({ timeout: 90_000 });
+
+  await page.getByRole('link', { name: 'Nodes' }).click();
+  await page.locator('.card.node').nth(2).waitFor();
+  assert.equal(await page.locator('.card.node').count(), 3);
+  await shot(page, '09-nodes');
+  assert.deepEqual(page.errors, []);
+});
+
+flow('an API key signs in too, and job progress falls back to polling (EventSource cannot send it)', async () => {
+  const { page } = await browser();
+  await page.goto(`${BASE}/`);
+  await page.getByText('Use an API key instead').click();
+  await page.locator('#api-key').fill('nmb_not-a-real-key');
+  await page.getByRole('button', { name: 'Sign in with key' }).click();
+  await page.locator('.banner.error[data-code=UNAUTHENTICATED]').waitFor();
+  await page.locator('#api-key').fill(process.env.API_KEY);
+  await page.getByRole('button', { name: 'Sign in with key' }).click();
+  assert.equal(await page.getByTestId('user-name').textContent(), 'admin@nimbus.test');
+  assert.equal(await page.getByTestId('user-tenant').textContent(), 'Operators');
+
+  await create(page, 'key-1');
+  await page.waitForURL(/\/jobs\//);
+  await page.locator('.job-head [data-status=succeeded]').waitFor({ timeout: 90_000 });
+  assert.equal(await page.getByTestId('transport').textContent(), 'polling');
+
+  await page.getByTestId('sign-out').click();
+  await page.getByRole('heading', { name: 'Sign in to Nimbus' }).waitFor();
+  assert.deepEqual(page.errors, []);
+});
