@@ -4,7 +4,6 @@
 //! * [`app`]: the routes, the layout and the sign-in gate.
 //! * [`api`]: the HTTP client of `/v1` (envelope, errors with request ids, CSRF, 401 handling).
 //! * [`session`]: who is signed in, and how (session cookie or API key).
-//! * [`views`]: the shapes of the API answers that `nimbus-domain` does not carry.
 //! * [`progress`]: a job's live progress over SSE, with polling as fallback.
 //! * [`components`]: banners, badges, copyable ids, confirmations.
 //! * [`pages`]: one module per page.
@@ -16,7 +15,6 @@ mod format;
 mod pages;
 mod progress;
 mod session;
-mod views;
 
 fn main() {
     sycamore::render(app::App);

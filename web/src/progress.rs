@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use nimbus_domain::{JobHandle, JobStatus};
+use nimbus_domain::{JobHandle, JobStatus, ProgressEvent};
 use sycamore::futures::spawn_local_scoped;
 use sycamore::prelude::*;
 use wasm_bindgen::JsCast;
@@ -14,7 +14,6 @@ use web_sys::{EventSource, MessageEvent};
 
 use crate::api::{self, Failure};
 use crate::session::Session;
-use crate::views::ProgressEvent;
 
 /// How often the fallback polls.
 const POLL_MS: u32 = 1000;

@@ -6,6 +6,7 @@
 use std::cell::OnceCell;
 
 use gloo_net::http::RequestBuilder;
+use nimbus_domain::MeView;
 use sycamore::prelude::*;
 
 use crate::api;
@@ -27,23 +28,20 @@ pub struct Me {
     pub csrf_token: Option<String>,
 }
 
-impl Me {
-    /// Reads `/v1/me`'s data, tolerating either nesting of user and tenant.
-    pub fn from_json(v: &serde_json::Value) -> Me {
-        let s = |v: &serde_json::Value| v.as_str().map(str::to_owned);
-        let user = if v["user"].is_object() { &v["user"] } else { v };
-        let email = s(&user["email"]).unwrap_or_default();
-        let name = s(&user["name"]).or_else(|| s(&user["displayName"])).filter(|n| !n.is_empty());
-        let tenant = s(&v["tenant"]["name"]).or_else(|| s(&v["tenantName"])).or_else(|| s(&v["tenant"]["id"]));
+impl From<MeView> for Me {
+    fn from(v: MeView) -> Me {
+        let name = v.user.name.filter(|n| !n.is_empty()).unwrap_or_else(|| v.user.email.clone());
         Me {
-            name: name.unwrap_or_else(|| email.clone()),
-            email,
-            tenant: tenant.unwrap_or_default(),
-            role: s(&v["role"]).or_else(|| s(&user["role"])).unwrap_or_else(|| "member".into()),
-            csrf_token: s(&v["csrfToken"]).or_else(|| s(&v["session"]["csrfToken"])),
+            name,
+            email: v.user.email,
+            tenant: v.tenant.name,
+            role: v.role.as_str().to_owned(),
+            csrf_token: v.csrf_token,
         }
     }
+}
 
+impl Me {
     /// Whether the user may see the operator pages.
     pub fn is_admin(&self) -> bool {
         self.role == "admin"
@@ -119,8 +117,8 @@ impl Session {
 
     /// Asks `/v1/me` who the current credential belongs to.
     pub async fn refresh(self) {
-        let state = match api::get::<serde_json::Value>("/v1/me").await {
-            Ok(v) => SessionState::SignedIn(Me::from_json(&v)),
+        let state = match api::get::<MeView>("/v1/me").await {
+            Ok(v) => SessionState::SignedIn(Me::from(v)),
             Err(f) if f.status == 401 && self.state.with_untracked(|s| matches!(s, SessionState::Expired)) => {
                 SessionState::Expired
             }
@@ -134,9 +132,9 @@ impl Session {
         if let Some(s) = storage() {
             let _ = s.set_item(API_KEY_STORAGE, key.trim());
         }
-        match api::get::<serde_json::Value>("/v1/me").await {
+        match api::get::<MeView>("/v1/me").await {
             Ok(v) => {
-                self.state.set(SessionState::SignedIn(Me::from_json(&v)));
+                self.state.set(SessionState::SignedIn(Me::from(v)));
                 Ok(())
             }
             Err(f) => {
@@ -176,11 +174,16 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn me(v: serde_json::Value) -> Me {
+        Me::from(serde_json::from_value::<MeView>(v).unwrap())
+    }
+
     #[test]
     fn me_reads_the_apis_answer() {
-        let me = Me::from_json(&json!({
-            "user": {"id": "u1", "email": "alice@acme.test", "name": "Alice Acme", "role": "user"},
-            "tenant": {"id": "t1", "name": "Acme"},
+        let me = me(json!({
+            "user": {"id": "01a217b7-cec9-7448-8945-442910b55deb", "email": "alice@acme.test",
+                "name": "Alice Acme", "role": "user"},
+            "tenant": {"id": "01a217b7-cec9-7448-8945-442910b55dec", "name": "Acme"},
             "role": "user",
             "authMethod": "session",
             "csrfToken": "tok"
@@ -193,9 +196,10 @@ mod tests {
 
     #[test]
     fn a_user_without_a_name_is_shown_by_email_and_keys_have_no_csrf_token() {
-        let me = Me::from_json(&json!({
-            "user": {"email": "ops@acme.test", "name": null, "role": "admin"},
-            "tenant": {"id": "t1", "name": "Ops"},
+        let me = me(json!({
+            "user": {"id": "01a217b7-cec9-7448-8945-442910b55deb", "email": "ops@acme.test", "name": null,
+                "role": "admin"},
+            "tenant": {"id": "01a217b7-cec9-7448-8945-442910b55dec", "name": "Ops"},
             "role": "admin",
             "authMethod": "apiKey",
             "csrfToken": null

@@ -17,11 +17,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chrono::{DateTime, Utc};
 use nimbus_db::jobs::{self, Job, NewJob};
 use nimbus_db::{DbError, instances, plans};
-use nimbus_domain::{ErrorCode, InstanceId, InstanceStatus, JobHandle, JobId, JobStatus, ResourceRequest, TenantId};
-use serde::{Deserialize, Serialize};
+use nimbus_domain::{AdminJobView, ErrorCode, InstanceId, InstanceStatus, JobId, JobStatus, ResourceRequest, TenantId};
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::AdminUser;
@@ -191,30 +190,15 @@ struct ListQuery {
     per_page: Option<u32>,
 }
 
-/// A job as the admin queue view shows it: the public handle plus the ledger's operational
-/// fields.
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct AdminJobView {
-    #[serde(flatten)]
-    handle: JobHandle,
-    tenant_id: Option<TenantId>,
-    queue: String,
-    max_attempts: i32,
-    request_id: Option<String>,
-    updated_at: DateTime<Utc>,
-}
-
-impl From<&Job> for AdminJobView {
-    fn from(j: &Job) -> Self {
-        AdminJobView {
-            handle: j.handle(),
-            tenant_id: j.tenant_id,
-            queue: j.queue.clone(),
-            max_attempts: j.max_attempts,
-            request_id: j.request_id.clone(),
-            updated_at: j.updated_at,
-        }
+/// A job as the admin queue view shows it.
+fn admin_view(j: &Job) -> AdminJobView {
+    AdminJobView {
+        handle: j.handle(),
+        tenant_id: j.tenant_id,
+        queue: j.queue.clone(),
+        max_attempts: j.max_attempts,
+        request_id: j.request_id.clone(),
+        updated_at: j.updated_at,
     }
 }
 
@@ -226,6 +210,6 @@ async fn list(
 ) -> Result<Response, AdminError> {
     let request = PageQuery { page: q.page, per_page: q.per_page }.request()?;
     let (items, total) = jobs::list_all_tenants(state.db(), q.tenant, q.status, request).await?;
-    let items: Vec<AdminJobView> = items.iter().map(AdminJobView::from).collect();
+    let items: Vec<AdminJobView> = items.iter().map(admin_view).collect();
     Ok(super::page(&rid, items, request, total).into_response())
 }

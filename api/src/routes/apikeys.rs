@@ -23,8 +23,7 @@ use axum::routing::{delete, get};
 use chrono::{DateTime, Utc};
 use nimbus_db::DbError;
 use nimbus_db::api_keys::{self, ApiKey};
-use nimbus_domain::{ApiKeyId, Role};
-use serde::{Deserialize, Serialize};
+use nimbus_domain::{ApiKeyId, ApiKeyView, CreateKey, CreatedKey, Role};
 use serde_json::json;
 
 use crate::auth::{AuthUser, Scope};
@@ -43,65 +42,26 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/auth/apikeys", get(list).post(create)).route("/v1/auth/apikeys/{id}", delete(revoke))
 }
 
-/// The body of `POST /v1/auth/apikeys`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateKey {
-    name: String,
-    scopes: Vec<String>,
-    #[serde(default)]
-    expires_at: Option<DateTime<Utc>>,
-}
-
 /// A key as its owner sees it.
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct KeyView {
-    id: ApiKeyId,
-    name: String,
-    /// The public part of the token (`nmb_<prefix>_…`).
-    prefix: String,
-    /// Empty for keys made before scopes existed: they carry their owner's full role.
-    scopes: Vec<String>,
-    /// `active`, `expired` or `revoked`.
-    status: &'static str,
-    expires_at: Option<DateTime<Utc>>,
-    last_used_at: Option<DateTime<Utc>>,
-    revoked_at: Option<DateTime<Utc>>,
-    created_at: DateTime<Utc>,
-}
-
-impl KeyView {
-    fn new(k: ApiKey, now: DateTime<Utc>) -> Self {
-        let status = if k.revoked_at.is_some() {
-            "revoked"
-        } else if k.expires_at.is_some_and(|at| at <= now) {
-            "expired"
-        } else {
-            "active"
-        };
-        KeyView {
-            id: k.id,
-            name: k.name,
-            prefix: k.prefix,
-            scopes: k.scopes,
-            status,
-            expires_at: k.expires_at,
-            last_used_at: k.last_used_at,
-            revoked_at: k.revoked_at,
-            created_at: k.created_at,
-        }
+fn key_view(k: ApiKey, now: DateTime<Utc>) -> ApiKeyView {
+    let status = if k.revoked_at.is_some() {
+        "revoked"
+    } else if k.expires_at.is_some_and(|at| at <= now) {
+        "expired"
+    } else {
+        "active"
+    };
+    ApiKeyView {
+        id: k.id,
+        name: k.name,
+        prefix: k.prefix,
+        scopes: k.scopes,
+        status: status.to_owned(),
+        expires_at: k.expires_at,
+        last_used_at: k.last_used_at,
+        revoked_at: k.revoked_at,
+        created_at: k.created_at,
     }
-}
-
-/// The answer to a create: the key and, once, its token.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct CreatedKey {
-    #[serde(flatten)]
-    key: KeyView,
-    /// `Authorization: Bearer <token>`. Shown only in this response.
-    token: String,
 }
 
 /// A scope by its wire name.
@@ -198,7 +158,7 @@ async fn create(
         Err(e) => return Err(e.into()),
     };
     tracing::info!(api_key.id = %key.id, api_key.prefix = %key.prefix, user.id = %auth.user.id, "API key created");
-    let view = CreatedKey { key: KeyView::new(key, now), token };
+    let view = CreatedKey { key: key_view(key, now), token };
     Ok((StatusCode::CREATED, super::data(&rid, view)).into_response())
 }
 
@@ -211,7 +171,7 @@ async fn list(
     let request = q.request()?;
     let (keys, total) = api_keys::list_for_user(state.db(), auth.tenant(), auth.user.id, request).await?;
     let now = Utc::now();
-    let items: Vec<KeyView> = keys.into_iter().map(|k| KeyView::new(k, now)).collect();
+    let items: Vec<ApiKeyView> = keys.into_iter().map(|k| key_view(k, now)).collect();
     Ok(super::page(&rid, items, request, total).into_response())
 }
 

@@ -19,8 +19,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use nimbus_db::tenants;
-use nimbus_domain::{Role, TenantId, UserId};
-use serde::{Deserialize, Serialize};
+use nimbus_domain::{MeView, TenantView, UserView};
+use serde::Deserialize;
 
 use crate::auth::oidc::SignInError;
 use crate::auth::session::{SESSION_COOKIE, SessionId, cookie_value, set_cookie};
@@ -168,40 +168,9 @@ async fn logout(State(state): State<AppState>, rid: RequestId, headers: HeaderMa
     redirect(&target, &[clear])
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct MeView {
-    user: UserView,
-    tenant: TenantView,
-    role: Role,
-    /// How the caller authenticated: `session`, `jwt` or `apiKey`.
-    auth_method: &'static str,
-    /// The token to send in `X-CSRF-Token` (sessions only).
-    csrf_token: Option<String>,
-    /// The administrator acting as this user, if the request is impersonated.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    impersonator: Option<UserView>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct UserView {
-    id: UserId,
-    email: String,
-    name: Option<String>,
-    role: Role,
-}
-
-impl From<&nimbus_db::users::User> for UserView {
-    fn from(u: &nimbus_db::users::User) -> Self {
-        UserView { id: u.id, email: u.email.clone(), name: u.display_name.clone(), role: u.role }
-    }
-}
-
-#[derive(Serialize)]
-struct TenantView {
-    id: TenantId,
-    name: String,
+/// A user as `/v1/me` names them.
+fn user_view(u: &nimbus_db::users::User) -> UserView {
+    UserView { id: u.id, email: u.email.clone(), name: u.display_name.clone(), role: u.role }
 }
 
 async fn me(State(state): State<AppState>, auth: AuthUser, rid: RequestId) -> Result<Response, ApiError> {
@@ -212,12 +181,12 @@ async fn me(State(state): State<AppState>, auth: AuthUser, rid: RequestId) -> Re
         Credential::ApiKey(_) => ("apiKey", None),
     };
     let view = MeView {
-        user: UserView::from(&auth.user),
+        user: user_view(&auth.user),
         tenant: TenantView { id: tenant.id, name: tenant.name },
         role: auth.role(),
-        auth_method,
+        auth_method: auth_method.to_owned(),
         csrf_token,
-        impersonator: auth.impersonator.as_ref().map(UserView::from),
+        impersonator: auth.impersonator.as_ref().map(user_view),
     };
     Ok(super::data(&rid, view).into_response())
 }

@@ -17,12 +17,11 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chrono::{DateTime, Utc};
 use futures::Stream;
 use nimbus_db::PgPool;
 use nimbus_db::jobs::{self, JobEvent};
-use nimbus_domain::{JobHandle, JobId, JobStatus, PageRequest, TenantId};
-use serde::{Deserialize, Serialize};
+use nimbus_domain::{JobHandle, JobId, JobStatus, PageRequest, ProgressEvent, TenantId};
+use serde::Deserialize;
 use tokio::sync::Notify;
 
 use crate::auth::AuthUser;
@@ -77,27 +76,14 @@ async fn show(
 }
 
 /// The data of a `progress` event.
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ProgressEvent {
-    job_id: JobId,
-    status: JobStatus,
-    progress: i16,
-    step: Option<String>,
-    message: Option<String>,
-    created_at: DateTime<Utc>,
-}
-
-impl From<JobEvent> for ProgressEvent {
-    fn from(e: JobEvent) -> Self {
-        ProgressEvent {
-            job_id: e.job_id,
-            status: e.status,
-            progress: e.progress,
-            step: e.step,
-            message: e.message,
-            created_at: e.created_at,
-        }
+fn progress_event(e: JobEvent) -> ProgressEvent {
+    ProgressEvent {
+        job_id: e.job_id,
+        status: e.status,
+        progress: e.progress,
+        step: e.step,
+        message: e.message,
+        created_at: e.created_at,
     }
 }
 
@@ -184,7 +170,7 @@ impl Follow {
             self.after = e.id;
             self.last_status = Some(e.status);
             let id = e.id.to_string();
-            let data = ProgressEvent::from(e);
+            let data = progress_event(e);
             let event = Event::default().id(id).event("progress").json_data(&data).unwrap_or_default();
             self.queue.push_back(event);
         }

@@ -5,8 +5,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use nimbus_db::{instances, plans};
-use nimbus_domain::{PlanId, PlanLimits, PlanPrices, ResourceUsage};
-use serde::Serialize;
+use nimbus_domain::{PlanRef, QuotaView};
 
 use crate::auth::AuthUser;
 use crate::error::ApiError;
@@ -16,23 +15,6 @@ use crate::state::AppState;
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/quota", get(show))
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct QuotaView {
-    plan: PlanRef,
-    limits: PlanLimits,
-    used: ResourceUsage,
-    remaining: ResourceUsage,
-    /// Hourly prices of the plan (the portal's price estimate).
-    prices: PlanPrices,
-}
-
-#[derive(Serialize)]
-struct PlanRef {
-    id: PlanId,
-    name: String,
 }
 
 async fn show(State(state): State<AppState>, auth: AuthUser, rid: RequestId) -> Result<Response, ApiError> {

@@ -5,8 +5,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use nimbus_domain::InstanceKind;
-use serde::Serialize;
+use nimbus_domain::TemplateView;
 
 use crate::auth::AuthUser;
 use crate::error::ApiError;
@@ -18,21 +17,6 @@ use crate::state::AppState;
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/templates", get(list))
-}
-
-/// A template as clients see it.
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct TemplateView {
-    /// Pass this as `template` to `POST /v1/vms`.
-    name: String,
-    /// Pass this as `type`.
-    #[serde(rename = "type")]
-    kind: InstanceKind,
-    /// Nodes it can be placed on.
-    nodes: Vec<String>,
-    /// The smallest disk a guest from it can have, GiB (rounded up); absent for LXC archives.
-    min_disk: Option<u64>,
 }
 
 async fn list(

@@ -10,11 +10,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chrono::{DateTime, Utc};
 use nimbus_db::idempotency::{self, Begin};
 use nimbus_db::instances::{self, Instance, NewInstance};
-use nimbus_domain::{InstanceId, InstanceKind, InstanceStatus, JobHandle};
-use serde::{Deserialize, Serialize};
+use nimbus_domain::{CreateVm, InstanceId, InstanceView, JobHandle};
 use serde_json::Value;
 
 use crate::auth::AuthUser;
@@ -30,114 +28,51 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/vms", get(list).post(create)).route("/v1/vms/{id}", get(show))
 }
 
-/// The body of `POST /v1/vms`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CreateVm {
-    /// DNS label, unique in the tenant.
-    pub name: String,
-    /// `qemu` or `lxc`.
-    #[serde(rename = "type")]
-    pub kind: InstanceKind,
-    /// Template name (see `GET /v1/templates`).
-    pub template: String,
-    /// Cores.
-    pub cores: u32,
-    /// Memory, MiB.
-    pub memory: u64,
-    /// Disk, GiB.
-    pub disk: u64,
-    /// OpenSSH public keys.
-    #[serde(default)]
-    pub ssh_keys: Vec<String>,
-    /// Node; placement chooses when absent.
-    #[serde(default)]
-    pub node: Option<String>,
-}
-
-impl CreateVm {
-    /// Every problem with the request's values (types and fields are already checked).
-    pub fn validate(&self) -> Result<(), ApiError> {
-        let mut errors = Vec::new();
-        if let Err(m) = validation::dns_label(&self.name) {
-            errors.push(FieldError::new("name", m));
-        }
-        if self.template.is_empty() || self.template.len() > 200 {
-            errors.push(FieldError::new("template", "must be 1-200 characters"));
-        }
-        validation::in_range("cores", self.cores, &CORES, "", &mut errors);
-        validation::in_range("memory", self.memory, &MEMORY_MIB, " MiB", &mut errors);
-        validation::in_range("disk", self.disk, &DISK_GIB, " GiB", &mut errors);
-        if self.ssh_keys.len() > MAX_SSH_KEYS {
-            errors.push(FieldError::new("sshKeys", format!("at most {MAX_SSH_KEYS} keys")));
-        }
-        for (i, key) in self.ssh_keys.iter().enumerate() {
-            if let Err(m) = validation::ssh_public_key(key) {
-                errors.push(FieldError::new(format!("sshKeys[{i}]"), m));
-            }
-        }
-        if let Some(node) = &self.node
-            && validation::dns_label(&node.to_ascii_lowercase()).is_err()
-        {
-            errors.push(FieldError::new("node", "must be a node name (letters, digits, '-')"));
-        }
-        if errors.is_empty() { Ok(()) } else { Err(ApiError::Validation(errors)) }
+/// Every problem with a `POST /v1/vms` body's values (types and fields are already checked).
+pub fn validate(req: &CreateVm) -> Result<(), ApiError> {
+    let mut errors = Vec::new();
+    if let Err(m) = validation::dns_label(&req.name) {
+        errors.push(FieldError::new("name", m));
     }
+    if req.template.is_empty() || req.template.len() > 200 {
+        errors.push(FieldError::new("template", "must be 1-200 characters"));
+    }
+    validation::in_range("cores", req.cores, &CORES, "", &mut errors);
+    validation::in_range("memory", req.memory, &MEMORY_MIB, " MiB", &mut errors);
+    validation::in_range("disk", req.disk, &DISK_GIB, " GiB", &mut errors);
+    if req.ssh_keys.len() > MAX_SSH_KEYS {
+        errors.push(FieldError::new("sshKeys", format!("at most {MAX_SSH_KEYS} keys")));
+    }
+    for (i, key) in req.ssh_keys.iter().enumerate() {
+        if let Err(m) = validation::ssh_public_key(key) {
+            errors.push(FieldError::new(format!("sshKeys[{i}]"), m));
+        }
+    }
+    if let Some(node) = &req.node
+        && validation::dns_label(&node.to_ascii_lowercase()).is_err()
+    {
+        errors.push(FieldError::new("node", "must be a node name (letters, digits, '-')"));
+    }
+    if errors.is_empty() { Ok(()) } else { Err(ApiError::Validation(errors)) }
 }
 
 /// An instance as clients see it.
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct VmView {
-    /// Id.
-    pub id: InstanceId,
-    /// Name.
-    pub name: String,
-    /// `qemu` or `lxc`.
-    #[serde(rename = "type")]
-    pub kind: InstanceKind,
-    /// Template.
-    pub template: String,
-    /// Cores.
-    pub cores: i32,
-    /// Memory, MiB.
-    pub memory: i64,
-    /// Disk, GiB.
-    pub disk: i64,
-    /// SSH keys.
-    pub ssh_keys: Vec<String>,
-    /// Node, once placed.
-    pub node: Option<String>,
-    /// Proxmox VMID, once reserved.
-    pub vmid: Option<i32>,
-    /// Status.
-    pub status: InstanceStatus,
-    /// Addresses, once known.
-    pub ip_addresses: Vec<String>,
-    /// Created at.
-    pub created_at: DateTime<Utc>,
-    /// Last change.
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<Instance> for VmView {
-    fn from(i: Instance) -> Self {
-        VmView {
-            id: i.id,
-            name: i.name,
-            kind: i.kind,
-            template: i.template,
-            cores: i.cores,
-            memory: i.memory_mib,
-            disk: i.disk_gib,
-            ssh_keys: i.ssh_keys,
-            node: i.node,
-            vmid: i.vmid,
-            status: i.status,
-            ip_addresses: i.ip_addresses,
-            created_at: i.created_at,
-            updated_at: i.updated_at,
-        }
+pub fn view(i: Instance) -> InstanceView {
+    InstanceView {
+        id: i.id,
+        name: i.name,
+        kind: i.kind,
+        template: i.template,
+        cores: i.cores,
+        memory: i.memory_mib,
+        disk: i.disk_gib,
+        ssh_keys: i.ssh_keys,
+        node: i.node,
+        vmid: i.vmid,
+        status: i.status,
+        ip_addresses: i.ip_addresses,
+        created_at: i.created_at,
+        updated_at: i.updated_at,
     }
 }
 
@@ -149,7 +84,7 @@ async fn list(
 ) -> Result<Response, ApiError> {
     let request = q.request()?;
     let (items, total) = instances::list(state.db(), auth.tenant(), request).await?;
-    let items: Vec<VmView> = items.into_iter().map(VmView::from).collect();
+    let items: Vec<InstanceView> = items.into_iter().map(view).collect();
     Ok(super::page(&rid, items, request, total).into_response())
 }
 
@@ -161,7 +96,7 @@ async fn show(
 ) -> Result<Response, ApiError> {
     let id: InstanceId = parse_id(&id, "vm")?;
     let vm = instances::get(state.db(), auth.tenant(), id).await.map_err(|e| not_found(e, "vm"))?;
-    Ok(super::data(&rid, VmView::from(vm)).into_response())
+    Ok(super::data(&rid, view(vm)).into_response())
 }
 
 /// `NotFound` with the resource's name; other errors unchanged.
@@ -179,7 +114,7 @@ async fn create(
     IdempotencyKey(key): IdempotencyKey,
     body: JsonBody<CreateVm>,
 ) -> Result<Response, ApiError> {
-    body.value.validate()?;
+    validate(&body.value)?;
     let tenant = auth.tenant();
     if let Some(key) = &key {
         let hash = idempotency::request_hash("POST", "/v1/vms", canonical_json(&body.raw).as_bytes());
@@ -304,6 +239,7 @@ pub fn canonical_json(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nimbus_domain::InstanceKind;
 
     const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBlx2uMl6O7otZxx5t83ZWNSS+gqAj3/2gOtI6dRPT+R test@host";
 
@@ -322,7 +258,7 @@ mod tests {
 
     #[test]
     fn a_good_request_validates() {
-        assert!(vm().validate().is_ok());
+        assert!(validate(&vm()).is_ok());
     }
 
     #[test]
@@ -334,7 +270,7 @@ mod tests {
             ssh_keys: vec![KEY.into(), "not a key".into()],
             ..vm()
         };
-        let ApiError::Validation(fields) = bad.validate().unwrap_err() else { panic!() };
+        let ApiError::Validation(fields) = validate(&bad).unwrap_err() else { panic!() };
         let names: Vec<_> = fields.iter().filter_map(|f| f.field.as_deref()).collect();
         assert_eq!(names, ["name", "cores", "memory", "sshKeys[1]"]);
     }

@@ -214,17 +214,7 @@ pub async fn list_for_user(
     .bind(page.offset())
     .fetch_all(ex)
     .await?;
-    let total = match rows.first() {
-        Some(r) => r.try_get("total")?,
-        None => 0,
-    };
-    let mut keys = Vec::with_capacity(rows.len());
-    for row in &rows {
-        if row.try_get::<Option<uuid::Uuid>, _>("id")?.is_some() {
-            keys.push(ApiKey::from_row(row)?);
-        }
-    }
-    Ok((keys, total))
+    Ok(rows::page::<ApiKey>(&rows)?)
 }
 
 /// Revokes a key of one user of `tenant` (idempotent: revoking twice keeps the first time). A

@@ -270,17 +270,7 @@ pub async fn list(ex: impl PgExecutor<'_>, tenant: TenantId, page: PageRequest) 
     .bind(page.offset())
     .fetch_all(ex)
     .await?;
-    let total = match rows.first() {
-        Some(r) => r.try_get("total")?,
-        None => 0,
-    };
-    let mut out = Vec::with_capacity(rows.len());
-    for row in &rows {
-        if row.try_get::<Option<uuid::Uuid>, _>("id")?.is_some() {
-            out.push(Instance::from_row(row)?);
-        }
-    }
-    Ok((out, total))
+    Ok(rows::page::<Instance>(&rows)?)
 }
 
 /// Sets an instance's status (failed or deleted releases its quota and, once deleted, its name).

@@ -643,17 +643,7 @@ async fn list_filtered(
     .bind(page.offset())
     .fetch_all(ex)
     .await?;
-    let total = match rows.first() {
-        Some(r) => r.try_get("total")?,
-        None => 0,
-    };
-    let mut jobs = Vec::with_capacity(rows.len());
-    for row in &rows {
-        if row.try_get::<Option<uuid::Uuid>, _>("id")?.is_some() {
-            jobs.push(Job::from_row(row)?);
-        }
-    }
-    Ok((jobs, total))
+    Ok(rows::page::<Job>(&rows)?)
 }
 
 /// The events of a job after event id `after` (0 for all), oldest first: the SSE replay from

@@ -180,17 +180,7 @@ pub async fn search_all_tenants(
     .bind(page.offset())
     .fetch_all(ex)
     .await?;
-    let total = match rows.first() {
-        Some(r) => r.try_get("total")?,
-        None => 0,
-    };
-    let mut users = Vec::with_capacity(rows.len());
-    for row in &rows {
-        if row.try_get::<Option<uuid::Uuid>, _>("id")?.is_some() {
-            users.push(User::from_row(row)?);
-        }
-    }
-    Ok((users, total))
+    Ok(rows::page::<User>(&rows)?)
 }
 
 /// A user of any tenant.

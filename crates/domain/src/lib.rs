@@ -1,7 +1,8 @@
 //! `nimbus-domain`: the types every Nimbus component agrees on, free of I/O so the SPA can use
 //! them in wasm: typed ids ([`ids`]), statuses and kinds ([`status`]), money and plan limits
 //! ([`money`], [`quota`]), the job handle ([`job`]), the API envelope ([`envelope`]), the
-//! stable error codes ([`error`]) and the operator views ([`admin`]).
+//! stable error codes ([`error`]), the operator views ([`admin`]) and the `/v1` answers and bodies
+//! the API and the portal share ([`views`]).
 
 pub mod admin;
 pub mod envelope;
@@ -11,6 +12,7 @@ pub mod job;
 pub mod money;
 pub mod quota;
 pub mod status;
+pub mod views;
 
 pub use admin::{NodeStats, QueueStats};
 pub use envelope::{ApiError, ApiResponse, ErrorBody, ListResponse, Meta, PageRequest, Pagination};
@@ -20,3 +22,7 @@ pub use job::{JobError, JobHandle, JobLinks, ResourceRef};
 pub use money::Money;
 pub use quota::{PlanLimits, PlanPrices, QuotaExceeded, QuotaResource, ResourceRequest, ResourceUsage};
 pub use status::{InstanceKind, InstanceStatus, JobKind, JobStatus, ParseEnumError, Role};
+pub use views::{
+    AdminJobView, ApiKeyView, CreateKey, CreateVm, CreatedKey, InstanceView, MeView, PlanRef, ProgressEvent, QuotaView,
+    TemplateView, TenantView, UserView,
+};

@@ -2,27 +2,26 @@
 //! throughput of the last hour (`GET /v1/admin/queues`); the failed jobs with their error and a
 //! retry button (`GET /v1/admin/jobs?status=failed`, `POST /v1/admin/jobs/{id}/retry`).
 
-use nimbus_domain::{JobHandle, QueueStats};
+use nimbus_domain::{AdminJobView, JobHandle, QueueStats};
 use sycamore::futures::spawn_local_scoped;
 use sycamore::prelude::*;
 
 use crate::api::{self, Failure};
 use crate::components::{CopyId, ErrorBanner, Loading, Notice};
 use crate::format;
-use crate::views::AdminJob;
 
 const REFRESH_MS: u32 = 4000;
 
 async fn load(
     queues: Signal<Option<Vec<QueueStats>>>,
-    failed: Signal<Option<Vec<AdminJob>>>,
+    failed: Signal<Option<Vec<AdminJobView>>>,
     failure: Signal<Option<Failure>>,
 ) {
     match api::get::<Vec<QueueStats>>("/v1/admin/queues").await {
         Ok(q) => queues.set(Some(q)),
         Err(f) => failure.set(Some(f)),
     }
-    match api::list::<AdminJob>("/v1/admin/jobs?status=failed&perPage=50").await {
+    match api::list::<AdminJobView>("/v1/admin/jobs?status=failed&perPage=50").await {
         Ok((items, _)) => failed.set(Some(items)),
         Err(f) => failure.set(Some(f)),
     }
@@ -44,7 +43,7 @@ fn sparkline(slots: &[i64]) -> View {
 #[component]
 pub fn Queues() -> View {
     let queues = create_signal(None::<Vec<QueueStats>>);
-    let failed = create_signal(None::<Vec<AdminJob>>);
+    let failed = create_signal(None::<Vec<AdminJobView>>);
     let failure = create_signal(None::<Failure>);
     let notice = create_signal(None::<String>);
     let retrying = create_signal(None::<String>);

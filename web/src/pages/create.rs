@@ -3,14 +3,13 @@
 //! live progress. The API has the last word: a request the plan cannot hold is still sent, and
 //! the API's own message is shown.
 
-use nimbus_domain::{InstanceKind, JobHandle, QuotaResource, ResourceRequest};
+use nimbus_domain::{CreateVm, InstanceKind, JobHandle, QuotaResource, QuotaView, ResourceRequest, TemplateView};
 use sycamore::futures::spawn_local_scoped;
 use sycamore::prelude::*;
 
 use crate::api::{self, Failure};
 use crate::components::{ErrorBanner, Loading};
 use crate::format;
-use crate::views::{CreateVm, Quota, Template};
 
 /// Size presets: (label, cores, memory MiB, disk GiB).
 const PRESETS: [(&str, u32, u64, u64); 4] =
@@ -29,8 +28,8 @@ fn parse(s: &str) -> Option<u64> {
 
 #[component]
 pub fn Create() -> View {
-    let templates = create_signal(None::<Vec<Template>>);
-    let quota = create_signal(None::<Quota>);
+    let templates = create_signal(None::<Vec<TemplateView>>);
+    let quota = create_signal(None::<QuotaView>);
     let failure = create_signal(None::<Failure>);
     let template = create_signal(String::new());
     let cores = create_signal("1".to_owned());
@@ -42,7 +41,7 @@ pub fn Create() -> View {
     let loaded = create_signal(false);
 
     spawn_local_scoped(async move {
-        match api::list::<Template>("/v1/templates?perPage=100").await {
+        match api::list::<TemplateView>("/v1/templates?perPage=100").await {
             Ok((items, _)) => {
                 if let Some(first) = items.first() {
                     template.set(first.name.clone());
@@ -51,7 +50,7 @@ pub fn Create() -> View {
             }
             Err(f) => failure.set(Some(f)),
         }
-        match api::get::<Quota>("/v1/quota").await {
+        match api::get::<QuotaView>("/v1/quota").await {
             Ok(q) => quota.set(Some(q)),
             Err(f) => failure.set(Some(f)),
         }
@@ -86,7 +85,7 @@ pub fn Create() -> View {
     });
     let price = create_memo(move || {
         quota.with(|q| {
-            q.as_ref().and_then(|q| q.prices.as_ref()).map(|p| {
+            q.as_ref().map(|q| &q.prices).map(|p| {
                 let r = request.get();
                 let hourly = p.hourly(r.vcpus as i32, r.memory_mib, r.disk_gib);
                 format!("{} {}/hour", hourly.0.round_dp(4).normalize(), p.currency)
@@ -117,6 +116,7 @@ pub fn Create() -> View {
             memory: parse(&memory.get_clone()).unwrap_or(0),
             disk: parse(&disk.get_clone()).unwrap_or(0),
             ssh_keys: ssh_key.get_clone().lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect(),
+            node: None,
         };
         busy.set(true);
         failure.set(None);

@@ -1,25 +1,24 @@
 //! The dashboard: the tenant's instances by status and its most recent jobs.
 
-use nimbus_domain::{InstanceStatus, JobHandle};
+use nimbus_domain::{InstanceStatus, InstanceView, JobHandle};
 use sycamore::futures::spawn_local_scoped;
 use sycamore::prelude::*;
 
 use crate::api::{self, Failure};
 use crate::components::{Badge, CopyId, ErrorBanner, Loading};
 use crate::format;
-use crate::views::Instance;
 
 const STATUSES: [InstanceStatus; 4] =
     [InstanceStatus::Running, InstanceStatus::Provisioning, InstanceStatus::Stopped, InstanceStatus::Failed];
 
 #[component]
 pub fn Dashboard() -> View {
-    let instances = create_signal(None::<Vec<Instance>>);
+    let instances = create_signal(None::<Vec<InstanceView>>);
     let jobs = create_signal(None::<Vec<JobHandle>>);
     let failure = create_signal(None::<Failure>);
     spawn_local_scoped(async move {
         loop {
-            match api::list::<Instance>("/v1/vms?perPage=100").await {
+            match api::list::<InstanceView>("/v1/vms?perPage=100").await {
                 Ok((items, _)) => instances.set(Some(items)),
                 Err(f) => failure.set(Some(f)),
             }

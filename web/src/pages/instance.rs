@@ -1,6 +1,6 @@
 //! An instance's page: state, addresses, specs and the jobs that acted on it.
 
-use nimbus_domain::JobHandle;
+use nimbus_domain::{InstanceView, JobHandle};
 use sycamore::futures::spawn_local_scoped;
 use sycamore::prelude::*;
 
@@ -8,18 +8,17 @@ use crate::api::{self, Failure};
 use crate::components::{Badge, CopyId, ErrorBanner, Loading};
 use crate::format;
 use crate::pages::dashboard::JobTable;
-use crate::views::Instance;
 
 #[component(inline_props)]
 pub fn InstanceDetail(id: String) -> View {
-    let instance = create_signal(None::<Instance>);
+    let instance = create_signal(None::<InstanceView>);
     let jobs = create_signal(None::<Vec<JobHandle>>);
     let failure = create_signal(None::<Failure>);
     {
         let id = id.clone();
         spawn_local_scoped(async move {
             loop {
-                match api::get::<Instance>(&format!("/v1/vms/{id}")).await {
+                match api::get::<InstanceView>(&format!("/v1/vms/{id}")).await {
                     Ok(i) => instance.set(Some(i)),
                     Err(f) => {
                         let stop = f.status == 404 || f.status == 400;

@@ -1,17 +1,17 @@
 //! The instances list: status badges that refresh by themselves, search and sort.
 
+use nimbus_domain::InstanceView;
 use sycamore::futures::spawn_local_scoped;
 use sycamore::prelude::*;
 
 use crate::api::{self, Failure};
 use crate::components::{Badge, CopyId, ErrorBanner, Loading};
 use crate::format;
-use crate::views::Instance;
 
 /// How often the list is re-read.
 const REFRESH_MS: u32 = 3000;
 
-fn matches(i: &Instance, q: &str) -> bool {
+fn matches(i: &InstanceView, q: &str) -> bool {
     q.is_empty()
         || i.name.to_lowercase().contains(q)
         || i.id.to_string().contains(q)
@@ -20,7 +20,7 @@ fn matches(i: &Instance, q: &str) -> bool {
         || i.ip_addresses.iter().any(|a| a.contains(q))
 }
 
-fn sort(list: &mut [Instance], by: &str) {
+fn sort(list: &mut [InstanceView], by: &str) {
     match by {
         "name" => list.sort_by(|a, b| a.name.cmp(&b.name)),
         "status" => list.sort_by(|a, b| a.status.as_str().cmp(b.status.as_str()).then(a.name.cmp(&b.name))),
@@ -31,13 +31,13 @@ fn sort(list: &mut [Instance], by: &str) {
 
 #[component]
 pub fn Instances() -> View {
-    let all = create_signal(None::<Vec<Instance>>);
+    let all = create_signal(None::<Vec<InstanceView>>);
     let failure = create_signal(None::<Failure>);
     let query = create_signal(String::new());
     let sort_by = create_signal("newest".to_owned());
     spawn_local_scoped(async move {
         loop {
-            match api::list::<Instance>("/v1/vms?perPage=100").await {
+            match api::list::<InstanceView>("/v1/vms?perPage=100").await {
                 Ok((items, _)) => {
                     all.set(Some(items));
                     failure.set(None);
@@ -50,7 +50,7 @@ pub fn Instances() -> View {
     let shown = create_memo(move || {
         all.get_clone().map(|list| {
             let q = query.get_clone().trim().to_lowercase();
-            let mut v: Vec<Instance> = list.into_iter().filter(|i| matches(i, &q)).collect();
+            let mut v: Vec<InstanceView> = list.into_iter().filter(|i| matches(i, &q)).collect();
             sort(&mut v, &sort_by.get_clone());
             v
         })
@@ -122,7 +122,7 @@ pub fn Instances() -> View {
 mod tests {
     use super::*;
 
-    fn instance(name: &str, status: &str, created: &str, ips: &[&str]) -> Instance {
+    fn instance(name: &str, status: &str, created: &str, ips: &[&str]) -> InstanceView {
         serde_json::from_value(serde_json::json!({
             "id": "01a217b7-cec9-7448-8945-442910b55deb", "name": name, "type": "qemu",
             "template": "debian-12-cloudinit", "cores": 1, "memory": 1024, "disk": 10, "sshKeys": [],
@@ -149,7 +149,7 @@ mod tests {
             instance("a", "failed", "2026-11-26T12:00:00Z", &[]),
             instance("c", "provisioning", "2026-11-26T11:00:00Z", &[]),
         ];
-        let names = |l: &[Instance]| l.iter().map(|i| i.name.clone()).collect::<Vec<_>>();
+        let names = |l: &[InstanceView]| l.iter().map(|i| i.name.clone()).collect::<Vec<_>>();
         sort(&mut list, "newest");
         assert_eq!(names(&list), ["a", "c", "b"]);
         sort(&mut list, "oldest");

@@ -3,6 +3,7 @@
 
 use std::rc::Rc;
 
+use nimbus_domain::{ApiKeyView, CreateKey, CreatedKey};
 use sycamore::futures::spawn_local_scoped;
 use sycamore::prelude::*;
 
@@ -10,7 +11,6 @@ use crate::api::{self, Failure};
 use crate::components::{Badge, ConfirmByName, CopyId, Destructive, ErrorBanner, Loading, Notice};
 use crate::format;
 use crate::session::{Session, SessionState};
-use crate::views::{ApiKeyView, CreateKey, CreatedKey};
 
 const PATH: &str = "/v1/auth/apikeys";
 
@@ -42,7 +42,7 @@ pub fn Keys() -> View {
             .filter(|(_, on)| *on)
             .map(|(s, _)| s.to_owned())
             .collect();
-        let body = CreateKey { name: name.get_clone().trim().to_owned(), scopes };
+        let body = CreateKey { name: name.get_clone().trim().to_owned(), scopes, expires_at: None };
         spawn_local_scoped(async move {
             match api::post::<CreateKey, CreatedKey>(PATH, Some(&body), &[]).await {
                 Ok(k) => {
@@ -114,7 +114,7 @@ pub fn Keys() -> View {
                         let used = k.last_used_at.as_ref().map(format::time).unwrap_or_else(|| "never".into());
                         let created_at = format::time(&k.created_at);
                         let action = if k.status == "active" {
-                            let target = Destructive { id: k.id.clone(), name: k.name.clone() };
+                            let target = Destructive { id: k.id.to_string(), name: k.name.clone() };
                             view! { button(class="small", r#type="button", data-testid="revoke", on:click=move |_| pending.set(Some(target.clone()))) { "Revoke" } }
                         } else {
                             view! {}
