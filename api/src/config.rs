@@ -23,6 +23,7 @@
 //! | `OIDC_ROLES_CLAIM` | dot path of the roles claim | `realm_access.roles` |
 //! | `OIDC_JWT_AUDIENCE` | `aud` required in bearer JWTs | `nimbus-api` |
 //! | `OIDC_SIGNUP_PLAN` | plan of the tenant created at a user's first sign-in | `default` |
+//! | `OIDC_TRUST_EMAIL` | `1`/`true`: tokens without `email_verified` may create accounts (Entra ID) | `false` |
 //! | `OIDC_JWKS_MIN_REFRESH_SECS` | least time between two JWKS refetches for unknown `kid`s | `60` |
 //! | `SESSION_IDLE_SECS` | a session ends after this long without a request | `1800` |
 //! | `SESSION_ABSOLUTE_SECS` | and this long after sign-in, whatever happens | `43200` |
@@ -157,6 +158,11 @@ fn oidc_from_lookup(
     if let Some(v) = get("OIDC_SIGNUP_PLAN") {
         c.signup_plan = v;
     }
+    c.trust_email = match get("OIDC_TRUST_EMAIL").as_deref().map(str::trim) {
+        None | Some("0" | "false") => false,
+        Some("1" | "true") => true,
+        Some(_) => return Err(err("OIDC_TRUST_EMAIL", "must be true or false")),
+    };
     let secs = |var: &'static str| -> Result<Option<std::time::Duration>, ConfigError> {
         get(var)
             .map(|v| {
@@ -234,6 +240,13 @@ mod tests {
         let c = with(ok).unwrap().oidc.unwrap();
         assert_eq!(c.roles_claim, "realm_access.roles");
         assert_eq!(c.client_id, "nimbus");
+        assert!(!c.trust_email, "only tokens saying email_verified create accounts by default");
+        let mut trusting = ok.to_vec();
+        trusting.push(("OIDC_TRUST_EMAIL", "true"));
+        assert!(with(&trusting).unwrap().oidc.unwrap().trust_email);
+        trusting.pop();
+        trusting.push(("OIDC_TRUST_EMAIL", "yes"));
+        assert_eq!(with(&trusting).unwrap_err().var, "OIDC_TRUST_EMAIL");
         let mut bad = ok.to_vec();
         bad.push(("SESSION_IDLE_SECS", "0"));
         assert_eq!(with(&bad).unwrap_err().var, "SESSION_IDLE_SECS");

@@ -62,6 +62,10 @@ pub struct OidcConfig {
     pub jwks_min_refresh: Duration,
     /// `OIDC_SIGNUP_PLAN`: the plan of the tenants created at first sign-in.
     pub signup_plan: String,
+    /// `OIDC_TRUST_EMAIL`: the provider vouches for every account's email, so a token without
+    /// `email_verified` may create an account (Entra ID work accounts send none); an explicit
+    /// `email_verified: false` is still refused.
+    pub trust_email: bool,
     /// How long a started sign-in may take to come back (state, nonce, PKCE verifier).
     pub login_ttl: Duration,
     /// Timeout of each request to the provider.
@@ -82,6 +86,7 @@ impl OidcConfig {
             session_absolute: Duration::from_secs(12 * 3600),
             jwks_min_refresh: Duration::from_secs(60),
             signup_plan: "default".into(),
+            trust_email: false,
             login_ttl: Duration::from_secs(600),
             http_timeout: Duration::from_secs(5),
         }
@@ -543,7 +548,8 @@ impl Identity {
         }
         let profile = Profile {
             email: claims["email"].as_str().map(str::to_owned),
-            email_verified: email_verified(claims),
+            email_verified: email_verified(claims)
+                || (self.config.trust_email && claims.get("email_verified").is_none_or(Value::is_null)),
             name: claims["name"].as_str().map(str::to_owned),
             role: role_from_claims(claims, &self.config.roles_claim),
         };

@@ -10,7 +10,7 @@ use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey, LineEnding};
 use serde_json::{Value, json};
 
 use crate::oidc::{self, app, app_with, cli_tokens, issuer, sign_in};
-use crate::support::{TestApp, assert_error, closed_port};
+use crate::support::{Options, TestApp, assert_error, closed_port};
 
 const KID: &str = "nimbus-dev-rs256";
 
@@ -155,6 +155,31 @@ async fn only_a_verified_email_creates_an_account_from_a_bearer_token() {
     // A known account is found by its sub whatever its token says about the email.
     let (s, _) = me_with(&app, &unknown("new-4", json!(false))).await;
     assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_provider_trusted_for_emails_creates_accounts_without_email_verified() {
+    let options = Options { oidc_issuer: Some(issuer()), oidc_trust_email: true, ..Options::default() };
+    let app = oidc::app_with_options(options).await;
+    let unknown = |sub: &str, verified: Option<Value>| {
+        let mut c = claims(&issuer());
+        c["sub"] = json!(sub);
+        c["email"] = json!(format!("{sub}@example.test"));
+        match verified {
+            Some(v) => c["email_verified"] = v,
+            None => {
+                c.as_object_mut().unwrap().remove("email_verified");
+            }
+        }
+        sign(&c, KID)
+    };
+    // What Entra ID sends: no email_verified at all.
+    let (s, body) = me_with(&app, &unknown("entra-1", None)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    // A provider that says the email is not verified is still refused.
+    let (s, body) = me_with(&app, &unknown("entra-2", Some(json!(false)))).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(app.count("user_identities").await, 1);
 }
 
 #[tokio::test]

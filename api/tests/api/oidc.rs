@@ -36,7 +36,12 @@ pub fn issuer() -> String {
 
 /// A TestApp with OIDC against `issuer` and the `default` plan that first sign-ins use.
 pub async fn app_with(issuer: &str) -> TestApp {
-    let app = TestApp::with(ROOMY, Options { oidc_issuer: Some(issuer.to_owned()), ..Options::default() }).await;
+    app_with_options(Options { oidc_issuer: Some(issuer.to_owned()), ..Options::default() }).await
+}
+
+/// [`app_with`] for any options (which should name an issuer).
+pub async fn app_with_options(options: Options) -> TestApp {
+    let app = TestApp::with(ROOMY, options).await;
     plans::create(
         app.pool(),
         &NewPlan {

@@ -38,6 +38,8 @@ pub struct Options {
     pub postgres_down: bool,
     /// Enable OIDC against this issuer (client `nimbus` of infra/oidc, public URL = the app's).
     pub oidc_issuer: Option<String>,
+    /// `OIDC_TRUST_EMAIL`.
+    pub oidc_trust_email: bool,
     /// Serve the portal from this directory (`NIMBUS_WEB_DIST`).
     pub web_dist: Option<std::path::PathBuf>,
     /// How often job event streams read the ledger without a wake-up (default 50 ms).
@@ -99,7 +101,8 @@ impl TestApp {
         let mut state = AppState::new(pool.clone(), &redis_url, &key_prefix, pve, settings).unwrap();
         if let Some(issuer) = &options.oidc_issuer {
             use nimbus_api::auth::oidc::{Identity, OidcConfig};
-            let config = OidcConfig::new(issuer, "nimbus", Some("nimbus-dev-secret"), base.parse().unwrap());
+            let mut config = OidcConfig::new(issuer, "nimbus", Some("nimbus-dev-secret"), base.parse().unwrap());
+            config.trust_email = options.oidc_trust_email;
             state = state.with_identity(Identity::new(config, pool, &redis_url, &key_prefix).unwrap());
         }
         let server = tokio::spawn(async move {

@@ -120,6 +120,8 @@ pub fn Queues() -> View {
                         let message = error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
                         let code = error.and_then(|e| serde_json::to_value(e.code).ok()).and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
                         let rid = match j.request_id.clone() { Some(r) => view! { CopyId(id=r) }, None => view! {} };
+                        // Operators see every tenant's jobs: name whose each one is.
+                        let tenant = match j.tenant_id { Some(t) => view! { CopyId(id=t.to_string()) }, None => view! { "—" } };
                         let button_id = id.clone();
                         let busy = move || retrying.with(|r| r.as_deref() == Some(button_id.as_str()));
                         let on_retry = { let id = id.clone(); move |_| retry(id.clone()) };
@@ -130,6 +132,7 @@ pub fn Queues() -> View {
                         view! {
                             tr(data-job=row_attr) {
                                 td { a(href=href) { (short) } " " CopyId(id=copy) }
+                                td(data-testid="tenant") { (tenant) }
                                 td { (queue) }
                                 td { (kind) }
                                 td { (attempts) }
@@ -142,7 +145,7 @@ pub fn Queues() -> View {
                     view! {
                         div(class="table-wrap") {
                             table(data-testid="failed-jobs") {
-                                thead { tr { th { "Job" } th { "Queue" } th { "Kind" } th { "Attempts" } th { "Error" } th { "Request" } th {} } }
+                                thead { tr { th { "Job" } th { "Tenant" } th { "Queue" } th { "Kind" } th { "Attempts" } th { "Error" } th { "Request" } th {} } }
                                 tbody { (rows) }
                             }
                         }
