@@ -127,7 +127,7 @@ fn UserBox() -> View {
                 None => view! {},
                 Some(me) => {
                     let role_class = format!("role role-{}", me.role);
-                    let Me { name, email, tenant, role, csrf_token } = me;
+                    let Me { name, email, tenant, role, csrf_token, .. } = me;
                     // A browser session ends with a real form post: the API clears the cookie and
                     // sends the browser on to the provider's sign-out page.
                     let out = match csrf_token {

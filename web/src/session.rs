@@ -22,6 +22,8 @@ pub struct Me {
     pub email: String,
     /// Tenant name.
     pub tenant: String,
+    /// Tenant id.
+    pub tenant_id: String,
     /// `admin` or `member`.
     pub role: String,
     /// The CSRF token of the session (none for API keys).
@@ -35,6 +37,7 @@ impl From<MeView> for Me {
             name,
             email: v.user.email,
             tenant: v.tenant.name,
+            tenant_id: v.tenant.id.to_string(),
             role: v.role.as_str().to_owned(),
             csrf_token: v.csrf_token,
         }
@@ -42,6 +45,14 @@ impl From<MeView> for Me {
 }
 
 impl Me {
+    /// The signed-in user, if any.
+    pub fn current() -> Option<Me> {
+        Session::get().state.with_untracked(|s| match s {
+            SessionState::SignedIn(me) => Some(me.clone()),
+            _ => None,
+        })
+    }
+
     /// Whether the user may see the operator pages.
     pub fn is_admin(&self) -> bool {
         self.role == "admin"
@@ -190,6 +201,7 @@ mod tests {
         }));
         assert_eq!(me.name, "Alice Acme");
         assert_eq!(me.tenant, "Acme");
+        assert_eq!(me.tenant_id, "01a217b7-cec9-7448-8945-442910b55dec");
         assert_eq!(me.csrf_token.as_deref(), Some("tok"));
         assert!(!me.is_admin());
     }

@@ -9,6 +9,7 @@ use sycamore::prelude::*;
 use crate::api::{self, Failure};
 use crate::components::{CopyId, ErrorBanner, Loading, Notice};
 use crate::format;
+use crate::session::Me;
 
 const REFRESH_MS: u32 = 4000;
 
@@ -114,7 +115,10 @@ pub fn Queues() -> View {
                 None => view! { Loading(label="Loading failed jobs…") },
                 Some(list) if list.is_empty() => view! { p(class="empty", data-testid="no-failed") { "No failed jobs. All clear." } },
                 Some(list) => {
+                    // The job page reads the caller's own tenant's jobs only.
+                    let own_tenant = Me::current().map(|me| me.tenant_id);
                     let rows = list.into_iter().map(|j| {
+                        let own = j.tenant_id.map(|t| t.to_string()) == own_tenant;
                         let id = j.handle.id.to_string();
                         let error = j.handle.error.clone();
                         let message = error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
@@ -131,7 +135,7 @@ pub fn Queues() -> View {
                         let attempts = format!("{}/{}", j.handle.attempts, j.max_attempts);
                         view! {
                             tr(data-job=row_attr) {
-                                td { a(href=href) { (short) } " " CopyId(id=copy) }
+                                td { (if own { view! { a(href=href.clone()) { (short.clone()) } } } else { view! { span { (short.clone()) } } }) " " CopyId(id=copy) }
                                 td(data-testid="tenant") { (tenant) }
                                 td { (queue) }
                                 td { (kind) }
