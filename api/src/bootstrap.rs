@@ -4,7 +4,7 @@
 use nimbus_db::plans::{self, NewPlan};
 use nimbus_db::users::{self, NewUser};
 use nimbus_db::{DbError, PgPool, api_keys, tenants};
-use nimbus_domain::{Money, PlanLimits, PlanPrices, Role, TenantId, UserId};
+use nimbus_domain::{PlanLimits, PlanPrices, Role, TenantId, UserId};
 
 /// What to create.
 #[derive(Clone, Debug)]
@@ -57,16 +57,7 @@ pub async fn run(db: &PgPool, b: &Bootstrap) -> Result<Bootstrapped, BootstrapEr
     let plan = match plans::list(&mut *tx).await?.into_iter().find(|p| p.name == b.plan) {
         Some(p) => p,
         None => {
-            let new = NewPlan {
-                name: b.plan.clone(),
-                limits: b.limits,
-                prices: PlanPrices {
-                    currency: "EUR".into(),
-                    vcpu_hour: Money::ZERO,
-                    memory_gib_hour: Money::ZERO,
-                    disk_gib_hour: Money::ZERO,
-                },
-            };
+            let new = NewPlan { name: b.plan.clone(), limits: b.limits, prices: PlanPrices::free("EUR") };
             plans::create(&mut *tx, &new).await?
         }
     };

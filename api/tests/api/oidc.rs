@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use nimbus_db::plans::{self, NewPlan};
-use nimbus_domain::{Money, PlanPrices};
+use nimbus_domain::PlanPrices;
 use redis::AsyncCommands;
 use reqwest::StatusCode;
 use reqwest::cookie::CookieStore;
@@ -42,21 +42,9 @@ pub async fn app_with(issuer: &str) -> TestApp {
 /// [`app_with`] for any options (which should name an issuer).
 pub async fn app_with_options(options: Options) -> TestApp {
     let app = TestApp::with(ROOMY, options).await;
-    plans::create(
-        app.pool(),
-        &NewPlan {
-            name: "default".into(),
-            limits: ROOMY,
-            prices: PlanPrices {
-                currency: "EUR".into(),
-                vcpu_hour: Money::ZERO,
-                memory_gib_hour: Money::ZERO,
-                disk_gib_hour: Money::ZERO,
-            },
-        },
-    )
-    .await
-    .unwrap();
+    plans::create(app.pool(), &NewPlan { name: "default".into(), limits: ROOMY, prices: PlanPrices::free("EUR") })
+        .await
+        .unwrap();
     app
 }
 

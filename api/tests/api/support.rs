@@ -7,7 +7,7 @@ use nimbus_api::{AppState, Settings};
 use nimbus_db::plans::{self, NewPlan};
 use nimbus_db::users::{self, NewUser};
 use nimbus_db::{PgPool, api_keys, tenants};
-use nimbus_domain::{Money, PlanLimits, PlanPrices, Role, TenantId};
+use nimbus_domain::{PlanLimits, PlanPrices, Role, TenantId};
 use nimbus_proxmox::{ApiToken, ClientConfig, ProxmoxClient, TlsMode};
 use nimbus_testkit::{TestDb, TestRedis};
 use pve_sim::{RunningSim, SimConfig};
@@ -203,16 +203,7 @@ pub async fn split(r: reqwest::Response) -> (reqwest::StatusCode, reqwest::heade
 pub async fn new_tenant(pool: &PgPool, limits: PlanLimits) -> (TenantId, String) {
     let plan = plans::create(
         pool,
-        &NewPlan {
-            name: format!("plan-{}", uuid::Uuid::new_v4().simple()),
-            limits,
-            prices: PlanPrices {
-                currency: "EUR".into(),
-                vcpu_hour: Money::ZERO,
-                memory_gib_hour: Money::ZERO,
-                disk_gib_hour: Money::ZERO,
-            },
-        },
+        &NewPlan { name: format!("plan-{}", uuid::Uuid::new_v4().simple()), limits, prices: PlanPrices::free("EUR") },
     )
     .await
     .unwrap();

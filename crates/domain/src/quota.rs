@@ -36,6 +36,16 @@ pub struct PlanPrices {
 }
 
 impl PlanPrices {
+    /// A plan that charges nothing, in `currency` (the bootstrap plan, tests, benchmarks).
+    pub fn free(currency: &str) -> Self {
+        PlanPrices {
+            currency: currency.to_owned(),
+            vcpu_hour: Money::ZERO,
+            memory_gib_hour: Money::ZERO,
+            disk_gib_hour: Money::ZERO,
+        }
+    }
+
     /// The hourly price of an instance of this size (memory in MiB is charged pro rata per GiB).
     pub fn hourly(&self, cores: i32, memory_mib: i64, disk_gib: i64) -> Money {
         let memory_gib = Decimal::from(memory_mib) / Decimal::from(1024);

@@ -229,13 +229,8 @@ async fn drive(args: &Args, base: &str, tokens: &[String]) -> anyhow::Result<(Su
 async fn extra_tenant(pool: &nimbus_db::PgPool, n: usize, limits: PlanLimits) -> anyhow::Result<String> {
     use nimbus_db::plans::{self, NewPlan};
     use nimbus_db::users::{self, NewUser};
-    use nimbus_domain::{Money, PlanPrices, Role};
-    let prices = PlanPrices {
-        currency: "EUR".into(),
-        vcpu_hour: Money::ZERO,
-        memory_gib_hour: Money::ZERO,
-        disk_gib_hour: Money::ZERO,
-    };
+    use nimbus_domain::{PlanPrices, Role};
+    let prices = PlanPrices::free("EUR");
     let plan = plans::create(pool, &NewPlan { name: format!("bench-{n}"), limits, prices }).await?;
     let tenant = nimbus_db::tenants::create(pool, &format!("Bench {n}"), plan.id).await?;
     let email = format!("bench-{n}@example.com");
