@@ -1,17 +1,20 @@
-//! The fast path from an accepted job to Redis (DESIGN §2): right after the transaction that
-//! wrote the job and its outbox row commits, push the job to its nimbus-queue stream and mark the
-//! outbox row pushed. Redis being down is not an error for the client: the push is bounded by a
-//! timeout, the outbox row stays, and the relay in the workers pushes it later.
+//! The fast path from an accepted job to Redis (DESIGN §2): right after the statement that wrote
+//! the job commits, push the job to its nimbus-queue stream. Redis being down is not an error for
+//! the client: the push is bounded by a timeout, and the dispatch is left to the relay in the
+//! workers: through the job's outbox row when it has one (admin retries), otherwise through a
+//! row written on the spot (`outbox::owe`, for creates, which write none up front).
 //!
-//! Marking is off the request path: pushed rows' ids go to one task per process that marks
-//! whatever has queued up in one `UPDATE` (under load, many requests share a statement). A row
-//! not yet marked when the process dies, or when a relay looks first, is pushed twice, which the
-//! ledger's claim makes harmless.
+//! Marking an outbox row pushed is off the request path: pushed rows' ids go to one task per
+//! process that marks whatever has queued up in one `UPDATE`. A row not yet marked when the
+//! process dies, or when a relay looks first, is pushed twice, which the ledger's claim makes
+//! harmless. A process that dies between a create's commit and its push leaves no row at all;
+//! the relay's sweep finds that job by comparing the ledger with Redis.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use nimbus_db::jobs::Enqueued;
 use nimbus_db::{PgPool, outbox};
 use nimbus_domain::JobId;
 use nimbus_jobs::{JobEventPublisher, JobWakeups};
@@ -92,26 +95,32 @@ impl Dispatcher {
         Ok(self.queues.write().await.entry(name.to_owned()).or_insert(queue).clone())
     }
 
-    /// Pushes `job` on `queue` with the outbox's `payload`, then has outbox row `outbox_id`
-    /// marked pushed (shortly after, by the marking task). Returns whether the push happened;
-    /// failures are logged, never returned: the row stays for the relay.
-    pub async fn push(&self, db: &PgPool, queue: &str, job: JobId, outbox_id: i64, payload: &Value) -> bool {
+    /// Pushes `job` on `queue` with its dispatch message `payload`, then has its outbox row, if
+    /// it has one, marked pushed (shortly after, by the marking task). Returns whether the push
+    /// happened; failures are logged, never returned: the dispatch is left to the relay, and a
+    /// job without an outbox row is given one.
+    pub async fn push(&self, db: &PgPool, queue: &str, job: JobId, outbox_id: Option<i64>, payload: &Value) -> bool {
         let pushed = tokio::time::timeout(self.timeout, async {
             let q = self.queue(queue).await?;
             q.push(&job.to_string(), payload).await.map_err(|e| e.to_string())
         })
         .await;
-        match pushed {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(job.id = %job, queue, error = %e, "push to Redis failed; the outbox relay will push it");
-                return false;
+        let failure = match pushed {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some("timed out".to_owned()),
+        };
+        if let Some(e) = failure {
+            tracing::warn!(job.id = %job, queue, error = %e, "push to Redis failed; the outbox relay will push it");
+            if outbox_id.is_none()
+                && let Err(e) = outbox::owe(db, &[job]).await
+            {
+                // The relay's sweep still finds the job, only later.
+                tracing::warn!(job.id = %job, error = %e, "could not write the outbox row for a failed push");
             }
-            Err(_) => {
-                tracing::warn!(job.id = %job, queue, "push to Redis timed out; the outbox relay will push it");
-                return false;
-            }
+            return false;
         }
+        let Some(outbox_id) = outbox_id else { return true };
         let marker = self.pushed.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             tokio::spawn(mark_pushed_rows(db.clone(), rx));
@@ -120,6 +129,40 @@ impl Dispatcher {
         // The task lives as long as the runtime; after that nothing is served anyway.
         let _ = marker.send(outbox_id);
         true
+    }
+
+    /// Pushes jobs that have no outbox row (creates), one pipelined round trip per queue. A queue
+    /// whose push fails gets its jobs an outbox row each, for the relay. Returns how many were
+    /// pushed.
+    pub async fn push_created(&self, db: &PgPool, jobs: &[&Enqueued]) -> usize {
+        let mut by_queue: HashMap<&str, Vec<&Enqueued>> = HashMap::new();
+        for job in jobs {
+            by_queue.entry(job.job.queue.as_str()).or_default().push(job);
+        }
+        let mut pushed = 0;
+        for (name, jobs) in by_queue {
+            let attempt = tokio::time::timeout(self.timeout, async {
+                let messages = jobs
+                    .iter()
+                    .map(|j| nimbus_queue::NewJob::new(j.job.id.to_string(), &j.dispatch))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())?;
+                self.queue(name).await?.push_jobs(messages).await.map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|_| Err("timed out".to_owned()));
+            if let Err(e) = attempt {
+                tracing::warn!(queue = name, jobs = jobs.len(), error = %e, "push to Redis failed; the outbox relay will push them");
+                let ids: Vec<JobId> = jobs.iter().map(|j| j.job.id).collect();
+                if let Err(e) = outbox::owe(db, &ids).await {
+                    // The relay's sweep still finds them, only later.
+                    tracing::warn!(jobs = ids.len(), error = %e, "could not write the outbox rows for a failed push");
+                }
+                continue;
+            }
+            pushed += jobs.len();
+        }
+        pushed
     }
 
     /// `PING` on a fresh connection, bounded by `timeout` (for `/readyz`).

@@ -15,6 +15,7 @@
 //! * [`validation`]: names, sizes and SSH keys.
 //! * [`config`], [`bootstrap`]: the environment table and the first tenant.
 
+pub mod accept;
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;

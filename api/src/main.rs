@@ -1,6 +1,9 @@
 //! `nimbus-api serve` runs the API; `nimbus-api bootstrap` creates the first tenant, admin and
 //! API key. Configuration comes from the environment (see the table in `config.rs`).
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};

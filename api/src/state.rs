@@ -30,6 +30,9 @@ pub struct Settings {
     pub audit_timeout: Duration,
     /// The built portal to serve (`NIMBUS_WEB_DIST`, [`crate::routes::web`]); `None`: no portal.
     pub web_dist: Option<std::path::PathBuf>,
+    /// How long what an API key authenticated to is reused (changes invalidate it at once,
+    /// [`crate::auth::key_cache`]); zero looks every request up.
+    pub api_key_cache_ttl: Duration,
 }
 
 impl Default for Settings {
@@ -43,13 +46,16 @@ impl Default for Settings {
             rate_limit: crate::ratelimit::RateLimitSettings::default(),
             audit_timeout: Duration::from_secs(5),
             web_dist: None,
+            api_key_cache_ttl: Duration::from_secs(10),
         }
     }
 }
 
 struct Inner {
     db: PgPool,
-    dispatcher: Dispatcher,
+    dispatcher: Arc<Dispatcher>,
+    acceptor: crate::accept::Acceptor,
+    key_cache: crate::auth::key_cache::KeyCache,
     inventory: Inventory,
     settings: Settings,
     /// The OIDC sign-in, sessions and bearer JWTs; `None`: API keys only.
@@ -73,12 +79,24 @@ impl AppState {
         pve: ProxmoxClient,
         settings: Settings,
     ) -> redis::RedisResult<Self> {
-        let dispatcher = Dispatcher::new(redis_url, redis_key_prefix, settings.push_timeout)?;
+        let dispatcher = Arc::new(Dispatcher::new(redis_url, redis_key_prefix, settings.push_timeout)?);
+        let acceptor = crate::accept::Acceptor::new(db.clone(), dispatcher.clone());
+        let key_cache = crate::auth::key_cache::KeyCache::new(db.clone(), settings.api_key_cache_ttl);
         let inventory = Inventory::new(pve, settings.inventory_ttl);
         let rate_limiter =
             crate::ratelimit::RateLimiter::new(redis_url, redis_key_prefix, settings.rate_limit.clone())?;
         let audit = crate::audit::AuditLog::new(db.clone(), settings.audit_timeout);
-        Ok(AppState(Arc::new(Inner { db, dispatcher, inventory, settings, identity: None, rate_limiter, audit })))
+        Ok(AppState(Arc::new(Inner {
+            db,
+            dispatcher,
+            acceptor,
+            key_cache,
+            inventory,
+            settings,
+            identity: None,
+            rate_limiter,
+            audit,
+        })))
     }
 
     /// The Postgres pool.
@@ -89,6 +107,16 @@ impl AppState {
     /// The Redis dispatcher.
     pub fn dispatcher(&self) -> &Dispatcher {
         &self.0.dispatcher
+    }
+
+    /// The group-committing writer of instance creates.
+    pub fn acceptor(&self) -> &crate::accept::Acceptor {
+        &self.0.acceptor
+    }
+
+    /// What API keys authenticated to, kept briefly.
+    pub fn key_cache(&self) -> &crate::auth::key_cache::KeyCache {
+        &self.0.key_cache
     }
 
     /// The per-caller rate limiter.

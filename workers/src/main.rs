@@ -2,6 +2,9 @@
 //! provision pool, the outbox relay and lease recovery, and shuts down gracefully on SIGTERM or
 //! Ctrl-C.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use nimbus_worker::config::Config;
 use nimbus_worker::runtime::{self, RuntimeOptions};
 use tokio_util::sync::CancellationToken;

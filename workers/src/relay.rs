@@ -5,6 +5,12 @@
 //! worker process share the work) → push them, pipelined per queue → `outbox::mark_pushed` →
 //! `commit`. A failed push rolls back and the rows stay; a crash after the push pushes again,
 //! which the ledger's claim makes harmless.
+//!
+//! Every `sweep_every`, the relay also looks for dispatches that never reached Redis: a create
+//! writes no outbox row (its API process pushes right after commit), so a process that died in
+//! between, or a Redis that lost its data, leaves a queued job with no message. Each queue's
+//! oldest message bounds what Redis still holds; queued jobs due well before it get an outbox
+//! row (`outbox::owe_undelivered`), which the next tick pushes.
 
 use std::time::Duration;
 
@@ -41,11 +47,23 @@ pub struct RelayConfig {
     pub idle: Duration,
     /// Longest a push may take before the tick gives up.
     pub push_timeout: Duration,
+    /// How often to sweep for dispatches lost between commit and push.
+    pub sweep_every: Duration,
+    /// How long before a queue's oldest message in Redis a queued job must have been due for the
+    /// sweep to call its dispatch lost: covers pushes still in flight and the clock difference
+    /// between Postgres and Redis (a margin too small costs duplicate pushes, never a job).
+    pub sweep_margin: Duration,
 }
 
 impl Default for RelayConfig {
     fn default() -> Self {
-        RelayConfig { batch: 500, idle: Duration::from_millis(250), push_timeout: Duration::from_secs(3) }
+        RelayConfig {
+            batch: 500,
+            idle: Duration::from_millis(250),
+            push_timeout: Duration::from_secs(3),
+            sweep_every: Duration::from_secs(5),
+            sweep_margin: Duration::from_secs(5),
+        }
     }
 }
 
@@ -80,11 +98,45 @@ impl Relay {
         Ok(ids.len())
     }
 
+    /// Owes an outbox row to every queued job whose dispatch never reached Redis (see the module
+    /// docs), up to one batch per queue; returns how many. The rows are pushed by [`Relay::tick`].
+    pub async fn sweep(&self) -> Result<u64, RelayError> {
+        let mut owed = 0;
+        for &name in nimbus_jobs::queues::ALL {
+            let queue = self.queues.queue(name).await?;
+            let settled_ms = tokio::time::timeout(self.config.push_timeout, queue.settled_before_ms())
+                .await
+                .map_err(|_| RelayError::Timeout)?
+                .map_err(DispatchError::from)?;
+            let margin = chrono::Duration::from_std(self.config.sweep_margin).unwrap_or(chrono::Duration::MAX);
+            let Some(settled_before) = i64::try_from(settled_ms)
+                .ok()
+                .and_then(chrono::DateTime::from_timestamp_millis)
+                .and_then(|t| t.checked_sub_signed(margin))
+            else {
+                continue;
+            };
+            let n = outbox::owe_undelivered(&self.db, name, settled_before, self.config.batch).await?;
+            if n > 0 {
+                tracing::warn!(queue = name, jobs = n, "queued jobs had no message in Redis; dispatching them again");
+            }
+            owed += n;
+        }
+        Ok(owed)
+    }
+
     /// Ticks until `shutdown`: straight on while batches come full, after `idle` otherwise,
-    /// backing off (up to 5 s) while Postgres or Redis fail.
+    /// backing off (up to 5 s) while Postgres or Redis fail; sweeps every `sweep_every`.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut failures = 0u32;
+        let mut next_sweep = tokio::time::Instant::now() + self.config.sweep_every;
         loop {
+            if tokio::time::Instant::now() >= next_sweep {
+                next_sweep = tokio::time::Instant::now() + self.config.sweep_every;
+                if let Err(e) = self.sweep().await {
+                    tracing::debug!(error = %e, "sweep for lost dispatches failed; the next one tries again");
+                }
+            }
             let wait = match self.tick().await {
                 Ok(n) if n as i64 >= self.config.batch => {
                     failures = 0;

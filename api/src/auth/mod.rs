@@ -38,6 +38,7 @@ use crate::state::AppState;
 pub mod csrf;
 pub mod impersonation;
 pub mod jwt;
+pub mod key_cache;
 pub mod oidc;
 pub mod session;
 
@@ -187,8 +188,15 @@ async fn resolve(
     if !token.starts_with("nmb_") && state.identity().is_some() {
         return jwt::caller(state, token).await.map(Some);
     }
+    let lookup = match state.key_cache().get(token) {
+        Ok(a) => return Ok(Some(AuthUser { user: a.user, credential: Credential::ApiKey(a.key), impersonator: None })),
+        Err(lookup) => lookup,
+    };
     match api_keys::authenticate(state.db(), token).await? {
-        Some(a) => Ok(Some(AuthUser { user: a.user, credential: Credential::ApiKey(a.key), impersonator: None })),
+        Some(a) => {
+            state.key_cache().store(lookup, &a);
+            Ok(Some(AuthUser { user: a.user, credential: Credential::ApiKey(a.key), impersonator: None }))
+        }
         None => Err(ApiError::Unauthenticated),
     }
 }

@@ -128,7 +128,7 @@ async fn retry(
 
     state
         .dispatcher()
-        .push(state.db(), &enqueued.job.queue, enqueued.job.id, enqueued.outbox_id, &enqueued.outbox_payload)
+        .push(state.db(), &enqueued.job.queue, enqueued.job.id, enqueued.outbox_id, &enqueued.dispatch)
         .await;
     // Streams that ended on the failure are gone; one still open shows the job queued again.
     state.dispatcher().publisher().publish(id).await;

@@ -1,9 +1,10 @@
 //! `/v1/vms`: create a VM or container (202 + job handle), list and show them.
 //!
 //! `POST /v1/vms` follows DESIGN §2: authenticate → validate → `Idempotency-Key` → template and
-//! node from Proxmox (placement) → one transaction with the quota check under a row lock, the
-//! instance, the provision job and its outbox row (and the idempotency record) → push to Redis
-//! (best effort: the outbox row stays for the relay when Redis is down) → 202.
+//! node from Proxmox (placement) → one statement writing the instance and its provision job, with
+//! the quota checked under the tenant's counters' row lock (plus the idempotency record, in one
+//! transaction, when there is a key) → push to Redis (best effort: when Redis is down the job is
+//! given an outbox row for the relay) → 202.
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -11,7 +12,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use nimbus_db::idempotency::{self, Begin};
-use nimbus_db::instances::{self, Instance, NewInstance};
+use nimbus_db::instances::{self, Instance, NewCreate, NewInstance};
 use nimbus_domain::{CreateVm, InstanceId, InstanceView, JobHandle};
 use serde_json::Value;
 
@@ -139,7 +140,7 @@ async fn create(
     Ok(accepted_response(&rid, StatusCode::ACCEPTED, serde_json::to_value(&handle).unwrap_or_default()))
 }
 
-/// Places the guest, writes instance + job + outbox (+ idempotency answer) in one transaction,
+/// Places the guest, writes instance + job (+ idempotency answer) in one transaction,
 /// then pushes the job.
 async fn accept(
     state: &AppState,
@@ -175,9 +176,13 @@ async fn accept(
     job.idempotency_key = idempotency_key.map(str::to_owned);
 
     let created = match idempotency_key {
-        // The common case is one statement in autocommit: the tenant's quota lock is then held for
-        // no client round trip (see `create_with_job`).
-        None => instances::create_with_job(state.db(), auth.tenant(), &new, &job).await?,
+        // The common case: written together with the creates that arrive alongside it, and
+        // pushed with them (`crate::accept`).
+        None => {
+            let created = state.acceptor().create(NewCreate { tenant: auth.tenant(), instance: new, job }).await?;
+            log_accepted(&created, &placement.node);
+            return Ok(created.enqueued.job.handle());
+        }
         Some(key) => {
             let mut tx = state.db().begin().await.map_err(nimbus_db::DbError::from)?;
             let created = instances::create_with_job(&mut *tx, auth.tenant(), &new, &job).await?;
@@ -188,15 +193,18 @@ async fn accept(
             created
         }
     };
+    log_accepted(&created, &placement.node);
     let enqueued = created.enqueued;
     let handle = enqueued.job.handle();
-    tracing::info!(job.id = %handle.id, vm.id = %created.instance.id, pve.node = %placement.node, "provision accepted");
-
     state
         .dispatcher()
-        .push(state.db(), &enqueued.job.queue, enqueued.job.id, enqueued.outbox_id, &enqueued.outbox_payload)
+        .push(state.db(), &enqueued.job.queue, enqueued.job.id, enqueued.outbox_id, &enqueued.dispatch)
         .await;
     Ok(handle)
+}
+
+fn log_accepted(created: &instances::Created, node: &str) {
+    tracing::info!(job.id = %created.enqueued.job.id, vm.id = %created.instance.id, pve.node = %node, "provision accepted");
 }
 
 /// The answer stored under an `Idempotency-Key`, sent again with this request's `meta`.

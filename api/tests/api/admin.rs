@@ -96,9 +96,10 @@ async fn an_admin_retries_a_failed_job_which_is_requeued_pushed_and_its_instance
     assert_eq!(messages.last().unwrap().as_deref(), Some("retried by an administrator"));
     assert_eq!(instance_status(&app, instance).await, "provisioning");
 
-    // Outbox: a second row for the job, pushed by the fast path; the stream holds both pushes.
-    let pushed = app.outbox_marks_settled(Some(job), 2).await;
-    assert!(pushed.iter().all(Option::is_some), "both pushes marked: {pushed:?}");
+    // Outbox: the retry's row, pushed by the fast path (the create wrote none); the stream holds
+    // both pushes.
+    let pushed = app.outbox_marks_settled(Some(job), 1).await;
+    assert!(pushed.iter().all(Option::is_some), "the retry's push is marked: {pushed:?}");
     let mut conn = app.redis.connection().await;
     let len: usize = conn.xlen(app.redis.key("nimbus:q:{provision}")).await.unwrap();
     assert_eq!(len, 2);
@@ -136,7 +137,7 @@ async fn a_non_admin_is_forbidden_and_nothing_changes() {
     }
     assert_eq!(job_row(&app, job).await.0, "failed");
     assert_eq!(instance_status(&app, instance).await, "failed");
-    assert_eq!(app.count("outbox").await, 1);
+    assert_eq!(app.count("outbox").await, 0, "no retry, no dispatch owed");
 }
 
 #[tokio::test]
@@ -201,7 +202,7 @@ async fn a_retry_that_no_longer_fits_the_plan_is_refused_and_changes_nothing() {
     assert_error(&body, "QUOTA_EXCEEDED");
     assert_eq!(job_row(&app, job).await, ("failed".into(), 1, 5));
     assert_eq!(instance_status(&app, instance).await, "failed");
-    assert_eq!(app.count("outbox").await, 2, "one row per create, none for the refused retry");
+    assert_eq!(app.count("outbox").await, 0, "creates push without a row; the refused retry owes none");
 }
 
 #[tokio::test]

@@ -58,6 +58,11 @@ impl From<sqlx::Error> for DbError {
                 Some("23505") => return DbError::Conflict { constraint },
                 Some("23514") => return DbError::Check { constraint },
                 Some("23503") => return DbError::ForeignKey { constraint },
+                Some(QUOTA_EXCEEDED_SQLSTATE) => {
+                    if let Some(exceeded) = quota_exceeded(db) {
+                        return DbError::QuotaExceeded(exceeded);
+                    }
+                }
                 _ => {}
             }
         }
@@ -96,6 +101,15 @@ impl DbError {
             _ => None,
         }
     }
+}
+
+/// Raised by `tenant_usage_apply` when an instance would take its tenant over a plan limit.
+const QUOTA_EXCEEDED_SQLSTATE: &str = "NQ001";
+
+/// The `QuotaExceeded` carried as JSON in the error's DETAIL.
+fn quota_exceeded(db: &dyn sqlx::error::DatabaseError) -> Option<QuotaExceeded> {
+    let detail = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()?.detail()?;
+    serde_json::from_str(detail).ok()
 }
 
 fn is_unavailable(e: &sqlx::Error) -> bool {

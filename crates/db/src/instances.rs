@@ -1,11 +1,10 @@
 //! Instances and their VMID reservations, and the one operation that must be exactly right under
 //! concurrency: creating an instance within the tenant's plan limits together with its
-//! provision job and outbox row ([`create_with_job`]).
+//! provision job ([`create_with_job`]).
 
 use chrono::{DateTime, Utc};
 use nimbus_domain::{
-    InstanceId, InstanceKind, InstanceStatus, JobId, PageRequest, PlanLimits, QuotaExceeded, QuotaResource,
-    ResourceRef, ResourceRequest, ResourceUsage, TenantId,
+    InstanceId, InstanceKind, InstanceStatus, JobId, PageRequest, ResourceRef, ResourceRequest, ResourceUsage, TenantId,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow, PgExecutor, Row};
@@ -114,7 +113,7 @@ impl NewInstance {
 pub struct Created {
     /// The instance (status `provisioning`).
     pub instance: Instance,
-    /// Its job, with the outbox row to push.
+    /// Its job and the message to push.
     pub enqueued: Enqueued,
 }
 
@@ -131,12 +130,16 @@ pub async fn usage(ex: impl PgExecutor<'_>, tenant: TenantId) -> Result<Resource
     Ok(ResourceUsage { instances, vcpus, memory_mib, disk_gib })
 }
 
-/// Creates an instance of `tenant` within its plan's limits, with its provision `job`, the job's
-/// first event and its outbox row, in ONE statement: it locks the tenant's usage counters, checks
-/// the limits, and inserts the instance (whose trigger adds it to the counters) and the job only if
-/// it fits. Run in autocommit, the counters' lock is held for the statement and its commit alone,
-/// with no client round trip inside it, so one tenant's creates follow each other quickly; run
-/// inside a transaction, everything commits with it.
+/// Creates an instance of `tenant` within its plan's limits, with its provision `job` and the
+/// job's first event, in ONE statement. The quota check is the database's: the instance's insert
+/// trigger adds it to the tenant's counters at the end of the statement, locking them, and
+/// refuses it if a limit would break (`tenant_usage_apply`). The lock is taken after the inserts,
+/// so in autocommit it is held for the commit alone and one tenant's creates follow each other
+/// quickly; inside a transaction it is held until that commits.
+///
+/// No outbox row is written: the caller pushes the job to Redis right after commit (and owes an
+/// outbox row only if that push fails), and a push lost in between is found by the relay's sweep
+/// (`outbox::owe_undelivered`).
 ///
 /// Over the limits is `DbError::QuotaExceeded`; a taken name is `Conflict { constraint:
 /// "instances_tenant_name_key" }`; an unknown tenant is `NotFound`.
@@ -155,28 +158,18 @@ pub async fn create_with_job(
     let resources =
         serde_json::to_value(&job.resources).map_err(|e| DbError::Sqlx(sqlx::Error::Encode(Box::new(e))))?;
     let row = sqlx::query(concat!(
-        "with l as (select p.max_instances, p.max_vcpus, p.max_memory_mib, p.max_disk_gib, \
-         u.instances as used_instances, u.vcpus as used_vcpus, u.memory_mib as used_memory_mib, \
-         u.disk_gib as used_disk_gib \
-         from tenant_usage u join tenants t on t.id = u.tenant_id join plans p on p.id = t.plan_id \
-         where u.tenant_id = $2 for update of u), \
-         i as (insert into instances (id, tenant_id, name, kind, template, cores, memory_mib, disk_gib, ssh_keys, \
-         node) select $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 from l \
-         where l.used_instances + 1 <= l.max_instances and l.used_vcpus + $6 <= l.max_vcpus \
-         and l.used_memory_mib + $7 <= l.max_memory_mib and l.used_disk_gib + $8 <= l.max_disk_gib \
-         returning ",
+        "with i as (insert into instances (id, tenant_id, name, kind, template, cores, memory_mib, disk_gib, \
+         ssh_keys, node) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) returning ",
         columns!(),
         "), j as (insert into jobs (id, tenant_id, kind, queue, payload, resources, max_attempts, run_after, \
          request_id, idempotency_key) select $11, i.tenant_id, $12, $13, $14, $15, $16, coalesce($17, now()), $18, $19 \
          from i returning *), \
-         e as (insert into job_events (job_id, status, progress, step) select id, status, progress, step from j), \
-         o as (insert into outbox (job_id, queue, payload, available_at) select id, queue, ",
-        jobs::dispatch_json!("j"),
-        ", run_after from j returning id, payload) \
-         select l.*, i.*, ",
+         e as (insert into job_events (job_id, status, progress, step) select id, status, progress, step from j) \
+         select i.*, ",
         jobs::job_columns_as!("j", "job_"),
-        ", o.id as outbox_id, o.payload as outbox_payload \
-         from l left join i on true left join j on true left join o on true"
+        ", ",
+        jobs::dispatch_json!("j"),
+        " as dispatch from i, j"
     ))
     .bind(id.as_uuid())
     .bind(tenant.as_uuid())
@@ -197,40 +190,127 @@ pub async fn create_with_job(
     .bind(job.run_after)
     .bind(&job.request_id)
     .bind(&job.idempotency_key)
-    .fetch_optional(ex)
-    .await?;
-    // No row: the tenant has no counters, i.e. does not exist.
-    let row = row.ok_or(DbError::NotFound)?;
-    if row.try_get::<Option<uuid::Uuid>, _>("id")?.is_none() {
-        let limits = PlanLimits {
-            max_instances: row.try_get("max_instances")?,
-            max_vcpus: row.try_get("max_vcpus")?,
-            max_memory_mib: row.try_get("max_memory_mib")?,
-            max_disk_gib: row.try_get("max_disk_gib")?,
-        };
-        let used = ResourceUsage {
-            instances: row.try_get("used_instances")?,
-            vcpus: row.try_get("used_vcpus")?,
-            memory_mib: row.try_get("used_memory_mib")?,
-            disk_gib: row.try_get("used_disk_gib")?,
-        };
-        limits.check(&used, &new.request())?;
-        // The statement and the rule disagree only if a size overflows: refuse the same way.
-        return Err(QuotaExceeded {
-            resource: QuotaResource::Instances,
-            limit: i64::from(limits.max_instances),
-            used: used.instances,
-            requested: 1,
-        }
-        .into());
-    }
+    .fetch_one(ex)
+    .await
+    .map_err(|e| match DbError::from(e) {
+        DbError::ForeignKey { constraint } if constraint == "instances_tenant_fkey" => DbError::NotFound,
+        other => other,
+    })?;
     let instance = Instance::from_row(&row)?;
-    let enqueued = Enqueued {
-        job: Job::decode(&row, "job_")?,
-        outbox_id: row.try_get("outbox_id")?,
-        outbox_payload: row.try_get("outbox_payload")?,
-    };
+    let enqueued = Enqueued { job: Job::decode(&row, "job_")?, outbox_id: None, dispatch: row.try_get("dispatch")? };
     Ok(Created { instance, enqueued })
+}
+
+/// One create of [`create_many`].
+#[derive(Clone, Debug)]
+pub struct NewCreate {
+    /// The owner.
+    pub tenant: TenantId,
+    /// The instance.
+    pub instance: NewInstance,
+    /// Its provision job.
+    pub job: NewJob,
+}
+
+/// [`create_with_job`] for many creates (of any tenants) in ONE statement: all are written, or
+/// none. The statement-level usage trigger adds each tenant's share once and checks it, so a
+/// batch that would take any tenant over its plan fails as a whole (`QuotaExceeded` with the
+/// batch's total); so does a taken name or a refused size. The caller then runs the creates one
+/// by one to give each its own answer. Results come in the order of `creates`.
+pub async fn create_many(ex: impl PgExecutor<'_>, creates: &[NewCreate]) -> Result<Vec<Created>> {
+    let n = creates.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut tenants = Vec::with_capacity(n);
+    let (mut names, mut kinds, mut templates) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut cores, mut memory, mut disk) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut ssh_keys, mut nodes) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut job_ids, mut job_kinds, mut queues) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut payloads, mut resources, mut max_attempts) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut run_after, mut request_ids, mut idempotency_keys) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let encode = |e: serde_json::Error| DbError::Sqlx(sqlx::Error::Encode(Box::new(e)));
+    for c in creates {
+        let id = InstanceId::new();
+        let mut refs = c.job.resources.clone();
+        let reference = ResourceRef::instance(id);
+        if !refs.contains(&reference) {
+            refs.insert(0, reference);
+        }
+        ids.push(id.as_uuid());
+        tenants.push(c.tenant.as_uuid());
+        names.push(c.instance.name.as_str());
+        kinds.push(c.instance.kind.as_str());
+        templates.push(c.instance.template.as_str());
+        cores.push(c.instance.cores);
+        memory.push(c.instance.memory_mib);
+        disk.push(c.instance.disk_gib);
+        ssh_keys.push(serde_json::to_value(&c.instance.ssh_keys).map_err(encode)?);
+        nodes.push(c.instance.node.as_deref());
+        job_ids.push(JobId::new().as_uuid());
+        job_kinds.push(c.job.kind.as_str());
+        queues.push(c.job.queue.as_str());
+        payloads.push(&c.job.payload);
+        resources.push(serde_json::to_value(&refs).map_err(encode)?);
+        max_attempts.push(c.job.max_attempts);
+        run_after.push(c.job.run_after);
+        request_ids.push(c.job.request_id.as_deref());
+        idempotency_keys.push(c.job.idempotency_key.as_deref());
+    }
+    let rows = sqlx::query(concat!(
+        "with r as (select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::int4[], \
+         $7::int8[], $8::int8[], $9::jsonb[], $10::text[], $11::uuid[], $12::text[], $13::text[], $14::jsonb[], \
+         $15::jsonb[], $16::int4[], $17::timestamptz[], $18::text[], $19::text[]) with ordinality \
+         as r(id, tenant_id, name, kind, template, cores, memory_mib, disk_gib, ssh_keys, node, job_id, job_kind, \
+         queue, payload, resources, max_attempts, run_after, request_id, idempotency_key, n)), \
+         i as (insert into instances (id, tenant_id, name, kind, template, cores, memory_mib, disk_gib, ssh_keys, \
+         node) select id, tenant_id, name, kind, template, cores, memory_mib, disk_gib, \
+         array(select jsonb_array_elements_text(ssh_keys)), node from r order by n returning ",
+        columns!(),
+        "), j as (insert into jobs (id, tenant_id, kind, queue, payload, resources, max_attempts, run_after, \
+         request_id, idempotency_key) select job_id, tenant_id, job_kind, queue, payload, resources, max_attempts, \
+         coalesce(run_after, now()), request_id, idempotency_key from r order by n returning *), \
+         e as (insert into job_events (job_id, status, progress, step) select id, status, progress, step from j) \
+         select i.*, ",
+        jobs::job_columns_as!("j", "job_"),
+        ", ",
+        jobs::dispatch_json!("j"),
+        " as dispatch from r join i on i.id = r.id join j on j.id = r.job_id order by r.n"
+    ))
+    .bind(&ids)
+    .bind(&tenants)
+    .bind(&names)
+    .bind(&kinds)
+    .bind(&templates)
+    .bind(&cores)
+    .bind(&memory)
+    .bind(&disk)
+    .bind(&ssh_keys)
+    .bind(&nodes)
+    .bind(&job_ids)
+    .bind(&job_kinds)
+    .bind(&queues)
+    .bind(&payloads)
+    .bind(&resources)
+    .bind(&max_attempts)
+    .bind(&run_after)
+    .bind(&request_ids)
+    .bind(&idempotency_keys)
+    .fetch_all(ex)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Created {
+                instance: Instance::from_row(row)?,
+                enqueued: Enqueued {
+                    job: Job::decode(row, "job_")?,
+                    outbox_id: None,
+                    dispatch: row.try_get("dispatch")?,
+                },
+            })
+        })
+        .collect()
 }
 
 /// [`create_with_job`] on its own (autocommit).

@@ -238,15 +238,16 @@ impl<'r> FromRow<'r, PgRow> for JobEvent {
     }
 }
 
-/// A job that was enqueued, with the outbox row that owes its dispatch.
+/// A job that was enqueued, with what its dispatch needs.
 #[derive(Clone, Debug)]
 pub struct Enqueued {
     /// The ledger row.
     pub job: Job,
-    /// The outbox row: push `outbox_payload` to Redis, then `outbox::mark_pushed`.
-    pub outbox_id: i64,
+    /// The outbox row that owes the dispatch, if one was written: push `dispatch`, then
+    /// `outbox::mark_pushed`. Without one, a failed push owes a row (`outbox::owe`).
+    pub outbox_id: Option<i64>,
     /// The message for Redis (`{"jobId", "kind", "queue"}`).
-    pub outbox_payload: Value,
+    pub dispatch: Value,
 }
 
 /// What lease recovery did.
@@ -300,8 +301,8 @@ pub async fn enqueue(ex: impl PgExecutor<'_>, tenant: Option<TenantId>, new: &Ne
     .await?;
     Ok(Enqueued {
         job: Job::from_row(&row)?,
-        outbox_id: row.try_get("outbox_id")?,
-        outbox_payload: row.try_get("outbox_payload")?,
+        outbox_id: Some(row.try_get("outbox_id")?),
+        dispatch: row.try_get("outbox_payload")?,
     })
 }
 
@@ -580,8 +581,8 @@ pub async fn retry_failed(pool: &sqlx::PgPool, id: JobId, extra_attempts: i32) -
     match row {
         Some(row) => Ok(Enqueued {
             job: Job::from_row(&row)?,
-            outbox_id: row.try_get("outbox_id")?,
-            outbox_payload: row.try_get("outbox_payload")?,
+            outbox_id: Some(row.try_get("outbox_id")?),
+            dispatch: row.try_get("outbox_payload")?,
         }),
         None => Err(state_error(pool, id, None).await),
     }

@@ -1,7 +1,11 @@
 //! The transactional outbox: dispatches owed to Redis. Rows are written by [`crate::jobs`] in the
-//! same statement as the job transition that owes them. The API pushes right after commit and
-//! marks the row; the relay picks up whatever is left (Redis was down, the API crashed, a retry
-//! became due).
+//! same statement as the job transition that owes them (retry scheduled, lease recovered, admin
+//! retry). The API pushes right after commit and marks the row; the relay picks up whatever is
+//! left (Redis was down, the API crashed, a retry became due).
+//!
+//! A create writes no row: the API pushes at once and writes one ([`owe`]) only if the push
+//! fails. A push lost with its process is found by the sweep ([`owe_undelivered`]), which
+//! compares the ledger's queued jobs with the oldest message still in Redis.
 //!
 //! Relay loop: `begin` → [`fetch_due`] (rows locked, `SKIP LOCKED` so relays in several workers
 //! share the work) → push to Redis → [`mark_pushed`] → `commit`. A crash between the push and the
@@ -64,6 +68,52 @@ pub async fn mark_pushed(ex: impl PgExecutor<'_>, ids: &[i64]) -> Result<u64> {
         .bind(ids)
         .execute(ex)
         .await?;
+    Ok(done.rows_affected())
+}
+
+/// Owes jobs `ids` their dispatch (their push right after commit failed): an outbox row due now
+/// for each that is still queued. Returns how many rows were written.
+pub async fn owe(ex: impl PgExecutor<'_>, ids: &[JobId]) -> Result<u64> {
+    let ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
+    let done = sqlx::query(concat!(
+        "insert into outbox (job_id, queue, payload) select id, queue, ",
+        crate::jobs::dispatch_json!("jobs"),
+        " from jobs where id = any($1) and status = 'queued' order by id"
+    ))
+    .bind(&ids)
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// The sweep for dispatches lost between a commit and its push (the pushing process died, or
+/// Redis lost its data): owes an outbox row to each job of `queue` that is queued and due since
+/// before `settled_before`, with no row waiting and none pushed since `settled_before`. Returns
+/// how many rows it wrote (at most `limit`); the relay pushes them like any other.
+///
+/// `settled_before` must be a time before which every message pushed to the queue has been
+/// consumed: the time of the oldest message still in the stream (or now, if it is empty), less
+/// a margin for the clocks of Postgres and Redis and for pushes still in flight. A job due
+/// before it and still queued has no message left in Redis. Getting it wrong only costs a
+/// duplicate push, which the ledger's claim ignores.
+pub async fn owe_undelivered(
+    ex: impl PgExecutor<'_>,
+    queue: &str,
+    settled_before: DateTime<Utc>,
+    limit: i64,
+) -> Result<u64> {
+    let done = sqlx::query(concat!(
+        "insert into outbox (job_id, queue, payload) select j.id, j.queue, ",
+        crate::jobs::dispatch_json!("j"),
+        " from jobs j where j.status = 'queued' and j.queue = $1 and j.run_after < $2 \
+         and not exists (select 1 from outbox o where o.job_id = j.id and (o.pushed_at is null or o.pushed_at >= $2)) \
+         order by j.run_after, j.id limit $3"
+    ))
+    .bind(queue)
+    .bind(settled_before)
+    .bind(limit)
+    .execute(ex)
+    .await?;
     Ok(done.rows_affected())
 }
 

@@ -216,6 +216,29 @@ impl Queue {
         Ok(QueueStats { waiting: len.saturating_sub(inflight), inflight, delayed, dead })
     }
 
+    /// A time (ms since the epoch, by Redis's clock) before which every message pushed to the
+    /// stream has been acknowledged: the id time of the oldest entry still in it (waiting or in
+    /// flight), or Redis's current time when it is empty. The outbox sweep compares the ledger's
+    /// queued jobs with it to find dispatches that never reached Redis.
+    pub async fn settled_before_ms(&self) -> Result<u64> {
+        let (oldest, (secs, micros)): (Value, (u64, u64)) = redis::pipe()
+            .cmd("XRANGE")
+            .arg(&self.inner.stream)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .cmd("TIME")
+            .query_async(&mut self.conn())
+            .await?;
+        let now = secs * 1000 + micros / 1000;
+        let oldest = match &oldest {
+            Value::Array(entries) => entries.first().and_then(entry_time_ms),
+            _ => None,
+        };
+        Ok(oldest.map_or(now, |t| t.min(now)))
+    }
+
     /// The newest `count` dead jobs, newest first.
     pub async fn dead_jobs(&self, count: usize) -> Result<Vec<DeadJob>> {
         let v: Value = redis::cmd("XREVRANGE")
@@ -374,4 +397,15 @@ impl Queue {
             }
         }
     }
+}
+
+/// The time part of a stream entry's id (`<ms>-<seq>`).
+fn entry_time_ms(entry: &Value) -> Option<u64> {
+    let Value::Array(parts) = entry else { return None };
+    let id = match parts.first()? {
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?,
+        Value::SimpleString(s) => s.as_str(),
+        _ => return None,
+    };
+    id.split_once('-')?.0.parse().ok()
 }

@@ -12,6 +12,9 @@
 //!
 //! Reproduce: `cargo run --release -p nimbus-load-tests --bin api-bench`.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;

@@ -6,6 +6,9 @@
 //!
 //! cargo build --release -p nimbus-load-tests --bin pipeline-bench && target/release/pipeline-bench
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "../queue_bench/bullmq.rs"]
 mod bullmq;
 #[path = "../pipeline_bench/mod.rs"]

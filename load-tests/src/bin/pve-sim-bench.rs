@@ -7,6 +7,9 @@
 //!
 //! Reproduce: `make bench` (= `cargo run --release -p nimbus-load-tests --bin pve-sim-bench`).
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::Duration;
 
 use anyhow::Context;

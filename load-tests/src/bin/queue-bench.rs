@@ -4,6 +4,9 @@
 //!
 //! cargo build --release -p nimbus-load-tests --bin queue-bench && target/release/queue-bench
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "../queue_bench/mod.rs"]
 mod queue_bench;
 

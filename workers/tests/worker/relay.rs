@@ -48,3 +48,30 @@ async fn lease_recovery_fails_the_instance_of_a_job_out_of_attempts() {
     assert_eq!(h.instance(instance.id).await.status, InstanceStatus::Failed);
     assert_eq!(nimbus_db::instances::usage(h.db.pool(), h.tenant).await.unwrap().instances, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatch_lost_between_commit_and_push_is_found_by_the_sweep() {
+    let h = Harness::new().await;
+    // An earlier job waits in Redis, not consumed yet.
+    let (_, waiting) = h.accept("waiting", 5).await;
+    h.push(&waiting).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Then an API process commits a create and dies before its push: no message, no outbox row.
+    let (lost_instance, lost) = h.accept("lost", 5).await;
+    sqlx::query("delete from outbox where job_id = $1").bind(lost.job.id.as_uuid()).execute(h.db.pool()).await.unwrap();
+
+    let config = RelayConfig { sweep_margin: Duration::ZERO, ..RelayConfig::default() };
+    let relay = Relay::new(h.db.pool().clone(), h.queues(), config);
+    // Redis holds a message older than the job: its own may be behind it, so it is not lost yet.
+    assert_eq!(relay.sweep().await.unwrap(), 0);
+
+    let worker = h.start("w1", 2).await;
+    assert_eq!(h.final_job(waiting.job.id, Duration::from_secs(30)).await.status, JobStatus::Succeeded);
+    // The stream is drained and the job is still queued: its dispatch was lost.
+    assert_eq!(relay.sweep().await.unwrap(), 1);
+    assert_eq!(relay.sweep().await.unwrap(), 0, "owed once");
+    let job = h.final_job(lost.job.id, Duration::from_secs(30)).await;
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    assert_eq!(h.instance(lost_instance.id).await.status, InstanceStatus::Running);
+    worker.stop().await;
+}

@@ -125,8 +125,8 @@ impl Harness {
         Running { env, handle }
     }
 
-    /// Writes an instance with its provision job and outbox row, as the API does, without
-    /// pushing it (the relay or the test pushes).
+    /// Writes an instance with its provision job, as the API does, and owes it an outbox row, as
+    /// the API does when its push fails: the relay (or the test, with [`Harness::push`]) pushes.
     pub async fn accept(&self, name: &str, max_attempts: i32) -> (Instance, Enqueued) {
         self.accept_from(name, max_attempts, InstanceKind::Qemu, "debian-12-cloudinit", TEMPLATE_VMID).await
     }
@@ -159,22 +159,30 @@ impl Harness {
         let payload = ProvisionVm { template: template.into(), template_vmid, node: NODE.into(), kind, vmid: None };
         let mut job = payload.new_job();
         job.max_attempts = max_attempts;
-        let created = instances::create(self.db.pool(), self.tenant, &new, &job).await.unwrap();
+        let mut created = instances::create(self.db.pool(), self.tenant, &new, &job).await.unwrap();
+        assert_eq!(nimbus_db::outbox::owe(self.db.pool(), &[created.enqueued.job.id]).await.unwrap(), 1);
+        let row: i64 = sqlx::query_scalar("select id from outbox where job_id = $1")
+            .bind(created.enqueued.job.id.as_uuid())
+            .fetch_one(self.db.pool())
+            .await
+            .unwrap();
+        created.enqueued.outbox_id = Some(row);
         (created.instance, created.enqueued)
     }
 
     /// Pushes an accepted job's outbox row to Redis and marks it, as the API's fast path does.
     pub async fn push(&self, enqueued: &Enqueued) {
+        let id = enqueued.outbox_id.expect("accepted by the harness, with an outbox row");
         let rows = vec![nimbus_db::outbox::OutboxEntry {
-            id: enqueued.outbox_id,
+            id,
             job_id: enqueued.job.id,
             queue: enqueued.job.queue.clone(),
-            payload: enqueued.outbox_payload.clone(),
+            payload: enqueued.dispatch.clone(),
             available_at: enqueued.job.run_after,
             created_at: enqueued.job.created_at,
         }];
         self.queues().push_outbox(&rows).await.unwrap();
-        nimbus_db::outbox::mark_pushed(self.db.pool(), &[enqueued.outbox_id]).await.unwrap();
+        nimbus_db::outbox::mark_pushed(self.db.pool(), &[id]).await.unwrap();
     }
 
     pub async fn job(&self, id: JobId) -> Job {

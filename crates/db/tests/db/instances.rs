@@ -12,7 +12,7 @@ use nimbus_testkit::TestDb;
 use crate::{ROOMY, count, provision_job, tenant_with, vm};
 
 #[tokio::test]
-async fn create_writes_instance_job_and_outbox_together() {
+async fn create_writes_instance_and_job_together_and_owes_no_outbox_row() {
     let db = TestDb::new().await;
     let (_, tenant, _) = tenant_with(db.pool(), ROOMY).await;
     let mut job = provision_job();
@@ -27,10 +27,12 @@ async fn create_writes_instance_job_and_outbox_together() {
     assert_eq!(j.resources, vec![ResourceRef::instance(created.instance.id)]);
     assert_eq!(j.request_id.as_deref(), Some("req-42"));
     assert_eq!(
-        created.enqueued.outbox_payload,
+        created.enqueued.dispatch,
         serde_json::json!({"jobId": j.id.to_string(), "kind": "provision", "queue": "provision"})
     );
-    assert_eq!(count(db.pool(), "outbox").await, 1);
+    // The caller pushes at once; an outbox row is owed only when that push fails.
+    assert_eq!(created.enqueued.outbox_id, None);
+    assert_eq!(count(db.pool(), "outbox").await, 0);
     assert_eq!(jobs::events_after(db.pool(), j.id, 0, 10).await.unwrap().len(), 1);
 
     let got = instances::get(db.pool(), tenant.id, created.instance.id).await.unwrap();
@@ -52,7 +54,7 @@ async fn a_taken_name_is_a_conflict_and_leaves_nothing_behind() {
     assert!(matches!(&err, DbError::Conflict { constraint } if constraint == "instances_tenant_name_key"), "{err:?}");
     assert_eq!(err.code(), ErrorCode::NameTaken);
     assert_eq!(count(db.pool(), "jobs").await, 1);
-    assert_eq!(count(db.pool(), "outbox").await, 1);
+    assert_eq!(count(db.pool(), "job_events").await, 1);
 
     // Other tenants may use the name; a deleted instance frees it.
     let (_, other, _) = tenant_with(db.pool(), ROOMY).await;
@@ -124,7 +126,68 @@ async fn concurrent_creates_never_overshoot_the_quota() {
     assert_eq!((ok, refused), (5, 15));
     assert_eq!(count(db.pool(), "instances").await, 5);
     assert_eq!(count(db.pool(), "jobs").await, 5);
-    assert_eq!(count(db.pool(), "outbox").await, 5);
+    let usage = instances::usage(db.pool(), tenant.id).await.unwrap();
+    assert_eq!(usage.instances, 5, "the refused creates left the counters as they were");
+}
+
+#[tokio::test]
+async fn the_database_refuses_any_write_that_takes_a_tenant_over_its_plan() {
+    let db = TestDb::new().await;
+    let limits = PlanLimits { max_instances: 3, max_vcpus: 4, max_memory_mib: 4096, max_disk_gib: 25 };
+    let (_, tenant, _) = tenant_with(db.pool(), limits).await;
+    let a = instances::create(db.pool(), tenant.id, &vm("a"), &provision_job()).await.unwrap();
+    instances::create(db.pool(), tenant.id, &NewInstance { disk_gib: 10, ..vm("b") }, &provision_job()).await.unwrap();
+    // Memory is checked before disk, as `PlanLimits::check` does.
+    let both = NewInstance { memory_mib: 4096, disk_gib: 10, ..vm("c") };
+    let err = instances::create(db.pool(), tenant.id, &both, &provision_job()).await.unwrap_err();
+    let DbError::QuotaExceeded(q) = &err else { panic!("{err:?}") };
+    assert_eq!((q.resource, q.limit, q.used, q.requested), (QuotaResource::MemoryMib, 4096, 2048, 4096));
+    let err = instances::create(db.pool(), tenant.id, &NewInstance { disk_gib: 6, ..vm("c") }, &provision_job()).await;
+    assert!(matches!(err, Err(DbError::QuotaExceeded(q)) if q.resource == QuotaResource::DiskGib && q.used == 20));
+
+    // A plan lowered below what the tenant holds refuses the next create, and says why.
+    instances::set_status(db.pool(), a.instance.id, InstanceStatus::Failed).await.unwrap();
+    sqlx::query("update plans set max_instances = 1 where id = (select plan_id from tenants where id = $1)")
+        .bind(tenant.id.as_uuid())
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let err = instances::create(db.pool(), tenant.id, &vm("d"), &provision_job()).await.unwrap_err();
+    assert!(matches!(err, DbError::QuotaExceeded(q) if q.resource == QuotaResource::Instances && q.limit == 1));
+    assert_eq!(instances::usage(db.pool(), tenant.id).await.unwrap().instances, 1);
+}
+
+#[tokio::test]
+async fn a_batch_of_creates_is_written_together_or_not_at_all() {
+    use nimbus_db::instances::NewCreate;
+    let db = TestDb::new().await;
+    let (_, roomy, _) = tenant_with(db.pool(), ROOMY).await;
+    let (_, small, _) = tenant_with(db.pool(), PlanLimits { max_instances: 2, ..ROOMY }).await;
+    let create = |tenant: TenantId, name: &str| NewCreate { tenant, instance: vm(name), job: provision_job() };
+
+    let batch = vec![create(roomy.id, "a"), create(small.id, "a"), create(roomy.id, "b"), create(small.id, "b")];
+    let created = instances::create_many(db.pool(), &batch).await.unwrap();
+    let got: Vec<_> = created.iter().map(|c| (c.instance.tenant_id, c.instance.name.as_str())).collect();
+    assert_eq!(got, vec![(roomy.id, "a"), (small.id, "a"), (roomy.id, "b"), (small.id, "b")], "in request order");
+    for c in &created {
+        assert_eq!(c.enqueued.job.resources, vec![ResourceRef::instance(c.instance.id)]);
+        assert_eq!(c.enqueued.job.tenant_id, Some(c.instance.tenant_id));
+        assert_eq!(c.enqueued.dispatch["jobId"], c.enqueued.job.id.to_string());
+        assert_eq!(c.instance.ssh_keys, vm("x").ssh_keys);
+    }
+    assert_eq!(count(db.pool(), "job_events").await, 4);
+    assert_eq!(instances::usage(db.pool(), small.id).await.unwrap().instances, 2);
+    assert_eq!(instances::usage(db.pool(), roomy.id).await.unwrap().vcpus, 2);
+
+    // One create over its tenant's plan, or one taken name, refuses the whole batch.
+    let over = vec![create(roomy.id, "c"), create(small.id, "c")];
+    let err = instances::create_many(db.pool(), &over).await.unwrap_err();
+    assert!(matches!(err, DbError::QuotaExceeded(q) if q.resource == QuotaResource::Instances), "{err:?}");
+    let taken = vec![create(roomy.id, "d"), create(roomy.id, "a")];
+    let err = instances::create_many(db.pool(), &taken).await.unwrap_err();
+    assert!(matches!(&err, DbError::Conflict { constraint } if constraint == "instances_tenant_name_key"), "{err:?}");
+    assert_eq!((count(db.pool(), "instances").await, count(db.pool(), "jobs").await), (4, 4));
+    assert_eq!(instances::usage(db.pool(), roomy.id).await.unwrap().instances, 2);
 }
 
 #[tokio::test]

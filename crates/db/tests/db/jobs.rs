@@ -151,7 +151,7 @@ async fn transient_failures_are_retried_with_backoff_until_attempts_run_out() {
     // An administrator's retry grants another attempt and owes a dispatch.
     let again = jobs::retry_failed(db.pool(), id, 1).await.unwrap();
     assert_eq!((again.job.status, again.job.max_attempts, again.job.error.clone()), (JobStatus::Queued, 3, None));
-    assert_eq!(again.outbox_payload["jobId"], id.to_string());
+    assert_eq!(again.dispatch["jobId"], id.to_string());
     assert!(matches!(
         jobs::retry_failed(db.pool(), id, 1).await,
         Err(DbError::InvalidJobState { status: JobStatus::Queued, .. })
