@@ -24,15 +24,17 @@ pub enum Transition {
 }
 
 /// Both transitions and their events in one statement. A job is never in both arrays: its
-/// completion is asked for only after its claim has committed.
-const APPLY: &str = "with c as (update jobs set status = 'running', attempts = attempts + 1, locked_by = $3, \
+/// completion is asked for only after its claim has committed. The ids are joined in (`unnest`),
+/// not matched with `= any(..)`: that would let the planner AND the primary key with a scan of the
+/// whole `status = 'queued'` (or `'running'`) partial index, which grows with the backlog.
+const APPLY: &str = "with c as (update jobs j set status = 'running', attempts = attempts + 1, locked_by = $3, \
      locked_until = now() + make_interval(secs => $4), started_at = coalesce(started_at, now()) \
-     where id = any($1) and status = 'queued' and run_after <= now() \
-     returning id, status, progress, step), \
-     u as (update jobs set status = 'succeeded', progress = 100, finished_at = now(), \
+     from unnest($1::uuid[]) as w(id) where j.id = w.id and j.status = 'queued' and j.run_after <= now() \
+     returning j.id, j.status, j.progress, j.step), \
+     u as (update jobs j set status = 'succeeded', progress = 100, finished_at = now(), \
      locked_by = null, locked_until = null, error_code = null, error_message = null, error_retryable = null \
-     where id = any($2) and status = 'running' and locked_by = $3 \
-     returning id, status, progress, step), \
+     from unnest($2::uuid[]) as w(id) where j.id = w.id and j.status = 'running' and j.locked_by = $3 \
+     returning j.id, j.status, j.progress, j.step), \
      e as (insert into job_events (job_id, status, progress, step) \
      select id, status, progress, step from c union all select id, status, progress, step from u) \
      select id, true as claimed from c union all select id, false from u";
