@@ -116,3 +116,7 @@ drop trigger instances_usage_insert on instances;
 create trigger instances_usage_insert after insert on instances
     referencing new table as inserted_instances
     for each statement execute function instances_usage_inserted();
+
+-- `(tenant_id, id)` was kept unique for composite foreign keys from tenant-owned children; no
+-- table references it (VMID reservations reference the id alone), and every create paid for it.
+alter table instances drop constraint instances_tenant_id_key;

@@ -11,6 +11,7 @@
 //!   [`ApiError`]s.
 //! * [`error`]: [`ApiError`], its stable codes and statuses.
 //! * [`inventory`]: templates, nodes and placement from Proxmox, cached briefly.
+//! * [`accept`]: instance creates written and pushed together (group commit).
 //! * [`dispatch`]: the push of accepted jobs to Redis, with the outbox as the safety net.
 //! * [`validation`]: names, sizes and SSH keys.
 //! * [`config`], [`bootstrap`]: the environment table and the first tenant.

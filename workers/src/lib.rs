@@ -11,7 +11,8 @@
 //! * [`provision_vm`]: the provision job (one file per job kind).
 //! * [`node_caps`]: per-node concurrency caps shared by every worker process.
 //! * [`retry`]: backoff with jitter for the ledger's retries.
-//! * [`relay`]: the outbox relay; [`recovery`]: the lease recovery tick.
+//! * [`relay`]: the outbox relay and its sweep for lost dispatches; [`recovery`]: the lease
+//!   recovery tick.
 //! * [`env`]: what handlers share; [`config`]: the environment variables; [`runtime`]: the
 //!   wiring `main.rs` runs.
 

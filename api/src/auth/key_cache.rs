@@ -96,6 +96,12 @@ impl KeyCache {
         Err(Lookup { digest, generation })
     }
 
+    /// Forgets every kept answer (after this process changed a key or a user: other processes
+    /// hear of it through `NOTIFY`, this one must not answer from the cache before they do).
+    pub fn forget_all(&self) {
+        self.shared.forget_all();
+    }
+
     /// Keeps the database's answer to `lookup`, unless something changed since it started.
     pub fn store(&self, lookup: Lookup, auth: &Authenticated) {
         if !self.shared.listening.load(Ordering::SeqCst) {

@@ -322,6 +322,7 @@ async fn update(
     }
     let update = UserUpdate { role: body.role, display_name };
     let user = users::update_any_tenant(state.db(), id, &update).await.map_err(user_not_found)?;
+    state.key_cache().forget_all();
     tracing::info!(admin.id = %admin.user.id, user.id = %user.id, role = user.role.as_str(), "user updated by an admin");
     Ok(super::data(&rid, UserView::from(user)).into_response())
 }
@@ -356,6 +357,7 @@ async fn set_active(
         not_oneself(&admin.user, id, "deactivate")?;
     }
     let user = users::set_active_any_tenant(state.db(), id, active).await.map_err(user_not_found)?;
+    state.key_cache().forget_all();
     tracing::info!(admin.id = %admin.user.id, user.id = %user.id, active, "user activity changed by an admin");
     Ok(super::data(&rid, UserView::from(user)).into_response())
 }

@@ -180,6 +180,8 @@ async fn revoke(State(state): State<AppState>, auth: AuthUser, Path(id): Path<St
     let key = api_keys::revoke_for_user(state.db(), auth.tenant(), auth.user.id, id)
         .await
         .map_err(|e| not_found(e, "API key"))?;
+    // Other API processes hear of it through NOTIFY; this one forgets before it answers.
+    state.key_cache().forget_all();
     tracing::info!(api_key.id = %key.id, user.id = %auth.user.id, "API key revoked");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -194,3 +194,53 @@ async fn an_expired_key_is_401() {
         "{list}"
     );
 }
+
+#[tokio::test]
+async fn a_change_made_anywhere_reaches_every_api_process_that_kept_the_key() {
+    let app = TestApp::new().await;
+    let token = user_key(&app, "kept@example.com", Role::User, &["read"]).await;
+    // A second API process: it keeps what the key authenticated to.
+    let other =
+        app.another_instance(app.redis.url(), &format!("{}nimbus:", app.redis.prefix()), Default::default()).await;
+    let me = |token: String| {
+        let (http, url) = (app.http.clone(), format!("{other}/v1/me"));
+        async move { split(http.get(url).bearer_auth(token).send().await.unwrap()).await }
+    };
+    let (status, _, body) = me(token.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    // The first lookup starts the process's listener; answers are kept once it listens.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (_, _, body) = me(token.clone()).await;
+    assert_eq!(body["data"]["user"]["name"], Value::Null);
+
+    // A write that notifies nobody (triggers off for this session) is not seen while the answer
+    // is kept: the second process answers from what it kept.
+    let mut conn = app.pool().acquire().await.unwrap();
+    sqlx::query("set session_replication_role = replica").execute(&mut *conn).await.unwrap();
+    sqlx::query("update users set display_name = 'Unnoticed' where email = 'kept@example.com'")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query("reset session_replication_role").execute(&mut *conn).await.unwrap();
+    drop(conn);
+    let (_, _, body) = me(token.clone()).await;
+    assert_eq!(body["data"]["user"]["name"], Value::Null, "answered from the cache");
+
+    // The key revoked by another process (here, straight in the database): the commit notifies,
+    // and the second process stops accepting the key within moments.
+    sqlx::query("update api_keys set revoked_at = now() where user_id = (select id from users where email = $1)")
+        .bind("kept@example.com")
+        .execute(app.pool())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let (status, _, body) = me(token.clone()).await;
+        if status == 401 {
+            assert_error(&body, "UNAUTHENTICATED");
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "the revoked key still works: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

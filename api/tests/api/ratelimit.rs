@@ -4,9 +4,8 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nimbus_api::Settings;
 use nimbus_api::ratelimit::RateLimitSettings;
-use nimbus_api::{AppState, Settings};
-use nimbus_proxmox::{ApiToken, ClientConfig, ProxmoxClient, TlsMode};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 
@@ -14,23 +13,13 @@ use crate::support::{ROOMY, TestApp, assert_error, closed_port, new_tenant, spli
 
 /// Another API instance over `app`'s database and simulator, with Redis at `redis_url` and
 /// keys under `key_prefix`, limited to `per_minute` and trusting `trusted` as proxies; returns
-/// its base URL. The server stops when the test's runtime ends.
+/// its base URL.
 async fn instance(app: &TestApp, redis_url: &str, key_prefix: &str, per_minute: u32, trusted: &str) -> String {
-    let tls = TlsMode::Fingerprint(app.sim.fingerprint().unwrap().to_owned());
-    let pve = ProxmoxClient::new(ClientConfig::new(app.sim.base_url(), ApiToken::parse(app.sim.token()).unwrap(), tls))
-        .unwrap();
     let settings = Settings {
         rate_limit: RateLimitSettings { per_minute, trusted_proxies: trusted.parse().unwrap(), ..Default::default() },
         ..Settings::default()
     };
-    let state = AppState::new(app.pool().clone(), redis_url, key_prefix, pve, settings).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let service = nimbus_api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-        axum::serve(listener, service).await.unwrap();
-    });
-    base
+    app.another_instance(redis_url, key_prefix, settings).await
 }
 
 /// An instance on the test Redis, under the test's prefix.

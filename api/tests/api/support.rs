@@ -117,6 +117,23 @@ impl TestApp {
         self.db.pool()
     }
 
+    /// Another API process over this app's database and simulator, with Redis at `redis_url`
+    /// (keys under `key_prefix`) and `settings`; returns its base URL. It stops with the test's
+    /// runtime.
+    pub async fn another_instance(&self, redis_url: &str, key_prefix: &str, settings: Settings) -> String {
+        let tls = TlsMode::Fingerprint(self.sim.fingerprint().unwrap().to_owned());
+        let token = ApiToken::parse(self.sim.token()).unwrap();
+        let pve = ProxmoxClient::new(ClientConfig::new(self.sim.base_url(), token, tls)).unwrap();
+        let state = AppState::new(self.pool().clone(), redis_url, key_prefix, pve, settings).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let service = nimbus_api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+            axum::serve(listener, service).await.unwrap();
+        });
+        base
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

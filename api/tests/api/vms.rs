@@ -420,3 +420,54 @@ async fn lxc_templates_are_the_nodes_archives_and_an_lxc_request_is_accepted() {
     assert_eq!(status, 422, "{err}");
     assert_error(&err, "UNKNOWN_TEMPLATE");
 }
+
+/// `count` creates sent at once (they share statements and pushes); the answers in order.
+async fn create_at_once(app: &TestApp, names: &[String]) -> Vec<(reqwest::StatusCode, Value)> {
+    let sends = names.iter().map(|name| async move {
+        let (status, _, body) = app.create_vm(&vm_body(name), &[]).await;
+        (status, body)
+    });
+    futures::future::join_all(sends).await
+}
+
+#[tokio::test]
+async fn creates_sent_together_are_each_answered_as_if_sent_alone() {
+    let app = TestApp::new().await;
+    let mut names: Vec<String> = (0..30).map(|i| format!("vm-{i}")).collect();
+    names.extend(["twice".to_owned(), "twice".to_owned()]);
+    let answers = create_at_once(&app, &names).await;
+
+    let accepted: Vec<&Value> = answers.iter().filter(|(s, _)| *s == 202).map(|(_, b)| b).collect();
+    let taken: Vec<&Value> = answers.iter().filter(|(s, _)| *s == 409).map(|(_, b)| b).collect();
+    assert_eq!((accepted.len(), taken.len()), (31, 1), "{answers:?}");
+    assert_error(taken[0], "NAME_TAKEN");
+    // Every accepted job is in the ledger under its own id and in Redis once; nothing is owed.
+    let mut ids: Vec<String> = accepted.iter().map(|b| b["data"]["id"].as_str().unwrap().to_owned()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 31);
+    assert_eq!((app.count("instances").await, app.count("jobs").await, app.count("outbox").await), (31, 31, 0));
+    let mut conn = app.redis.connection().await;
+    let entries: redis::streams::StreamRangeReply =
+        conn.xrange_all(&app.redis.key("nimbus:q:{provision}")).await.unwrap();
+    let mut pushed: Vec<String> = entries.ids.iter().map(|e| e.get::<String>("j").unwrap()).collect();
+    pushed.sort();
+    assert_eq!(pushed, ids);
+}
+
+#[tokio::test]
+async fn creates_sent_together_never_overshoot_the_quota() {
+    let app = TestApp::with(PlanLimits { max_instances: 5, ..ROOMY }, Options::default()).await;
+    let names: Vec<String> = (0..20).map(|i| format!("vm-{i}")).collect();
+    let answers = create_at_once(&app, &names).await;
+    let accepted = answers.iter().filter(|(s, _)| *s == 202).count();
+    assert_eq!(accepted, 5, "{answers:?}");
+    for (status, body) in answers.iter().filter(|(s, _)| *s != 202) {
+        assert_eq!(*status, 422, "{body}");
+        assert_error(body, "QUOTA_EXCEEDED");
+        assert_eq!(body["error"]["details"], json!({"resource": "instances", "limit": 5, "used": 5, "requested": 1}));
+    }
+    assert_eq!((app.count("instances").await, app.count("jobs").await), (5, 5));
+    let (_, _, quota) = app.get("/v1/quota").await;
+    assert_eq!(quota["data"]["used"]["instances"], 5);
+}

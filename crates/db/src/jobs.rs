@@ -11,8 +11,10 @@
 //! ```
 //!
 //! Every transition writes a `job_events` row (the history behind SSE) in the same statement,
-//! and every transition *to* `queued` writes an `outbox` row, so each dispatch owed to Redis is
-//! durable. Running jobs are fenced by their lease: progress and completion only apply while
+//! and every transition *to* `queued` except a create's writes an `outbox` row, so each dispatch
+//! owed to Redis is durable. A create's dispatch is pushed by its caller right after commit (an
+//! outbox row is owed only if that push fails, `outbox::owe`), and one lost with its process is
+//! found by the relay's sweep (`outbox::owe_undelivered`). Running jobs are fenced by their lease: progress and completion only apply while
 //! `locked_by` is the calling worker and the job is running.
 
 use std::borrow::Cow;

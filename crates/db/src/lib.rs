@@ -3,8 +3,8 @@
 //! every constraint violation comes back as a typed [`DbError`].
 //!
 //! * [`plans`], [`tenants`], [`users`], [`api_keys`]: tenancy and authentication by API key.
-//! * [`instances`]: instances, the quota-checked create (instance + job + outbox in one
-//!   transaction), VMID reservations.
+//! * [`instances`]: instances, the quota-checked create (instance + job in one statement, one
+//!   create or a batch), VMID reservations.
 //! * [`jobs`]: the job ledger: enqueue, claim with leases, progress, retry scheduling, lease
 //!   recovery, events for SSE.
 //! * [`outbox`]: dispatches owed to Redis.

@@ -298,3 +298,28 @@ async fn an_idle_worker_picks_up_a_pushed_job_within_milliseconds() {
     let median = latencies[latencies.len() / 2];
     assert!(median < Duration::from_millis(10), "median pickup {median:?}");
 }
+
+#[tokio::test]
+async fn settled_before_is_the_oldest_message_still_held_or_now() {
+    let redis = TestRedis::new().await;
+    let q = queue(&redis, "settled", |c| c).await;
+    let wall_ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    // Nothing held: now, by Redis's clock (the same machine's here).
+    let empty = q.settled_before_ms().await.unwrap();
+    assert!(empty.abs_diff(wall_ms()) < 1_000, "{empty}");
+
+    q.push("first", &Job { n: 1 }).await.unwrap();
+    let pushed_at = wall_ms();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    q.push("second", &Job { n: 2 }).await.unwrap();
+    let held = q.settled_before_ms().await.unwrap();
+    assert!(held <= pushed_at && pushed_at - held < 1_000, "the first message's time: {held} vs {pushed_at}");
+
+    // Once consumed and acknowledged, the messages no longer hold it back.
+    let seen: Seen = Arc::default();
+    let (stop, run) = spawn_worker("w", &q, 2, seen.clone(), |_, _| async { Ok(()) });
+    assert!(wait_until(Duration::from_secs(5), || async { q.stats().await.unwrap() == QueueStats::default() }).await);
+    let _ = stop.send(());
+    run.await.unwrap().unwrap();
+    assert!(q.settled_before_ms().await.unwrap() >= held + 50);
+}
