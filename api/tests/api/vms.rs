@@ -449,7 +449,7 @@ async fn creates_sent_together_are_each_answered_as_if_sent_alone() {
     assert_eq!((app.count("instances").await, app.count("jobs").await, app.count("outbox").await), (31, 31, 0));
     let mut conn = app.redis.connection().await;
     let entries: redis::streams::StreamRangeReply =
-        conn.xrange_all(&app.redis.key("nimbus:q:{provision}")).await.unwrap();
+        conn.xrange_all(app.redis.key("nimbus:q:{provision}")).await.unwrap();
     let mut pushed: Vec<String> = entries.ids.iter().map(|e| e.get::<String>("j").unwrap()).collect();
     pushed.sort();
     assert_eq!(pushed, ids);
