@@ -25,7 +25,7 @@ use crate::dispatch::Dispatcher;
 /// The most creates one statement takes.
 pub const MAX_BATCH: usize = 256;
 /// Statements running at once.
-pub const IN_FLIGHT: usize = 4;
+pub const IN_FLIGHT: usize = 2;
 /// Creates waiting for the writer before requests wait to queue theirs.
 const QUEUE: usize = 4_096;
 

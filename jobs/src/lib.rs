@@ -6,6 +6,7 @@
 //! * [`dispatch`]: pushing messages to nimbus-queue ([`Queues`], [`dispatch()`]).
 //! * [`events`]: wake-ups for the streams that follow jobs (Redis pub/sub; the ledger stays the
 //!   truth).
+//! * [`ledger`]: group commit for a worker's claims and completions ([`LedgerWriter`]).
 //! * [`templates`]: the naming rule of templates, so API and workers mean the same thing.
 //!
 //! The ledger (nimbus-db's `jobs`) is the source of truth: a Redis message only says "job X may
@@ -14,11 +15,13 @@
 
 pub mod dispatch;
 pub mod events;
+pub mod ledger;
 pub mod payload;
 pub mod queues;
 pub mod templates;
 
 pub use dispatch::{DispatchError, Queues, dispatch};
 pub use events::{JobEventPublisher, JobWakeups};
+pub use ledger::LedgerWriter;
 pub use payload::{Dispatch, ProvisionVm};
 pub use templates::vztmpl_name;

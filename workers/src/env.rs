@@ -65,4 +65,14 @@ pub struct Env {
     pub shutdown: CancellationToken,
     /// Tells the API's job event streams that a job changed (after each ledger write).
     pub events: JobEventPublisher,
+    /// Claims of concurrently delivered jobs, group-committed.
+    pub ledger: nimbus_jobs::LedgerWriter,
+}
+
+impl Env {
+    /// The group-committing ledger writer of worker `worker_id`, claiming for `lease` (at most 256
+    /// transitions per statement, 2 statements at once).
+    pub fn ledger_writer(db: &PgPool, worker_id: &str, lease: Duration) -> nimbus_jobs::LedgerWriter {
+        nimbus_jobs::LedgerWriter::start(db.clone(), worker_id, lease, 256, 2)
+    }
 }

@@ -259,7 +259,9 @@ pub async fn handle(message: Dispatch, env: Data<Arc<Env>>) -> Result<(), BoxDyn
 
 /// Claims job `job_id` and runs it to an outcome, keeping the lease alive meanwhile.
 pub async fn run(env: &Env, job_id: JobId) -> Result<Outcome, DbError> {
-    let Some(job) = jobs::claim(&env.db, job_id, &env.worker_id, env.settings.lease).await? else {
+    // Claims of jobs delivered together share a statement (`nimbus_jobs::ledger`).
+    let claimed = env.ledger.claim(job_id).await.map_err(|e| DbError::Sqlx(sqlx::Error::Protocol(e.to_string())))?;
+    let Some(job) = claimed else {
         return Ok(Outcome::NotClaimed);
     };
     tracing::info!(job.id = %job_id, job.attempt = job.attempts, job.step = job.step.as_deref().unwrap_or("-"), "provision claimed");

@@ -57,7 +57,8 @@ pub async fn connect(config: &Config, shutdown: CancellationToken) -> anyhow::Re
     .await
     .context("connecting to Redis")?;
     let events = nimbus_jobs::JobEventPublisher::new(queues.client().clone(), &config.redis_key_prefix);
-    let env = Env { db, pve, caps, settings, worker_id: config.worker_name.clone(), shutdown, events };
+    let ledger = Env::ledger_writer(&db, &config.worker_name, settings.lease);
+    let env = Env { db, pve, caps, settings, worker_id: config.worker_name.clone(), shutdown, events, ledger };
     Ok((Arc::new(env), queues))
 }
 

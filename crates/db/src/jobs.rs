@@ -327,6 +327,53 @@ pub async fn claim(ex: impl PgExecutor<'_>, id: JobId, worker: &str, lease: Dura
     Ok(job)
 }
 
+/// [`claim`] for many jobs and [`complete`] (without new resources) for many others, in ONE
+/// statement: what a group-committing worker runs for the transitions its handlers wait on.
+/// Returns the jobs claimed and the ids of those completed; a job not claimable (someone else
+/// has it, not due, final) or not completable (lease lost) is simply absent.
+///
+/// The ids are joined in (`unnest`) rather than matched with `= any(..)`: with an array the
+/// planner may AND the primary key with a scan of the whole `status = 'queued'` (or `'running'`)
+/// partial index, whose size is the backlog.
+pub async fn claim_and_complete_many(
+    ex: impl PgExecutor<'_>,
+    claims: &[JobId],
+    completions: &[JobId],
+    worker: &str,
+    lease: Duration,
+) -> Result<(Vec<Job>, Vec<JobId>)> {
+    let claims: Vec<uuid::Uuid> = claims.iter().map(|id| id.as_uuid()).collect();
+    let completions: Vec<uuid::Uuid> = completions.iter().map(|id| id.as_uuid()).collect();
+    let rows = sqlx::query(
+        "with c as (update jobs j set status = 'running', attempts = attempts + 1, locked_by = $3, \
+         locked_until = now() + make_interval(secs => $4), started_at = coalesce(started_at, now()) \
+         from unnest($1::uuid[]) as w(id) where j.id = w.id and j.status = 'queued' and j.run_after <= now() \
+         returning j.*), \
+         u as (update jobs j set status = 'succeeded', progress = 100, finished_at = now(), \
+         locked_by = null, locked_until = null, error_code = null, error_message = null, error_retryable = null \
+         from unnest($2::uuid[]) as w(id) where j.id = w.id and j.status = 'running' and j.locked_by = $3 \
+         returning j.*), \
+         e as (insert into job_events (job_id, status, progress, step) \
+         select id, status, progress, step from c union all select id, status, progress, step from u) \
+         select c.*, true as claimed from c union all select u.*, false from u",
+    )
+    .bind(&claims)
+    .bind(&completions)
+    .bind(worker)
+    .bind(secs(lease))
+    .fetch_all(ex)
+    .await?;
+    let (mut claimed, mut completed) = (Vec::new(), Vec::new());
+    for row in &rows {
+        if row.try_get::<bool, _>("claimed")? {
+            claimed.push(Job::from_row(row)?);
+        } else {
+            completed.push(rows::id(row, "id")?);
+        }
+    }
+    Ok((claimed, completed))
+}
+
 /// Claims up to `limit` due jobs of `queue`, oldest first, skipping rows other claimers hold
 /// locked (`FOR UPDATE SKIP LOCKED`): concurrent claimers never get the same job and never wait
 /// for each other.

@@ -1,6 +1,7 @@
 //! The ledgered pipeline: jobs enqueued in the Postgres ledger, their ids pushed to nimbus-queue
 //! (the `Dispatch` message the API and the relay push), and an apalis worker whose handler claims
-//! each job in the ledger and completes it, both through group-committed batches.
+//! each job in the ledger and completes it, both through the workers' group-committing
+//! `nimbus_jobs::LedgerWriter`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,7 +16,7 @@ use sqlx::PgPool;
 use sqlx::types::Uuid;
 use tokio::sync::{Notify, oneshot};
 
-use super::batcher::{BatchStats, Batcher, Transition};
+use nimbus_jobs::LedgerWriter;
 
 /// The ledger queue name and the worker's lease holder name.
 pub const QUEUE: &str = "bench";
@@ -83,8 +84,8 @@ pub async fn run(pool: &PgPool, redis_url: &str, o: Options) -> anyhow::Result<R
     let setup = setup_started.elapsed();
 
     let lease = Duration::from_secs(300);
-    let stats = Arc::new(BatchStats::default());
-    let ledger = Batcher::spawn(pool.clone(), WORKER.into(), lease, o.max_batch, o.in_flight, stats.clone());
+    let ledger = LedgerWriter::start(pool.clone(), WORKER, lease, o.max_batch, o.in_flight);
+    let writer = ledger.clone();
     let done = Arc::new(AtomicUsize::new(0));
     let refused = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
@@ -106,13 +107,13 @@ pub async fn run(pool: &PgPool, redis_url: &str, o: Options) -> anyhow::Result<R
             let ledger = ledger.clone();
             let (done, refused, errors, all_done) = (done.clone(), refused.clone(), errors.clone(), all_done.clone());
             async move {
-                let id = d.job_id.as_uuid();
+                let id = d.job_id;
                 let step = async {
-                    if !ledger.apply(id, Transition::Claim).await? {
+                    if ledger.claim(id).await?.is_none() {
                         return Ok::<bool, anyhow::Error>(false);
                     }
                     // The job itself: a no-op.
-                    ledger.apply(id, Transition::Complete).await
+                    Ok(ledger.complete(id).await?)
                 };
                 match step.await {
                     Ok(true) => {
@@ -157,7 +158,7 @@ pub async fn run(pool: &PgPool, redis_url: &str, o: Options) -> anyhow::Result<R
     Ok(Round {
         rate: o.jobs as f64 / elapsed.as_secs_f64(),
         setup,
-        statements: stats.statements.load(Ordering::Relaxed),
+        statements: usize::try_from(writer.statements())?,
         refused: refused.load(Ordering::Relaxed),
         errors: errors.load(Ordering::Relaxed),
     })

@@ -101,6 +101,7 @@ impl Harness {
     /// A worker environment named `worker` with node cap `cap`.
     pub async fn env(&self, worker: &str, cap: u32) -> Arc<Env> {
         let settings = Self::settings();
+        let settings_lease = settings.lease;
         let caps = NodeCaps::new(self.redis.client(), &self.key_prefix(), cap, settings.lease).await.unwrap();
         Arc::new(Env {
             db: self.db.pool().clone(),
@@ -110,6 +111,7 @@ impl Harness {
             worker_id: worker.to_owned(),
             shutdown: CancellationToken::new(),
             events: nimbus_jobs::JobEventPublisher::new(self.redis.client().clone(), &self.key_prefix()),
+            ledger: Env::ledger_writer(self.db.pool(), worker, settings_lease),
         })
     }
 
