@@ -352,10 +352,11 @@ pub async fn claim_and_complete_many(
          u as (update jobs j set status = 'succeeded', progress = 100, finished_at = now(), \
          locked_by = null, locked_until = null, error_code = null, error_message = null, error_retryable = null \
          from unnest($2::uuid[]) as w(id) where j.id = w.id and j.status = 'running' and j.locked_by = $3 \
-         returning j.*), \
+         returning j.id, j.status, j.progress, j.step), \
          e as (insert into job_events (job_id, status, progress, step) \
          select id, status, progress, step from c union all select id, status, progress, step from u) \
-         select c.*, true as claimed from c union all select u.*, false from u",
+         select x.completed, c.* from (select coalesce(array_agg(u.id), '{}') as completed from u) x \
+         left join c on true",
     )
     .bind(&claims)
     .bind(&completions)
@@ -363,15 +364,18 @@ pub async fn claim_and_complete_many(
     .bind(secs(lease))
     .fetch_all(ex)
     .await?;
-    let (mut claimed, mut completed) = (Vec::new(), Vec::new());
+    // One row per claimed job (or one row of nulls when none was), each carrying the completed ids.
+    let mut claimed = Vec::with_capacity(rows.len());
     for row in &rows {
-        if row.try_get::<bool, _>("claimed")? {
+        if row.try_get::<Option<uuid::Uuid>, _>("id")?.is_some() {
             claimed.push(Job::from_row(row)?);
-        } else {
-            completed.push(rows::id(row, "id")?);
         }
     }
-    Ok((claimed, completed))
+    let completed: Vec<uuid::Uuid> = match rows.first() {
+        Some(row) => row.try_get("completed")?,
+        None => Vec::new(),
+    };
+    Ok((claimed, completed.into_iter().map(JobId::from_uuid).collect()))
 }
 
 /// Claims up to `limit` due jobs of `queue`, oldest first, skipping rows other claimers hold
