@@ -131,11 +131,11 @@ pub async fn usage(ex: impl PgExecutor<'_>, tenant: TenantId) -> Result<Resource
 }
 
 /// Creates an instance of `tenant` within its plan's limits, with its provision `job` and the
-/// job's first event, in ONE statement. The quota check is the database's: the instance's insert
-/// trigger adds it to the tenant's counters at the end of the statement, locking them, and
-/// refuses it if a limit would break (`tenant_usage_apply`). The lock is taken after the inserts,
-/// so in autocommit it is held for the commit alone and one tenant's creates follow each other
-/// quickly; inside a transaction it is held until that commits.
+/// job's first event, in ONE statement ([`create_many`] of one). The quota check is the
+/// database's: the insert trigger adds the instance to the tenant's counters at the end of the
+/// statement, locking them, and refuses it if a limit would break (`tenant_usage_add`). The lock
+/// is taken after the inserts, so in autocommit it is held for the commit alone and one tenant's
+/// creates follow each other quickly; inside a transaction it is held until that commits.
 ///
 /// No outbox row is written: the caller pushes the job to Redis right after commit (and owes an
 /// outbox row only if that push fails), and a push lost in between is found by the relay's sweep
@@ -149,56 +149,16 @@ pub async fn create_with_job(
     new: &NewInstance,
     job: &NewJob,
 ) -> Result<Created> {
-    let id = InstanceId::new();
-    let mut job = job.clone();
-    let reference = ResourceRef::instance(id);
-    if !job.resources.contains(&reference) {
-        job.resources.insert(0, reference);
+    let create = NewCreate { tenant, instance: new.clone(), job: job.clone() };
+    match create_many(ex, std::slice::from_ref(&create)).await {
+        Ok(mut created) => created.pop().ok_or(DbError::NotFound),
+        Err(DbError::ForeignKey { constraint })
+            if constraint == "instances_tenant_fkey" || constraint == "jobs_tenant_fkey" =>
+        {
+            Err(DbError::NotFound)
+        }
+        Err(e) => Err(e),
     }
-    let resources =
-        serde_json::to_value(&job.resources).map_err(|e| DbError::Sqlx(sqlx::Error::Encode(Box::new(e))))?;
-    let row = sqlx::query(concat!(
-        "with i as (insert into instances (id, tenant_id, name, kind, template, cores, memory_mib, disk_gib, \
-         ssh_keys, node) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) returning ",
-        columns!(),
-        "), j as (insert into jobs (id, tenant_id, kind, queue, payload, resources, max_attempts, run_after, \
-         request_id, idempotency_key) select $11, i.tenant_id, $12, $13, $14, $15, $16, coalesce($17, now()), $18, $19 \
-         from i returning *), \
-         e as (insert into job_events (job_id, status, progress, step) select id, status, progress, step from j) \
-         select i.*, ",
-        jobs::job_columns_as!("j", "job_"),
-        ", ",
-        jobs::dispatch_json!("j"),
-        " as dispatch from i, j"
-    ))
-    .bind(id.as_uuid())
-    .bind(tenant.as_uuid())
-    .bind(&new.name)
-    .bind(new.kind.as_str())
-    .bind(&new.template)
-    .bind(new.cores)
-    .bind(new.memory_mib)
-    .bind(new.disk_gib)
-    .bind(&new.ssh_keys)
-    .bind(&new.node)
-    .bind(JobId::new().as_uuid())
-    .bind(job.kind.as_str())
-    .bind(&job.queue)
-    .bind(&job.payload)
-    .bind(resources)
-    .bind(job.max_attempts)
-    .bind(job.run_after)
-    .bind(&job.request_id)
-    .bind(&job.idempotency_key)
-    .fetch_one(ex)
-    .await
-    .map_err(|e| match DbError::from(e) {
-        DbError::ForeignKey { constraint } if constraint == "instances_tenant_fkey" => DbError::NotFound,
-        other => other,
-    })?;
-    let instance = Instance::from_row(&row)?;
-    let enqueued = Enqueued { job: Job::decode(&row, "job_")?, outbox_id: None, dispatch: row.try_get("dispatch")? };
-    Ok(Created { instance, enqueued })
 }
 
 /// One create of [`create_many`].
