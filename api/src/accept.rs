@@ -4,18 +4,19 @@
 //! A create is small (an instance, a job, its first event) but its commit, its statement and its
 //! tenant's quota counters are per request; under load those dominate. [`Acceptor`] queues
 //! creates for one task, which takes everything queued since it last started a statement and
-//! writes it with `instances::create_many` (at most [`IN_FLIGHT`] statements at once, so a busy
+//! writes it with `instances::create_many` (at most [`IN_FLIGHT`] batches at once, so a busy
 //! moment grows the batches instead of the queue of statements). Each request still waits for
 //! its own rows to commit before it answers.
 //!
 //! A batch is all or nothing: when it fails for a reason of one create (over quota, a taken name,
-//! a refused value), each of its creates is run again alone, so every request gets the answer it
-//! would have got on its own. Requests with an `Idempotency-Key` do not come here: their create
+//! a refused value), its creates are written again per tenant, and a tenant's that fail again one
+//! by one, so every request gets the answer it would have got on its own while one tenant at its
+//! limit does not hold back the others ([`write_creates`]). Requests with an `Idempotency-Key` do not come here: their create
 //! commits with the stored answer, in a transaction of their own.
 
 use std::sync::{Arc, OnceLock};
 
-use futures::future::join_all;
+use futures::StreamExt;
 use nimbus_db::instances::{self, Created, NewCreate};
 use nimbus_db::{DbError, PgPool};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -103,16 +104,7 @@ async fn run(db: PgPool, dispatcher: Arc<Dispatcher>, mut rx: mpsc::Receiver<Pen
 /// Writes one batch, pushes its jobs, and answers each waiting request.
 async fn write(db: &PgPool, dispatcher: &Dispatcher, batch: Vec<Pending>) {
     let (creates, waiting): (Vec<NewCreate>, Vec<_>) = batch.into_iter().map(|p| (p.create, p.done)).unzip();
-    let results = match creates.as_slice() {
-        [one] => vec![instances::create_with_job(db, one.tenant, &one.instance, &one.job).await],
-        _ => match instances::create_many(db, &creates).await {
-            Ok(created) => created.into_iter().map(Ok).collect(),
-            Err(e) => {
-                tracing::debug!(creates = creates.len(), error = %e, "batched create refused; writing each alone");
-                join_all(creates.iter().map(|c| instances::create_with_job(db, c.tenant, &c.instance, &c.job))).await
-            }
-        },
-    };
+    let results = write_creates(db, &creates).await;
     let written: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).map(|c| &c.enqueued).collect();
     if !written.is_empty() {
         dispatcher.push_created(db, &written).await;
@@ -120,5 +112,93 @@ async fn write(db: &PgPool, dispatcher: &Dispatcher, batch: Vec<Pending>) {
     for (result, done) in results.into_iter().zip(waiting) {
         // The request may have stopped waiting (client gone): its create stands regardless.
         let _ = done.send(result);
+    }
+}
+
+/// The answers to `creates`, in order. One statement for all; when it fails because of some
+/// create (over quota, a taken name, a refused value, a deadlock), one statement per tenant,
+/// and for a tenant whose statement fails too, one per create, in order, so each gets the
+/// answer it would have got alone while the other tenants' creates still go together. Any other
+/// failure (the database unreachable, an outcome unknown) answers every create with it: running
+/// them again could create twice.
+async fn write_creates(db: &PgPool, creates: &[NewCreate]) -> Vec<Result<Created, DbError>> {
+    if let [one] = creates {
+        return vec![instances::create_with_job(db, one.tenant, &one.instance, &one.job).await];
+    }
+    let refused = match instances::create_many(db, creates).await {
+        Ok(created) => return created.into_iter().map(Ok).collect(),
+        Err(e) if refused_by_one_create(&e) => e,
+        Err(e) => return creates.iter().map(|_| Err(same_failure(&e))).collect(),
+    };
+    tracing::debug!(creates = creates.len(), error = %refused, "batched create refused; writing per tenant");
+    let mut by_tenant: Vec<(nimbus_domain::TenantId, Vec<usize>)> = Vec::new();
+    for (i, c) in creates.iter().enumerate() {
+        match by_tenant.iter_mut().find(|(t, _)| *t == c.tenant) {
+            Some((_, indices)) => indices.push(i),
+            None => by_tenant.push((c.tenant, vec![i])),
+        }
+    }
+    let mut results: Vec<Option<Result<Created, DbError>>> = creates.iter().map(|_| None).collect();
+    let groups = futures::stream::iter(by_tenant.into_iter().map(|(_, indices)| async move {
+        let group: Vec<NewCreate> = indices.iter().map(|&i| creates[i].clone()).collect();
+        let answers = match instances::create_many(db, &group).await {
+            Ok(created) if created.len() == group.len() => created.into_iter().map(Ok).collect(),
+            Err(e) if group.len() > 1 && refused_by_one_create(&e) => {
+                let mut answers = Vec::with_capacity(group.len());
+                for c in &group {
+                    answers.push(instances::create_with_job(db, c.tenant, &c.instance, &c.job).await);
+                }
+                answers
+            }
+            Err(e) if group.len() == 1 => {
+                vec![Err(single_error(e))]
+            }
+            Err(e) => group.iter().map(|_| Err(same_failure(&e))).collect(),
+            Ok(_) => group.iter().map(|_| Err(DbError::NotFound)).collect(),
+        };
+        (indices, answers)
+    }))
+    .buffer_unordered(IN_FLIGHT);
+    futures::pin_mut!(groups);
+    while let Some((indices, answers)) = groups.next().await {
+        for (i, answer) in indices.into_iter().zip(answers) {
+            results[i] = Some(answer);
+        }
+    }
+    results.into_iter().map(|r| r.unwrap_or_else(|| Err(writer_stopped()))).collect()
+}
+
+/// Whether a batch failed because of one (or some) of its creates, not because of the database.
+fn refused_by_one_create(e: &DbError) -> bool {
+    match e {
+        DbError::QuotaExceeded(_)
+        | DbError::Conflict { .. }
+        | DbError::Check { .. }
+        | DbError::ForeignKey { .. }
+        | DbError::NotFound => true,
+        // A deadlock or serialization failure between concurrent batches: alone, it succeeds.
+        DbError::Sqlx(e) => e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "40P01" || c == "40001"),
+        _ => false,
+    }
+}
+
+/// A single create's error as `create_with_job` reports it (an unknown tenant is `NotFound`).
+fn single_error(e: DbError) -> DbError {
+    match e {
+        DbError::ForeignKey { constraint }
+            if constraint == "instances_tenant_fkey" || constraint == "jobs_tenant_fkey" =>
+        {
+            DbError::NotFound
+        }
+        other => other,
+    }
+}
+
+/// `e` again, for another create of the failed batch: "unavailable" stays unavailable (503).
+fn same_failure(e: &DbError) -> DbError {
+    if e.is_unavailable() {
+        DbError::Sqlx(sqlx::Error::PoolTimedOut)
+    } else {
+        DbError::Sqlx(sqlx::Error::Protocol(format!("batched create failed: {e}")))
     }
 }

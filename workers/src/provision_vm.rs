@@ -260,7 +260,10 @@ pub async fn handle(message: Dispatch, env: Data<Arc<Env>>) -> Result<(), BoxDyn
 /// Claims job `job_id` and runs it to an outcome, keeping the lease alive meanwhile.
 pub async fn run(env: &Env, job_id: JobId) -> Result<Outcome, DbError> {
     // Claims of jobs delivered together share a statement (`nimbus_jobs::ledger`).
-    let claimed = env.ledger.claim(job_id).await.map_err(|e| DbError::Sqlx(sqlx::Error::Protocol(e.to_string())))?;
+    let claimed = env.ledger.claim(job_id).await.map_err(|e| {
+        // Keep "the database could not be reached" recognisable (`DbError::is_unavailable`).
+        DbError::Sqlx(if e.unavailable { sqlx::Error::PoolTimedOut } else { sqlx::Error::Protocol(e.to_string()) })
+    })?;
     let Some(job) = claimed else {
         return Ok(Outcome::NotClaimed);
     };

@@ -8,15 +8,20 @@
 //!
 //! Every `sweep_every`, the relay also looks for dispatches that never reached Redis: a create
 //! writes no outbox row (its API process pushes right after commit), so a process that died in
-//! between, or a Redis that lost its data, leaves a queued job with no message. Each queue's
-//! oldest message bounds what Redis still holds; queued jobs due well before it get an outbox
-//! row (`outbox::owe_undelivered`), which the next tick pushes.
+//! between, or a Redis that lost its data, leaves a queued job with no message. For each queue
+//! Redis tells the time of its oldest undelivered message and the jobs whose messages workers
+//! hold (`Queue::horizon`); queued jobs due well before that time and not held get an outbox row
+//! (`outbox::owe_undelivered`), which the next tick pushes.
 
 use std::time::Duration;
 
 use nimbus_db::{DbError, PgPool, outbox};
+use nimbus_domain::JobId;
 use nimbus_jobs::{DispatchError, Queues};
 use tokio_util::sync::CancellationToken;
+
+/// The most held messages the sweep asks Redis about; with more held at once, it waits.
+const MAX_HELD: usize = 10_000;
 
 /// Why a tick failed (nothing was marked pushed).
 #[derive(Debug, thiserror::Error)]
@@ -104,19 +109,24 @@ impl Relay {
         let mut owed = 0;
         for &name in nimbus_jobs::queues::ALL {
             let queue = self.queues.queue(name).await?;
-            let settled_ms = tokio::time::timeout(self.config.push_timeout, queue.settled_before_ms())
+            let horizon = tokio::time::timeout(self.config.push_timeout, queue.horizon(MAX_HELD))
                 .await
                 .map_err(|_| RelayError::Timeout)?
                 .map_err(DispatchError::from)?;
+            if horizon.held.len() >= MAX_HELD {
+                // Not every held message is known: calling a job lost now could be wrong often.
+                continue;
+            }
+            let held: Vec<JobId> = horizon.held.iter().filter_map(|id| id.parse().ok()).collect();
             let margin = chrono::Duration::from_std(self.config.sweep_margin).unwrap_or(chrono::Duration::MAX);
-            let Some(settled_before) = i64::try_from(settled_ms)
+            let Some(settled_before) = i64::try_from(horizon.since_ms)
                 .ok()
                 .and_then(chrono::DateTime::from_timestamp_millis)
                 .and_then(|t| t.checked_sub_signed(margin))
             else {
                 continue;
             };
-            let n = outbox::owe_undelivered(&self.db, name, settled_before, self.config.batch).await?;
+            let n = outbox::owe_undelivered(&self.db, name, settled_before, &held, self.config.batch).await?;
             if n > 0 {
                 tracing::warn!(queue = name, jobs = n, "queued jobs had no message in Redis; dispatching them again");
             }

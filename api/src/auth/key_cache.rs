@@ -4,10 +4,13 @@
 //! Correctness comes from Postgres, not from the time to live: every change that could make a
 //! kept answer wrong (a key revoked or rescoped, its user deactivated or given another role)
 //! fires `NOTIFY nimbus_auth_changed` when it commits (migration `…130100`), and this process
-//! listens on a connection of its own and forgets everything it kept. While that connection is
-//! down, nothing is kept or served from the cache: every request goes to the database, so a
-//! revocation never waits for a reconnect. A lookup that started before a change cannot store its
-//! answer after it (a generation counter).
+//! listens on a connection of its own and forgets everything it kept. The listening connection
+//! proves itself alive: the process notifies a heartbeat channel every second through its pool
+//! and must hear it back; when nothing was heard for [`SILENCE`] (the connection dropped, or hangs
+//! half-open), nothing is kept or served from the cache and every request goes to the database
+//! until a new subscription is up. A missed revocation is therefore served from the cache for at
+//! most [`SILENCE`]. A lookup that started before a change cannot store its answer after it (a
+//! generation counter). The listener holds one database connection of its own.
 //!
 //! Only successful authentications are kept, keyed by the token's SHA-256 (the token itself is
 //! never stored); an unknown or wrong token always reaches the database.
@@ -26,6 +29,12 @@ use tokio::sync::oneshot;
 
 /// The channel the database notifies.
 pub const CHANNEL: &str = "nimbus_auth_changed";
+/// The channel each process's heartbeat goes round through.
+const HEARTBEAT: &str = "nimbus_auth_heartbeat";
+/// How often the heartbeat is sent.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// How long the listener may hear nothing before the cache is off.
+pub const SILENCE: Duration = Duration::from_secs(3);
 /// The most answers kept; past it the cache starts over.
 const CAPACITY: usize = 10_000;
 
@@ -34,8 +43,20 @@ struct Shared {
     entries: Mutex<HashMap<[u8; 32], (Authenticated, Instant)>>,
     /// Bumped by every invalidation.
     generation: AtomicU64,
-    /// Whether the listener is subscribed (the cache is used only then).
+    /// Whether the listener is subscribed.
     listening: AtomicBool,
+    /// When the listener last heard anything, in ms since `epoch`.
+    heard_ms: AtomicU64,
+    epoch: OnceInstant,
+}
+
+/// The instant the cache was made (`Instant` has no `Default`).
+struct OnceInstant(Instant);
+
+impl Default for OnceInstant {
+    fn default() -> Self {
+        OnceInstant(Instant::now())
+    }
 }
 
 impl Shared {
@@ -43,6 +64,20 @@ impl Shared {
         let mut entries = self.entries.lock();
         self.generation.fetch_add(1, Ordering::SeqCst);
         entries.clear();
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.0.elapsed().as_millis() as u64
+    }
+
+    fn heard(&self) {
+        self.heard_ms.store(self.now_ms(), Ordering::SeqCst);
+    }
+
+    /// Subscribed and heard from recently: kept answers may be used and stored.
+    fn trusted(&self) -> bool {
+        self.listening.load(Ordering::SeqCst)
+            && self.now_ms().saturating_sub(self.heard_ms.load(Ordering::SeqCst)) < SILENCE.as_millis() as u64
     }
 }
 
@@ -84,7 +119,7 @@ impl KeyCache {
         self.start_listener();
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let generation = self.shared.generation.load(Ordering::SeqCst);
-        if self.shared.listening.load(Ordering::SeqCst) {
+        if self.shared.trusted() {
             let entries = self.shared.entries.lock();
             if let Some((auth, at)) = entries.get(&digest)
                 && at.elapsed() < self.ttl
@@ -104,7 +139,7 @@ impl KeyCache {
 
     /// Keeps the database's answer to `lookup`, unless something changed since it started.
     pub fn store(&self, lookup: Lookup, auth: &Authenticated) {
-        if !self.shared.listening.load(Ordering::SeqCst) {
+        if !self.shared.trusted() {
             return;
         }
         let mut entries = self.shared.entries.lock();
@@ -119,18 +154,47 @@ impl KeyCache {
 }
 
 /// Listens for changes until `stop` is dropped, reconnecting after a pause when the connection
-/// fails; the cache is off from a failure until the subscription is back.
+/// fails or falls silent; the cache is off from then until the subscription is back.
 async fn listen(db: PgPool, shared: Arc<Shared>, mut stop: oneshot::Receiver<()>) {
+    // The heartbeat goes out through the pool; the listener hears it back.
+    let beat = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(HEARTBEAT_EVERY);
+            loop {
+                every.tick().await;
+                let _ = sqlx::query("select pg_notify($1, '')").bind(HEARTBEAT).execute(&db).await;
+            }
+        })
+    };
+    let _stop_beat = AbortOnDrop(beat);
     loop {
         let session = async {
             let mut listener = sqlx::postgres::PgListener::connect_with(&db).await?;
-            listener.listen(CHANNEL).await?;
+            // A lost connection ends this session at once instead of reconnecting inside.
+            listener.eager_reconnect(false);
+            listener.listen_all([CHANNEL, HEARTBEAT]).await?;
             // Changes made while not subscribed were missed: start from nothing.
             shared.forget_all();
+            shared.heard();
             shared.listening.store(true, Ordering::SeqCst);
             loop {
-                match listener.try_recv().await? {
-                    Some(_) => shared.forget_all(),
+                let silent_for =
+                    Duration::from_millis(shared.now_ms().saturating_sub(shared.heard_ms.load(Ordering::SeqCst)));
+                let received = tokio::select! {
+                    received = listener.try_recv() => received?,
+                    // Dropping a pending receive is fine: this listener is given up.
+                    _ = tokio::time::sleep(SILENCE.saturating_sub(silent_for)) => {
+                        return Err(sqlx::Error::Protocol("the auth change listener fell silent".into()));
+                    }
+                };
+                match received {
+                    Some(n) => {
+                        shared.heard();
+                        if n.channel() == CHANNEL {
+                            shared.forget_all();
+                        }
+                    }
                     // The connection was lost; notifications may have been missed.
                     None => return Ok::<(), sqlx::Error>(()),
                 }
@@ -150,5 +214,14 @@ async fn listen(db: PgPool, shared: Arc<Shared>, mut stop: oneshot::Receiver<()>
             _ = &mut stop => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

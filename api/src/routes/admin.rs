@@ -110,20 +110,14 @@ async fn retry(
         return Err(AdminError::NotFailed { job: id, status: job.status });
     }
 
-    // `retry_failed` runs on the pool, so it cannot join a transaction of ours. The instance is
-    // changed in a transaction held open across it (tenant row locked, as `POST /v1/vms` does,
-    // so the quota check cannot race a create), committed only once the job is re-queued: a
-    // refused retry leaves the instance failed, and a worker that picks the job up at once waits
-    // on the instance row until the commit.
+    // One transaction: the instance back to provisioning (its tenant's counters locked, so the
+    // quota check cannot race a create) and the job re-queued commit together, or neither does.
     let mut tx = state.db().begin().await.map_err(DbError::from)?;
     if let (Some(tenant), Some(instance)) = (job.tenant_id, instance_of(&job)) {
         revive_instance(&mut tx, tenant, instance).await?;
     }
-    let enqueued = jobs::retry_failed(state.db(), id, extra).await?;
-    if let Err(e) = tx.commit().await {
-        // The job is queued again; its instance stays `failed` until the worker finishes it.
-        tracing::warn!(job.id = %id, error = %e, "job re-queued but its instance was not set back to provisioning");
-    }
+    let enqueued = jobs::retry_failed(&mut tx, id, extra).await?;
+    tx.commit().await.map_err(DbError::from)?;
     tracing::info!(job.id = %id, user.id = %auth.user.id, extra_attempts = extra, "failed job retried by an admin");
 
     state

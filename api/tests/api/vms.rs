@@ -471,3 +471,37 @@ async fn creates_sent_together_never_overshoot_the_quota() {
     let (_, _, quota) = app.get("/v1/quota").await;
     assert_eq!(quota["data"]["used"]["instances"], 5);
 }
+
+#[tokio::test]
+async fn a_tenant_at_its_limit_does_not_hold_back_the_creates_sent_with_its_own() {
+    let app = TestApp::with(PlanLimits { max_instances: 2, ..ROOMY }, Options::default()).await;
+    let (other, other_token) = new_tenant(app.pool(), ROOMY).await;
+    let send = |token: String, name: String| {
+        let (http, url) = (app.http.clone(), app.url("/v1/vms"));
+        async move {
+            let r = http.post(url).bearer_auth(token).json(&vm_body(&name)).send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let sends = (0..12)
+        .flat_map(|i| [send(app.token.clone(), format!("full-{i}")), send(other_token.clone(), format!("roomy-{i}"))]);
+    let answers = futures::future::join_all(sends).await;
+    let (full, roomy): (Vec<_>, Vec<_>) = answers.iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    assert_eq!(full.iter().filter(|(_, (s, _))| *s == 202).count(), 2, "{full:?}");
+    for (_, (status, body)) in full.iter().filter(|(_, (s, _))| *s != 202) {
+        assert_eq!(*status, 422, "{body}");
+        assert_error(body, "QUOTA_EXCEEDED");
+    }
+    assert!(roomy.iter().all(|(_, (s, _))| *s == 202), "{roomy:?}");
+    let count = |tenant: nimbus_domain::TenantId| {
+        let pool = app.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("select count(*) from instances where tenant_id = $1")
+                .bind(tenant.as_uuid())
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!((count(app.tenant).await, count(other).await), (2, 12));
+}

@@ -103,7 +103,8 @@ impl DbError {
     }
 }
 
-/// Raised by `tenant_usage_apply` when an instance would take its tenant over a plan limit.
+/// Raised by `tenant_usage_add` (through `tenant_quota_exceeded`) when new instances would take
+/// their tenant over a plan limit.
 const QUOTA_EXCEEDED_SQLSTATE: &str = "NQ001";
 
 /// The `QuotaExceeded` carried as JSON in the error's DETAIL.

@@ -226,11 +226,11 @@ pub async fn create_many(ex: impl PgExecutor<'_>, creates: &[NewCreate]) -> Resu
          queue, payload, resources, max_attempts, run_after, request_id, idempotency_key, n)), \
          i as (insert into instances (id, tenant_id, name, kind, template, cores, memory_mib, disk_gib, ssh_keys, \
          node) select id, tenant_id, name, kind, template, cores, memory_mib, disk_gib, \
-         array(select jsonb_array_elements_text(ssh_keys)), node from r order by n returning ",
+         array(select jsonb_array_elements_text(ssh_keys)), node from r order by tenant_id, name returning ",
         columns!(),
         "), j as (insert into jobs (id, tenant_id, kind, queue, payload, resources, max_attempts, run_after, \
          request_id, idempotency_key) select job_id, tenant_id, job_kind, queue, payload, resources, max_attempts, \
-         coalesce(run_after, now()), request_id, idempotency_key from r order by n returning *), \
+         coalesce(run_after, now()), request_id, idempotency_key from r order by tenant_id, name returning *), \
          e as (insert into job_events (job_id, status, progress, step) select id, status, progress, step from j) \
          select i.*, ",
         jobs::job_columns_as!("j", "job_"),

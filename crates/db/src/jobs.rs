@@ -342,8 +342,14 @@ pub async fn claim_and_complete_many(
     worker: &str,
     lease: Duration,
 ) -> Result<(Vec<Job>, Vec<JobId>)> {
-    let claims: Vec<uuid::Uuid> = claims.iter().map(|id| id.as_uuid()).collect();
-    let completions: Vec<uuid::Uuid> = completions.iter().map(|id| id.as_uuid()).collect();
+    // Sorted, so that two batches sharing jobs (duplicate deliveries) lock them in one order.
+    let sorted = |ids: &[JobId]| {
+        let mut ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    };
+    let (claims, completions) = (sorted(claims), sorted(completions));
     let rows = sqlx::query(
         "with c as (update jobs j set status = 'running', attempts = attempts + 1, locked_by = $3, \
          locked_until = now() + make_interval(secs => $4), started_at = coalesce(started_at, now()) \
@@ -615,7 +621,7 @@ pub async fn cancel(pool: &sqlx::PgPool, id: JobId, tenant: Option<TenantId>) ->
 
 /// Re-queues a failed job with `extra_attempts` more attempts (`POST /v1/admin/jobs/{id}/retry`).
 /// Its step and payload are kept, so the step machine resumes where it stopped.
-pub async fn retry_failed(pool: &sqlx::PgPool, id: JobId, extra_attempts: i32) -> Result<Enqueued> {
+pub async fn retry_failed(conn: &mut sqlx::PgConnection, id: JobId, extra_attempts: i32) -> Result<Enqueued> {
     let row = sqlx::query(concat!(
         "with u as (update jobs set status = 'queued', max_attempts = attempts + greatest($2, 1), \
          run_after = now(), finished_at = null, error_code = null, error_message = null, error_retryable = null \
@@ -629,7 +635,7 @@ pub async fn retry_failed(pool: &sqlx::PgPool, id: JobId, extra_attempts: i32) -
     ))
     .bind(id.as_uuid())
     .bind(extra_attempts)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await?;
     match row {
         Some(row) => Ok(Enqueued {
@@ -637,7 +643,7 @@ pub async fn retry_failed(pool: &sqlx::PgPool, id: JobId, extra_attempts: i32) -
             outbox_id: Some(row.try_get("outbox_id")?),
             dispatch: row.try_get("outbox_payload")?,
         }),
-        None => Err(state_error(pool, id, None).await),
+        None => Err(state_error(&mut *conn, id, None).await),
     }
 }
 

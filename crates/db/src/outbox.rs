@@ -5,7 +5,7 @@
 //!
 //! A create writes no row: the API pushes at once and writes one ([`owe`]) only if the push
 //! fails. A push lost with its process is found by the sweep ([`owe_undelivered`]), which
-//! compares the ledger's queued jobs with the oldest message still in Redis.
+//! compares the ledger's queued jobs with the messages Redis still holds.
 //!
 //! Relay loop: `begin` → [`fetch_due`] (rows locked, `SKIP LOCKED` so relays in several workers
 //! share the work) → push to Redis → [`mark_pushed`] → `commit`. A crash between the push and the
@@ -88,29 +88,33 @@ pub async fn owe(ex: impl PgExecutor<'_>, ids: &[JobId]) -> Result<u64> {
 
 /// The sweep for dispatches lost between a commit and its push (the pushing process died, or
 /// Redis lost its data): owes an outbox row to each job of `queue` that is queued and due since
-/// before `settled_before`, with no row waiting and none pushed since `settled_before`. Returns
-/// how many rows it wrote (at most `limit`); the relay pushes them like any other.
+/// before `settled_before`, is not `held`, and has no row waiting and none pushed since
+/// `settled_before`. Returns how many rows it wrote (at most `limit`); the relay pushes them like
+/// any other.
 ///
-/// `settled_before` must be a time before which every message pushed to the queue has been
-/// consumed: the time of the oldest message still in the stream (or now, if it is empty), less
-/// a margin for the clocks of Postgres and Redis and for pushes still in flight. A job due
-/// before it and still queued has no message left in Redis. Getting it wrong only costs a
-/// duplicate push, which the ledger's claim ignores.
+/// `settled_before` is the time of the oldest message of the queue not yet delivered to a worker
+/// (or now, if there is none), less a margin for the clocks of Postgres and Redis and for pushes
+/// still in flight; `held` are the jobs whose messages workers hold (delivered, not yet
+/// acknowledged). A job due before `settled_before`, still queued and not held, has no message
+/// left in Redis. Getting it wrong only costs a duplicate push, which the ledger's claim ignores.
 pub async fn owe_undelivered(
     ex: impl PgExecutor<'_>,
     queue: &str,
     settled_before: DateTime<Utc>,
+    held: &[JobId],
     limit: i64,
 ) -> Result<u64> {
+    let held: Vec<uuid::Uuid> = held.iter().map(|id| id.as_uuid()).collect();
     let done = sqlx::query(concat!(
         "insert into outbox (job_id, queue, payload) select j.id, j.queue, ",
         crate::jobs::dispatch_json!("j"),
-        " from jobs j where j.status = 'queued' and j.queue = $1 and j.run_after < $2 \
+        " from jobs j where j.status = 'queued' and j.queue = $1 and j.run_after < $2 and j.id <> all($3) \
          and not exists (select 1 from outbox o where o.job_id = j.id and (o.pushed_at is null or o.pushed_at >= $2)) \
-         order by j.run_after, j.id limit $3"
+         order by j.run_after, j.id limit $4"
     ))
     .bind(queue)
     .bind(settled_before)
+    .bind(&held)
     .bind(limit)
     .execute(ex)
     .await?;

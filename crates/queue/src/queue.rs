@@ -64,6 +64,15 @@ pub struct QueueStats {
     pub dead: u64,
 }
 
+/// See [`Queue::horizon`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Horizon {
+    /// The time of the oldest undelivered message, or now.
+    pub since_ms: u64,
+    /// The job ids of delivered, unacknowledged messages.
+    pub held: Vec<String>,
+}
+
 pub(crate) struct Inner {
     pub client: Client,
     pub conn: ConnectionManager,
@@ -216,27 +225,23 @@ impl Queue {
         Ok(QueueStats { waiting: len.saturating_sub(inflight), inflight, delayed, dead })
     }
 
-    /// A time (ms since the epoch, by Redis's clock) before which every message pushed to the
-    /// stream has been acknowledged: the id time of the oldest entry still in it (waiting or in
-    /// flight), or Redis's current time when it is empty. The outbox sweep compares the ledger's
-    /// queued jobs with it to find dispatches that never reached Redis.
-    pub async fn settled_before_ms(&self) -> Result<u64> {
-        let (oldest, (secs, micros)): (Value, (u64, u64)) = redis::pipe()
-            .cmd("XRANGE")
-            .arg(&self.inner.stream)
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(1)
-            .cmd("TIME")
-            .query_async(&mut self.conn())
+    /// What Redis still holds of this queue's messages, for the outbox sweep: `since_ms`, the time
+    /// (ms since the epoch, Redis's clock) of the oldest message not yet delivered to a worker, or
+    /// Redis's current time when every message has been delivered; and `held`, the job ids of the
+    /// messages delivered but not yet acknowledged (a worker has them buffered or running; a dead
+    /// worker's are taken over by a peer). A job queued in the ledger since before `since_ms` and
+    /// not `held` has no message left in Redis.
+    pub async fn horizon(&self, max_held: usize) -> Result<Horizon> {
+        let (since_ms, held): (u64, Vec<String>) = self
+            .inner
+            .scripts
+            .horizon
+            .key(&self.inner.stream)
+            .arg(&self.inner.config.group)
+            .arg(max_held.max(1))
+            .invoke_async(&mut self.conn())
             .await?;
-        let now = secs * 1000 + micros / 1000;
-        let oldest = match &oldest {
-            Value::Array(entries) => entries.first().and_then(entry_time_ms),
-            _ => None,
-        };
-        Ok(oldest.map_or(now, |t| t.min(now)))
+        Ok(Horizon { since_ms, held })
     }
 
     /// The newest `count` dead jobs, newest first.
@@ -397,15 +402,4 @@ impl Queue {
             }
         }
     }
-}
-
-/// The time part of a stream entry's id (`<ms>-<seq>`).
-fn entry_time_ms(entry: &Value) -> Option<u64> {
-    let Value::Array(parts) = entry else { return None };
-    let id = match parts.first()? {
-        Value::BulkString(b) => std::str::from_utf8(b).ok()?,
-        Value::SimpleString(s) => s.as_str(),
-        _ => return None,
-    };
-    id.split_once('-')?.0.parse().ok()
 }

@@ -119,6 +119,49 @@ end
 return n
 "#;
 
+/// What Redis still holds of a queue's messages, for the outbox sweep: the id time (ms) of the
+/// oldest entry not yet delivered to the group (Redis's current time when there is none), and
+/// the job ids of the entries delivered but not acknowledged (held by a consumer: in its buffer
+/// or running), at most ARGV[2] of them.
+///
+/// KEYS: stream. ARGV: group, max held. Returns {since ms, {job id, …}}.
+pub(crate) const HORIZON: &str = r#"
+local t = redis.call('TIME')
+local since = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local held = {}
+if redis.call('EXISTS', KEYS[1]) == 0 then return {since, held} end
+local last = nil
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local name, id = nil, nil
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then id = g[i + 1] end
+  end
+  if name == ARGV[1] then last = id end
+end
+local first
+if last then
+  first = redis.call('XRANGE', KEYS[1], '(' .. last, '+', 'COUNT', 1)
+else
+  first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+end
+if #first > 0 then
+  local ms = tonumber(string.match(first[1][1], '^(%d+)-'))
+  if ms < since then since = ms end
+end
+if last then
+  for _, p in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', tonumber(ARGV[2]))) do
+    local e = redis.call('XRANGE', KEYS[1], p[1], p[1])
+    if #e > 0 then
+      local f = e[1][2]
+      for i = 1, #f, 2 do
+        if f[i] == 'j' then table.insert(held, f[i + 1]) end
+      end
+    end
+  end
+end
+return {since, held}
+"#;
+
 /// The compiled scripts (hashes computed once; loaded on first use).
 #[derive(Debug)]
 pub(crate) struct Scripts {
@@ -127,6 +170,7 @@ pub(crate) struct Scripts {
     pub reclaim: Script,
     pub renew: Script,
     pub release: Script,
+    pub horizon: Script,
 }
 
 impl Scripts {
@@ -137,6 +181,7 @@ impl Scripts {
             reclaim: Script::new(RECLAIM),
             renew: Script::new(RENEW),
             release: Script::new(RELEASE),
+            horizon: Script::new(HORIZON),
         }
     }
 }

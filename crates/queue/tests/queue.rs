@@ -300,26 +300,43 @@ async fn an_idle_worker_picks_up_a_pushed_job_within_milliseconds() {
 }
 
 #[tokio::test]
-async fn settled_before_is_the_oldest_message_still_held_or_now() {
+async fn the_horizon_is_the_oldest_undelivered_message_and_the_held_ones() {
     let redis = TestRedis::new().await;
-    let q = queue(&redis, "settled", |c| c).await;
+    let q = queue(&redis, "horizon", |c| c).await;
     let wall_ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
-    // Nothing held: now, by Redis's clock (the same machine's here).
-    let empty = q.settled_before_ms().await.unwrap();
-    assert!(empty.abs_diff(wall_ms()) < 1_000, "{empty}");
+    // Nothing pushed: now, by Redis's clock (the same machine's here), and nothing held.
+    let empty = q.horizon(100).await.unwrap();
+    assert!(empty.since_ms.abs_diff(wall_ms()) < 1_000 && empty.held.is_empty(), "{empty:?}");
 
     q.push("first", &Job { n: 1 }).await.unwrap();
     let pushed_at = wall_ms();
     tokio::time::sleep(Duration::from_millis(50)).await;
     q.push("second", &Job { n: 2 }).await.unwrap();
-    let held = q.settled_before_ms().await.unwrap();
-    assert!(held <= pushed_at && pushed_at - held < 1_000, "the first message's time: {held} vs {pushed_at}");
+    let waiting = q.horizon(100).await.unwrap();
+    assert!(waiting.since_ms <= pushed_at && pushed_at - waiting.since_ms < 1_000, "{waiting:?} vs {pushed_at}");
+    assert!(waiting.held.is_empty());
 
-    // Once consumed and acknowledged, the messages no longer hold it back.
+    // A worker takes both and runs them slowly: delivered, held, no longer holding the time back.
     let seen: Seen = Arc::default();
-    let (stop, run) = spawn_worker("w", &q, 2, seen.clone(), |_, _| async { Ok(()) });
+    let (release, hold) = tokio::sync::watch::channel(false);
+    let (stop, run) = spawn_worker("w", &q, 2, seen.clone(), move |_, _| {
+        let mut hold = hold.clone();
+        async move {
+            let _ = hold.wait_for(|go| *go).await;
+            Ok(())
+        }
+    });
+    assert!(wait_until(Duration::from_secs(5), || async { seen.lock().unwrap().len() == 2 }).await);
+    let running = q.horizon(100).await.unwrap();
+    let mut held = running.held.clone();
+    held.sort();
+    assert_eq!(held, ["first", "second"]);
+    assert!(running.since_ms >= waiting.since_ms + 50, "{running:?}");
+
+    // Acknowledged: nothing held.
+    release.send(true).unwrap();
     assert!(wait_until(Duration::from_secs(5), || async { q.stats().await.unwrap() == QueueStats::default() }).await);
+    assert!(q.horizon(100).await.unwrap().held.is_empty());
     let _ = stop.send(());
     run.await.unwrap().unwrap();
-    assert!(q.settled_before_ms().await.unwrap() >= held + 50);
 }

@@ -149,14 +149,17 @@ async fn transient_failures_are_retried_with_backoff_until_attempts_run_out() {
     assert!(job.finished_at.is_some());
 
     // An administrator's retry grants another attempt and owes a dispatch.
-    let again = jobs::retry_failed(db.pool(), id, 1).await.unwrap();
+    let again = jobs::retry_failed(&mut db.pool().acquire().await.unwrap(), id, 1).await.unwrap();
     assert_eq!((again.job.status, again.job.max_attempts, again.job.error.clone()), (JobStatus::Queued, 3, None));
     assert_eq!(again.dispatch["jobId"], id.to_string());
     assert!(matches!(
-        jobs::retry_failed(db.pool(), id, 1).await,
+        jobs::retry_failed(&mut db.pool().acquire().await.unwrap(), id, 1).await,
         Err(DbError::InvalidJobState { status: JobStatus::Queued, .. })
     ));
-    assert!(matches!(jobs::retry_failed(db.pool(), JobId::new(), 1).await, Err(DbError::NotFound)));
+    assert!(matches!(
+        jobs::retry_failed(&mut db.pool().acquire().await.unwrap(), JobId::new(), 1).await,
+        Err(DbError::NotFound)
+    ));
 }
 
 #[tokio::test]
