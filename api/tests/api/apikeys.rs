@@ -244,3 +244,44 @@ async fn a_change_made_anywhere_reaches_every_api_process_that_kept_the_key() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test]
+async fn without_its_listener_a_process_answers_from_the_database_not_the_cache() {
+    let app = TestApp::new().await;
+    let token = user_key(&app, "unheard@example.com", Role::User, &["read"]).await;
+    let me = || {
+        let (http, url, token) = (app.http.clone(), app.url("/v1/me"), token.clone());
+        async move { split(http.get(url).bearer_auth(token).send().await.unwrap()).await }
+    };
+    assert_eq!(me().await.0, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(me().await.0, 200, "kept from here on");
+
+    // The listening connection dies, and a revocation that notifies nobody follows at once
+    // (triggers off for its session): the process must not trust what it kept.
+    sqlx::query("select pg_terminate_backend(pid) from pg_stat_activity where query ilike 'listen%' and datname = current_database()")
+        .execute(app.pool())
+        .await
+        .unwrap();
+    let mut conn = app.pool().acquire().await.unwrap();
+    sqlx::query("set session_replication_role = replica").execute(&mut *conn).await.unwrap();
+    sqlx::query("update api_keys set revoked_at = now() where user_id = (select id from users where email = $1)")
+        .bind("unheard@example.com")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query("reset session_replication_role").execute(&mut *conn).await.unwrap();
+    drop(conn);
+    let started = std::time::Instant::now();
+    loop {
+        let (status, _, body) = me().await;
+        if status == 401 {
+            break;
+        }
+        assert!(
+            started.elapsed() < nimbus_api::auth::key_cache::SILENCE + std::time::Duration::from_secs(1),
+            "a revoked key was served from the cache past the listener's silence bound: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
