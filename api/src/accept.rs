@@ -141,22 +141,7 @@ async fn write_creates(db: &PgPool, creates: &[NewCreate]) -> Vec<Result<Created
     let mut results: Vec<Option<Result<Created, DbError>>> = creates.iter().map(|_| None).collect();
     let groups = futures::stream::iter(by_tenant.into_iter().map(|(_, indices)| async move {
         let group: Vec<NewCreate> = indices.iter().map(|&i| creates[i].clone()).collect();
-        let answers = match instances::create_many(db, &group).await {
-            Ok(created) if created.len() == group.len() => created.into_iter().map(Ok).collect(),
-            Err(e) if group.len() > 1 && refused_by_one_create(&e) => {
-                let mut answers = Vec::with_capacity(group.len());
-                for c in &group {
-                    answers.push(instances::create_with_job(db, c.tenant, &c.instance, &c.job).await);
-                }
-                answers
-            }
-            Err(e) if group.len() == 1 => {
-                vec![Err(single_error(e))]
-            }
-            Err(e) => group.iter().map(|_| Err(same_failure(&e))).collect(),
-            Ok(_) => group.iter().map(|_| Err(DbError::NotFound)).collect(),
-        };
-        (indices, answers)
+        (indices, write_tenant(db, &group).await)
     }))
     .buffer_unordered(IN_FLIGHT);
     futures::pin_mut!(groups);
@@ -166,6 +151,25 @@ async fn write_creates(db: &PgPool, creates: &[NewCreate]) -> Vec<Result<Created
         }
     }
     results.into_iter().map(|r| r.unwrap_or_else(|| Err(writer_stopped()))).collect()
+}
+
+/// One tenant's creates of a refused batch: together, or, when refused again, one by one in
+/// order (they would queue on the tenant's counters anyway).
+async fn write_tenant(db: &PgPool, group: &[NewCreate]) -> Vec<Result<Created, DbError>> {
+    if let [one] = group {
+        return vec![instances::create_with_job(db, one.tenant, &one.instance, &one.job).await];
+    }
+    match instances::create_many(db, group).await {
+        Ok(created) => created.into_iter().map(Ok).collect(),
+        Err(e) if refused_by_one_create(&e) => {
+            let mut answers = Vec::with_capacity(group.len());
+            for c in group {
+                answers.push(instances::create_with_job(db, c.tenant, &c.instance, &c.job).await);
+            }
+            answers
+        }
+        Err(e) => group.iter().map(|_| Err(same_failure(&e))).collect(),
+    }
 }
 
 /// Whether a batch failed because of one (or some) of its creates, not because of the database.
@@ -179,18 +183,6 @@ fn refused_by_one_create(e: &DbError) -> bool {
         // A deadlock or serialization failure between concurrent batches: alone, it succeeds.
         DbError::Sqlx(e) => e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "40P01" || c == "40001"),
         _ => false,
-    }
-}
-
-/// A single create's error as `create_with_job` reports it (an unknown tenant is `NotFound`).
-fn single_error(e: DbError) -> DbError {
-    match e {
-        DbError::ForeignKey { constraint }
-            if constraint == "instances_tenant_fkey" || constraint == "jobs_tenant_fkey" =>
-        {
-            DbError::NotFound
-        }
-        other => other,
     }
 }
 
