@@ -11,8 +11,8 @@
 //! A batch is all or nothing: when it fails for a reason of one create (over quota, a taken name,
 //! a refused value), its creates are written again per tenant, and a tenant's that fail again one
 //! by one, so every request gets the answer it would have got on its own while one tenant at its
-//! limit does not hold back the others ([`write_creates`]). Requests with an `Idempotency-Key` do not come here: their create
-//! commits with the stored answer, in a transaction of their own.
+//! limit does not hold back the others ([`write_creates`]). Requests with an `Idempotency-Key` do
+//! not come here: their create commits with the stored answer, in a transaction of their own.
 
 use std::sync::{Arc, OnceLock};
 

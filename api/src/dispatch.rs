@@ -19,7 +19,6 @@ use nimbus_db::{PgPool, outbox};
 use nimbus_domain::JobId;
 use nimbus_jobs::{JobEventPublisher, JobWakeups};
 use nimbus_queue::Queue;
-use serde_json::Value;
 use tokio::sync::{RwLock, mpsc};
 
 /// Pushes jobs to Redis, one lazily connected [`Queue`] per queue name.
@@ -95,32 +94,25 @@ impl Dispatcher {
         Ok(self.queues.write().await.entry(name.to_owned()).or_insert(queue).clone())
     }
 
-    /// Pushes `job` on `queue` with its dispatch message `payload`, then has its outbox row, if
-    /// it has one, marked pushed (shortly after, by the marking task). Returns whether the push
-    /// happened; failures are logged, never returned: the dispatch is left to the relay, and a
-    /// job without an outbox row is given one.
-    pub async fn push(&self, db: &PgPool, queue: &str, job: JobId, outbox_id: Option<i64>, payload: &Value) -> bool {
+    /// Pushes `enqueued`'s job, then has its outbox row marked pushed (shortly after, by the
+    /// marking task). A job without an outbox row (a create) goes through [`Self::push_created`].
+    /// Returns whether the push happened; failures are logged, never returned: the dispatch is
+    /// left to the relay.
+    pub async fn push(&self, db: &PgPool, enqueued: &Enqueued) -> bool {
+        let Some(outbox_id) = enqueued.outbox_id else {
+            return self.push_created(db, &[enqueued]).await == 1;
+        };
+        let (job, queue) = (enqueued.job.id, enqueued.job.queue.as_str());
         let pushed = tokio::time::timeout(self.timeout, async {
             let q = self.queue(queue).await?;
-            q.push(&job.to_string(), payload).await.map_err(|e| e.to_string())
+            q.push(&job.to_string(), &enqueued.dispatch).await.map_err(|e| e.to_string())
         })
-        .await;
-        let failure = match pushed {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e),
-            Err(_) => Some("timed out".to_owned()),
-        };
-        if let Some(e) = failure {
+        .await
+        .unwrap_or_else(|_| Err("timed out".to_owned()));
+        if let Err(e) = pushed {
             tracing::warn!(job.id = %job, queue, error = %e, "push to Redis failed; the outbox relay will push it");
-            if outbox_id.is_none()
-                && let Err(e) = outbox::owe(db, &[job]).await
-            {
-                // The relay's sweep still finds the job, only later.
-                tracing::warn!(job.id = %job, error = %e, "could not write the outbox row for a failed push");
-            }
             return false;
         }
-        let Some(outbox_id) = outbox_id else { return true };
         let marker = self.pushed.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             tokio::spawn(mark_pushed_rows(db.clone(), rx));

@@ -54,8 +54,8 @@ pub struct RelayConfig {
     pub push_timeout: Duration,
     /// How often to sweep for dispatches lost between commit and push.
     pub sweep_every: Duration,
-    /// How long before a queue's oldest message in Redis a queued job must have been due for the
-    /// sweep to call its dispatch lost: covers pushes still in flight and the clock difference
+    /// How long before a queue's oldest undelivered message a queued job must have been due for
+    /// the sweep to call its dispatch lost: covers pushes still in flight and the clock difference
     /// between Postgres and Redis (a margin too small costs duplicate pushes, never a job).
     pub sweep_margin: Duration,
 }

@@ -38,7 +38,6 @@ pub const SILENCE: Duration = Duration::from_secs(3);
 /// The most answers kept; past it the cache starts over.
 const CAPACITY: usize = 10_000;
 
-#[derive(Default)]
 struct Shared {
     entries: Mutex<HashMap<[u8; 32], (Authenticated, Instant)>>,
     /// Bumped by every invalidation.
@@ -47,19 +46,20 @@ struct Shared {
     listening: AtomicBool,
     /// When the listener last heard anything, in ms since `epoch`.
     heard_ms: AtomicU64,
-    epoch: OnceInstant,
-}
-
-/// The instant the cache was made (`Instant` has no `Default`).
-struct OnceInstant(Instant);
-
-impl Default for OnceInstant {
-    fn default() -> Self {
-        OnceInstant(Instant::now())
-    }
+    epoch: Instant,
 }
 
 impl Shared {
+    fn new() -> Self {
+        Shared {
+            entries: Mutex::default(),
+            generation: AtomicU64::new(0),
+            listening: AtomicBool::new(false),
+            heard_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
     fn forget_all(&self) {
         let mut entries = self.entries.lock();
         self.generation.fetch_add(1, Ordering::SeqCst);
@@ -67,7 +67,7 @@ impl Shared {
     }
 
     fn now_ms(&self) -> u64 {
-        self.epoch.0.elapsed().as_millis() as u64
+        self.epoch.elapsed().as_millis() as u64
     }
 
     fn heard(&self) {
@@ -99,7 +99,7 @@ pub struct Lookup {
 impl KeyCache {
     /// A cache over `db` keeping answers for `ttl` (zero: never keep).
     pub fn new(db: PgPool, ttl: Duration) -> Self {
-        KeyCache { db, ttl, shared: Arc::default(), stop: std::sync::OnceLock::new() }
+        KeyCache { db, ttl, shared: Arc::new(Shared::new()), stop: std::sync::OnceLock::new() }
     }
 
     fn start_listener(&self) {

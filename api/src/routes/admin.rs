@@ -120,10 +120,7 @@ async fn retry(
     tx.commit().await.map_err(DbError::from)?;
     tracing::info!(job.id = %id, user.id = %auth.user.id, extra_attempts = extra, "failed job retried by an admin");
 
-    state
-        .dispatcher()
-        .push(state.db(), &enqueued.job.queue, enqueued.job.id, enqueued.outbox_id, &enqueued.dispatch)
-        .await;
+    state.dispatcher().push(state.db(), &enqueued).await;
     // Streams that ended on the failure are gone; one still open shows the job queued again.
     state.dispatcher().publisher().publish(id).await;
     let handle = enqueued.job.handle();

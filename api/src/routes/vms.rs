@@ -196,10 +196,7 @@ async fn accept(
     log_accepted(&created, &placement.node);
     let enqueued = created.enqueued;
     let handle = enqueued.job.handle();
-    state
-        .dispatcher()
-        .push(state.db(), &enqueued.job.queue, enqueued.job.id, enqueued.outbox_id, &enqueued.dispatch)
-        .await;
+    state.dispatcher().push(state.db(), &enqueued).await;
     Ok(handle)
 }
 
