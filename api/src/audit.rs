@@ -12,14 +12,18 @@
 //! Audited: every state-changing request, every request under impersonation (or asking for it),
 //! every `/v1/admin` request and every 401, on a known route. The action is the route template
 //! (`POST /v1/admin/jobs/{id}/retry`), the resource the last id in the path (or, for a create,
-//! the `Location` answered), the outcome follows the status (`nimbus_db::audit::Outcome`).
+//! what the handler marked as [`Created`], else the `Location` answered), the outcome follows
+//! the status (`nimbus_db::audit::Outcome`). The request id is the server's; a client's own
+//! `X-Request-ID` is kept in the details as `clientRequestId`.
 //! Not audited: unknown routes (nothing to name) and 429s (a flood of refused requests must not
 //! turn into a flood of inserts).
 //!
 //! The writer ([`AuditLog`]) is one task fed by a channel: it takes every entry queued while the
 //! previous insert ran, inserts them with one multi-row `INSERT … SELECT FROM unnest(…)`, then
 //! completes each request's oneshot. Under load many requests share one insert; each response
-//! still waits for its own row. A failed insert is logged with the entries it lost (the log is
+//! still waits for its own row. Text is stored losslessly (`nimbus_db::audit::storable` escapes
+//! what PostgreSQL refuses), and a group insert that is refused anyway is retried row by row, so
+//! one bad entry cannot drop the others. An entry that still fails is logged in full (the log is
 //! then the record) and the responses go out unchanged: an audit failure never becomes a 500
 //! after the handler has acted.
 
@@ -41,7 +45,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::auth::AuthUser;
 use crate::auth::impersonation::IMPERSONATE_HEADER;
 use crate::error::PendingError;
-use crate::middleware::RequestId;
+use crate::middleware::{ClientRequestId, RequestId};
 use crate::ratelimit::client_ip;
 use crate::state::AppState;
 
@@ -52,12 +56,35 @@ const QUEUE: usize = 10_000;
 /// Longest text kept from a request (path, ids): the rest is cut, the entry stays bounded.
 const MAX_TEXT: usize = 256;
 
-/// Who made the request, as [`capture`] saw it.
+/// Who made the request, as [`capture`] saw it (or [`attribute`] named it).
 #[derive(Clone, Copy, Debug)]
 struct Actor {
     user: UserId,
     tenant: TenantId,
     impersonator: Option<UserId>,
+}
+
+/// Names the user behind a request refused before it had a caller (a session's request that
+/// failed the CSRF check), so its audit row says whose session it was.
+pub fn attribute(response: &mut Response, user: UserId, tenant: TenantId) {
+    response.extensions_mut().insert(Actor { user, tenant, impersonator: None });
+}
+
+/// What a request created, for its audit row: handlers put it on their response, and the row
+/// names it as its resource (a create's path names only the collection).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Created {
+    /// The collection, as in paths: `vms`, `apikeys`, `users`.
+    pub kind: &'static str,
+    /// The new resource's id.
+    pub id: String,
+}
+
+impl Created {
+    /// Marks `response` as having created `kind` `id`.
+    pub fn mark(response: &mut Response, kind: &'static str, id: impl ToString) {
+        response.extensions_mut().insert(Created { kind, id: id.to_string() });
+    }
 }
 
 /// Copies the caller onto the response for [`record`] (install inside `authenticate`).
@@ -129,6 +156,7 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
     let method = request.method().clone();
     let path = truncate(request.uri().path());
     let request_id = request.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    let client_request_id = request.extensions().get::<ClientRequestId>().map(|r| r.0.clone());
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let ip: Option<IpAddr> = client_ip(peer, request.headers(), &state.settings().rate_limit.trusted_proxies);
     let asked_to_impersonate =
@@ -143,10 +171,19 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
         return response;
     }
     let location = response.headers().get(header::LOCATION).and_then(|v| v.to_str().ok());
-    let (resource_type, resource_id) = resource(&template, &params, location);
+    let (resource_type, resource_id) = match response.extensions().get::<Created>() {
+        Some(created) => (Some(created.kind.to_owned()), Some(truncate(&created.id))),
+        None => resource(&template, &params, location),
+    };
     let mut details = Map::new();
     details.insert("method".into(), json!(method.as_str()));
     details.insert("path".into(), json!(path));
+    if let Some(location) = location {
+        details.insert("location".into(), json!(truncate(location)));
+    }
+    if let Some(client_id) = client_request_id {
+        details.insert("clientRequestId".into(), json!(client_id));
+    }
     if let Some(error) = response.extensions().get::<PendingError>() {
         details.insert("errorCode".into(), json!(error.code));
     }
@@ -244,30 +281,49 @@ async fn write(db: PgPool, mut rx: mpsc::Receiver<Queued>) {
         let (entries, waiting): (Vec<NewEntry>, Vec<oneshot::Sender<bool>>) =
             batch.drain(..).map(|q| (q.entry, q.done)).unzip();
         let durable = match audit::append_many(&db, &entries).await {
-            Ok(_) => true,
-            Err(e) => {
+            Ok(_) => vec![true; entries.len()],
+            // The database is unreachable: a row-by-row retry would fail the same way, slower.
+            Err(e) if e.is_unavailable() => {
                 tracing::error!(error = %e, entries = entries.len(), "audit insert failed; entries follow");
-                for lost in &entries {
-                    tracing::warn!(
-                        audit.action = %lost.action,
-                        audit.outcome = lost.outcome.as_str(),
-                        http.status = lost.http_status,
-                        request.id = %lost.request_id,
-                        user.id = ?lost.actor_id,
-                        impersonator.id = ?lost.impersonator_id,
-                        tenant.id = ?lost.tenant_id,
-                        resource.id = ?lost.resource_id,
-                        "audit entry lost"
-                    );
+                entries.iter().for_each(log_lost);
+                vec![false; entries.len()]
+            }
+            // Something in the batch was refused: each entry on its own, so one bad row cannot
+            // take the others with it.
+            Err(e) => {
+                tracing::warn!(error = %e, entries = entries.len(), "audit group insert refused; inserting one by one");
+                let mut durable = Vec::with_capacity(entries.len());
+                for entry in &entries {
+                    let stored = audit::append_many(&db, std::slice::from_ref(entry)).await;
+                    if let Err(e) = &stored {
+                        tracing::error!(error = %e, "audit insert failed");
+                        log_lost(entry);
+                    }
+                    durable.push(stored.is_ok());
                 }
-                false
+                durable
             }
         };
-        for done in waiting {
+        for (done, durable) in waiting.into_iter().zip(durable) {
             // The request may have stopped waiting (timeout, client gone): nothing to do.
             let _ = done.send(durable);
         }
     }
+}
+
+/// An entry that could not be stored goes to the log, which is then its only record.
+fn log_lost(lost: &NewEntry) {
+    tracing::warn!(
+        audit.action = %lost.action,
+        audit.outcome = lost.outcome.as_str(),
+        http.status = lost.http_status,
+        request.id = %lost.request_id,
+        user.id = ?lost.actor_id,
+        impersonator.id = ?lost.impersonator_id,
+        tenant.id = ?lost.tenant_id,
+        resource.id = ?lost.resource_id,
+        "audit entry lost"
+    );
 }
 
 #[cfg(test)]

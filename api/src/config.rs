@@ -14,7 +14,14 @@
 //! | `LISTEN` | address to serve on | `127.0.0.1:8080` |
 //! | `NIMBUS_WEB_DIST` | the built portal (`web/dist`) to serve at `/`; unset: no portal | unset |
 //! | `RUST_LOG` | log filter | `info` |
-//! | `RATE_LIMIT_PER_MINUTE` | requests per minute per API key, user or anonymous client address (also the burst) | `300` |
+//! | `RATE_LIMIT_PER_MINUTE` | requests per minute per user (all their keys, sessions and tokens together) or anonymous client address (also the burst) | `300` |
+//! | `AUTH_FAILURES_PER_MINUTE` | failed authentications per minute per client address, then 429 before any lookup | `30` |
+//! | `API_KEYS_PER_USER` | live API keys a user may have | `50` |
+//! | `HEADER_READ_TIMEOUT_SECS` | a connection must send a request's headers within this | `10` |
+//! | `IDLE_TIMEOUT_SECS` | a connection that reads and writes nothing for this long is closed | `60` |
+//! | `MAX_CONNECTIONS` | open connections, all clients together; past it new ones get 503 | `10000` |
+//! | `MAX_CONNECTIONS_PER_CLIENT` | open connections per client address; past it new ones get 429 | `256` |
+//! | `NOFILE_LIMIT` | the open-file limit raised at start (never above the hard limit) | `65536` |
 //! | `TRUSTED_PROXIES` | addresses/CIDRs (comma-separated) whose `X-Forwarded-For` names the client | none |
 //! | `OIDC_ISSUER` | OpenID provider's issuer URL; unset: API keys only, no sign-in | unset |
 //! | `OIDC_CLIENT_ID` | the API's client at the provider | `nimbus` |
@@ -57,6 +64,13 @@ pub struct Config {
     pub rate_limit_per_minute: u32,
     /// `TRUSTED_PROXIES`.
     pub trusted_proxies: crate::ratelimit::TrustedProxies,
+    /// `AUTH_FAILURES_PER_MINUTE`.
+    pub auth_failures_per_minute: u32,
+    /// `API_KEYS_PER_USER`.
+    pub api_keys_per_user: u32,
+    /// `HEADER_READ_TIMEOUT_SECS`, `IDLE_TIMEOUT_SECS`, `MAX_CONNECTIONS`,
+    /// `MAX_CONNECTIONS_PER_CLIENT`, `NOFILE_LIMIT`.
+    pub connections: crate::serve::ConnectionLimits,
     /// The `OIDC_*`, `PUBLIC_URL` and `SESSION_*` variables; `None` without `OIDC_ISSUER`.
     pub oidc: Option<crate::auth::oidc::OidcConfig>,
     /// `NIMBUS_WEB_DIST`.
@@ -114,9 +128,43 @@ impl Config {
             Some(v) => v.parse().map_err(|e: crate::ratelimit::BadProxy| err("TRUSTED_PROXIES", e.to_string()))?,
             None => crate::ratelimit::TrustedProxies::default(),
         };
+        let positive = |var: &'static str, default: u64| -> Result<u64, ConfigError> {
+            match get(var) {
+                Some(v) => {
+                    v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| err(var, "must be a positive integer"))
+                }
+                None => Ok(default),
+            }
+        };
+        let defaults = crate::serve::ConnectionLimits::default();
+        let connections = crate::serve::ConnectionLimits {
+            header_read_timeout: std::time::Duration::from_secs(positive(
+                "HEADER_READ_TIMEOUT_SECS",
+                defaults.header_read_timeout.as_secs(),
+            )?),
+            idle_timeout: std::time::Duration::from_secs(positive(
+                "IDLE_TIMEOUT_SECS",
+                defaults.idle_timeout.as_secs(),
+            )?),
+            max_connections: positive("MAX_CONNECTIONS", defaults.max_connections as u64)? as usize,
+            max_connections_per_client: positive(
+                "MAX_CONNECTIONS_PER_CLIENT",
+                defaults.max_connections_per_client as u64,
+            )? as usize,
+            nofile_limit: positive("NOFILE_LIMIT", defaults.nofile_limit)?,
+        };
+        let small = |var: &'static str, default: u32| -> Result<u32, ConfigError> {
+            positive(var, u64::from(default))?.try_into().map_err(|_| err(var, "is too large"))
+        };
         Ok(Config {
             rate_limit_per_minute,
             trusted_proxies,
+            auth_failures_per_minute: small(
+                "AUTH_FAILURES_PER_MINUTE",
+                crate::ratelimit::RateLimitSettings::DEFAULT_AUTH_FAILURES_PER_MINUTE,
+            )?,
+            api_keys_per_user: small("API_KEYS_PER_USER", 50)?,
+            connections,
             oidc,
             database_url: required("DATABASE_URL")?,
             database_max_connections,
@@ -266,6 +314,16 @@ mod tests {
         assert_eq!(c.rate_limit_per_minute, 1200);
         assert!(c.trusted_proxies.contains("10.9.8.7".parse().unwrap()));
         assert_eq!(with(&[("RATE_LIMIT_PER_MINUTE", "0")]).unwrap_err().var, "RATE_LIMIT_PER_MINUTE");
+        assert_eq!(c.auth_failures_per_minute, 30);
+        assert_eq!(c.api_keys_per_user, 50);
+        let c =
+            with(&[("API_KEYS_PER_USER", "5"), ("MAX_CONNECTIONS_PER_CLIENT", "8"), ("HEADER_READ_TIMEOUT_SECS", "3")])
+                .unwrap();
+        assert_eq!(c.api_keys_per_user, 5);
+        assert_eq!(c.connections.max_connections_per_client, 8);
+        assert_eq!(c.connections.header_read_timeout, std::time::Duration::from_secs(3));
+        assert_eq!(with(&[("MAX_CONNECTIONS", "none")]).unwrap_err().var, "MAX_CONNECTIONS");
+        assert_eq!(with(&[("AUTH_FAILURES_PER_MINUTE", "0")]).unwrap_err().var, "AUTH_FAILURES_PER_MINUTE");
         assert_eq!(with(&[("RATE_LIMIT_PER_MINUTE", "lots")]).unwrap_err().var, "RATE_LIMIT_PER_MINUTE");
         assert_eq!(with(&[("TRUSTED_PROXIES", "10.0.0.0/99")]).unwrap_err().var, "TRUSTED_PROXIES");
     }

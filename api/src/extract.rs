@@ -56,11 +56,33 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<JsonBody<T>, ApiError> {
     let raw: Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::Validation(vec![FieldError::body(format!("malformed JSON: {e}"))]))?;
+    if let Some(path) = nul_at(&raw, String::new()) {
+        let field = if path.is_empty() {
+            FieldError::body("must not contain NUL characters")
+        } else {
+            FieldError::new(path, "must not contain NUL characters")
+        };
+        return Err(ApiError::Validation(vec![field]));
+    }
     let value = serde_path_to_error::deserialize::<_, T>(&raw).map_err(|e| {
         let path = e.path().to_string();
         ApiError::Validation(vec![field_error(&path, &e.into_inner().to_string())])
     })?;
     Ok(JsonBody { value, raw })
+}
+
+/// The path of the first string or key holding a NUL (`\u0000`), which PostgreSQL cannot store:
+/// every body is refused for it here, whatever its fields, so no route can pass one on.
+fn nul_at(value: &Value, path: String) -> Option<String> {
+    let join = |key: &str| if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") };
+    match value {
+        Value::String(s) if s.contains('\0') => Some(path),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| nul_at(v, format!("{path}[{i}]"))),
+        Value::Object(map) => map
+            .iter()
+            .find_map(|(k, v)| if k.contains('\0') { Some(join(&k.replace('\0', "\\0"))) } else { nul_at(v, join(k)) }),
+        _ => None,
+    }
 }
 
 /// Names the field of a serde error: the path where it happened, or for unknown and missing
@@ -158,6 +180,11 @@ mod tests {
         assert_eq!(f[0].field.as_deref(), Some("cores"));
         let f = fields(decode::<Probe>(br#"{"cores": 1, "sshKeys": ["a", 2]}"#).unwrap_err());
         assert_eq!(f[0].field.as_deref(), Some("sshKeys[1]"));
+        let f = fields(decode::<Probe>(br#"{"cores": 1, "sshKeys": ["a", "b\u0000"]}"#).unwrap_err());
+        assert_eq!(f[0].field.as_deref(), Some("sshKeys[1]"));
+        assert!(f[0].message.contains("NUL"), "{}", f[0].message);
+        let f = fields(decode::<Probe>(br#"{"cores": 1, "a\u0000": 1}"#).unwrap_err());
+        assert_eq!(f[0].field.as_deref(), Some("a\\0"));
         let ok = decode::<Probe>(br#"{"cores": 2}"#).unwrap();
         assert_eq!(ok.value.cores, 2);
     }

@@ -7,6 +7,7 @@
 //! * [`auth`]: who is calling ([`AuthUser`], [`AdminUser`]) and the layer that resolves it.
 //! * [`ratelimit`]: requests per minute per caller, shared by the replicas through Redis.
 //! * [`audit`]: which requests the audit log records, and its group-commit writer.
+//! * [`html`]: the HTML error page of the `/auth/*` navigations.
 //! * [`extract`]: the JSON body, query and `Idempotency-Key` extractors, whose failures are
 //!   [`ApiError`]s.
 //! * [`error`]: [`ApiError`], its stable codes and statuses.
@@ -14,6 +15,7 @@
 //! * [`accept`]: instance creates written and pushed together (group commit).
 //! * [`dispatch`]: the push of accepted jobs to Redis, with the outbox as the safety net.
 //! * [`validation`]: names, sizes and SSH keys.
+//! * [`serve`]: the listener, with its header and idle timeouts and connection caps.
 //! * [`config`], [`bootstrap`]: the environment table and the first tenant.
 
 pub mod accept;
@@ -24,10 +26,12 @@ pub mod config;
 pub mod dispatch;
 pub mod error;
 pub mod extract;
+pub mod html;
 pub mod inventory;
 pub mod middleware;
 pub mod ratelimit;
 pub mod routes;
+pub mod serve;
 pub mod state;
 pub mod validation;
 
@@ -59,11 +63,13 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::admin_nodes::router())
         .merge(routes::web::router(state.settings().web_dist.clone()))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        // Layers run bottom-up: envelope → audit record → authenticate → audit capture → rate
-        // limit → handler. The audit record sits outside `authenticate` to see its 401s too.
+        // Layers run bottom-up: envelope → audit record → unstorable text refused → authenticate
+        // → audit capture → rate limit → handler. The audit record sits outside `authenticate`
+        // to see its 401s too.
         .layer(axum::middleware::from_fn_with_state(state.clone(), ratelimit::layer))
         .layer(axum::middleware::from_fn(audit::capture))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .layer(axum::middleware::from_fn(middleware::refuse_unstorable))
         .layer(axum::middleware::from_fn_with_state(state.clone(), audit::record))
         .layer(axum::middleware::from_fn(middleware::envelope))
         .with_state(state)

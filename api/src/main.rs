@@ -80,10 +80,12 @@ async fn serve() -> Result<(), BoxError> {
     let settings = Settings {
         rate_limit: nimbus_api::ratelimit::RateLimitSettings {
             per_minute: config.rate_limit_per_minute,
+            auth_failures_per_minute: config.auth_failures_per_minute,
             trusted_proxies: config.trusted_proxies.clone(),
             ..Default::default()
         },
         web_dist: config.web_dist.clone(),
+        api_keys_per_user: config.api_keys_per_user,
         ..Settings::default()
     };
     let mut state = AppState::new(db.clone(), &config.redis_url, &config.redis_key_prefix, pve, settings)?;
@@ -92,12 +94,15 @@ async fn serve() -> Result<(), BoxError> {
         let identity = nimbus_api::auth::oidc::Identity::new(oidc, db, &config.redis_url, &config.redis_key_prefix)?;
         state = state.with_identity(identity);
     }
+    match nimbus_api::serve::raise_open_file_limit(config.connections.nofile_limit) {
+        Ok(limit) => tracing::info!(open_files = limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    tracing::info!(listen = %listener.local_addr()?, "nimbus-api serving");
+    tracing::info!(listen = %listener.local_addr()?, limits = ?config.connections, "nimbus-api serving");
     // The peer's address is the client's for rate limits and the audit log (unless it is a
     // trusted proxy, see `TRUSTED_PROXIES`).
-    let app = nimbus_api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    nimbus_api::serve::serve(listener, nimbus_api::router(state), config.connections, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -1,9 +1,14 @@
 //! Rate limits (issue #4 item 6, DESIGN §6): a budget of requests per minute per caller, shared
 //! by every API replica through Redis.
 //!
-//! * The caller is the API key for key callers, the user for sessions and provider JWTs, and the
-//!   client's address for anonymous requests ([`client_ip`]: `X-Forwarded-For` is believed only
-//!   when the peer is a configured trusted proxy).
+//! * The caller is the user, whichever credential they present: all of a user's API keys,
+//!   sessions and provider JWTs spend one budget, so making more keys buys no more requests.
+//!   Anonymous requests spend the client's address's ([`client_ip`]: `X-Forwarded-For` is
+//!   believed only when the peer is a configured trusted proxy).
+//! * Failed authentication has a budget of its own per client address
+//!   ([`RateLimitSettings::auth_failures_per_minute`]), checked before the credential is looked
+//!   up: once it is spent, a presented credential is answered 429 without touching PostgreSQL or
+//!   the session store ([`crate::auth::authenticate`]).
 //! * The algorithm is GCRA (the generic cell rate algorithm, a leaky bucket kept as one
 //!   "theoretical arrival time" per caller): a burst of up to `limit` requests, then one every
 //!   `60 s / limit`. One Lua script does the whole decision in one atomic round trip (`EVALSHA`,
@@ -17,6 +22,7 @@
 //!   at most once per [`WARN_INTERVAL`], and Redis is not tried again for [`RETRY_AFTER_FAILURE`]
 //!   so an outage costs requests nothing.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Mutex;
@@ -27,7 +33,6 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
-use nimbus_domain::UserId;
 use redis::aio::MultiplexedConnection;
 
 use crate::auth::{AuthUser, Credential};
@@ -47,9 +52,9 @@ const RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 const EXEMPT: &[&str] = &["/healthz", "/readyz"];
 
 /// GCRA in one step. KEYS[1]: the caller's bucket; ARGV[1]: requests per period; ARGV[2]: the
-/// period in microseconds. The bucket holds the theoretical arrival time (TAT) in microseconds
-/// of Redis's clock and expires when it is in the past. Returns {allowed, remaining,
-/// retry_after_us, reset_us}.
+/// period in microseconds; ARGV[3]: 1 to spend a request, 0 to only look whether one is left.
+/// The bucket holds the theoretical arrival time (TAT) in microseconds of Redis's clock and
+/// expires when it is in the past. Returns {allowed, remaining, retry_after_us, reset_us}.
 const GCRA: &str = r"
 local limit = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
@@ -61,6 +66,9 @@ if tat < now then tat = now end
 local ahead = tat + interval - now
 if ahead > period then
   return {0, 0, math.ceil(ahead - period), math.ceil(tat - now)}
+end
+if ARGV[3] == '0' then
+  return {1, math.floor((period - (tat - now)) / interval), 0, math.ceil(tat - now)}
 end
 redis.call('SET', KEYS[1], string.format('%.0f', tat + interval), 'PX', math.ceil(ahead / 1000))
 return {1, math.floor((period - ahead) / interval), 0, math.ceil(ahead)}
@@ -137,11 +145,13 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     hop.parse::<IpAddr>().ok().or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip())).map(|ip| ip.to_canonical())
 }
 
-/// The tunables (`RATE_LIMIT_PER_MINUTE`, `TRUSTED_PROXIES`).
+/// The tunables (`RATE_LIMIT_PER_MINUTE`, `AUTH_FAILURES_PER_MINUTE`, `TRUSTED_PROXIES`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RateLimitSettings {
     /// Requests per minute per caller (also the burst).
     pub per_minute: u32,
+    /// Failed authentications per minute per client address (also the burst).
+    pub auth_failures_per_minute: u32,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: TrustedProxies,
     /// How long the Redis round trip may take before the request passes unlimited.
@@ -151,12 +161,16 @@ pub struct RateLimitSettings {
 impl RateLimitSettings {
     /// The default budget (DESIGN §6, issue #4).
     pub const DEFAULT_PER_MINUTE: u32 = 300;
+    /// The default budget of failed authentications: a person mistyping a key never reaches
+    /// it; a token guesser is held to one try every two seconds.
+    pub const DEFAULT_AUTH_FAILURES_PER_MINUTE: u32 = 30;
 }
 
 impl Default for RateLimitSettings {
     fn default() -> Self {
         RateLimitSettings {
             per_minute: Self::DEFAULT_PER_MINUTE,
+            auth_failures_per_minute: Self::DEFAULT_AUTH_FAILURES_PER_MINUTE,
             trusted_proxies: TrustedProxies::default(),
             timeout: Duration::from_millis(250),
         }
@@ -166,39 +180,40 @@ impl Default for RateLimitSettings {
 /// Whose budget a request spends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Bucket {
-    /// An API key (each key has its own budget).
-    Key(String),
-    /// A user signed in with a session or a provider JWT.
+    /// A user, with every credential they hold (API keys, sessions, provider JWTs).
     User(String),
     /// An anonymous client.
     Ip(Option<IpAddr>),
+    /// The failed authentications of a client address.
+    AuthFailures(Option<IpAddr>),
 }
 
 impl Bucket {
     /// The bucket of `caller`, or of the client's address when anonymous.
     pub fn of(caller: Option<&AuthUser>, ip: Option<IpAddr>) -> Bucket {
         match caller {
-            Some(caller) => Bucket::of_credential(&caller.credential, caller.user.id),
+            Some(caller) => Bucket::of_credential(&caller.credential, caller),
             None => Bucket::Ip(ip),
         }
     }
 
-    /// The bucket of `user` calling with `credential`.
-    fn of_credential(credential: &Credential, user: UserId) -> Bucket {
-        match credential {
-            // Under impersonation this is the administrator's key: the budget spent is theirs.
-            Credential::ApiKey(key) => Bucket::Key(key.id.to_string()),
-            _ => Bucket::User(user.to_string()),
-        }
+    /// Whose budget `caller`'s request spends: the credential's owner. Under impersonation that
+    /// is the administrator (their key, or their session), never the user acted as.
+    fn of_credential(credential: &Credential, caller: &AuthUser) -> Bucket {
+        let owner = match credential {
+            Credential::ApiKey(key) => key.user_id,
+            _ => caller.impersonator.as_ref().map_or(caller.user.id, |admin| admin.id),
+        };
+        Bucket::User(owner.to_string())
     }
 
     fn key(&self, prefix: &str) -> String {
+        let ip = |ip: &Option<IpAddr>| ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
         match self {
-            Bucket::Key(id) => format!("{prefix}rl:key:{id}"),
             Bucket::User(id) => format!("{prefix}rl:user:{id}"),
-            Bucket::Ip(Some(ip)) => format!("{prefix}rl:ip:{ip}"),
             // Only a router served without connection info has no address: one shared budget.
-            Bucket::Ip(None) => format!("{prefix}rl:ip:unknown"),
+            Bucket::Ip(addr) => format!("{prefix}rl:ip:{}", ip(addr)),
+            Bucket::AuthFailures(addr) => format!("{prefix}rl:authfail:{}", ip(addr)),
         }
     }
 }
@@ -220,7 +235,7 @@ pub struct Decision {
 
 impl Decision {
     /// Writes the `RateLimit-*` headers (and `Retry-After` when refused).
-    fn write_headers(&self, headers: &mut HeaderMap) {
+    pub fn write_headers(&self, headers: &mut HeaderMap) {
         headers.insert(LIMIT, HeaderValue::from(self.limit));
         headers.insert(REMAINING, HeaderValue::from(self.remaining));
         headers.insert(RESET, HeaderValue::from(ceil_secs(self.reset)));
@@ -252,7 +267,14 @@ pub struct RateLimiter {
     /// The shared multiplexed connection; `None` until connected or after it broke.
     conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     health: Mutex<Health>,
+    /// Addresses that failed to authenticate here, and when they last did.
+    recent_failures: Mutex<HashMap<Option<IpAddr>, Instant>>,
 }
+
+/// The most addresses [`RateLimiter::auth_failed`] remembers (memory stays bounded under a
+/// flood of addresses; past it the list starts over, and each address is held again from its
+/// next failure).
+const RECENT_FAILURES_CAPACITY: usize = 100_000;
 
 impl RateLimiter {
     /// A limiter on the Redis at `url` (nothing connects until the first request), with buckets
@@ -265,6 +287,7 @@ impl RateLimiter {
             script: redis::Script::new(GCRA),
             conn: tokio::sync::Mutex::new(None),
             health: Mutex::new(Health::default()),
+            recent_failures: Mutex::new(HashMap::new()),
         })
     }
 
@@ -276,16 +299,49 @@ impl RateLimiter {
     /// Spends one request of `bucket`'s budget. `None` when Redis could not decide (the
     /// request then passes: failing open keeps the API answering through a Redis outage).
     pub async fn check(&self, bucket: &Bucket) -> Option<Decision> {
+        self.decide(bucket, self.settings.per_minute, true).await
+    }
+
+    /// Whether the client at `ip` may still fail to authenticate (spends nothing). Only
+    /// addresses that failed here within the last minute are looked up in Redis: the others
+    /// cannot be over budget in this process's view, and a request with a good credential
+    /// should not pay a round trip for the check (another replica's failures count from the
+    /// first one this replica sees).
+    pub async fn auth_failures_left(&self, ip: Option<IpAddr>) -> Option<Decision> {
+        let failed_recently =
+            self.recent_failures.lock().ok()?.get(&ip).is_some_and(|at| at.elapsed() < Duration::from_secs(60));
+        if !failed_recently {
+            return None;
+        }
+        self.decide(&Bucket::AuthFailures(ip), self.settings.auth_failures_per_minute, false).await
+    }
+
+    /// Spends one failed authentication of the client at `ip`.
+    pub async fn auth_failed(&self, ip: Option<IpAddr>) -> Option<Decision> {
+        if let Ok(mut recent) = self.recent_failures.lock() {
+            if recent.len() >= RECENT_FAILURES_CAPACITY {
+                recent.retain(|_, at| at.elapsed() < Duration::from_secs(60));
+                if recent.len() >= RECENT_FAILURES_CAPACITY {
+                    recent.clear();
+                }
+            }
+            recent.insert(ip, Instant::now());
+        }
+        self.decide(&Bucket::AuthFailures(ip), self.settings.auth_failures_per_minute, true).await
+    }
+
+    async fn decide(&self, bucket: &Bucket, per_minute: u32, spend: bool) -> Option<Decision> {
         if self.health.lock().ok()?.skip_until.is_some_and(|t| Instant::now() < t) {
             return None;
         }
         let key = bucket.key(&self.key_prefix);
-        match tokio::time::timeout(self.settings.timeout, self.run(&key)).await {
+        let per_minute = per_minute.max(1);
+        match tokio::time::timeout(self.settings.timeout, self.run(&key, per_minute, spend)).await {
             Ok(Ok(reply)) => {
                 if let Ok(mut h) = self.health.lock() {
                     h.skip_until = None;
                 }
-                Some(self.decision(reply))
+                Some(decision(per_minute, reply))
             }
             Ok(Err(e)) => {
                 // A broken connection is replaced on the next attempt.
@@ -300,10 +356,10 @@ impl RateLimiter {
         }
     }
 
-    async fn run(&self, key: &str) -> redis::RedisResult<(i64, i64, i64, i64)> {
+    async fn run(&self, key: &str, per_minute: u32, spend: bool) -> redis::RedisResult<(i64, i64, i64, i64)> {
         let mut conn = self.connection().await?;
         let period_us: u64 = 60_000_000;
-        self.script.key(key).arg(self.settings.per_minute.max(1)).arg(period_us).invoke_async(&mut conn).await
+        self.script.key(key).arg(per_minute).arg(period_us).arg(u8::from(spend)).invoke_async(&mut conn).await
     }
 
     async fn connection(&self) -> redis::RedisResult<MultiplexedConnection> {
@@ -319,17 +375,6 @@ impl RateLimiter {
         Ok(conn)
     }
 
-    fn decision(&self, (allowed, remaining, retry_after_us, reset_us): (i64, i64, i64, i64)) -> Decision {
-        let us = |v: i64| Duration::from_micros(v.max(0) as u64);
-        Decision {
-            allowed: allowed == 1,
-            limit: self.settings.per_minute,
-            remaining: remaining.max(0) as u64,
-            retry_after: us(retry_after_us),
-            reset: us(reset_us),
-        }
-    }
-
     fn failed(&self, error: &str) {
         let Ok(mut h) = self.health.lock() else { return };
         let now = Instant::now();
@@ -339,6 +384,25 @@ impl RateLimiter {
             tracing::warn!(error, "rate limiting is off: Redis cannot be reached; requests pass unlimited");
         }
     }
+}
+
+fn decision(limit: u32, (allowed, remaining, retry_after_us, reset_us): (i64, i64, i64, i64)) -> Decision {
+    let us = |v: i64| Duration::from_micros(v.max(0) as u64);
+    Decision {
+        allowed: allowed == 1,
+        limit,
+        remaining: remaining.max(0) as u64,
+        retry_after: us(retry_after_us),
+        reset: us(reset_us),
+    }
+}
+
+/// The 429 of a refused decision, with its headers.
+pub fn refused(decision: &Decision) -> Response {
+    let mut response =
+        ApiError::RateLimited { retry_after_secs: ceil_secs(decision.retry_after).max(1) }.into_response();
+    decision.write_headers(response.headers_mut());
+    response
 }
 
 /// The layer (install with `axum::middleware::from_fn_with_state`, inside `authenticate`).
@@ -353,11 +417,10 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     let Some(decision) = limiter.check(&bucket).await else {
         return next.run(request).await;
     };
-    let mut response = if decision.allowed {
-        next.run(request).await
-    } else {
-        ApiError::RateLimited { retry_after_secs: ceil_secs(decision.retry_after).max(1) }.into_response()
-    };
+    if !decision.allowed {
+        return refused(&decision);
+    }
+    let mut response = next.run(request).await;
     decision.write_headers(response.headers_mut());
     response
 }
@@ -424,13 +487,12 @@ mod tests {
     }
 
     #[test]
-    fn users_and_addresses_have_separate_buckets() {
-        // API keys are covered by the integration tests (one Redis key per API key).
-        let user = UserId::new();
-        let jwt = crate::auth::jwt::JwtCredential { issuer: "https://idp".into(), subject: "s".into() };
-        assert_eq!(Bucket::of_credential(&Credential::Jwt(jwt), user).key("p:"), format!("p:rl:user:{user}"));
+    fn users_addresses_and_failures_have_separate_buckets() {
+        // API keys are covered by the integration tests (all of a user's keys share a bucket).
+        assert_eq!(Bucket::User("u1".into()).key("p:"), "p:rl:user:u1");
         assert_eq!(Bucket::of(None, Some(ip("::1"))).key("p:"), "p:rl:ip:::1");
         assert_eq!(Bucket::of(None, None).key("p:"), "p:rl:ip:unknown");
+        assert_eq!(Bucket::AuthFailures(Some(ip("192.0.2.1"))).key("p:"), "p:rl:authfail:192.0.2.1");
     }
 
     #[test]

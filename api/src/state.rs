@@ -33,6 +33,11 @@ pub struct Settings {
     /// How long what an API key authenticated to is reused (changes invalidate it at once,
     /// [`crate::auth::key_cache`]); zero looks every request up.
     pub api_key_cache_ttl: Duration,
+    /// The most live API keys a user may have (`API_KEYS_PER_USER`).
+    pub api_keys_per_user: u32,
+    /// How often an open event stream checks that its credential still holds (a revoked key, a
+    /// deactivated user or an ended session closes it within this).
+    pub stream_auth_check: Duration,
 }
 
 impl Default for Settings {
@@ -47,6 +52,8 @@ impl Default for Settings {
             audit_timeout: Duration::from_secs(5),
             web_dist: None,
             api_key_cache_ttl: Duration::from_secs(10),
+            api_keys_per_user: 50,
+            stream_auth_check: Duration::from_secs(2),
         }
     }
 }

@@ -31,6 +31,54 @@ pub fn dns_label(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Whether `text` can be shown as a name (API keys, tenants, users' display names): no control
+/// characters, no bidirectional overrides or isolates (which make a name read differently from
+/// what it is, "Trojan Source"), and at least one visible character (a name of only spaces,
+/// zero-width or filler characters impersonates "nothing", or another name beside it).
+pub fn display_text(text: &str) -> Result<(), &'static str> {
+    if text.chars().any(char::is_control) {
+        return Err("must not contain control characters");
+    }
+    if text.chars().any(is_bidi_control) {
+        return Err("must not contain bidirectional control characters");
+    }
+    if text.chars().all(|c| c.is_whitespace() || is_invisible(c)) {
+        return Err("must contain a visible character");
+    }
+    Ok(())
+}
+
+/// Unicode's bidirectional formatting characters (UAX #9): marks, embeddings, overrides and
+/// isolates.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Characters that render as nothing: format characters (zero-width spaces and joiners, word
+/// joiner, soft hyphen, BOM, invisible operators, tags) and the blank "fillers" that pass for
+/// letters.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{17B4}'
+            | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200D}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{206A}'..='\u{206F}'
+            | '\u{2800}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{E0000}'..='\u{E007F}'
+    ) || is_bidi_control(c)
+}
+
 /// Key types OpenSSH writes in `authorized_keys`.
 const SSH_KEY_TYPES: &[&str] = &[
     "ssh-ed25519",
@@ -88,6 +136,20 @@ mod tests {
     /// A real ed25519 public key.
     pub const ED25519: &str =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBlx2uMl6O7otZxx5t83ZWNSS+gqAj3/2gOtI6dRPT+R test@host";
+
+    #[test]
+    fn display_text_refuses_controls_bidi_and_invisible_only_names() {
+        assert_eq!(display_text("CI deploy key"), Ok(()));
+        assert_eq!(display_text("Zoë's café 東京"), Ok(()));
+        assert_eq!(display_text("a\u{200B}b"), Ok(()), "a zero-width space between visible letters is harmless");
+        assert!(display_text("tab\there").is_err());
+        assert!(display_text("admin\u{202E}yek").is_err(), "right-to-left override");
+        assert!(display_text("x\u{2066}y\u{2069}").is_err(), "isolates");
+        assert!(display_text("\u{200B}\u{200C}").is_err());
+        assert!(display_text("\u{3164}").is_err(), "Hangul filler");
+        assert!(display_text(" \u{00A0}\u{FEFF}").is_err());
+        assert!(display_text("\u{E0041}").is_err(), "tag characters");
+    }
 
     #[test]
     fn dns_labels() {

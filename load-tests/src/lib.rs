@@ -3,6 +3,8 @@
 //! Every benchmark prints its figures next to an anchor measured in the same run, because these
 //! machines are shared and noisy: ratios are comparable between runs, absolute numbers are not.
 
+pub mod services;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 

@@ -77,6 +77,8 @@ pub struct JwtCredential {
     pub issuer: String,
     /// `sub`.
     pub subject: String,
+    /// `exp`: the token stops authenticating then, also for the streams it opened.
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The caller behind a bearer token that is not an API key: a valid provider JWT whose
@@ -95,7 +97,8 @@ pub(crate) async fn caller(state: &AppState, token: &str) -> Result<AuthUser, Ap
             ApiError::Unauthenticated
         }
     })?;
-    let credential = JwtCredential { issuer: verified.issuer, subject: verified.subject };
+    let expires_at = verified.claims["exp"].as_i64().and_then(|exp| chrono::DateTime::from_timestamp(exp, 0));
+    let credential = JwtCredential { issuer: verified.issuer, subject: verified.subject, expires_at };
     Ok(AuthUser { user, credential: Credential::Jwt(credential), impersonator: None })
 }
 

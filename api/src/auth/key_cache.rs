@@ -12,8 +12,11 @@
 //! most [`SILENCE`]. A lookup that started before a change cannot store its answer after it (a
 //! generation counter). The listener holds one database connection of its own.
 //!
-//! Only successful authentications are kept, keyed by the token's SHA-256 (the token itself is
-//! never stored); an unknown or wrong token always reaches the database.
+//! Successful authentications are kept, keyed by the token's SHA-256 (the token itself is never
+//! stored). So are tokens the database refused, for [`NEGATIVE_TTL`]: a token that failed once
+//! (unknown, wrong, revoked, expired, its user deactivated) is answered 401 from memory, so
+//! repeating it costs the database nothing. The same invalidation applies: a reactivated user's
+//! keys authenticate again as soon as the change is heard.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,9 +40,13 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 pub const SILENCE: Duration = Duration::from_secs(3);
 /// The most answers kept; past it the cache starts over.
 const CAPACITY: usize = 10_000;
+/// How long a refused token is answered from memory.
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(60);
 
 struct Shared {
     entries: Mutex<HashMap<[u8; 32], (Authenticated, Instant)>>,
+    /// Digests of refused tokens, and when they were refused.
+    refused: Mutex<HashMap<[u8; 32], Instant>>,
     /// Bumped by every invalidation.
     generation: AtomicU64,
     /// Whether the listener is subscribed.
@@ -53,6 +60,7 @@ impl Shared {
     fn new() -> Self {
         Shared {
             entries: Mutex::default(),
+            refused: Mutex::default(),
             generation: AtomicU64::new(0),
             listening: AtomicBool::new(false),
             heard_ms: AtomicU64::new(0),
@@ -62,8 +70,10 @@ impl Shared {
 
     fn forget_all(&self) {
         let mut entries = self.entries.lock();
+        let mut refused = self.refused.lock();
         self.generation.fetch_add(1, Ordering::SeqCst);
         entries.clear();
+        refused.clear();
     }
 
     fn now_ms(&self) -> u64 {
@@ -129,6 +139,40 @@ impl KeyCache {
             }
         }
         Err(Lookup { digest, generation })
+    }
+
+    /// Whether the token of `lookup` was refused by the database within [`NEGATIVE_TTL`].
+    pub fn was_refused(&self, lookup: &Lookup) -> bool {
+        self.shared.trusted()
+            && self.shared.refused.lock().get(&lookup.digest).is_some_and(|at| at.elapsed() < NEGATIVE_TTL)
+    }
+
+    /// Remembers that the database refused the token of `lookup`, unless something changed since
+    /// the lookup started.
+    pub fn store_refused(&self, lookup: Lookup) {
+        if !self.shared.trusted() {
+            return;
+        }
+        let mut refused = self.shared.refused.lock();
+        if self.shared.generation.load(Ordering::SeqCst) != lookup.generation {
+            return;
+        }
+        if refused.len() >= CAPACITY {
+            refused.retain(|_, at| at.elapsed() < NEGATIVE_TTL);
+            if refused.len() >= CAPACITY {
+                refused.clear();
+            }
+        }
+        refused.insert(lookup.digest, Instant::now());
+    }
+
+    /// A token that changes whenever a key or user may have changed: the count of
+    /// invalidations heard, or `None` while the listener is not trusted (then anything may have
+    /// changed unheard). Long-lived holders of a credential (event streams) compare it to decide
+    /// whether to look again.
+    pub fn change_marker(&self) -> Option<u64> {
+        self.start_listener();
+        self.shared.trusted().then(|| self.shared.generation.load(Ordering::SeqCst))
     }
 
     /// Forgets every kept answer (after this process changed a key or a user: other processes

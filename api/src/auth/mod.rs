@@ -22,7 +22,9 @@
 //! user, [`AuthUser::impersonator`] names the administrator, the response carries
 //! `Nimbus-Impersonated-By`, and the admin routes are closed to it.
 
-use axum::extract::{FromRequestParts, Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{Method, header};
 use axum::middleware::Next;
@@ -33,6 +35,7 @@ use nimbus_domain::{Role, TenantId};
 use serde_json::json;
 
 use crate::error::ApiError;
+use crate::ratelimit::client_ip;
 use crate::state::AppState;
 
 pub mod csrf;
@@ -146,10 +149,49 @@ impl AuthUser {
     }
 }
 
+/// Whether the request presents a credential that [`resolve`] will look up.
+fn presents_credential(request: &Request) -> bool {
+    request.headers().contains_key(header::AUTHORIZATION)
+        || (!request.uri().path().starts_with("/auth/")
+            && session::cookie_value(request.headers(), session::SESSION_COOKIE).is_some())
+}
+
 /// The layer (install with `axum::middleware::from_fn_with_state`).
+///
+/// A client address that has spent its budget of failed authentications
+/// ([`crate::ratelimit::RateLimiter::auth_failures_left`]) is answered 429 before its
+/// credential is looked up; each 401 for a presented credential spends one.
 pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let failures_counted = presents_credential(&request);
+    let ip = if failures_counted {
+        let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let ip = client_ip(peer, request.headers(), &state.rate_limiter().settings().trusted_proxies);
+        if let Some(left) = state.rate_limiter().auth_failures_left(ip).await
+            && !left.allowed
+        {
+            return crate::ratelimit::refused(&left);
+        }
+        ip
+    } else {
+        None
+    };
     let caller = match resolve(&state, request.method(), request.uri().path(), request.headers()).await {
         Ok(caller) => caller,
+        Err(e @ ApiError::Unauthenticated) if failures_counted => {
+            let mut response = e.into_response();
+            if let Some(spent) = state.rate_limiter().auth_failed(ip).await {
+                spent.write_headers(response.headers_mut());
+            }
+            return response;
+        }
+        Err(e @ ApiError::Forbidden { .. }) if !request.headers().contains_key(header::AUTHORIZATION) => {
+            // A session's request refused by the CSRF check: the audit row names whose session.
+            let mut response = e.into_response();
+            if let Some((user, tenant)) = session::owner(&state, request.headers()).await {
+                crate::audit::attribute(&mut response, user, tenant);
+            }
+            return response;
+        }
         Err(e) => return e.into_response(),
     };
     let caller = match impersonation::apply(&state, caller, request.headers()).await {
@@ -190,6 +232,7 @@ async fn resolve(
     }
     let lookup = match state.key_cache().get(token) {
         Ok(a) => return Ok(Some(AuthUser { user: a.user, credential: Credential::ApiKey(a.key), impersonator: None })),
+        Err(lookup) if state.key_cache().was_refused(&lookup) => return Err(ApiError::Unauthenticated),
         Err(lookup) => lookup,
     };
     match api_keys::authenticate(state.db(), token).await? {
@@ -197,8 +240,55 @@ async fn resolve(
             state.key_cache().store(lookup, &a);
             Ok(Some(AuthUser { user: a.user, credential: Credential::ApiKey(a.key), impersonator: None }))
         }
-        None => Err(ApiError::Unauthenticated),
+        None => {
+            state.key_cache().store_refused(lookup);
+            Err(ApiError::Unauthenticated)
+        }
     }
+}
+
+/// Re-checks, for a long-lived request (an event stream), that `caller`'s credential still
+/// authenticates: the key is not revoked or expired, the session not ended, the token not
+/// expired, the user (and an impersonating administrator) still active. `marker` is the
+/// [`key_cache::KeyCache::change_marker`] of the last check: the database is asked again only
+/// when a key or user changed since (or the change listener cannot vouch for that).
+pub async fn still_valid(state: &AppState, caller: &AuthUser, marker: &mut Option<u64>) -> Result<bool, ApiError> {
+    let now = chrono::Utc::now();
+    match &caller.credential {
+        Credential::ApiKey(key) if key.expires_at.is_some_and(|at| at <= now) => return Ok(false),
+        Credential::Jwt(jwt) if jwt.expires_at.is_some_and(|at| at <= now) => return Ok(false),
+        Credential::Session(session) => {
+            let Some(identity) = state.identity() else { return Ok(false) };
+            match identity.sessions().load(&session.id).await? {
+                Some(s) if s.impersonating == session.impersonating => {}
+                _ => return Ok(false),
+            }
+        }
+        _ => {}
+    }
+    let current = state.key_cache().change_marker();
+    if current.is_some() && current == *marker {
+        return Ok(true);
+    }
+    let live = match &caller.credential {
+        Credential::ApiKey(key) => api_keys::is_live(state.db(), key.id).await?,
+        Credential::Session(_) | Credential::Jwt(_) => true,
+    };
+    let mut users = vec![&caller.user];
+    users.extend(caller.impersonator.as_ref());
+    let mut active = live;
+    for user in users {
+        if !active {
+            break;
+        }
+        active = match nimbus_db::users::get(state.db(), user.tenant_id, user.id).await {
+            Ok(u) => u.active && u.role == user.role,
+            Err(nimbus_db::DbError::NotFound) => false,
+            Err(e) => return Err(e.into()),
+        };
+    }
+    *marker = current;
+    Ok(active)
 }
 
 impl FromRequestParts<AppState> for AuthUser {

@@ -298,6 +298,15 @@ pub struct SessionCredential {
     pub impersonating: Option<UserId>,
 }
 
+/// Whose session the request's cookie names, without checking anything else: for the audit row
+/// of a request the session could not make (a failed CSRF check).
+pub(crate) async fn owner(state: &AppState, headers: &HeaderMap) -> Option<(UserId, TenantId)> {
+    let identity = state.identity()?;
+    let id = SessionId::from_cookie(cookie_value(headers, SESSION_COOKIE)?)?;
+    let session = identity.sessions().load(&id).await.ok()??;
+    Some((session.user_id, session.tenant_id))
+}
+
 /// The caller behind the request's session cookie: `None` without a cookie (or without OIDC),
 /// 401 for a tampered, expired or ended session or a deactivated user, 403 for a
 /// state-changing request that fails the CSRF check.

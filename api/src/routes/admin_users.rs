@@ -190,8 +190,8 @@ fn display_name(field: &str, raw: Option<&str>, errors: &mut Vec<FieldError>) ->
     let name = raw.map(str::trim).filter(|n| !n.is_empty())?;
     if name.chars().count() > MAX_DISPLAY_NAME_CHARS {
         errors.push(FieldError::new(field, format!("must be at most {MAX_DISPLAY_NAME_CHARS} characters")));
-    } else if name.chars().any(char::is_control) {
-        errors.push(FieldError::new(field, "must not contain control characters"));
+    } else if let Err(problem) = crate::validation::display_text(name) {
+        errors.push(FieldError::new(field, problem));
     }
     Some(name.to_owned())
 }
@@ -215,6 +215,8 @@ fn validate_create(body: &CreateUser) -> Result<(String, Option<String>, Destina
             let name = t.name.trim();
             if name.is_empty() || name.chars().count() > MAX_TENANT_NAME_CHARS {
                 errors.push(FieldError::new("newTenant.name", format!("must be 1-{MAX_TENANT_NAME_CHARS} characters")));
+            } else if let Err(problem) = crate::validation::display_text(name) {
+                errors.push(FieldError::new("newTenant.name", problem));
             }
             Some(Destination::New { name: name.to_owned(), plan: t.plan_id })
         }

@@ -11,7 +11,9 @@
 //! has the `admin` scope, and a key created with a key gets at most that key's scopes (`admin`
 //! implies `write`, `write` implies `read`). An impersonated request cannot create keys: a key
 //! would outlive the impersonation and act in the user's name without saying who made it.
-//! Names are unique among a user's live keys (409 `CONFLICT` naming `name`).
+//! Names are unique among a user's live keys (409 `CONFLICT` naming `name`). A user has at most
+//! `API_KEYS_PER_USER` live keys (default 50; 409 `CONFLICT` past it), all spending one rate
+//! budget, and a key made with an expiring key expires no later than it.
 
 use std::collections::HashSet;
 
@@ -26,7 +28,7 @@ use nimbus_db::api_keys::{self, ApiKey};
 use nimbus_domain::{ApiKeyId, ApiKeyView, CreateKey, CreatedKey, Role};
 use serde_json::json;
 
-use crate::auth::{AuthUser, Scope};
+use crate::auth::{AuthUser, Credential, Scope};
 use crate::error::{ApiError, FieldError};
 use crate::extract::{JsonBody, QueryParams, parse_id};
 use crate::middleware::RequestId;
@@ -81,8 +83,8 @@ fn validate(body: &CreateKey, now: DateTime<Utc>) -> Result<(String, Vec<Scope>)
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
         errors.push(FieldError::new("name", format!("must be 1-{MAX_NAME_CHARS} characters")));
-    } else if name.chars().any(char::is_control) {
-        errors.push(FieldError::new("name", "must not contain control characters"));
+    } else if let Err(problem) = crate::validation::display_text(name) {
+        errors.push(FieldError::new("name", problem));
     }
     if body.scopes.is_empty() {
         errors.push(FieldError::new("scopes", "must list at least one of read, write, admin"));
@@ -110,6 +112,23 @@ fn validate(body: &CreateKey, now: DateTime<Utc>) -> Result<(String, Vec<Scope>)
         Scope::Admin => 2,
     });
     Ok((name.to_owned(), scopes))
+}
+
+/// When the new key expires: a key made with an API key that expires cannot outlive it (it
+/// would make a short-lived credential permanent), so it inherits that expiry when none is
+/// asked for, and asking for a later one is refused. Sessions and provider tokens stand for the
+/// user signing in, who may make keys of any lifetime.
+fn bounded_expiry(auth: &AuthUser, asked: Option<DateTime<Utc>>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    let Credential::ApiKey(parent) = &auth.credential else { return Ok(asked) };
+    let Some(limit) = parent.expires_at else { return Ok(asked) };
+    match asked {
+        None => Ok(Some(limit)),
+        Some(at) if at <= limit => Ok(Some(at)),
+        Some(_) => Err(ApiError::field(
+            "expiresAt",
+            format!("must not be later than the expiry of the key making this request ({})", limit.to_rfc3339()),
+        )),
+    }
 }
 
 /// 403 unless the caller may hand out every one of `scopes`: its credential holds each scope,
@@ -143,12 +162,28 @@ async fn create(
     }
     let (name, scopes) = validate(&body.value, now)?;
     authorise_scopes(&auth, &scopes)?;
+    let expires_at = bounded_expiry(&auth, body.value.expires_at)?;
 
     let scope_names: Vec<String> = scopes.iter().map(|s| s.as_str().to_owned()).collect();
-    let created =
-        api_keys::create(state.db(), auth.tenant(), auth.user.id, &name, &scope_names, body.value.expires_at).await;
+    let limit = state.settings().api_keys_per_user;
+    let created = api_keys::create_within_limit(
+        state.db(),
+        auth.tenant(),
+        auth.user.id,
+        &name,
+        &scope_names,
+        expires_at,
+        i64::from(limit),
+    )
+    .await;
     let (key, token) = match created {
-        Ok(created) => created,
+        Ok(Some(created)) => created,
+        Ok(None) => {
+            return Err(ApiError::ConflictWith {
+                message: format!("you have {limit} live API keys, the most allowed; revoke one first"),
+                details: json!({ "limit": limit }),
+            });
+        }
         Err(DbError::Conflict { constraint }) if constraint == "api_keys_user_name_key" => {
             return Err(ApiError::taken(
                 "you already have a live API key with this name",
@@ -158,8 +193,11 @@ async fn create(
         Err(e) => return Err(e.into()),
     };
     tracing::info!(api_key.id = %key.id, api_key.prefix = %key.prefix, user.id = %auth.user.id, "API key created");
+    let key_id = key.id;
     let view = CreatedKey { key: key_view(key, now), token };
-    Ok((StatusCode::CREATED, super::data(&rid, view)).into_response())
+    let mut response = (StatusCode::CREATED, super::data(&rid, view)).into_response();
+    crate::audit::Created::mark(&mut response, "apikeys", key_id);
+    Ok(response)
 }
 
 async fn list(

@@ -26,6 +26,7 @@ use crate::auth::oidc::SignInError;
 use crate::auth::session::{SESSION_COOKIE, SessionId, cookie_value, set_cookie};
 use crate::auth::{AuthUser, Credential, csrf};
 use crate::error::ApiError;
+use crate::html::page;
 use crate::middleware::RequestId;
 use crate::state::AppState;
 
@@ -296,26 +297,6 @@ fn append_cookie(r: &mut Response, cookie: &str) {
     }
 }
 
-/// An HTML error page naming the request id (for support).
-fn page(rid: &RequestId, status: StatusCode, title: &str, message: &str) -> Response {
-    let html = format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t} · Nimbus</title></head>\
-         <body><main><h1>{t}</h1><p>{m}</p><p><a href=\"/\">Back to Nimbus</a></p>\
-         <p><small>Request id: <code>{id}</code></small></p></main></body></html>\n",
-        t = escape(title),
-        m = escape(message),
-        id = escape(&rid.0),
-    );
-    let mut r = (status, html).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,11 +320,5 @@ mod tests {
         ] {
             assert_eq!(safe_return_to(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn pages_escape_what_they_show() {
-        let r = page(&RequestId("<x>".into()), StatusCode::BAD_REQUEST, "a<b", "c&d");
-        assert_eq!(r.headers()[header::CONTENT_TYPE], "text/html; charset=utf-8");
     }
 }

@@ -4,12 +4,13 @@
 //! The stream replays the job's history from the ledger (`job_events`, after `Last-Event-ID`
 //! when the client reconnects), then follows new events by polling the ledger, and ends with an
 //! `end` event carrying the final job handle once the job is succeeded, failed or cancelled.
-//! Each `progress` event's id is the ledger event id, so a reconnecting client resumes exactly.
+//! Each `progress` event's id is its position in the job's history (1, 2, ...), so a
+//! reconnecting client resumes exactly, and ids say nothing about other jobs.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -103,7 +104,7 @@ async fn events(
         .unwrap_or(0)
         .max(0);
     let signal = state.dispatcher().wakeups().follow(id);
-    let stream = follow(state.db().clone(), auth.tenant(), id, after, signal, state.settings().sse_poll);
+    let stream = follow(state.clone(), auth, id, after, signal);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 
@@ -117,28 +118,72 @@ struct Follow {
     queue: VecDeque<Event>,
     last_status: Option<JobStatus>,
     done: bool,
+    /// The caller, re-checked every `auth_every` while the stream is open.
+    state: AppState,
+    caller: AuthUser,
+    auth_every: Duration,
+    auth_checked: Instant,
+    auth_marker: Option<u64>,
 }
 
 /// The event stream of one job: ledger events after `after`, then an `end` event with the
 /// final handle. The ledger is read again when `signal` fires (a writer published that the job
-/// changed) or, should a wake-up be lost, after `poll`. A database error ends the stream
-/// (logged); the client reconnects with `Last-Event-ID` and loses nothing.
+/// changed) or, should a wake-up be lost, after the `sse_poll` setting. A database error ends
+/// the stream (logged); the client reconnects with `Last-Event-ID` and loses nothing.
+///
+/// The caller's credential is checked again every `stream_auth_check` (a revoked key, a
+/// deactivated user, an ended session or an expired token): when it no longer holds, the
+/// stream sends an `error` event (`UNAUTHENTICATED`) and ends.
 fn follow(
-    db: PgPool,
-    tenant: TenantId,
+    state: AppState,
+    caller: AuthUser,
     job: JobId,
     after: i64,
     signal: Arc<Notify>,
-    poll: Duration,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    let state = Follow { db, tenant, job, after, signal, poll, queue: VecDeque::new(), last_status: None, done: false };
-    futures::stream::unfold(state, |mut s| async move {
+    let follow = Follow {
+        db: state.db().clone(),
+        tenant: caller.tenant(),
+        job,
+        after,
+        signal,
+        poll: state.settings().sse_poll.min(state.settings().stream_auth_check),
+        queue: VecDeque::new(),
+        last_status: None,
+        done: false,
+        auth_every: state.settings().stream_auth_check,
+        auth_checked: Instant::now(),
+        auth_marker: state.key_cache().change_marker(),
+        state,
+        caller,
+    };
+    futures::stream::unfold(follow, |mut s| async move {
         loop {
             if let Some(event) = s.queue.pop_front() {
                 return Some((Ok(event), s));
             }
             if s.done {
                 return None;
+            }
+            if s.auth_checked.elapsed() >= s.auth_every {
+                s.auth_checked = Instant::now();
+                match crate::auth::still_valid(&s.state, &s.caller, &mut s.auth_marker).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::info!(job.id = %s.job, user.id = %s.caller.user.id, "event stream closed: its credential no longer holds");
+                        let error = serde_json::json!({
+                            "code": "UNAUTHENTICATED",
+                            "message": "the credential of this stream was revoked or has expired",
+                        });
+                        s.queue.push_back(Event::default().event("error").json_data(error).unwrap_or_default());
+                        s.done = true;
+                        continue;
+                    }
+                    // Unknown (a store unreachable): the stream goes on and asks again next time.
+                    Err(e) => {
+                        tracing::warn!(job.id = %s.job, error = %e, "event stream could not re-check its credential")
+                    }
+                }
             }
             // Armed before reading, so a change committed while the ledger is read still wakes
             // the wait below.
@@ -167,9 +212,9 @@ impl Follow {
         let batch = jobs::events_after(&self.db, self.job, self.after, EVENT_BATCH).await?;
         let full = batch.len() as i64 == EVENT_BATCH;
         for e in batch {
-            self.after = e.id;
+            self.after = e.seq;
             self.last_status = Some(e.status);
-            let id = e.id.to_string();
+            let id = e.seq.to_string();
             let data = progress_event(e);
             let event = Event::default().id(id).event("progress").json_data(&data).unwrap_or_default();
             self.queue.push_back(event);

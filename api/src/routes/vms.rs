@@ -137,7 +137,11 @@ async fn create(
         }
     }
     let handle = accepted?;
-    Ok(accepted_response(&rid, StatusCode::ACCEPTED, serde_json::to_value(&handle).unwrap_or_default()))
+    let mut response = accepted_response(&rid, StatusCode::ACCEPTED, serde_json::to_value(&handle).unwrap_or_default());
+    if let Some(instance) = handle.resources.iter().find(|r| r.kind == "instance") {
+        crate::audit::Created::mark(&mut response, "vms", &instance.id);
+    }
+    Ok(response)
 }
 
 /// Places the guest, writes instance + job (+ idempotency answer) in one transaction,

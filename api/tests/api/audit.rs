@@ -38,8 +38,11 @@ async fn rows(app: &TestApp) -> Vec<Row> {
     .unwrap()
 }
 
+/// The row of the request the client called `request_id` (its `X-Request-ID`, kept in the
+/// details beside the server's id).
 async fn row_for(app: &TestApp, request_id: &str) -> Row {
-    let mut found: Vec<Row> = rows(app).await.into_iter().filter(|r| r.request_id == request_id).collect();
+    let mut found: Vec<Row> =
+        rows(app).await.into_iter().filter(|r| r.details["clientRequestId"] == request_id).collect();
     assert_eq!(found.len(), 1, "one row for request {request_id}: {found:?}");
     found.remove(0)
 }
@@ -86,17 +89,21 @@ async fn send(
 async fn a_create_is_recorded_with_actor_tenant_request_id_resource_and_outcome_before_the_answer() {
     let app = TestApp::new().await;
     let admin = admin_of(&app, app.tenant).await;
-    let (status, _, body) = app.create_vm(&vm_body("web-1"), &[("x-request-id", "req-audit-1")]).await;
+    let (status, headers, body) = app.create_vm(&vm_body("web-1"), &[("x-request-id", "req-audit-1")]).await;
     assert_eq!(status, 202, "{body}");
     let job = body["data"]["id"].as_str().unwrap();
+    let instance = body["data"]["resources"][0]["id"].as_str().unwrap();
 
     // No waiting: the answer left only once the row was durable.
     let row = row_for(&app, "req-audit-1").await;
+    assert_eq!(row.request_id, headers["x-request-id"].to_str().unwrap(), "the server's id, not the client's");
     assert_eq!(row.actor_id, Some(admin.as_uuid()));
     assert_eq!(row.impersonator_id, None);
     assert_eq!(row.tenant_id, Some(app.tenant.as_uuid()));
     assert_eq!(row.action, "POST /v1/vms");
-    assert_eq!((row.resource_type.as_deref(), row.resource_id.as_deref()), (Some("jobs"), Some(job)));
+    // A create names what it created, and where its job is.
+    assert_eq!((row.resource_type.as_deref(), row.resource_id.as_deref()), (Some("vms"), Some(instance)));
+    assert_eq!(row.details["location"], format!("/v1/jobs/{job}"));
     assert_eq!(row.client_ip.as_deref(), Some("127.0.0.1"));
     assert_eq!((row.outcome.as_str(), row.http_status), ("success", 202));
     assert_eq!(row.details["method"], "POST");
@@ -253,11 +260,12 @@ async fn concurrent_requests_share_inserts_and_each_waits_for_its_own_row() {
                 send(app, reqwest::Method::POST, "/v1/vms", Some("nmb_forged"), &[("x-request-id", &rid)]).await;
             assert_eq!(status, 401);
             // Its own row exists the moment its answer arrived.
-            let found: i64 = sqlx::query_scalar("select count(*) from audit_log where request_id = $1")
-                .bind(&rid)
-                .fetch_one(app.pool())
-                .await
-                .unwrap();
+            let found: i64 =
+                sqlx::query_scalar("select count(*) from audit_log where details->>'clientRequestId' = $1")
+                    .bind(&rid)
+                    .fetch_one(app.pool())
+                    .await
+                    .unwrap();
             found
         }
     }))
@@ -341,8 +349,8 @@ async fn the_admin_view_filters_pages_and_exports_csv() {
     for i in 0..3 {
         app.create_vm(&vm_body(&format!("web-{i}")), &[("x-request-id", &format!("req-create-{i}"))]).await;
     }
-    // A request id with a comma and quotes, to be quoted in the CSV.
-    send(&app, reqwest::Method::POST, "/v1/vms", Some("nmb_forged"), &[("x-request-id", "forged,\"key\"")]).await;
+    // A request id with a comma, to be quoted in the CSV.
+    send(&app, reqwest::Method::POST, "/v1/vms", Some("nmb_forged"), &[("x-request-id", "forged,key")]).await;
     let r = app
         .http
         .post(app.url("/v1/vms"))
@@ -357,15 +365,17 @@ async fn the_admin_view_filters_pages_and_exports_csv() {
     // All tenants, newest first; the list's own reads are audited after they answer.
     let body = list(&app, "?action=POST%20/v1/vms").await;
     assert_eq!(body["pagination"]["total"], 5, "{body}");
+    let client_ids: Vec<&str> =
+        body["data"].as_array().unwrap().iter().map(|e| e["details"]["clientRequestId"].as_str().unwrap()).collect();
+    assert_eq!(client_ids, ["req-other", "forged,key", "req-create-2", "req-create-1", "req-create-0"]);
     let ids: Vec<&str> = body["data"].as_array().unwrap().iter().map(|e| e["requestId"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["req-other", "forged,\"key\"", "req-create-2", "req-create-1", "req-create-0"]);
     let first = &body["data"][0];
     assert_eq!(first["actorId"], other_admin.to_string());
     assert_eq!(first["tenantId"], other_tenant.to_string());
     assert_eq!(first["outcome"], "success");
     assert_eq!(first["httpStatus"], 202);
     assert_eq!(first["clientIp"], "127.0.0.1");
-    assert_eq!(first["resourceType"], "jobs");
+    assert_eq!(first["resourceType"], "vms");
     assert!(first["id"].is_i64() && first["at"].is_string(), "{first}");
 
     // Filters.
@@ -375,10 +385,10 @@ async fn the_admin_view_filters_pages_and_exports_csv() {
     let denied = list(&app, "?outcome=denied").await;
     assert_eq!(total(&denied), 1);
     assert_eq!(denied["data"][0]["actorId"], Value::Null);
-    let job = first["resourceId"].as_str().unwrap();
-    let by_resource = list(&app, &format!("?resourceType=jobs&resourceId={job}")).await;
+    let vm = first["resourceId"].as_str().unwrap();
+    let by_resource = list(&app, &format!("?resourceType=vms&resourceId={vm}")).await;
     assert_eq!(total(&by_resource), 1);
-    assert_eq!(by_resource["data"][0]["requestId"], "req-other");
+    assert_eq!(by_resource["data"][0]["requestId"], ids[0]);
     let since = urlencode(&started.to_rfc3339());
     let until = urlencode(&(started - chrono::Duration::seconds(1)).to_rfc3339());
     assert_eq!(total(&list(&app, &format!("?action=POST%20/v1/vms&from={since}")).await), 5);
@@ -389,9 +399,9 @@ async fn the_admin_view_filters_pages_and_exports_csv() {
     let p1 = list(&app, "?action=POST%20/v1/vms&perPage=2&page=1").await;
     let p3 = list(&app, "?action=POST%20/v1/vms&perPage=2&page=3").await;
     assert_eq!(p1["pagination"]["totalPages"], 3, "{p1}");
-    assert_eq!(p1["data"][0]["requestId"], "req-other");
+    assert_eq!(p1["data"][0]["requestId"], ids[0]);
     assert_eq!(p3["data"].as_array().unwrap().len(), 1);
-    assert_eq!(p3["data"][0]["requestId"], "req-create-0");
+    assert_eq!(p3["data"][0]["requestId"], ids[4]);
 
     // CSV: every filtered row (not a page), with a header, parsed back to the same values.
     let (status, headers, text) = send(
@@ -418,6 +428,7 @@ async fn the_admin_view_filters_pages_and_exports_csv() {
     assert_eq!(forged[column("httpStatus")], "401");
     let details: Value = serde_json::from_str(&forged[column("details")]).unwrap();
     assert_eq!(details["path"], "/v1/vms");
+    assert_eq!(details["clientRequestId"], "forged,key");
     assert_eq!(records[1][column("tenantId")], other_tenant.to_string());
 
     // Accept: text/csv works too, and filters apply.

@@ -38,21 +38,36 @@ async fn request_ids_are_generated_or_echoed() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.headers()["x-request-id"], "abc.123");
-    // An unsafe one is replaced.
-    let r =
-        app.http.get(app.url("/v1/vms")).bearer_auth(&app.token).header("x-request-id", "a b").send().await.unwrap();
-    assert_ne!(r.headers()["x-request-id"], "a b");
+    // The client's id is its correlation id: echoed beside the server's, never instead of it.
+    assert_eq!(r.headers()["x-correlation-id"], "abc.123");
+    assert_ne!(r.headers()["x-request-id"], "abc.123");
+    // Two clients sending the same id get different request ids.
+    let again = app
+        .http
+        .get(app.url("/v1/vms"))
+        .bearer_auth(&app.token)
+        .header("x-request-id", "abc.123")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(again.headers()["x-request-id"], r.headers()["x-request-id"]);
+    // An unsafe one (spaces, markup, too long) is not echoed at all.
+    for bad in ["a b", "<script>", &"x".repeat(129)] {
+        let r =
+            app.http.get(app.url("/v1/vms")).bearer_auth(&app.token).header("x-request-id", bad).send().await.unwrap();
+        assert!(r.headers().get("x-correlation-id").is_none(), "{bad}");
+        assert_ne!(r.headers()["x-request-id"], bad);
+    }
 }
 
 #[tokio::test]
 async fn axums_own_errors_are_enveloped_too() {
     let app = TestApp::new().await;
     let r = app.http.get(app.url("/v1/nothing-here")).header("x-request-id", "r-404").send().await.unwrap();
-    let (status, _, body) = split(r).await;
+    let (status, headers, body) = split(r).await;
     assert_eq!(status, 404);
     assert_error(&body, "NOT_FOUND");
-    assert_eq!(body["meta"]["requestId"], "r-404");
+    assert_eq!(body["meta"]["requestId"], headers["x-request-id"].to_str().unwrap());
 
     let r = app.http.delete(app.url("/v1/quota")).send().await.unwrap();
     let (status, headers, body) = split(r).await;

@@ -7,6 +7,7 @@ mod apikeys;
 mod audit;
 mod auth_and_errors;
 mod bootstrap;
+mod hardening;
 mod health;
 mod isolation;
 mod jobs;

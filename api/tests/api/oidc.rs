@@ -371,6 +371,18 @@ async fn state_changing_requests_need_the_csrf_token_and_the_origin() {
     let (s, _, _) = split(post("a4").header("x-csrf-token", &token).send().await.unwrap()).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "no Origin nor Referer");
     assert_eq!(app.count("instances").await, 0, "nothing refused had an effect");
+    // Each refusal is audited in the name of the session's user and tenant.
+    let alice = me(&app, &b).await.1["data"]["user"]["id"].as_str().unwrap().to_owned();
+    let refused: Vec<(Option<uuid::Uuid>, Option<uuid::Uuid>)> =
+        sqlx::query_as("select actor_id, tenant_id from audit_log where http_status = 403 order by id")
+            .fetch_all(app.pool())
+            .await
+            .unwrap();
+    assert_eq!(refused.len(), 4, "{refused:?}");
+    for (actor, tenant) in &refused {
+        assert_eq!(actor.map(|a| a.to_string()).as_deref(), Some(alice.as_str()));
+        assert!(tenant.is_some());
+    }
 
     let (s, _, body) =
         split(post("a5").header("x-csrf-token", &token).header("origin", &app.base).send().await.unwrap()).await;

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use nimbus_api::serve::ConnectionLimits;
 use nimbus_api::{AppState, Settings};
 use nimbus_db::plans::{self, NewPlan};
 use nimbus_db::users::{self, NewUser};
@@ -106,8 +107,10 @@ impl TestApp {
             state = state.with_identity(Identity::new(config, pool, &redis_url, &key_prefix).unwrap());
         }
         let server = tokio::spawn(async move {
-            let app = nimbus_api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-            axum::serve(listener, app).await.unwrap();
+            let limits = ConnectionLimits::default();
+            nimbus_api::serve::serve(listener, nimbus_api::router(state), limits, std::future::pending())
+                .await
+                .unwrap();
         });
         let (tenant, token) = new_tenant(db.pool(), limits).await;
         TestApp { db, redis, sim, base, http: reqwest::Client::new(), token, tenant, server }
@@ -121,6 +124,23 @@ impl TestApp {
     /// (keys under `key_prefix`) and `settings`; returns its base URL. It stops with the test's
     /// runtime.
     pub async fn another_instance(&self, redis_url: &str, key_prefix: &str, settings: Settings) -> String {
+        self.another_instance_limited(redis_url, key_prefix, settings, ConnectionLimits::default()).await
+    }
+
+    /// [`TestApp::another_instance`] on this app's Redis and prefix, with `settings` and
+    /// connection `limits`.
+    pub async fn instance_with(&self, settings: Settings, limits: ConnectionLimits) -> String {
+        let prefix = format!("{}nimbus:", self.redis.prefix());
+        self.another_instance_limited(self.redis.url(), &prefix, settings, limits).await
+    }
+
+    async fn another_instance_limited(
+        &self,
+        redis_url: &str,
+        key_prefix: &str,
+        settings: Settings,
+        limits: ConnectionLimits,
+    ) -> String {
         let tls = TlsMode::Fingerprint(self.sim.fingerprint().unwrap().to_owned());
         let token = ApiToken::parse(self.sim.token()).unwrap();
         let pve = ProxmoxClient::new(ClientConfig::new(self.sim.base_url(), token, tls)).unwrap();
@@ -128,8 +148,9 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move {
-            let service = nimbus_api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-            axum::serve(listener, service).await.unwrap();
+            nimbus_api::serve::serve(listener, nimbus_api::router(state), limits, std::future::pending())
+                .await
+                .unwrap();
         });
         base
     }

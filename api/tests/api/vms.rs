@@ -15,8 +15,11 @@ async fn create_answers_202_with_the_job_handle_and_location() {
     let job = &body["data"];
     let id = job["id"].as_str().unwrap();
     assert_eq!(headers["location"], format!("/v1/jobs/{id}").as_str());
-    assert_eq!(headers["x-request-id"], "req-abc-1");
-    assert_eq!(body["meta"]["requestId"], "req-abc-1");
+    // The request id is the server's; the client's own is echoed as its correlation id.
+    let request_id = headers["x-request-id"].to_str().unwrap().to_owned();
+    assert!(uuid::Uuid::parse_str(&request_id).is_ok(), "{request_id}");
+    assert_eq!(headers["x-correlation-id"], "req-abc-1");
+    assert_eq!(body["meta"]["requestId"], request_id.as_str());
     assert_eq!(job["kind"], "provision");
     assert_eq!(job["status"], "queued");
     assert_eq!(job["progress"], 0);
@@ -27,13 +30,13 @@ async fn create_answers_202_with_the_job_handle_and_location() {
 
     // Ledger: the job carries the request id and the placement; the instance is provisioning
     // on a node that holds the template.
-    let (request_id, payload): (Option<String>, Value) =
+    let (job_request_id, payload): (Option<String>, Value) =
         sqlx::query_as("select request_id, payload from jobs where id = $1::uuid")
             .bind(id)
             .fetch_one(app.pool())
             .await
             .unwrap();
-    assert_eq!(request_id.as_deref(), Some("req-abc-1"));
+    assert_eq!(job_request_id.as_deref(), Some(request_id.as_str()));
     assert_eq!(payload["template"], TEMPLATE);
     let (node, status, tenant): (Option<String>, String, uuid::Uuid) =
         sqlx::query_as("select node, status, tenant_id from instances").fetch_one(app.pool()).await.unwrap();

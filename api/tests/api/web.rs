@@ -121,11 +121,16 @@ async fn a_missing_asset_is_a_json_404_not_the_page() {
 #[tokio::test]
 async fn the_apis_namespaces_keep_their_json_404s() {
     let (app, _dir) = app_with_portal().await;
-    for path in ["/v1/nope", "/v1", "/auth/nope", "/v1/vms/x/y/z"] {
+    for path in ["/v1/nope", "/v1", "/v1/vms/x/y/z"] {
         let (status, _, body) = split(app.http.get(app.url(path)).send().await.unwrap()).await;
         assert_eq!(status, 404, "{path}: {body}");
         assert_error(&body, "NOT_FOUND");
     }
+    // Sign-in addresses are navigations: their 404 is the HTML error page, not the portal.
+    let r = app.http.get(app.url("/auth/nope")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(r.text().await.unwrap().contains("Page not found"));
     // The API itself still answers, and only GET/HEAD get the page.
     let (status, _, body) = split(app.http.get(app.url("/healthz")).send().await.unwrap()).await;
     assert_eq!((status.as_u16(), body["data"]["status"].as_str()), (200, Some("ok")));

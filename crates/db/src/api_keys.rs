@@ -126,6 +126,52 @@ pub async fn create(
     Ok((key, token))
 }
 
+/// Like [`create`], unless `user` already has `max_live` live keys (not revoked, not expired):
+/// then `Ok(None)`. The user's row is locked for the count and the insert, so concurrent creates
+/// cannot pass the limit together.
+pub async fn create_within_limit(
+    pool: &sqlx::PgPool,
+    tenant: TenantId,
+    user: UserId,
+    name: &str,
+    scopes: &[String],
+    expires_at: Option<DateTime<Utc>>,
+    max_live: i64,
+) -> Result<Option<(ApiKey, String)>> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("select 1 from users where tenant_id = $1 and id = $2 for update")
+        .bind(tenant.as_uuid())
+        .bind(user.as_uuid())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(DbError::NotFound)?;
+    let live: i64 = sqlx::query_scalar(
+        "select count(*) from api_keys where tenant_id = $1 and user_id = $2 and revoked_at is null \
+         and (expires_at is null or expires_at > now())",
+    )
+    .bind(tenant.as_uuid())
+    .bind(user.as_uuid())
+    .fetch_one(&mut *tx)
+    .await?;
+    if live >= max_live {
+        return Ok(None);
+    }
+    let created = create(&mut *tx, tenant, user, name, scopes, expires_at).await?;
+    tx.commit().await?;
+    Ok(Some(created))
+}
+
+/// Whether key `id` still authenticates: not revoked, not expired, its user active.
+pub async fn is_live(ex: impl PgExecutor<'_>, id: ApiKeyId) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "select exists (select 1 from api_keys k join users u on u.tenant_id = k.tenant_id and u.id = k.user_id \
+         where k.id = $1 and k.revoked_at is null and (k.expires_at is null or k.expires_at > now()) and u.active)",
+    )
+    .bind(id.as_uuid())
+    .fetch_one(ex)
+    .await?)
+}
+
 /// The key and user behind `token`, or `None` when the token is malformed, unknown, wrong,
 /// revoked, expired, or its user is deactivated (callers answer 401 alike for all of them).
 pub async fn authenticate(pool: &sqlx::PgPool, token: &str) -> Result<Option<Authenticated>> {

@@ -151,7 +151,39 @@ impl<'r> FromRow<'r, PgRow> for Entry {
 const COLUMNS: &str = "id, at, actor_id, impersonator_id, tenant_id, action, resource_type, resource_id, \
                        request_id, host(client_ip) as client_ip, outcome, http_status, details";
 
+/// Text as PostgreSQL can store it: `text` and `jsonb` refuse NUL, so NUL is written `\0` and
+/// a backslash `\\`. Reversible, so the log keeps exactly what the request carried; text
+/// without either character (nearly all of it) is stored as it is.
+pub fn storable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains(['\0', '\\']) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\0' => out.push_str("\\0"),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// [`storable`] applied to every string and object key of a JSON document.
+fn storable_json(value: &Value) -> Value {
+    match value {
+        Value::String(s) => Value::String(storable(s).into_owned()),
+        Value::Array(items) => Value::Array(items.iter().map(storable_json).collect()),
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (storable(k).into_owned(), storable_json(v))).collect())
+        }
+        other => other.clone(),
+    }
+}
+
 /// Appends `entries` with one statement (one round trip, one transaction, however many rows).
+/// Free text is escaped by [`storable`], so no request can make its own entry, or the others
+/// of its batch, unstorable.
 pub async fn append_many(ex: impl PgExecutor<'_>, entries: &[NewEntry]) -> Result<u64> {
     if entries.is_empty() {
         return Ok(0);
@@ -174,14 +206,14 @@ pub async fn append_many(ex: impl PgExecutor<'_>, entries: &[NewEntry]) -> Resul
         actor.push(e.actor_id.map(|u| u.as_uuid()));
         impersonator.push(e.impersonator_id.map(|u| u.as_uuid()));
         tenant.push(e.tenant_id.map(|t| t.as_uuid()));
-        action.push(e.action.as_str());
-        resource_type.push(e.resource_type.as_deref());
-        resource_id.push(e.resource_id.as_deref());
-        request_id.push(e.request_id.as_str());
+        action.push(storable(&e.action).into_owned());
+        resource_type.push(e.resource_type.as_deref().map(|t| storable(t).into_owned()));
+        resource_id.push(e.resource_id.as_deref().map(|t| storable(t).into_owned()));
+        request_id.push(storable(&e.request_id).into_owned());
         client_ip.push(e.client_ip.map(|ip| ip.to_string()));
         outcome.push(e.outcome.as_str());
         http_status.push(i16::try_from(e.http_status).unwrap_or(0));
-        details.push(e.details.to_string());
+        details.push(storable_json(&e.details).to_string());
     }
     let done = sqlx::query(
         "insert into audit_log (at, actor_id, impersonator_id, tenant_id, action, resource_type, resource_id, \
@@ -316,5 +348,18 @@ mod tests {
             assert_eq!(o.as_str().parse::<Outcome>().unwrap(), o);
         }
         assert!("ok".parse::<Outcome>().is_err());
+    }
+
+    #[test]
+    fn unstorable_text_is_escaped_reversibly() {
+        assert!(matches!(storable("GET /v1/vms/{id}"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(storable("a\0b"), "a\\0b");
+        // A literal backslash-zero stays distinguishable from a NUL.
+        assert_eq!(storable("a\\0b"), "a\\\\0b");
+        let doc = serde_json::json!({"path": "/v1/vms/\0", "k\0": ["x\0"]});
+        let stored = storable_json(&doc);
+        assert!(!stored.to_string().contains("\\u0000"), "{stored}");
+        assert_eq!(stored["path"], "/v1/vms/\\0");
+        assert_eq!(stored["k\\0"][0], "x\\0");
     }
 }

@@ -210,8 +210,11 @@ impl NewJob {
 /// One entry of a job's history.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobEvent {
-    /// Monotonic id (the SSE event id).
+    /// Monotonic id, across all jobs.
     pub id: i64,
+    /// Position in its job's history, from 1 (the SSE event id: per job, so a stream tells
+    /// nothing of other jobs' activity); 0 where a query does not number events.
+    pub seq: i64,
     /// The job.
     pub job_id: JobId,
     /// Status after the change.
@@ -230,6 +233,7 @@ impl<'r> FromRow<'r, PgRow> for JobEvent {
     fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
         Ok(JobEvent {
             id: row.try_get("id")?,
+            seq: row.try_get::<Option<i64>, _>("seq").ok().flatten().unwrap_or(0),
             job_id: rows::id(row, "job_id")?,
             status: rows::enumeration(row, "status")?,
             progress: row.try_get("progress")?,
@@ -706,12 +710,12 @@ async fn list_filtered(
     Ok(rows::page::<Job>(&rows)?)
 }
 
-/// The events of a job after event id `after` (0 for all), oldest first: the SSE replay from
-/// `Last-Event-ID`.
+/// The events of a job after its `after`th (0 for all), oldest first: the SSE replay from
+/// `Last-Event-ID`, which is the event's [`JobEvent::seq`].
 pub async fn events_after(ex: impl PgExecutor<'_>, id: JobId, after: i64, limit: i64) -> Result<Vec<JobEvent>> {
     Ok(sqlx::query_as(
-        "select id, job_id, status, progress, step, message, created_at from job_events \
-         where job_id = $1 and id > $2 order by id limit $3",
+        "select * from (select id, row_number() over (order by id) as seq, job_id, status, progress, step, \
+         message, created_at from job_events where job_id = $1) e where seq > $2 order by seq limit $3",
     )
     .bind(id.as_uuid())
     .bind(after)

@@ -25,6 +25,7 @@ use clap::Parser;
 use nimbus_api::bootstrap::{self, Bootstrap};
 use nimbus_api::{AppState, Settings};
 use nimbus_domain::PlanLimits;
+use nimbus_load_tests::services::Services;
 use nimbus_load_tests::{Summary, closed_loop};
 use nimbus_proxmox::{ApiToken, ClientConfig, ProxmoxClient, TlsMode};
 
@@ -164,7 +165,11 @@ fn run(args: &Args, services: &Services) -> anyhow::Result<()> {
     let state = AppState::new(pool.clone(), &redis_url, "nimbus:", pve, settings)?;
     let listener = api_runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let base = format!("http://{}", listener.local_addr()?);
-    let server = api_runtime.spawn(async move { axum::serve(listener, nimbus_api::router(state)).await });
+    // The production listener, with its connection caps and timeouts.
+    let limits = nimbus_api::serve::ConnectionLimits::default();
+    let server = api_runtime.spawn(async move {
+        nimbus_api::serve::serve(listener, nimbus_api::router(state), limits, std::future::pending()).await
+    });
 
     let load = Load::new(args, &base, &tokens)?;
     let warm = load_runtime.block_on(load.round("warm", args.warmup));
@@ -330,55 +335,6 @@ fn parse_pgbench(out: &str) -> Option<PgbenchResult> {
 fn pgbench_bin() -> PathBuf {
     let known = Path::new("/usr/lib/postgresql/15/bin/pgbench");
     if known.exists() { known.to_path_buf() } else { PathBuf::from("pgbench") }
-}
-
-/// Private Postgres and Redis in `dir`, stopped (and `dir` removed) on drop.
-struct Services {
-    dir: PathBuf,
-    env: Vec<(String, String)>,
-}
-
-impl Services {
-    fn script() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/scripts/services.sh")
-    }
-
-    fn start(dir: &Path, durable: bool) -> anyhow::Result<Services> {
-        anyhow::ensure!(!dir.exists(), "{} exists already; pick another --dir", dir.display());
-        let mut cmd = Command::new(Self::script());
-        cmd.arg("start").arg(dir);
-        if durable {
-            cmd.arg("--persist");
-        }
-        let out = cmd.output().context("running services.sh start")?;
-        // From here on the folder is ours to stop and remove, whatever happens next.
-        let mut services = Services { dir: dir.to_path_buf(), env: Vec::new() };
-        anyhow::ensure!(out.status.success(), "services.sh start failed: {}", String::from_utf8_lossy(&out.stderr));
-        services.env = String::from_utf8(out.stdout)?
-            .lines()
-            .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        Ok(services)
-    }
-
-    fn var(&self, name: &str) -> anyhow::Result<String> {
-        self.env
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .with_context(|| format!("services.sh printed no {name}"))
-    }
-}
-
-impl Drop for Services {
-    fn drop(&mut self) {
-        match Command::new(Self::script()).arg("stop").arg(&self.dir).output() {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => eprintln!("services.sh stop failed: {}", String::from_utf8_lossy(&out.stderr)),
-            Err(e) => eprintln!("services.sh stop: {e}"),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -119,8 +119,10 @@ async fn only_the_lease_holder_may_report_progress_or_finish() {
         vec![(JobStatus::Queued, 0), (JobStatus::Running, 0), (JobStatus::Running, 40), (JobStatus::Succeeded, 100)]
     );
     assert_eq!(events[2].message.as_deref(), Some("cloning"));
-    let later = jobs::events_after(db.pool(), id, events[1].id, 100).await.unwrap();
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4], "numbered per job");
+    let later = jobs::events_after(db.pool(), id, events[1].seq, 100).await.unwrap();
     assert_eq!(later.len(), 2);
+    assert_eq!(later[0].id, events[2].id);
 }
 
 #[tokio::test]
