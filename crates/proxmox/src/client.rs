@@ -327,6 +327,8 @@ pub(crate) fn api_error(
             (k, text)
         })
         .collect();
+    // PVE never answers 404 itself, so a 404 is PVE's only if it says so in PVE's words;
+    // otherwise a caller could take a misrouted request for a vanished guest.
     if status == StatusCode::NOT_FOUND {
         let envelope = parsed.data && (body_message.is_some() || !errors.is_empty());
         let own_reason =
