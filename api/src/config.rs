@@ -11,6 +11,7 @@
 //! | `PVE_FINGERPRINT` | pin the server certificate's SHA-256 (`AB:CD:…`) | one of these three, |
 //! | `PVE_CA_FILE` | trust the CA certificates in this PEM file | or the public CAs |
 //! | `PVE_INSECURE` | `1`/`true`: accept any certificate (labs only) | when none is set |
+//! | `PVE_ALLOW_HTTP` | `1`/`true`: accept an `http://` `PVE_URL` (labs only: the token travels in clear; warned at start) | `false`: refused |
 //! | `LISTEN` | address to serve on | `127.0.0.1:8080` |
 //! | `NIMBUS_WEB_DIST` | the built portal (`web/dist`) to serve at `/`; unset: no portal | unset |
 //! | `RUST_LOG` | log filter | `info` |
@@ -58,6 +59,8 @@ pub struct Config {
     pub pve_token: ApiToken,
     /// From `PVE_FINGERPRINT`, `PVE_CA_FILE` or `PVE_INSECURE`.
     pub pve_tls: TlsMode,
+    /// `PVE_ALLOW_HTTP`.
+    pub pve_allow_http: bool,
     /// `LISTEN`.
     pub listen: SocketAddr,
     /// `RATE_LIMIT_PER_MINUTE`.
@@ -173,6 +176,7 @@ impl Config {
             pve_url: pve.url,
             pve_token: pve.token,
             pve_tls: pve.tls,
+            pve_allow_http: pve.allow_http,
             listen,
             web_dist: get("NIMBUS_WEB_DIST").map(std::path::PathBuf::from),
         })
@@ -272,6 +276,19 @@ mod tests {
         assert_eq!(with(&[("PVE_INSECURE", "0")]).unwrap().pve_tls, TlsMode::System);
         assert!(with(&[("PVE_FINGERPRINT", "AB"), ("PVE_INSECURE", "1")]).is_err());
         assert!(with(&[("PVE_INSECURE", "maybe")]).is_err());
+    }
+
+    #[test]
+    fn plain_http_proxmox_needs_the_lab_allowance() {
+        let http = |extra: &[(&str, &str)]| {
+            let mut v: Vec<_> = BASE.iter().filter(|(k, _)| *k != "PVE_URL").copied().collect();
+            v.push(("PVE_URL", "http://pve-sim:8006"));
+            v.extend_from_slice(extra);
+            Config::from_lookup(lookup(&v))
+        };
+        assert_eq!(http(&[]).unwrap_err().var, "PVE_URL");
+        assert!(http(&[("PVE_ALLOW_HTTP", "true")]).unwrap().pve_allow_http);
+        assert!(!Config::from_lookup(lookup(BASE)).unwrap().pve_allow_http);
     }
 
     #[test]

@@ -76,7 +76,10 @@ async fn serve() -> Result<(), BoxError> {
     let config = Config::from_env()?;
     let db = nimbus_db::connect(&config.database_url, config.database_max_connections).await?;
     nimbus_db::migrate(&db).await?;
-    let pve = ProxmoxClient::new(ClientConfig::new(&config.pve_url, config.pve_token.clone(), config.pve_tls.clone()))?;
+    let pve = ProxmoxClient::new(
+        ClientConfig::new(&config.pve_url, config.pve_token.clone(), config.pve_tls.clone())
+            .allow_http(config.pve_allow_http),
+    )?;
     let settings = Settings {
         rate_limit: nimbus_api::ratelimit::RateLimitSettings {
             per_minute: config.rate_limit_per_minute,

@@ -11,6 +11,7 @@
 //! | `PVE_FINGERPRINT` | pin the server certificate's SHA-256 (`AB:CD:…`) | one of these three, |
 //! | `PVE_CA_FILE` | trust the CA certificates in this PEM file | or the public CAs |
 //! | `PVE_INSECURE` | `1`/`true`: accept any certificate (labs only) | when none is set |
+//! | `PVE_ALLOW_HTTP` | `1`/`true`: accept an `http://` `PVE_URL` (labs only: the token travels in clear; warned at start) | `false`: refused |
 //! | `WORKER_CONCURRENCY` | provision jobs run at once by this process | `8` |
 //! | `NODE_CAP` | provision jobs loading one Proxmox node at once, across all workers | `4` |
 //! | `NODE_CAPS` | per-node exceptions to `NODE_CAP`, `pve1=2,pve3=0` (0: no new work there) | none |
@@ -41,6 +42,8 @@ pub struct Config {
     pub pve_token: ApiToken,
     /// From `PVE_FINGERPRINT`, `PVE_CA_FILE` or `PVE_INSECURE`.
     pub pve_tls: TlsMode,
+    /// `PVE_ALLOW_HTTP`.
+    pub pve_allow_http: bool,
     /// `WORKER_CONCURRENCY`.
     pub concurrency: usize,
     /// `NODE_CAP`.
@@ -131,6 +134,7 @@ impl Config {
             pve_url: pve.url,
             pve_token: pve.token,
             pve_tls: pve.tls,
+            pve_allow_http: pve.allow_http,
             concurrency,
             node_cap,
             node_caps,
@@ -186,5 +190,14 @@ mod tests {
         assert_eq!(with(&[("WORKER_CONCURRENCY", "many")]).unwrap_err().var, "WORKER_CONCURRENCY");
         assert!(with(&[("PVE_FINGERPRINT", "AB"), ("PVE_INSECURE", "1")]).is_err());
         assert_eq!(Config::from_lookup(lookup(&BASE[1..])).unwrap_err().var, "DATABASE_URL");
+    }
+
+    #[test]
+    fn plain_http_proxmox_needs_the_lab_allowance() {
+        assert!(!with(&[]).unwrap().pve_allow_http);
+        // Later entries win in `lookup`, so these replace BASE's https URL.
+        assert_eq!(with(&[("PVE_URL", "http://pve-sim:8006")]).unwrap_err().var, "PVE_URL");
+        let lab = with(&[("PVE_URL", "http://pve-sim:8006"), ("PVE_ALLOW_HTTP", "1")]).unwrap();
+        assert!(lab.pve_allow_http);
     }
 }

@@ -42,8 +42,11 @@ pub async fn connect(config: &Config, shutdown: CancellationToken) -> anyhow::Re
     let db = nimbus_db::connect(&config.database_url, config.database_max_connections)
         .await
         .context("connecting to PostgreSQL")?;
-    let pve = ProxmoxClient::new(ClientConfig::new(&config.pve_url, config.pve_token.clone(), config.pve_tls.clone()))
-        .context("configuring the Proxmox client")?;
+    let pve = ProxmoxClient::new(
+        ClientConfig::new(&config.pve_url, config.pve_token.clone(), config.pve_tls.clone())
+            .allow_http(config.pve_allow_http),
+    )
+    .context("configuring the Proxmox client")?;
     let queues = Queues::new(&config.redis_url, config.redis_key_prefix.clone()).context("REDIS_URL")?;
     let settings = Settings { ip_timeout: config.ip_timeout, lease: config.lease, ..Settings::default() };
     // Permits outlive a crashed holder by at most the job lease.

@@ -5,7 +5,12 @@
 //! them), POST and PUT in a form body. A 2xx answer is `{"data": ..., "total"?: N}`;
 //! anything else becomes [`PveError::Api`] with PVE's message taken from the body's
 //! `message` (PVE ≥ 8.3), else from the HTTP reason phrase (older PVE and pveproxy's
-//! 595/596, which have an empty body), else the standard reason.
+//! 595/596, which have an empty body), else the standard reason. A 404 with neither PVE's
+//! envelope nor a reason phrase of its own did not come from PVE and becomes
+//! [`PveError::NotProxmox`].
+//!
+//! The base URL must be `https://`: the token is a bearer secret. `http://` is refused
+//! unless [`ClientConfig::allow_http`] is set for a lab, and then logged as a warning.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -102,20 +107,36 @@ struct Envelope<T> {
     total: Option<u64>,
 }
 
-/// PVE's error body (`{"data":null,"message":"...\n","errors":{...}}`).
+/// PVE's error body (`{"data":null,"message":"...\n","errors":{...}}`). `data` is kept
+/// to tell PVE's envelope from another server's JSON (`{"message":"no Route matched"}`).
 #[derive(Deserialize, Default)]
 struct ErrorBody {
+    #[serde(default, deserialize_with = "present")]
+    data: bool,
     #[serde(default)]
     message: Option<String>,
     #[serde(default)]
     errors: Option<BTreeMap<String, Value>>,
 }
 
+/// True whenever the field is there, `null` included (`Option<Value>` would read `null` as absent).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| true)
+}
+
 impl ProxmoxClient {
-    /// Builds a client. Fails on an invalid URL, fingerprint or CA; logs a warning when
-    /// TLS verification is disabled.
+    /// Builds a client. Fails on an invalid URL, fingerprint or CA, and on an `http://`
+    /// URL unless [`ClientConfig::allow_http`] is set; logs a warning when TLS
+    /// verification is disabled or plain HTTP is used.
     pub fn new(config: ClientConfig) -> Result<Self> {
-        let origin = parse_base_url(&config.base_url)?;
+        let origin = parse_base_url(&config.base_url, config.allow_http)?;
+        if origin.scheme() == "http" {
+            tracing::warn!(
+                base_url = %origin,
+                token_id = config.token.token_id(),
+                "Proxmox is reached over plain HTTP: the API token travels in clear (allowed for labs only)"
+            );
+        }
         let tls_config = Arc::new(tls::client_config(&config.tls)?);
         let mut auth = HeaderValue::from_str(&config.token.header_value())
             .map_err(|_| PveError::Config("API token contains invalid header bytes".into()))?;
@@ -283,7 +304,7 @@ impl ProxmoxClient {
     }
 }
 
-/// Builds [`PveError::Api`] from an error response.
+/// Builds [`PveError::Api`] (or [`PveError::NotProxmox`]) from an error response.
 pub(crate) fn api_error(
     method: &Method,
     path: &str,
@@ -294,8 +315,7 @@ pub(crate) fn api_error(
     let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
     let body_message = parsed.message.map(|m| m.trim().to_string()).filter(|m| !m.is_empty());
     let reason = reason.map(|r| r.trim().to_string()).filter(|r| !r.is_empty());
-    let message = body_message.or(reason).or_else(|| status.canonical_reason().map(str::to_string)).unwrap_or_default();
-    let errors = parsed
+    let errors: BTreeMap<String, String> = parsed
         .errors
         .unwrap_or_default()
         .into_iter()
@@ -307,6 +327,22 @@ pub(crate) fn api_error(
             (k, text)
         })
         .collect();
+    // PVE never answers 404 itself, so a 404 is PVE's only if it says so in PVE's words;
+    // otherwise a caller could take a misrouted request for a vanished guest.
+    if status == StatusCode::NOT_FOUND {
+        let envelope = parsed.data && (body_message.is_some() || !errors.is_empty());
+        let own_reason =
+            reason.as_deref().is_some_and(|r| !status.canonical_reason().is_some_and(|c| c.eq_ignore_ascii_case(r)));
+        if !envelope && !own_reason {
+            return PveError::NotProxmox {
+                method: method.to_string(),
+                path: path.to_string(),
+                status: status.as_u16(),
+                body: snippet(body),
+            };
+        }
+    }
+    let message = body_message.or(reason).or_else(|| status.canonical_reason().map(str::to_string)).unwrap_or_default();
     PveError::Api { method: method.to_string(), path: path.to_string(), status: status.as_u16(), message, errors }
 }
 
@@ -322,13 +358,20 @@ fn normalize_path(path: &str) -> String {
     if path.starts_with('/') { path.to_string() } else { format!("/{path}") }
 }
 
-/// Accepts `https://host:8006`, with or without a trailing `/` or `/api2/json`.
-fn parse_base_url(base: &str) -> Result<Url> {
+/// Accepts `https://host:8006`, with or without a trailing `/` or `/api2/json`;
+/// `http://` only when `allow_http`.
+fn parse_base_url(base: &str, allow_http: bool) -> Result<Url> {
     let trimmed = base.trim().trim_end_matches('/');
     let trimmed = trimmed.strip_suffix("/api2/json").unwrap_or(trimmed);
     let url = Url::parse(trimmed).map_err(|e| PveError::Config(format!("base URL '{base}': {e}")))?;
     if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
-        return Err(PveError::Config(format!("base URL '{base}' must be http(s)://host[:port]")));
+        return Err(PveError::Config(format!("base URL '{base}' must be https://host[:port]")));
+    }
+    if url.scheme() == "http" && !allow_http {
+        return Err(PveError::Config(format!(
+            "base URL '{base}' is plain http:// and would send the API token in clear; use https:// \
+             (or, in a lab, allow plain HTTP explicitly: PVE_ALLOW_HTTP=true)"
+        )));
     }
     if url.path() != "/" || url.query().is_some() {
         return Err(PveError::Config(format!("base URL '{base}' must not have a path other than /api2/json")));
@@ -360,13 +403,50 @@ mod tests {
             "https://pve.example.com:8006/",
             "https://pve.example.com:8006/api2/json",
             "https://pve.example.com:8006/api2/json/",
-            "http://127.0.0.1:8006",
         ] {
-            assert_eq!(parse_base_url(ok).unwrap().path(), "/", "{ok}");
+            assert_eq!(parse_base_url(ok, false).unwrap().path(), "/", "{ok}");
         }
         for bad in ["pve:8006", "ftp://pve", "https://pve:8006/foo", "https://"] {
-            assert!(parse_base_url(bad).is_err(), "{bad}");
+            assert!(parse_base_url(bad, true).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn plain_http_only_when_allowed() {
+        match parse_base_url("http://127.0.0.1:8006", false) {
+            Err(PveError::Config(m)) => assert!(m.contains("PVE_ALLOW_HTTP"), "{m}"),
+            other => panic!("expected a config error, got {other:?}"),
+        }
+        assert_eq!(parse_base_url("http://127.0.0.1:8006", true).unwrap().scheme(), "http");
+        assert_eq!(parse_base_url("HTTPS://pve:8006", false).unwrap().scheme(), "https");
+    }
+
+    #[test]
+    fn a_404_without_pve_message_is_not_proxmox() {
+        let get = Method::GET;
+        let path = "/nodes/pve1/qemu/100/status/current";
+        for (reason, body) in [
+            (None, &b"<html><body>404 Not Found</body></html>"[..]),
+            (None, b""),
+            // A gateway's own JSON (Kong) has no `data` key.
+            (None, br#"{"message":"no Route matched with those values"}"#),
+            (Some("Not Found".to_string()), br#"{"data":null}"#),
+        ] {
+            let e = api_error(&get, path, StatusCode::NOT_FOUND, reason, body);
+            assert!(matches!(e, PveError::NotProxmox { status: 404, .. }), "{e:?}");
+            assert!(!e.is_not_found());
+        }
+        // PVE's envelope, or its message in the reason phrase, is PVE speaking.
+        let pve = br#"{"data":null,"message":"Configuration file 'nodes/pve1/qemu-server/100.conf' does not exist\n"}"#;
+        let e = api_error(&get, path, StatusCode::NOT_FOUND, None, pve);
+        assert!(e.is_not_found(), "{e:?}");
+        assert_eq!(e.status(), Some(404));
+        let reason = "Configuration file 'nodes/pve1/qemu-server/100.conf' does not exist".to_string();
+        let e = api_error(&get, path, StatusCode::NOT_FOUND, Some(reason), b"");
+        assert!(e.is_not_found(), "{e:?}");
+        // Other statuses keep their classification.
+        let e = api_error(&get, path, StatusCode::BAD_GATEWAY, None, b"<html>bad gateway</html>");
+        assert!(matches!(e, PveError::Api { status: 502, .. }) && e.is_transient());
     }
 
     #[test]

@@ -151,6 +151,10 @@ pub struct ClientConfig {
     pub task_poll: PollBackoff,
     /// `User-Agent` header.
     pub user_agent: String,
+    /// Accept an `http://` base URL (the token then travels in clear): labs only, and
+    /// warned about when the client is built. Off by default: an `http://` URL is a
+    /// configuration error.
+    pub allow_http: bool,
 }
 
 impl ClientConfig {
@@ -166,7 +170,15 @@ impl ClientConfig {
             upload_timeout: None,
             task_poll: PollBackoff::default(),
             user_agent: concat!("nimbus-proxmox/", env!("CARGO_PKG_VERSION")).to_string(),
+            allow_http: false,
         }
+    }
+
+    /// Allows (or refuses, the default) a plain `http://` base URL; see
+    /// [`ClientConfig::allow_http`](ClientConfig#structfield.allow_http).
+    pub fn allow_http(mut self, allow: bool) -> Self {
+        self.allow_http = allow;
+        self
     }
 
     /// Sets the request timeout.

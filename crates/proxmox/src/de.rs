@@ -7,30 +7,43 @@
 //! `null` for templates. The helpers here are meant for
 //! `#[serde(default, deserialize_with = "...")]` on response fields; the `opt_*`
 //! variants map `null`, an absent field and an empty string to `None`.
+//!
+//! A number that does not fit its field (a negative `mem` in a `u64`, a `maxcpu` beyond
+//! `u32`) makes an optional field `None` rather than failing the whole response: one
+//! odd value must not hide a whole node, guest or storage listing. Required fields (ids)
+//! stay strict, since a guessed id is worse than an error.
 
 use std::fmt;
-use std::marker::PhantomData;
 
 use serde::Deserializer;
 use serde::de::{self, Visitor};
 
 /// An integer from a JSON number (integral or not: fractions are truncated), a numeric
 /// string, or a boolean (`true` = 1).
+/// A value out of `T`'s range is an error.
 pub fn int<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: TryFrom<i128>,
 {
-    d.deserialize_any(IntVisitor::<T>(PhantomData))?.ok_or_else(|| de::Error::custom("expected an integer, got null"))
+    let v = d.deserialize_any(IntVisitor)?.ok_or_else(|| de::Error::custom("expected an integer, got null"))?;
+    T::try_from(v).map_err(|_| de::Error::custom(format!("integer {v} out of range")))
 }
 
-/// Like [`int`], with `null`, absent and `""` as `None`.
+/// Like [`int`], with `null`, absent and `""` as `None`; so is a value out of `T`'s
+/// range (see the module documentation).
 pub fn opt_int<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: TryFrom<i128>,
 {
-    d.deserialize_any(IntVisitor::<T>(PhantomData))
+    Ok(d.deserialize_any(IntVisitor)?.and_then(|v| {
+        let narrowed = T::try_from(v).ok();
+        if narrowed.is_none() {
+            tracing::debug!(value = %v, "proxmox field out of range, read as absent");
+        }
+        narrowed
+    }))
 }
 
 /// A float from a JSON number or a numeric string.
@@ -65,10 +78,6 @@ pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::
     d.deserialize_any(StringVisitor)
 }
 
-fn narrow<T: TryFrom<i128>, E: de::Error>(v: i128) -> Result<Option<T>, E> {
-    T::try_from(v).map(Some).map_err(|_| E::custom(format!("integer {v} out of range")))
-}
-
 /// The `null`/absent arms every visitor here shares: `null` is `None`, `Some(x)` is `x`.
 macro_rules! null_is_none {
     () => {
@@ -84,35 +93,37 @@ macro_rules! null_is_none {
     };
 }
 
-struct IntVisitor<T>(PhantomData<T>);
+/// Reads any integer-like value as `i128`; the caller narrows it to the field's type.
+/// Values beyond `i128` saturate, which no field type accepts.
+struct IntVisitor;
 
-impl<'de, T: TryFrom<i128>> Visitor<'de> for IntVisitor<T> {
-    type Value = Option<T>;
+impl<'de> Visitor<'de> for IntVisitor {
+    type Value = Option<i128>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an integer, a numeric string or null")
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        narrow(v.into())
+        Ok(Some(v.into()))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        narrow(v.into())
+        Ok(Some(v.into()))
     }
     fn visit_i128<E: de::Error>(self, v: i128) -> Result<Self::Value, E> {
-        narrow(v)
+        Ok(Some(v))
     }
     fn visit_u128<E: de::Error>(self, v: u128) -> Result<Self::Value, E> {
-        let v = i128::try_from(v).map_err(|_| E::custom("integer out of range"))?;
-        narrow(v)
+        Ok(Some(i128::try_from(v).unwrap_or(i128::MAX)))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
         if !v.is_finite() {
             return Err(E::custom(format!("not an integer: {v}")));
         }
-        // Truncation is intended: a counter reported as 1234.0 or 1234.5 is 1234.
-        narrow(v.trunc() as i128)
+        // Truncation is intended: a counter reported as 1234.0 or 1234.5 is 1234 (and
+        // `as` saturates beyond i128).
+        Ok(Some(v.trunc() as i128))
     }
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-        narrow(i128::from(v))
+        Ok(Some(i128::from(v)))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
         let t = v.trim();
@@ -120,7 +131,7 @@ impl<'de, T: TryFrom<i128>> Visitor<'de> for IntVisitor<T> {
             return Ok(None);
         }
         if let Ok(i) = t.parse::<i128>() {
-            return narrow(i);
+            return Ok(Some(i));
         }
         match t.parse::<f64>() {
             Ok(f) => self.visit_f64(f),
@@ -253,7 +264,19 @@ mod tests {
         assert!(serde_json::from_str::<Sample>(r#"{"vmid":"abc"}"#).is_err());
         assert!(serde_json::from_str::<Sample>(r#"{"vmid":-1}"#).is_err());
         assert!(serde_json::from_str::<Sample>(r#"{"vmid":null}"#).is_err());
-        assert!(serde_json::from_str::<Sample>(r#"{"vmid":1,"pid":5000000000}"#).is_err());
+        assert!(serde_json::from_str::<Sample>(r#"{"vmid":4294967296}"#).is_err());
+        assert!(serde_json::from_str::<Sample>(r#"{"vmid":1,"size":"lots"}"#).is_err());
+    }
+
+    #[test]
+    fn optional_integers_out_of_range_are_absent() {
+        let s = parse(r#"{"vmid":7,"pid":5000000000,"size":-1,"cpu":0.5,"memory":"512"}"#);
+        assert_eq!((s.pid, s.size), (None, None));
+        assert_eq!((s.vmid, s.cpu, s.memory.as_deref()), (7, Some(0.5), Some("512")), "the rest of the item stays");
+        assert_eq!(parse(r#"{"vmid":1,"size":"-5"}"#).size, None);
+        assert_eq!(parse(r#"{"vmid":1,"size":-2.5e40}"#).size, None);
+        assert_eq!(parse(r#"{"vmid":1,"size":"340282366920938463463374607431768211456"}"#).size, None);
+        assert_eq!(parse(r#"{"vmid":1,"size":18446744073709551615}"#).size, Some(u64::MAX));
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! The cluster connection as the processes that talk to Proxmox read it from their environment:
-//! `PVE_URL`, `PVE_TOKEN`, and at most one of `PVE_FINGERPRINT`, `PVE_CA_FILE`, `PVE_INSECURE`.
+//! `PVE_URL`, `PVE_TOKEN`, at most one of `PVE_FINGERPRINT`, `PVE_CA_FILE`, `PVE_INSECURE`,
+//! and `PVE_ALLOW_HTTP` (a lab's plain-HTTP `PVE_URL`; refused without it).
 //! One reader, so the API and the workers accept exactly the same settings.
 
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::config::{ApiToken, TlsMode};
+use crate::config::{ApiToken, ClientConfig, TlsMode};
 
 /// Where the cluster is and how to trust and authenticate to it.
 #[derive(Debug, Clone)]
@@ -16,6 +17,8 @@ pub struct PveEnv {
     pub token: ApiToken,
     /// From `PVE_FINGERPRINT`, `PVE_CA_FILE` or `PVE_INSECURE`; the public CAs when none is set.
     pub tls: TlsMode,
+    /// `PVE_ALLOW_HTTP`: an `http://` `PVE_URL` is accepted (labs only; the token travels in clear).
+    pub allow_http: bool,
 }
 
 /// A variable that is missing or malformed.
@@ -43,12 +46,20 @@ impl PveEnv {
         let url = get("PVE_URL").ok_or_else(|| err("PVE_URL", "is required"))?;
         let token = get("PVE_TOKEN").ok_or_else(|| err("PVE_TOKEN", "is required"))?;
         let token = ApiToken::parse(&token).map_err(|_| err("PVE_TOKEN", "must be user@realm!tokenid=secret"))?;
-        let insecure = match get("PVE_INSECURE").map(|v| v.to_ascii_lowercase()) {
-            None => false,
-            Some(v) if matches!(v.as_str(), "1" | "true" | "yes") => true,
-            Some(v) if matches!(v.as_str(), "0" | "false" | "no") => false,
-            Some(_) => return Err(err("PVE_INSECURE", "must be true or false")),
+        let flag = |var: &'static str| match get(var).map(|v| v.trim().to_ascii_lowercase()) {
+            None => Ok(false),
+            Some(v) if matches!(v.as_str(), "1" | "true" | "yes") => Ok(true),
+            Some(v) if matches!(v.as_str(), "0" | "false" | "no") => Ok(false),
+            Some(_) => Err(err(var, "must be true or false")),
         };
+        let insecure = flag("PVE_INSECURE")?;
+        let allow_http = flag("PVE_ALLOW_HTTP")?;
+        if url.trim().get(..7).is_some_and(|s| s.eq_ignore_ascii_case("http://")) && !allow_http {
+            return Err(err(
+                "PVE_URL",
+                "is http://, which would send the API token in clear: use https://, or set PVE_ALLOW_HTTP=true in a lab",
+            ));
+        }
         let tls = match [get("PVE_FINGERPRINT"), get("PVE_CA_FILE"), insecure.then(String::new)] {
             [Some(fp), None, None] => TlsMode::Fingerprint(fp),
             [None, Some(ca), None] => TlsMode::CaFile(PathBuf::from(ca)),
@@ -56,7 +67,12 @@ impl PveEnv {
             [None, None, None] => TlsMode::System,
             _ => return Err(err("PVE_FINGERPRINT", "set only one of PVE_FINGERPRINT, PVE_CA_FILE, PVE_INSECURE")),
         };
-        Ok(PveEnv { url, token, tls })
+        Ok(PveEnv { url, token, tls, allow_http })
+    }
+
+    /// A [`ClientConfig`] with these settings and the client's defaults for the rest.
+    pub fn client_config(&self) -> ClientConfig {
+        ClientConfig::new(&self.url, self.token.clone(), self.tls.clone()).allow_http(self.allow_http)
     }
 }
 
@@ -92,5 +108,24 @@ mod tests {
         assert_eq!(read(&[("PVE_URL", "https://pve:8006")]).unwrap_err().var, "PVE_TOKEN");
         let bad = [("PVE_URL", "https://pve:8006"), ("PVE_TOKEN", "not-a-token")];
         assert_eq!(read(&bad).unwrap_err().var, "PVE_TOKEN");
+    }
+
+    #[test]
+    fn plain_http_needs_the_lab_allowance() {
+        let http = [("PVE_URL", "http://pve-sim:8006"), ("PVE_TOKEN", "root@pam!nimbus=secret")];
+        let e = read(&http).unwrap_err();
+        assert_eq!(e.var, "PVE_URL");
+        assert!(e.problem.contains("PVE_ALLOW_HTTP"), "{e}");
+        let upper = [("PVE_URL", " HTTP://pve-sim:8006"), http[1]];
+        assert_eq!(read(&upper).unwrap_err().var, "PVE_URL");
+        assert_eq!(read(&[http[0], http[1], ("PVE_ALLOW_HTTP", "false")]).unwrap_err().var, "PVE_URL");
+
+        let lab = read(&[http[0], http[1], ("PVE_ALLOW_HTTP", "true")]).unwrap();
+        assert!(lab.allow_http);
+        assert!(lab.client_config().allow_http);
+        assert!(crate::ProxmoxClient::new(lab.client_config()).is_ok());
+        assert!(!read(BASE).unwrap().client_config().allow_http);
+        let bad = [BASE, &[("PVE_ALLOW_HTTP", "sometimes")]].concat();
+        assert_eq!(read(&bad).unwrap_err().var, "PVE_ALLOW_HTTP");
     }
 }

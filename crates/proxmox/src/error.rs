@@ -24,7 +24,14 @@
 //!   that retrying the same request cannot change;
 //! * a failed task whose exit status is not transient by the message rule;
 //! * TLS rejections (a wrong pinned fingerprint stays wrong), undecodable responses,
-//!   invalid client configuration or request parameters, local I/O errors.
+//!   invalid client configuration or request parameters, local I/O errors;
+//! * [`PveError::NotProxmox`]: a 404 that PVE did not write (a wrong base URL, a proxy's
+//!   page). It is a misconfiguration, and never means that a guest is gone.
+//!
+//! PVE itself never answers 404 (an unknown guest is a 500 `Configuration file '...'
+//! does not exist`, an unknown path a 501), so a 404 counts as PVE's only when it carries
+//! PVE's message: the error envelope `{"data":null,"message":"..."}` (or per-parameter
+//! `errors`), or a reason phrase of its own.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -119,6 +126,23 @@ pub enum PveError {
         /// The start of the body, for diagnosis.
         body: String,
     },
+    /// An HTTP 404 without PVE's message: something other than PVE's API answered (a
+    /// wrong base URL, a reverse proxy's error page). Permanent, and deliberately not
+    /// [`PveError::Api`]: [`PveError::status`] is `None` and [`PveError::is_not_found`]
+    /// false, so that no caller takes a misrouted request for a vanished guest.
+    #[error(
+        "{method} {path}: HTTP {status} without a Proxmox error message (check PVE_URL and any proxy in front of PVE): {body}"
+    )]
+    NotProxmox {
+        /// HTTP method of the request.
+        method: String,
+        /// API path.
+        path: String,
+        /// HTTP status code.
+        status: u16,
+        /// The start of the body, for diagnosis.
+        body: String,
+    },
     /// A task ended with an exit status other than `OK` or `WARNINGS: N`.
     #[error("task {upid} failed: {exitstatus}")]
     TaskFailed {
@@ -203,6 +227,7 @@ impl PveError {
                 }
             }
             PveError::Tls { .. }
+            | PveError::NotProxmox { .. }
             | PveError::Decode { .. }
             | PveError::Config(_)
             | PveError::InvalidRequest(_)
@@ -215,7 +240,8 @@ impl PveError {
         self.class() == ErrorClass::Transient
     }
 
-    /// The HTTP status, for [`PveError::Api`].
+    /// The HTTP status of an answer PVE gave ([`PveError::Api`]); `None` for anything
+    /// else, [`PveError::NotProxmox`] included.
     pub fn status(&self) -> Option<u16> {
         match self {
             PveError::Api { status, .. } => Some(*status),
@@ -240,24 +266,33 @@ impl PveError {
         }
     }
 
-    /// The guest, snapshot, volume or task named in the request does not exist.
+    /// Every text PVE gave, lowercased: the message and each per-parameter error (PVE
+    /// names the real problem there, e.g. nextid's `errors.vmid: VM 100 already exists`
+    /// under the generic `Parameter verification failed.`).
+    fn pve_texts(&self) -> impl Iterator<Item = String> + '_ {
+        let errors = self.param_errors().into_iter().flat_map(|e| e.values());
+        self.pve_message().into_iter().chain(errors.map(String::as_str)).map(str::to_ascii_lowercase)
+    }
+
+    fn any_text(&self, needles: &[&str]) -> bool {
+        self.pve_texts().any(|t| needles.iter().any(|n| t.contains(n)))
+    }
+
+    /// The guest, snapshot, volume or task named in the request does not exist, as PVE
+    /// said (a [`PveError::NotProxmox`] 404 is not PVE saying so).
     pub fn is_not_found(&self) -> bool {
-        self.pve_message()
-            .is_some_and(|m| m.contains("does not exist") || m.contains("no such task") || m.contains("not found"))
-            || self.status() == Some(404)
+        matches!(self, PveError::Api { status: 404, .. })
+            || self.any_text(&["does not exist", "no such task", "not found"])
     }
 
     /// The id or name is already taken (`VM 100 already exists`, `config file already exists`).
     pub fn is_already_exists(&self) -> bool {
-        self.pve_message().is_some_and(|m| m.contains("already exists") || m.contains("already used"))
+        self.any_text(&["already exists", "already used"])
     }
 
     /// Another task holds the guest's lock.
     pub fn is_lock_conflict(&self) -> bool {
-        self.pve_message().is_some_and(|m| {
-            let m = m.to_ascii_lowercase();
-            m.contains("is locked") || m.contains("can't lock file")
-        })
+        self.any_text(&["is locked", "can't lock file"])
     }
 }
 
@@ -363,6 +398,49 @@ mod tests {
         assert_eq!(e.class(), ErrorClass::Permanent);
         assert_eq!(e.param_errors().unwrap().get("vmid").map(String::as_str), Some("VM 100 already exists"));
         assert!(e.to_string().contains("vmid: VM 100 already exists"));
+    }
+
+    fn with_param(status: u16, param: &str, text: &str) -> PveError {
+        PveError::Api {
+            method: "POST".into(),
+            path: "/nodes/pve1/qemu".into(),
+            status,
+            message: "Parameter verification failed.".into(),
+            errors: BTreeMap::from([(param.to_string(), text.to_string())]),
+        }
+    }
+
+    #[test]
+    fn helpers_read_per_parameter_errors() {
+        let taken = with_param(400, "vmid", "VM 100 already exists");
+        assert!(taken.is_already_exists());
+        assert!(!taken.is_not_found());
+        assert!(with_param(500, "newid", "unable to create VM 101: config file already exists").is_already_exists());
+        assert!(with_param(400, "snapname", "snapshot name 'a' already used").is_already_exists());
+        let missing = with_param(400, "storage", "storage 'nvme' does not exist");
+        assert!(missing.is_not_found());
+        assert!(!missing.is_already_exists());
+        assert!(with_param(500, "vmid", "VM is locked (clone)").is_lock_conflict());
+        let other = with_param(400, "vmid", "type check ('integer') failed - got 'abc'");
+        assert!(!other.is_already_exists() && !other.is_not_found() && !other.is_lock_conflict());
+    }
+
+    #[test]
+    fn a_404_not_written_by_pve_is_no_vanished_guest() {
+        let e = PveError::NotProxmox {
+            method: "GET".into(),
+            path: "/nodes/pve1/qemu/100/status/current".into(),
+            status: 404,
+            body: "<html>404 page not found</html>".into(),
+        };
+        assert!(!e.is_not_found());
+        assert!(!e.is_already_exists());
+        assert_eq!(e.status(), None);
+        assert_eq!(e.pve_message(), None);
+        assert_eq!(e.class(), ErrorClass::Permanent);
+        assert!(e.to_string().contains("PVE_URL"), "{e}");
+        // A 404 carrying PVE's message (what some simulators send) is PVE's word.
+        assert!(api(404, "VM 100 not found").is_not_found());
     }
 
     #[test]

@@ -16,11 +16,13 @@
 //!
 //! * [`ProxmoxClient`] (cheap to clone) holds the connection pool, token and TLS mode;
 //!   [`TlsMode`] pins a certificate fingerprint, trusts a CA, or (loudly) anything.
+//!   The URL must be `https://` unless [`ClientConfig::allow_http`] says otherwise (labs).
 //! * Calls are grouped in [`api`]: cluster, node, guest (qemu and lxc share
 //!   [`api::guest::Guest`]), storage, pools and consoles. Anything not modelled goes
 //!   through [`ProxmoxClient::get_json`] and friends.
 //! * Errors are [`PveError`], classified [`ErrorClass::Transient`] or
-//!   [`ErrorClass::Permanent`] for the workers' retry policy.
+//!   [`ErrorClass::Permanent`] for the workers' retry policy. A 404 that PVE did not
+//!   write is [`PveError::NotProxmox`] (misconfiguration), never "not found".
 //! * Tasks: [`Upid`], [`ProxmoxClient::wait_task`].
 //! * Encodings: [`params`] (form bodies, `sshkeys`), [`propstring`] (disk, NIC and IP
 //!   config strings), [`de`] (tolerant decoding of PVE's loose JSON).

@@ -4,7 +4,9 @@
 //! until `stopped`, when `exitstatus` is `OK`, `WARNINGS: N` (both success) or the
 //! error text. [`ProxmoxClient::wait_task`] polls with capped exponential backoff and
 //! jitter, retries transient polling errors until the deadline, and on failure returns
-//! [`PveError::TaskFailed`] carrying the last lines of the task log.
+//! [`PveError::TaskFailed`] carrying the last lines of the task log. Waiting decodes only
+//! `status` and `exitstatus`: a decode error is permanent, so a field waiting does not
+//! need (`pid`, `pstart`, `user`, ...) missing or odd must not fail a task that succeeded.
 
 use std::time::{Duration, Instant};
 
@@ -70,6 +72,14 @@ impl TaskStatus {
         }
         Some(self.exitstatus.as_deref().is_some_and(|s| exit_warnings(s).is_some()))
     }
+}
+
+/// The part of a task's status that waiting reads.
+#[derive(Debug, Deserialize)]
+struct TaskState {
+    status: String,
+    #[serde(default, deserialize_with = "de::opt_string")]
+    exitstatus: Option<String>,
 }
 
 /// The number of warnings for a successful exit status (`OK` = 0), `None` for a failure.
@@ -219,11 +229,15 @@ pub(crate) fn backoff_delay(p: &PollBackoff, attempt: u32, rng: &mut impl Rng) -
     Duration::from_secs_f64((capped * factor).max(0.0))
 }
 
+fn task_status_path(upid: &Upid) -> String {
+    format!("/nodes/{}/tasks/{}/status", path_segment(upid.node()), path_segment(upid.as_str()))
+}
+
 impl ProxmoxClient {
-    /// `GET /nodes/{node}/tasks/{upid}/status`, on the UPID's node.
+    /// `GET /nodes/{node}/tasks/{upid}/status`, on the UPID's node: every field PVE
+    /// documents. [`ProxmoxClient::wait_task`] reads less and tolerates more.
     pub async fn task_status(&self, upid: &Upid) -> Result<TaskStatus> {
-        let path = format!("/nodes/{}/tasks/{}/status", path_segment(upid.node()), path_segment(upid.as_str()));
-        self.call(Method::GET, &path, &Params::new()).await
+        self.call(Method::GET, &task_status_path(upid), &Params::new()).await
     }
 
     /// `GET /nodes/{node}/tasks/{upid}/log?start=&limit=`.
@@ -275,8 +289,8 @@ impl ProxmoxClient {
         let mut attempt = 0u32;
         let mut last_error: Option<PveError>;
         loop {
-            match self.task_status(upid).await {
-                Ok(st) if !st.is_running() => return self.finish(upid, st).await,
+            match self.task_state(upid).await {
+                Ok(st) if st.status != "running" => return self.finish(upid, st.exitstatus).await,
                 Ok(_) => last_error = None,
                 Err(e) if e.is_transient() => {
                     tracing::debug!(%upid, error = %e, "task poll failed, retrying");
@@ -298,8 +312,12 @@ impl ProxmoxClient {
         }
     }
 
-    async fn finish(&self, upid: &Upid, st: TaskStatus) -> Result<TaskOutcome> {
-        let exitstatus = st.exitstatus.clone().unwrap_or_else(|| "unexpected status".to_string());
+    async fn task_state(&self, upid: &Upid) -> Result<TaskState> {
+        self.call(Method::GET, &task_status_path(upid), &Params::new()).await
+    }
+
+    async fn finish(&self, upid: &Upid, exitstatus: Option<String>) -> Result<TaskOutcome> {
+        let exitstatus = exitstatus.unwrap_or_else(|| "unexpected status".to_string());
         if let Some(warnings) = exit_warnings(&exitstatus) {
             return Ok(TaskOutcome { upid: upid.clone(), exitstatus, warnings });
         }
@@ -341,6 +359,20 @@ mod tests {
         .unwrap();
         assert_eq!(running.succeeded(), None);
         assert!(running.is_running());
+    }
+
+    #[test]
+    fn waiting_reads_only_status_and_exitstatus() {
+        let st: TaskState = serde_json::from_str(r#"{"status":"stopped","exitstatus":"OK"}"#).unwrap();
+        assert_eq!((st.status.as_str(), st.exitstatus.as_deref()), ("stopped", Some("OK")));
+        // Odd or missing fields that waiting does not need.
+        let st: TaskState =
+            serde_json::from_str(r#"{"status":"stopped","exitstatus":"WARNINGS: 1","pid":-1,"pstart":null,"user":7}"#)
+                .unwrap();
+        assert_eq!(st.exitstatus.as_deref(), Some("WARNINGS: 1"));
+        let running: TaskState = serde_json::from_str(r#"{"status":"running"}"#).unwrap();
+        assert_eq!(running.exitstatus, None);
+        assert!(serde_json::from_str::<TaskState>(r#"{"exitstatus":"OK"}"#).is_err(), "status is required");
     }
 
     #[test]

@@ -313,12 +313,19 @@ async fn tls_ca_pem_and_insecure_modes() {
 }
 
 #[tokio::test]
-async fn plain_http_and_connection_refused() {
+async fn plain_http_only_when_allowed_and_connection_refused() {
     let mut config = SimConfig::for_tests();
     config.tls = false;
     let sim = pve_sim::start(config, "127.0.0.1:0".parse().unwrap()).await.unwrap();
     assert!(sim.base_url().starts_with("http://"));
-    let client = client_for(&sim, TlsMode::System);
+    // Plain HTTP sends the token in clear: refused unless a lab allows it explicitly.
+    match try_client_for(&sim, TlsMode::System) {
+        Err(PveError::Config(m)) => assert!(m.contains("http://"), "{m}"),
+        other => panic!("plain HTTP must be refused by default, got {other:?}"),
+    }
+    let token = ApiToken::parse(sim.token()).unwrap();
+    let config = ClientConfig::new(sim.base_url(), token, TlsMode::System).allow_http(true);
+    let client = ProxmoxClient::new(config).unwrap();
     client.version().await.unwrap();
     sim.shutdown().await;
 

@@ -339,9 +339,8 @@ mod tests {
         });
 
         let token = crate::ApiToken::parse("root@pam!ci=secret-value").unwrap();
-        let client =
-            ProxmoxClient::new(crate::ClientConfig::new(format!("http://{addr}"), token, crate::TlsMode::System))
-                .unwrap();
+        let config = crate::ClientConfig::new(format!("http://{addr}"), token, crate::TlsMode::System).allow_http(true);
+        let client = ProxmoxClient::new(config).unwrap();
         let payload = vec![7u8; 100_000];
         let upid = client
             .node("pve1")
