@@ -167,7 +167,10 @@ async fn create_and_fail(app: &TestApp, rid: &str) -> Seen {
     let error = &job_view["error"];
     assert!(error["code"].is_string() && error["message"].is_string(), "{error}");
 
-    // The operators' view of the same job has Proxmox's own account.
+    // The operators' view of the same job has Proxmox's own account, and it is theirs alone.
+    let (status, _, denied) = app.get_as(&key, "/v1/admin/jobs?status=failed").await;
+    assert_eq!(status, 403, "{denied}");
+    assert_clean("GET /v1/admin/jobs as a tenant", &denied.to_string());
     let (status, _, admin) = app.get("/v1/admin/jobs?status=failed").await;
     assert_eq!(status, 200, "{admin}");
     let admin = admin["data"].as_array().unwrap().iter().find(|j| j["id"] == job.as_str()).expect("listed").clone();
