@@ -25,7 +25,10 @@
 //! database put the job back in the ledger with exponential backoff and jitter until its attempts
 //! are spent (`ATTEMPTS_EXHAUSTED`); permanent ones fail it at once (`PROXMOX_REJECTED`, …). A
 //! job that ends failed marks its instance failed in the same transaction, which releases its
-//! quota. On shutdown a job stops at the next step boundary and goes back to the queue without
+//! quota. The ledger keeps each failure twice ([`StepError::failure`]): for the tenant, a code and
+//! a message of our own naming the step in plain words; for operators (`error_detail`), Proxmox's
+//! own text and the failing request, which can name storage hosts, addresses, device paths and
+//! nodes. On shutdown a job stops at the next step boundary and goes back to the queue without
 //! spending its attempt (`jobs::release`).
 
 use nimbus_jobs::vztmpl_name;
@@ -113,6 +116,18 @@ impl Step {
             None => Some(Step::ReserveVmid),
         }
     }
+
+    /// What the step does, in plain words for tenants ("Proxmox could not …").
+    pub const fn plain_action(self) -> &'static str {
+        match self {
+            Step::ReserveVmid => "reserve an ID for the guest",
+            Step::Clone => "clone the template",
+            Step::Configure => "configure the guest",
+            Step::ResizeDisk => "grow the disk",
+            Step::Start => "start the guest",
+            Step::WaitForIp => "report the guest's address",
+        }
+    }
 }
 
 impl std::fmt::Display for Step {
@@ -144,20 +159,24 @@ pub enum StepError {
     #[error(transparent)]
     Db(DbError),
     /// A condition retrying cannot change.
-    #[error("{message}")]
+    #[error("{message}{}", fmt_detail(.detail))]
     Permanent {
         /// Stable code.
         code: ErrorCode,
-        /// For the user.
+        /// For the tenant: plain words, no internals.
         message: String,
+        /// For operators only (ids, nodes, the underlying error).
+        detail: Option<String>,
     },
     /// A condition that may pass.
-    #[error("{message}")]
+    #[error("{message}{}", fmt_detail(.detail))]
     Transient {
         /// Stable code.
         code: ErrorCode,
-        /// For the user.
+        /// For the tenant: plain words, no internals.
         message: String,
+        /// For operators only (ids, nodes, the underlying error).
+        detail: Option<String>,
     },
     /// The job's lease was lost: another worker may own it now, so touch nothing more.
     #[error("lease lost")]
@@ -165,6 +184,19 @@ pub enum StepError {
     /// The worker is shutting down; the job goes back to the queue.
     #[error("worker shutting down")]
     ShuttingDown,
+}
+
+fn fmt_detail(detail: &Option<String>) -> String {
+    detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default()
+}
+
+/// A failure as the ledger records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// What the job's tenant sees.
+    pub error: JobError,
+    /// What only operators see (`error_detail`).
+    pub detail: Option<String>,
 }
 
 impl From<DbError> for StepError {
@@ -191,36 +223,59 @@ impl StepError {
         }
     }
 
-    /// The error the ledger records (messages name the step and Proxmox's own text; database
-    /// internals are logged, never stored for users).
+    /// The error the tenant sees: [`StepError::failure`] without the operators' detail.
     pub fn job_error(&self) -> JobError {
+        self.failure().error
+    }
+
+    /// The failure as the ledger records it. The tenant's message is ours and names the step in
+    /// plain words; Proxmox's text, the request's method and path (which name the node and the
+    /// guest), per-parameter errors, task logs and database errors go to the detail only: they
+    /// can hold storage hosts, addresses and device paths.
+    pub fn failure(&self) -> Failure {
         let retryable = self.is_transient();
-        let (code, message) = match self {
+        let (code, message, detail) = match self {
             StepError::Pve { step, error } => {
-                let code = match error {
-                    PveError::Timeout { .. } | PveError::TaskTimeout { .. } => ErrorCode::Timeout,
-                    e if e.is_transient() => ErrorCode::ProxmoxUnavailable,
-                    _ => ErrorCode::ProxmoxRejected,
+                let action = step.plain_action();
+                let (code, message) = match error {
+                    PveError::Timeout { .. } | PveError::TaskTimeout { .. } => {
+                        (ErrorCode::Timeout, format!("Proxmox did not answer in time and could not {action}"))
+                    }
+                    e if e.is_transient() => {
+                        (ErrorCode::ProxmoxUnavailable, format!("Proxmox was unavailable and could not {action}"))
+                    }
+                    _ => (ErrorCode::ProxmoxRejected, format!("Proxmox could not {action}")),
                 };
-                let detail = match (error.pve_message(), error.param_errors()) {
-                    (_, Some(params)) => params.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join("; "),
-                    (Some(m), None) if !m.is_empty() => m.to_owned(),
-                    _ => error.to_string(),
-                };
-                (code, format!("Proxmox failed to {step}: {detail}"))
+                (code, message, Some(pve_detail(*step, error)))
             }
             StepError::Db(e) if e.is_unavailable() => {
-                (ErrorCode::ServiceUnavailable, "the database was unavailable".to_owned())
+                (ErrorCode::ServiceUnavailable, "the database was unavailable".to_owned(), Some(e.to_string()))
             }
-            StepError::Db(_) => (ErrorCode::Internal, "internal error".to_owned()),
-            StepError::Permanent { code, message } | StepError::Transient { code, message } => (*code, message.clone()),
-            StepError::LeaseLost => (ErrorCode::LeaseExpired, "the worker lost the job's lease".to_owned()),
+            StepError::Db(e) => (ErrorCode::Internal, "internal error".to_owned(), Some(e.to_string())),
+            StepError::Permanent { code, message, detail } | StepError::Transient { code, message, detail } => {
+                (*code, message.clone(), detail.clone())
+            }
+            StepError::LeaseLost => (ErrorCode::LeaseExpired, "the worker lost the job's lease".to_owned(), None),
             StepError::ShuttingDown => {
-                (ErrorCode::ServiceUnavailable, "the worker shut down; the job resumes elsewhere".to_owned())
+                (ErrorCode::ServiceUnavailable, "the worker shut down; the job resumes elsewhere".to_owned(), None)
             }
         };
-        JobError { code, message, retryable }
+        Failure { error: JobError { code, message, retryable }, detail }
     }
+}
+
+/// The operators' account of a Proxmox failure: the step, the client's error (method, API path,
+/// status, Proxmox's message, per-parameter errors; a task's UPID and exit status) and the end of
+/// a failed task's log.
+fn pve_detail(step: Step, error: &PveError) -> String {
+    let mut detail = format!("{step}: {error}");
+    if let PveError::TaskFailed { log_tail, .. } = error
+        && !log_tail.is_empty()
+    {
+        detail.push_str("; task log: ");
+        detail.push_str(&log_tail.join(" | "));
+    }
+    detail
 }
 
 /// What handling one message did.
@@ -328,7 +383,7 @@ async fn settle(env: &Env, job: &Job, result: Result<Provision, StepError>) -> R
         }
         Err(e) => {
             let last_attempt = job.attempts >= job.max_attempts;
-            let mut error = e.job_error();
+            let Failure { mut error, detail } = e.failure();
             if error.retryable && last_attempt {
                 error = JobError {
                     code: ErrorCode::AttemptsExhausted,
@@ -337,17 +392,20 @@ async fn settle(env: &Env, job: &Job, result: Result<Provision, StepError>) -> R
                 };
             }
             let retry_in = env.settings.retry.next_retry_in(job.attempts.max(1) as u32);
+            // The request id is what a tenant quotes; the log holds what they were not shown.
+            let rid = job.request_id.as_deref().unwrap_or("-");
             if let StepError::Db(db) = &e {
-                tracing::error!(job.id = %job.id, error = %db, "provision step failed on the database");
+                tracing::error!(job.id = %job.id, request.id = rid, error = %db, "provision step failed on the database");
             } else {
-                tracing::warn!(job.id = %job.id, code = error.code.as_str(), error = %e, "provision attempt failed");
+                tracing::warn!(job.id = %job.id, request.id = rid, code = error.code.as_str(), error = %e, "provision attempt failed");
             }
             let mut tx = env.db.begin().await?;
-            let failed = match jobs::fail(&mut *tx, job.id, worker, &error, retry_in).await {
-                Ok(j) => j,
-                Err(DbError::LeaseLost(_)) => return Ok(Outcome::LeaseLost),
-                Err(e) => return Err(e),
-            };
+            let failed =
+                match jobs::fail_with_detail(&mut *tx, job.id, worker, &error, detail.as_deref(), retry_in).await {
+                    Ok(j) => j,
+                    Err(DbError::LeaseLost(_)) => return Ok(Outcome::LeaseLost),
+                    Err(e) => return Err(e),
+                };
             if failed.status == JobStatus::Failed
                 && let Some(instance) = instance_of(job)
             {
@@ -394,17 +452,20 @@ impl Provision {
     pub async fn load(env: &Env, job: Job, lease_lost: CancellationToken) -> Result<Provision, StepError> {
         let payload: ProvisionVm = serde_json::from_value(job.payload.clone()).map_err(|e| StepError::Permanent {
             code: ErrorCode::Internal,
-            message: format!("the job's payload is not a provision payload: {e}"),
+            message: "the job's input could not be read".to_owned(),
+            detail: Some(format!("the payload is not a provision payload: {e}")),
         })?;
         let id = instance_of(&job).ok_or_else(|| StepError::Permanent {
             code: ErrorCode::Internal,
             message: "the job names no instance".to_owned(),
+            detail: None,
         })?;
         let instance = instances::get_any(&env.db, id).await?;
         if instance.kind != payload.kind {
             return Err(StepError::Permanent {
                 code: ErrorCode::Internal,
                 message: format!("the job is for a {} guest but the instance is {}", payload.kind, instance.kind),
+                detail: None,
             });
         }
         // The reservation is the truth about the VMID (the payload copy is for display).
@@ -489,7 +550,8 @@ impl Provision {
             Ok(None) => Err(self.check_stop().err().unwrap_or(StepError::ShuttingDown)),
             Err(e) => Err(StepError::Transient {
                 code: ErrorCode::ServiceUnavailable,
-                message: format!("the node concurrency cap could not be checked: {e}"),
+                message: "the node's concurrency limit could not be checked".to_owned(),
+                detail: Some(format!("node {}: {e}", self.payload.node)),
             }),
         }
     }
@@ -543,7 +605,11 @@ impl Provision {
     }
 
     fn reserved_vmid(&self) -> Result<u32, StepError> {
-        self.vmid.ok_or(StepError::Permanent { code: ErrorCode::Internal, message: "no VMID reserved".to_owned() })
+        self.vmid.ok_or(StepError::Permanent {
+            code: ErrorCode::Internal,
+            message: "no guest ID is reserved".to_owned(),
+            detail: None,
+        })
     }
 
     fn guest(&self) -> Result<QemuApi, StepError> {
@@ -597,9 +663,10 @@ impl Provision {
                         Err(e) => return Err(e.into()),
                     }
                 }
-                found.ok_or(StepError::Transient {
+                found.ok_or_else(|| StepError::Transient {
                     code: ErrorCode::Conflict,
-                    message: "no free VMID found".to_owned(),
+                    message: "no free guest ID was found".to_owned(),
+                    detail: Some(format!("no free VMID from {} up to {from}", settings.first_vmid)),
                 })?
             }
         };
@@ -643,14 +710,17 @@ impl Provision {
             }
             Some((node, true)) => Err(StepError::Permanent {
                 code: ErrorCode::Conflict,
-                message: format!("the instance's guest {vmid} is on node {node}, not {}", self.payload.node),
+                message: "the instance's guest is on another node than the one it was placed on".to_owned(),
+                detail: Some(format!("guest {vmid} is on node {node}, not {}", self.payload.node)),
             }),
             Some((_, false)) => {
                 instances::release_vmid(self.db(), self.instance.id).await?;
                 self.vmid = None;
                 Err(StepError::Transient {
                     code: ErrorCode::Conflict,
-                    message: format!("VMID {vmid} was taken by a guest Nimbus does not manage; another is reserved"),
+                    message: "the guest's ID was taken by a guest Nimbus does not manage; another is reserved"
+                        .to_owned(),
+                    detail: Some(format!("VMID {vmid} on node {} is foreign", self.payload.node)),
                 })
             }
         }
@@ -670,7 +740,8 @@ impl Provision {
             if tokio::time::Instant::now() >= deadline {
                 return Err(StepError::Transient {
                     code: ErrorCode::Timeout,
-                    message: format!("guest {vmid} is still locked ({lock})"),
+                    message: "the guest stayed locked by another Proxmox task".to_owned(),
+                    detail: Some(format!("guest {vmid} on node {} is still locked ({lock})", self.payload.node)),
                 });
             }
             self.check_stop()?;
@@ -726,7 +797,11 @@ impl Provision {
         }
         Err(StepError::Permanent {
             code: ErrorCode::UnknownTemplate,
-            message: format!("node {} has no container template named '{}'", self.payload.node, self.payload.template),
+            message: format!(
+                "the container template '{}' is not available where the instance was placed",
+                self.payload.template
+            ),
+            detail: Some(format!("node {} has no vztmpl archive named '{}'", self.payload.node, self.payload.template)),
         })
     }
 
@@ -784,6 +859,7 @@ impl Provision {
             .ok_or_else(|| StepError::Permanent {
                 code: ErrorCode::ProxmoxRejected,
                 message: "the template has no disk to grow".to_owned(),
+                detail: config.boot.clone().map(|b| format!("boot: {b}")),
             })?;
         let want = (self.instance.disk_gib.max(1) as u64) << 30;
         let have = nimbus_proxmox::propstring::disk_size_bytes(&disks[&boot]).unwrap_or(0);
@@ -849,6 +925,7 @@ impl Provision {
                 break Err(StepError::Transient {
                     code: ErrorCode::Timeout,
                     message: format!("the guest reported no IPv4 address within {:?}", settings.ip_timeout),
+                    detail: None,
                 });
             }
             tokio::select! {
@@ -933,12 +1010,148 @@ mod tests {
 
     #[test]
     fn errors_carry_codes_and_retryability() {
-        let e = StepError::Permanent { code: ErrorCode::ProxmoxRejected, message: "no".into() };
+        let e = StepError::Permanent { code: ErrorCode::ProxmoxRejected, message: "no".into(), detail: None };
         assert_eq!(
             e.job_error(),
             JobError { code: ErrorCode::ProxmoxRejected, message: "no".into(), retryable: false }
         );
         assert!(StepError::ShuttingDown.is_transient());
         assert_eq!(StepError::from(DbError::LeaseLost(JobId::from_uuid(uuid::Uuid::nil()))).to_string(), "lease lost");
+    }
+
+    /// What a storage failure on a real cluster says: a host, its address, a device path and an
+    /// API path.
+    const LEAKY: &str = "storage-7.dc1.example.net (10.20.30.40): cannot open /dev/mapper/pve-vm--100--disk--0 \
+                         (POST /api2/json/nodes/pve1/qemu/100/clone)";
+    const SECRETS: [&str; 5] =
+        ["10.20.30.40", "storage-7.dc1.example.net", "/dev/mapper/", "/api2/json", "/nodes/pve1/qemu/100"];
+
+    fn api_error(status: u16, message: &str, errors: &[(&str, &str)]) -> PveError {
+        PveError::Api {
+            method: "POST".into(),
+            path: "/nodes/pve1/qemu/100/clone".into(),
+            status,
+            message: message.into(),
+            errors: errors.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn tenants_get_our_words_and_operators_get_proxmoxs() {
+        let upid =
+            nimbus_proxmox::upid::Upid::parse("UPID:pve1:000FF1FD:10F9374C:630D702C:qmclone:100:root@pam:").unwrap();
+        let cases = [
+            (
+                StepError::Pve { step: Step::Clone, error: api_error(500, LEAKY, &[]) },
+                ErrorCode::ProxmoxRejected,
+                "Proxmox could not clone the template",
+                false,
+            ),
+            (
+                StepError::Pve {
+                    step: Step::Configure,
+                    error: api_error(400, "Parameter verification failed.", &[("sshkeys", LEAKY)]),
+                },
+                ErrorCode::ProxmoxRejected,
+                "Proxmox could not configure the guest",
+                false,
+            ),
+            (
+                StepError::Pve { step: Step::Start, error: api_error(595, LEAKY, &[]) },
+                ErrorCode::ProxmoxUnavailable,
+                "Proxmox was unavailable and could not start the guest",
+                true,
+            ),
+            (
+                StepError::Pve {
+                    step: Step::Clone,
+                    error: PveError::Timeout {
+                        method: "POST".into(),
+                        path: "/nodes/pve1/qemu/100/clone".into(),
+                        after: Duration::from_secs(30),
+                    },
+                },
+                ErrorCode::Timeout,
+                "Proxmox did not answer in time and could not clone the template",
+                true,
+            ),
+            (
+                StepError::Pve {
+                    step: Step::Clone,
+                    error: PveError::TaskFailed {
+                        upid: upid.clone(),
+                        exitstatus: LEAKY.into(),
+                        log_tail: vec!["create full clone of drive scsi0 (storage-7.dc1.example.net)".into()],
+                    },
+                },
+                ErrorCode::ProxmoxRejected,
+                "Proxmox could not clone the template",
+                false,
+            ),
+            (
+                StepError::Pve {
+                    step: Step::ResizeDisk,
+                    error: PveError::TaskTimeout {
+                        upid,
+                        waited: Duration::from_secs(20),
+                        last_error: Some(LEAKY.into()),
+                    },
+                },
+                ErrorCode::Timeout,
+                "Proxmox did not answer in time and could not grow the disk",
+                true,
+            ),
+        ];
+        for (e, code, message, retryable) in cases {
+            let Failure { error, detail } = e.failure();
+            assert_eq!(error, JobError { code, message: message.into(), retryable }, "{e}");
+            let shown = serde_json::to_string(&error).unwrap();
+            for secret in SECRETS {
+                assert!(!shown.contains(secret), "{secret} reaches the tenant: {shown}");
+            }
+            // Operators get the step, the request and Proxmox's own text.
+            let detail = detail.expect("a Proxmox failure has a detail");
+            assert!(detail.starts_with(&e.to_string()), "{detail}");
+            assert!(detail.contains("/nodes/pve1") || detail.contains("UPID:pve1"), "{detail}");
+            if !matches!(e, StepError::Pve { error: PveError::Timeout { .. }, .. }) {
+                assert!(detail.contains("storage-7.dc1.example.net") && detail.contains("10.20.30.40"), "{detail}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_tasks_log_reaches_operators_only() {
+        let upid =
+            nimbus_proxmox::upid::Upid::parse("UPID:pve1:000FF1FD:10F9374C:630D702C:qmclone:100:root@pam:").unwrap();
+        let e = StepError::Pve {
+            step: Step::Clone,
+            error: PveError::TaskFailed {
+                upid,
+                exitstatus: "clone failed".into(),
+                log_tail: vec!["lvcreate '/dev/mapper/pve-vm--100--disk--0' failed".into()],
+            },
+        };
+        let failure = e.failure();
+        assert!(failure.detail.unwrap().contains("task log: lvcreate '/dev/mapper/pve-vm--100--disk--0'"));
+        assert!(!failure.error.message.contains("/dev/mapper"));
+    }
+
+    #[test]
+    fn our_own_failures_keep_ids_and_nodes_for_operators() {
+        let e = StepError::Transient {
+            code: ErrorCode::Conflict,
+            message: "the guest's ID was taken".into(),
+            detail: Some("VMID 1000 on node pve1 is foreign".into()),
+        };
+        let failure = e.failure();
+        assert_eq!(failure.error.message, "the guest's ID was taken");
+        assert!(failure.error.retryable);
+        assert_eq!(failure.detail.as_deref(), Some("VMID 1000 on node pve1 is foreign"));
+        // The log line (the error's Display) has both.
+        assert_eq!(e.to_string(), "the guest's ID was taken (VMID 1000 on node pve1 is foreign)");
+        let db = StepError::Db(DbError::Sqlx(sqlx::Error::Protocol("connection to 10.20.30.40 reset".into())));
+        let failure = db.failure();
+        assert_eq!((failure.error.code, failure.error.message.as_str()), (ErrorCode::Internal, "internal error"));
+        assert!(failure.detail.unwrap().contains("10.20.30.40"));
     }
 }

@@ -6,8 +6,8 @@
 //!   checked under the same tenant lock `POST /v1/vms` takes). Then the job is pushed through the
 //!   dispatcher's fast path and the answer is 202 with the job handle and `Location`.
 //! * `GET /v1/admin/jobs[?tenant=&status=failed&page=&perPage=]`: every tenant's jobs (or one
-//!   tenant's) with the fields an operator needs (tenant, queue, attempts allowed, request id),
-//!   newest first.
+//!   tenant's) with the fields an operator needs (tenant, queue, attempts allowed, and the error's
+//!   `errorDetail`: Proxmox's own text, which tenants never see), newest first.
 //!
 //! A caller who is not an admin gets 403 `FORBIDDEN` (through [`AdminUser`]); an unknown job is
 //! 404; a job that is not `failed` is 409 `INVALID_JOB_STATE` with its status in `details`.
@@ -188,7 +188,7 @@ fn admin_view(j: &Job) -> AdminJobView {
         tenant_id: j.tenant_id,
         queue: j.queue.clone(),
         max_attempts: j.max_attempts,
-        request_id: j.request_id.clone(),
+        error_detail: j.error_detail.clone(),
         updated_at: j.updated_at,
     }
 }

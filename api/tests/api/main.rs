@@ -15,5 +15,6 @@ mod jwt;
 mod oidc;
 mod ratelimit;
 mod support;
+mod tenant_errors;
 mod vms;
 mod web;

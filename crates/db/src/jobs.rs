@@ -52,8 +52,11 @@ pub struct Job {
     pub payload: Value,
     /// What it acts on.
     pub resources: Vec<ResourceRef>,
-    /// The last error.
+    /// The last error, as its tenant sees it.
     pub error: Option<JobError>,
+    /// What operators see beside [`Job::error`]: Proxmox's own text, the failing request, the
+    /// node. Never shown to tenants (it can name hosts, addresses and paths).
+    pub error_detail: Option<String>,
     /// Attempts started.
     pub attempts: i32,
     /// Attempts allowed.
@@ -94,7 +97,8 @@ macro_rules! job_columns_as {
             $t, ".queue as ", $p, "queue, ", $t, ".status as ", $p, "status, ", $t, ".progress as ", $p, "progress, ",
             $t, ".step as ", $p, "step, ", $t, ".payload as ", $p, "payload, ", $t, ".resources as ", $p, "resources, ",
             $t, ".error_code as ", $p, "error_code, ", $t, ".error_message as ", $p, "error_message, ",
-            $t, ".error_retryable as ", $p, "error_retryable, ", $t, ".attempts as ", $p, "attempts, ",
+            $t, ".error_retryable as ", $p, "error_retryable, ", $t, ".error_detail as ", $p, "error_detail, ",
+            $t, ".attempts as ", $p, "attempts, ",
             $t, ".max_attempts as ", $p, "max_attempts, ", $t, ".run_after as ", $p, "run_after, ",
             $t, ".locked_by as ", $p, "locked_by, ", $t, ".locked_until as ", $p, "locked_until, ",
             $t, ".request_id as ", $p, "request_id, ", $t, ".idempotency_key as ", $p, "idempotency_key, ",
@@ -134,6 +138,7 @@ impl Job {
             resources: serde_json::from_value(resources)
                 .map_err(|e| sqlx::Error::ColumnDecode { index: "resources".into(), source: Box::new(e) })?,
             error,
+            error_detail: row.try_get(&*col("error_detail"))?,
             attempts: row.try_get(&*col("attempts"))?,
             max_attempts: row.try_get(&*col("max_attempts"))?,
             run_after: row.try_get(&*col("run_after"))?,
@@ -148,7 +153,7 @@ impl Job {
         })
     }
 
-    /// The public job handle (DESIGN §2).
+    /// The public job handle (DESIGN §2): never [`Job::error_detail`].
     pub fn handle(&self) -> JobHandle {
         JobHandle {
             id: self.id,
@@ -162,6 +167,7 @@ impl Job {
             created_at: self.created_at,
             started_at: self.started_at,
             finished_at: self.finished_at,
+            request_id: self.request_id.clone(),
             links: JobLinks::for_job(self.id),
         }
     }
@@ -360,7 +366,8 @@ pub async fn claim_and_complete_many(
          from unnest($1::uuid[]) as w(id) where j.id = w.id and j.status = 'queued' and j.run_after <= now() \
          returning j.*), \
          u as (update jobs j set status = 'succeeded', progress = 100, finished_at = now(), \
-         locked_by = null, locked_until = null, error_code = null, error_message = null, error_retryable = null \
+         locked_by = null, locked_until = null, error_code = null, error_message = null, error_retryable = null, \
+         error_detail = null \
          from unnest($2::uuid[]) as w(id) where j.id = w.id and j.status = 'running' and j.locked_by = $3 \
          returning j.id, j.status, j.progress, j.step), \
          e as (insert into job_events (job_id, status, progress, step) \
@@ -479,7 +486,7 @@ pub async fn complete(
     let job = sqlx::query_as(
         "with u as (update jobs set status = 'succeeded', progress = 100, finished_at = now(), \
          locked_by = null, locked_until = null, error_code = null, error_message = null, error_retryable = null, \
-         resources = coalesce($3, resources) \
+         error_detail = null, resources = coalesce($3, resources) \
          where id = $1 and status = 'running' and locked_by = $2 returning *), \
          e as (insert into job_events (job_id, status, progress, step) select id, status, progress, step from u) \
          select * from u",
@@ -502,13 +509,27 @@ pub async fn fail(
     error: &JobError,
     retry_in: Duration,
 ) -> Result<Job> {
+    fail_with_detail(ex, id, worker, error, None, retry_in).await
+}
+
+/// [`fail`], with what operators see beside the tenant's `error` (Proxmox's own text, the
+/// failing request). The job's event carries `error.message` only.
+pub async fn fail_with_detail(
+    ex: impl PgExecutor<'_>,
+    id: JobId,
+    worker: &str,
+    error: &JobError,
+    detail: Option<&str>,
+    retry_in: Duration,
+) -> Result<Job> {
     let job = sqlx::query_as(concat!(
         "with u as (update jobs set \
          status = case when $5 and attempts < max_attempts then 'queued' else 'failed' end, \
          run_after = case when $5 and attempts < max_attempts then now() + make_interval(secs => $6) \
          else run_after end, \
          finished_at = case when $5 and attempts < max_attempts then null else now() end, \
-         error_code = $3, error_message = $4, error_retryable = $5, locked_by = null, locked_until = null \
+         error_code = $3, error_message = $4, error_retryable = $5, error_detail = $7, \
+         locked_by = null, locked_until = null \
          where id = $1 and status = 'running' and locked_by = $2 returning *), \
          e as (insert into job_events (job_id, status, progress, step, message) \
          select id, status, progress, step, error_message from u), \
@@ -523,6 +544,7 @@ pub async fn fail(
     .bind(&error.message)
     .bind(error.retryable)
     .bind(secs(retry_in))
+    .bind(detail)
     .fetch_optional(ex)
     .await?;
     job.ok_or(DbError::LeaseLost(id))
@@ -566,6 +588,7 @@ pub async fn recover_expired_leases(ex: impl PgExecutor<'_>) -> Result<Recovered
          error_message = case when j.attempts < j.max_attempts then j.error_message \
          else 'the worker running the last attempt stopped renewing its lease' end, \
          error_retryable = case when j.attempts < j.max_attempts then j.error_retryable else false end, \
+         error_detail = case when j.attempts < j.max_attempts then j.error_detail end, \
          locked_by = null, locked_until = null \
          from x where j.id = x.id returning j.*), \
          e as (insert into job_events (job_id, status, progress, step, message) \
@@ -607,7 +630,8 @@ async fn state_error(ex: impl PgExecutor<'_>, id: JobId, tenant: Option<TenantId
 pub async fn cancel(pool: &sqlx::PgPool, id: JobId, tenant: Option<TenantId>) -> Result<Job> {
     let job: Option<Job> = sqlx::query_as(
         "with u as (update jobs set status = 'cancelled', finished_at = now(), \
-         error_code = 'CANCELLED', error_message = 'cancelled before it ran', error_retryable = false \
+         error_code = 'CANCELLED', error_message = 'cancelled before it ran', error_retryable = false, \
+         error_detail = null \
          where id = $1 and ($2::uuid is null or tenant_id = $2) and status = 'queued' returning *), \
          e as (insert into job_events (job_id, status, progress, step, message) \
          select id, status, progress, step, error_message from u) \
@@ -628,8 +652,8 @@ pub async fn cancel(pool: &sqlx::PgPool, id: JobId, tenant: Option<TenantId>) ->
 pub async fn retry_failed(conn: &mut sqlx::PgConnection, id: JobId, extra_attempts: i32) -> Result<Enqueued> {
     let row = sqlx::query(concat!(
         "with u as (update jobs set status = 'queued', max_attempts = attempts + greatest($2, 1), \
-         run_after = now(), finished_at = null, error_code = null, error_message = null, error_retryable = null \
-         where id = $1 and status = 'failed' returning *), \
+         run_after = now(), finished_at = null, error_code = null, error_message = null, error_retryable = null, \
+         error_detail = null where id = $1 and status = 'failed' returning *), \
          e as (insert into job_events (job_id, status, progress, step, message) \
          select id, status, progress, step, 'retried by an administrator' from u), \
          o as (insert into outbox (job_id, queue, payload, available_at) select id, queue, ",

@@ -25,13 +25,16 @@ impl ResourceRef {
     }
 }
 
-/// Why a job failed (its last error while it is being retried).
+/// Why a job failed (its last error while it is being retried), as the job's tenant sees it.
+/// What operators need beyond it (Proxmox's own text, the failing request) is kept apart, in
+/// the ledger's `error_detail`, and shown only in the operators' views.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobError {
     /// Stable code.
     pub code: ErrorCode,
-    /// Human-readable explanation; never internals.
+    /// Plain words written by Nimbus: what could not be done. Never Proxmox's text, hosts,
+    /// addresses, paths or other internals.
     pub message: String,
     /// Whether another attempt might succeed.
     pub retryable: bool,
@@ -80,6 +83,10 @@ pub struct JobHandle {
     pub started_at: Option<DateTime<Utc>>,
     /// Reached a final status at.
     pub finished_at: Option<DateTime<Utc>>,
+    /// The `X-Request-ID` of the request that started the job: what to quote to support about
+    /// it (the logs of the job and of its request carry it).
+    #[serde(default)]
+    pub request_id: Option<String>,
     /// `self` and `events`.
     pub links: JobLinks,
 }
@@ -105,6 +112,7 @@ mod tests {
             created_at: created,
             started_at: None,
             finished_at: None,
+            request_id: Some("req-1".into()),
             links: JobLinks::for_job(id),
         };
         let json = serde_json::to_value(&handle).unwrap();
@@ -122,6 +130,7 @@ mod tests {
                 "createdAt": "2026-11-26T10:00:00Z",
                 "startedAt": null,
                 "finishedAt": null,
+                "requestId": "req-1",
                 "links": {
                     "self": "/v1/jobs/00000000-0000-0000-0000-000000000000",
                     "events": "/v1/jobs/00000000-0000-0000-0000-000000000000/events"

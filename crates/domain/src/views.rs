@@ -115,7 +115,8 @@ pub struct PlanRef {
 }
 
 /// A job as the admin queue view shows it (`GET /v1/admin/jobs`): the public handle plus the
-/// ledger's operational fields.
+/// ledger's operational fields. Operators only: `errorDetail` may name hosts, addresses, paths
+/// and nodes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AdminJobView {
@@ -128,8 +129,9 @@ pub struct AdminJobView {
     pub queue: String,
     /// Attempts allowed.
     pub max_attempts: i32,
-    /// The request that made it.
-    pub request_id: Option<String>,
+    /// What went wrong beyond the tenant's `error`: Proxmox's own text, the failing request,
+    /// the node.
+    pub error_detail: Option<String>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
 }

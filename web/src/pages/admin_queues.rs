@@ -122,8 +122,13 @@ pub fn Queues() -> View {
                         let id = j.handle.id.to_string();
                         let error = j.handle.error.clone();
                         let message = error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+                        // Proxmox's own text: operators only, tenants see the message alone.
+                        let detail = match j.error_detail.clone() {
+                            Some(d) => view! { div(class="muted", data-testid="error-detail") { (d) } },
+                            None => view! {},
+                        };
                         let code = error.and_then(|e| serde_json::to_value(e.code).ok()).and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-                        let rid = match j.request_id.clone() { Some(r) => view! { CopyId(id=r) }, None => view! {} };
+                        let rid = match j.handle.request_id.clone() { Some(r) => view! { CopyId(id=r) }, None => view! {} };
                         // Operators see every tenant's jobs: name whose each one is.
                         let tenant = match j.tenant_id { Some(t) => view! { CopyId(id=t.to_string()) }, None => view! { "—" } };
                         let button_id = id.clone();
@@ -140,7 +145,7 @@ pub fn Queues() -> View {
                                 td { (queue) }
                                 td { (kind) }
                                 td { (attempts) }
-                                td(class="error-text") { strong { (code) } " " (message) }
+                                td(class="error-text") { strong { (code) } " " (message) (detail) }
                                 td { (rid) }
                                 td { button(class="primary small", r#type="button", data-testid="retry", disabled=busy, on:click=on_retry) { "Retry" } }
                             }

@@ -55,9 +55,14 @@ pub fn JobPage(id: String) -> View {
                         Some(e) => {
                             let code = serde_json::to_value(e.code).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
                             let message = e.message;
+                            // What to quote to support about this failure.
+                            let rid = match job.request_id.clone() {
+                                Some(rid) => view! { " · request " CopyId(id=rid) },
+                                None => view! {},
+                            };
                             view! {
                                 div(class="banner error", role="alert", data-testid="job-error") {
-                                    div(class="banner-text") { strong { (message) } " " span(class="muted") { (code) } }
+                                    div(class="banner-text") { strong { (message) } " " span(class="muted") { (code) (rid) } }
                                 }
                             }
                         }

@@ -120,7 +120,10 @@ async fn a_permanent_fault_fails_at_once_and_releases_the_quota() {
     let error = job.error.unwrap();
     assert_eq!(error.code, ErrorCode::ProxmoxRejected);
     assert!(!error.retryable);
-    assert!(error.message.contains("clone template") && error.message.contains("does not exist"), "{}", error.message);
+    // The tenant gets our words; Proxmox's own text is kept for operators.
+    assert_eq!(error.message, "Proxmox could not clone the template");
+    let detail = job.error_detail.as_deref().unwrap_or_default();
+    assert!(detail.contains("clone template") && detail.contains("storage 'local-lvm' does not exist"), "{detail}");
     assert_eq!(h.instance(instance.id).await.status, InstanceStatus::Failed);
     assert_eq!(instances::usage(h.db.pool(), h.tenant).await.unwrap().instances, 0, "quota released");
     worker.stop().await;

@@ -176,6 +176,48 @@ async fn permanent_failures_fail_at_once() {
 }
 
 #[tokio::test]
+async fn the_operators_detail_is_kept_beside_the_error_and_out_of_the_events() {
+    let db = TestDb::new().await;
+    let id = enqueue(db.pool(), "q", 2).await;
+    let error =
+        JobError { code: ErrorCode::ProxmoxRejected, message: "Proxmox could not clone".into(), retryable: true };
+    let detail = "clone template: POST /nodes/pve1/qemu/9000/clone: HTTP 500: storage-7 (10.20.30.40) unreachable";
+    jobs::claim(db.pool(), id, "w", LEASE).await.unwrap().unwrap();
+    let job = jobs::fail_with_detail(db.pool(), id, "w", &error, Some(detail), Duration::ZERO).await.unwrap();
+    assert_eq!((job.status, job.error_detail.as_deref()), (JobStatus::Queued, Some(detail)));
+    let handle = serde_json::to_string(&job.handle()).unwrap();
+    assert!(!handle.contains("10.20.30.40"), "{handle}");
+    let events = jobs::events_after(db.pool(), id, 0, 100).await.unwrap();
+    assert_eq!(events.last().unwrap().message.as_deref(), Some("Proxmox could not clone"));
+    assert!(events.iter().all(|e| !e.message.as_deref().unwrap_or_default().contains("10.20.30.40")));
+
+    let job = jobs::claim(db.pool(), id, "w", LEASE).await.unwrap().unwrap();
+    assert_eq!(job.error_detail.as_deref(), Some(detail), "a retry in progress still shows the last failure");
+
+    // The last attempt's detail replaces the earlier one; an administrator's retry clears both.
+    let job = jobs::fail_with_detail(db.pool(), id, "w", &error, Some("second"), Duration::ZERO).await.unwrap();
+    assert_eq!((job.status, job.error_detail.as_deref()), (JobStatus::Failed, Some("second")));
+    let again = jobs::retry_failed(&mut db.pool().acquire().await.unwrap(), id, 1).await.unwrap();
+    assert_eq!((again.job.error, again.job.error_detail), (None, None));
+    // A failure without a detail leaves none behind.
+    jobs::claim(db.pool(), id, "w", LEASE).await.unwrap().unwrap();
+    let job = jobs::fail(db.pool(), id, "w", &error, Duration::ZERO).await.unwrap();
+    assert_eq!((job.status, job.error_detail), (JobStatus::Failed, None));
+    // The database refuses a detail without an error.
+    sqlx::query(
+        "update jobs set error_code = null, error_message = null, error_retryable = null, status = 'cancelled' \
+                 where id = $1",
+    )
+    .bind(id.as_uuid())
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let refused =
+        sqlx::query("update jobs set error_detail = 'x' where id = $1").bind(id.as_uuid()).execute(db.pool()).await;
+    assert!(refused.unwrap_err().to_string().contains("jobs_error_detail_check"));
+}
+
+#[tokio::test]
 async fn expired_leases_are_reclaimed_and_the_old_holder_is_fenced_off() {
     let db = TestDb::new().await;
     let id = enqueue(db.pool(), "q", 2).await;
