@@ -185,10 +185,11 @@ async fn run(args: &Args, kinds: Vec<FaultKind>, stack: &Arc<Stack>, rng: &mut R
         stop_at: started + duration.mul_f64(0.9),
     };
     let monitor_stop = Arc::new(tokio::sync::Notify::new());
-    let monitor = tokio::spawn(monitor(stack.clone(), monitor_stop.clone()));
+    let tally = Arc::new(load::Tally::default());
+    let monitor = tokio::spawn(monitor(stack.clone(), monitor_stop.clone(), tally.clone()));
     let prefix = format!("soak-{}", args.seed);
-    let load =
-        load::run(&stack.api_base, &stack.api_key, args.rate, duration, args.max_in_flight, rng.fork(2), &prefix);
+    let (base, key) = (&stack.api_base, &stack.api_key);
+    let load = load::run(base, key, args.rate, duration, args.max_in_flight, rng.fork(2), &prefix, tally);
     let (faults, load) = tokio::join!(driver.run(), load);
     monitor_stop.notify_one();
     let crashes = monitor.await?;
@@ -197,13 +198,19 @@ async fn run(args: &Args, kinds: Vec<FaultKind>, stack: &Arc<Stack>, rng: &mut R
 }
 
 /// Restarts a worker that exited by itself (as a supervisor would) and remembers it: the soak's
-/// own kills are not exits, so anything seen here is a crash.
-async fn monitor(stack: Arc<Stack>, stop: Arc<tokio::sync::Notify>) -> Vec<String> {
+/// own kills are not exits, so anything seen here is a crash. Prints the totals now and then.
+async fn monitor(stack: Arc<Stack>, stop: Arc<tokio::sync::Notify>, tally: Arc<load::Tally>) -> Vec<String> {
     let mut crashes = Vec::new();
+    let mut last_line = Instant::now();
     loop {
         tokio::select! {
             _ = stop.notified() => return crashes,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        if last_line.elapsed() >= Duration::from_secs(15) {
+            let at = epoch_now() - START.get().copied().unwrap_or_default();
+            println!("  load   {at:>6.1}s  {}", tally.line());
+            last_line = Instant::now();
         }
         for (slot, what) in stack.unexpected_exits().await {
             println!("  crash  {what}");

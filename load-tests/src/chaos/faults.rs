@@ -140,18 +140,27 @@ impl Driver {
                 bag = self.kinds.clone();
                 self.rng.shuffle(&mut bag);
             }
-            let kind = bag.pop().expect("refilled");
-            let mut rng = self.rng.fork(kind as u64);
-            let (guard, slot) = match kind.part() {
-                Part::Services => (services.clone().try_lock_owned(), 0),
-                Part::Proxmox => (proxmox.clone().try_lock_owned(), 0),
-                Part::Worker => {
-                    let slot = rng.below(slots.len());
-                    (slots[slot].clone().try_lock_owned(), slot)
+            // The next kind whose part is not still broken by an earlier fault; the others keep
+            // their turn. When every part is busy, this gap passes without a new fault.
+            let mut chosen = None;
+            for i in (0..bag.len()).rev() {
+                let kind = bag[i];
+                let mut rng = self.rng.fork(kind as u64);
+                let (guard, slot) = match kind.part() {
+                    Part::Services => (services.clone().try_lock_owned(), 0),
+                    Part::Proxmox => (proxmox.clone().try_lock_owned(), 0),
+                    Part::Worker => {
+                        let slot = rng.below(slots.len());
+                        (slots[slot].clone().try_lock_owned(), slot)
+                    }
+                };
+                if let Ok(guard) = guard {
+                    bag.remove(i);
+                    chosen = Some((kind, rng, guard, slot));
+                    break;
                 }
-            };
-            // That part is still broken by an earlier fault: this one is dropped, not queued.
-            let Ok(guard) = guard else { continue };
+            }
+            let Some((kind, mut rng, guard, slot)) = chosen else { continue };
             let stack = self.stack.clone();
             let records = records.clone();
             tasks.spawn(async move {

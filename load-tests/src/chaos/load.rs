@@ -3,6 +3,7 @@
 //! or refused (5xx, connection error, timeout: the client knows it was not taken).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
@@ -78,8 +79,24 @@ pub fn epoch_now() -> f64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
+/// Running totals, for the progress lines printed while the soak runs.
+#[derive(Default)]
+pub struct Tally {
+    pub sent: AtomicUsize,
+    pub accepted: AtomicUsize,
+    pub refused: AtomicUsize,
+}
+
+impl Tally {
+    pub fn line(&self) -> String {
+        let get = |a: &AtomicUsize| a.load(Ordering::Relaxed);
+        format!("sent {}, accepted {}, refused {}", get(&self.sent), get(&self.accepted), get(&self.refused))
+    }
+}
+
 /// Sends `rate` requests per second for `duration`; at most `max_in_flight` wait for answers at
 /// once (beyond that a tick is skipped and counted, so a hung API cannot pile up requests).
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     base: &str,
     api_key: &str,
@@ -88,6 +105,7 @@ pub async fn run(
     max_in_flight: usize,
     mut rng: Rng,
     prefix: &str,
+    tally: Arc<Tally>,
 ) -> anyhow::Result<(Vec<Sent>, usize)> {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).pool_max_idle_per_host(64).build()?;
     let results = Arc::new(Mutex::new(Vec::new()));
@@ -121,11 +139,17 @@ pub async fn run(
         let (method, path, body) = (kind.request)(&name);
         let req = http.request(method, format!("{base}{path}")).bearer_auth(api_key).json(&body);
         let results = results.clone();
+        let tally = tally.clone();
         let this = seq;
         seq += 1;
         handles.push(tokio::spawn(async move {
+            tally.sent.fetch_add(1, Ordering::Relaxed);
             let outcome = outcome_of(req.send().await).await;
             drop(permit);
+            match outcome {
+                Outcome::Accepted { .. } => tally.accepted.fetch_add(1, Ordering::Relaxed),
+                _ => tally.refused.fetch_add(1, Ordering::Relaxed),
+            };
             results.lock().await.push(Sent { seq: this, kind: kind.name, name, outcome });
         }));
     }
