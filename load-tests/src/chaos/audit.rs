@@ -63,8 +63,11 @@ pub struct Evidence {
     pub creations: BTreeMap<u32, Vec<String>>,
 }
 
-/// Reads the ledger, the instances and the counters of `tenant`.
+/// Reads the ledger, the instances and the counters of `tenant`, as one snapshot (a job still
+/// moving when the drain gave up must not look inconsistent between two reads).
 pub async fn read_database(pool: &sqlx::PgPool, tenant: &str) -> anyhow::Result<Evidence> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("set transaction isolation level repeatable read, read only").execute(&mut *tx).await?;
     let jobs = sqlx::query(
         "select id::text as id, status, attempts, error_code, \
          extract(epoch from created_at)::float8 as created, extract(epoch from finished_at)::float8 as finished, \
@@ -72,7 +75,7 @@ pub async fn read_database(pool: &sqlx::PgPool, tenant: &str) -> anyhow::Result<
          from jobs where tenant_id = $1::uuid",
     )
     .bind(tenant)
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?
     .into_iter()
     .map(|r| {
@@ -92,7 +95,7 @@ pub async fn read_database(pool: &sqlx::PgPool, tenant: &str) -> anyhow::Result<
          from instances where tenant_id = $1::uuid",
     )
     .bind(tenant)
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?
     .into_iter()
     .map(|r| {
@@ -110,7 +113,7 @@ pub async fn read_database(pool: &sqlx::PgPool, tenant: &str) -> anyhow::Result<
     let usage: (i64, i64, i64, i64) =
         sqlx::query_as("select instances, vcpus, memory_mib, disk_gib from tenant_usage where tenant_id = $1::uuid")
             .bind(tenant)
-            .fetch_one(pool)
+            .fetch_one(&mut *tx)
             .await?;
     // A claim is the `running` event that follows a non-running one (progress events repeat
     // `running`; enqueues, retries and lease recoveries write `queued`).
@@ -119,8 +122,9 @@ pub async fn read_database(pool: &sqlx::PgPool, tenant: &str) -> anyhow::Result<
          where j.tenant_id = $1::uuid order by e.job_id, e.id",
     )
     .bind(tenant)
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     let mut claims: HashMap<String, i32> = HashMap::new();
     let mut lease_expiries = 0;
     let mut previous: Option<(&str, &str)> = None;

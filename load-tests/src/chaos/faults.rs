@@ -258,7 +258,7 @@ async fn inject(stack: &Stack, kind: FaultKind, slot: usize, rng: &mut Rng) -> a
             format!("{node} down for {:.1} s", lasts.as_secs_f64())
         }
         FaultKind::PveTaskFail => {
-            let ty = *rng.pick(&["qmclone", "vzcreate", "qmstart", "vzstart", "qmresize"]);
+            let ty = *rng.pick(&["qmclone", "vzcreate", "qmstart", "vzstart"]);
             let faults = stack.sim.faults();
             faults.fail_next_task(ty, "injected task failure");
             // It stays armed until a task of that type consumes it, or this window ends.
