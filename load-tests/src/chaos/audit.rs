@@ -425,10 +425,11 @@ pub fn judge(sent: &[Sent], skipped: usize, faults: &[FaultRecord], ev: &Evidenc
     }
     let _ = writeln!(
         r,
-        "guests      {} in the simulator: {running_guests} of succeeded jobs, {} left by failed jobs, {} without an \
-         instance",
+        "guests      {} in the simulator: {running_guests} of succeeded jobs, {} left by failed jobs, {} of jobs not \
+         final, {} without an instance",
         ev.guests.len(),
         left_by_failed.len(),
+        ev.guests.len().saturating_sub(running_guests + left_by_failed.len() + v.leaked.len()),
         v.leaked.len()
     );
     if !left_by_failed.is_empty() {
