@@ -557,6 +557,79 @@ pub fn judge(sent: &[Sent], skipped: usize, faults: &[FaultRecord], ev: &Evidenc
 mod tests {
     use super::*;
 
+    fn job(id: &str, status: &str, instance: &str) -> JobRow {
+        let finished = (status != "queued").then_some(12.0);
+        JobRow {
+            id: id.into(),
+            status: status.into(),
+            attempts: 1,
+            error_code: None,
+            created: 10.0,
+            finished,
+            instance: Some(instance.into()),
+        }
+    }
+
+    fn instance(id: &str, status: &str, vmid: i32) -> InstanceRow {
+        InstanceRow {
+            id: id.into(),
+            name: id.into(),
+            status: status.into(),
+            vmid: Some(vmid),
+            cores: 1,
+            memory_mib: 256,
+            disk_gib: 4,
+        }
+    }
+
+    fn guest(vmid: u32, name: &str, tag: Option<&str>) -> GuestRow {
+        GuestRow { vmid, node: "pve1".into(), name: name.into(), tag: tag.map(str::to_owned) }
+    }
+
+    #[test]
+    fn lost_duplicated_and_leaked_are_told_apart() {
+        let accepted = |seq: usize, job: &str| Sent {
+            seq,
+            kind: KINDS[0].name,
+            name: format!("n{seq}"),
+            outcome: Outcome::Accepted { job_id: job.into(), instance_id: None },
+        };
+        let sent = vec![
+            accepted(0, "j1"),
+            accepted(1, "j2"),
+            accepted(2, "j3"),
+            Sent { seq: 3, kind: KINDS[0].name, name: "n3".into(), outcome: Outcome::Refused5xx(503) },
+        ];
+        let ev = Evidence {
+            jobs: vec![job("j1", "succeeded", "i1"), job("j2", "queued", "i2"), job("j3", "succeeded", "i3")],
+            instances: vec![
+                instance("i1", "running", 101),
+                instance("i2", "provisioning", 102),
+                instance("i3", "running", 103),
+            ],
+            usage: (3, 3, 768, 12),
+            api_usage: None,
+            claims: HashMap::from([("j1".into(), 1), ("j2".into(), 1), ("j3".into(), 1)]),
+            lease_expiries: 0,
+            guests: vec![
+                guest(101, "i1", Some("i1")),
+                guest(103, "i3", Some("i3")),
+                guest(104, "i3", Some("i3")),
+                guest(105, "stray", None),
+            ],
+            creations: BTreeMap::from([(101, vec!["u1".into()]), (103, vec!["u3".into()]), (104, vec!["u4".into()])]),
+        };
+        let v = judge(&sent, 0, &[], &ev);
+        assert_eq!(v.lost.len(), 1, "{:?}", v.lost);
+        assert!(v.lost[0].contains("j2"));
+        assert_eq!(v.duplicated.len(), 1, "{:?}", v.duplicated);
+        assert!(v.duplicated[0].contains("i3"));
+        assert_eq!(v.leaked.len(), 1, "{:?}", v.leaked);
+        assert!(v.leaked[0].contains("105"));
+        assert!(!v.passed());
+        assert!(v.report.contains("refused 1"));
+    }
+
     #[test]
     fn tags_are_found_in_encoded_descriptions() {
         assert_eq!(percent_decode("nimbus-instance%3Dabc"), "nimbus-instance=abc");
