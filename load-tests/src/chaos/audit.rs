@@ -61,6 +61,9 @@ pub struct Evidence {
     pub guests: Vec<GuestRow>,
     /// Successful guest-creating tasks (clone or create) per target VMID, with their UPIDs.
     pub creations: BTreeMap<u32, Vec<String>>,
+    /// Targets of creations failed by the soak's `pve-task-fail`: pve-sim fails such a task
+    /// without running it, so its half-made target stays (PVE removes a failed clone's target).
+    pub injected_failures: HashSet<u32>,
 }
 
 /// Reads the ledger, the instances and the counters of `tenant`, as one snapshot (a job still
@@ -150,6 +153,7 @@ pub async fn read_database(pool: &sqlx::PgPool, tenant: &str) -> anyhow::Result<
         lease_expiries,
         guests: Vec::new(),
         creations: BTreeMap::new(),
+        injected_failures: HashSet::new(),
     })
 }
 
@@ -166,15 +170,20 @@ pub fn read_simulator(sim: &pve_sim::RunningSim, evidence: &mut Evidence) {
             .filter(|t| !t.is_empty());
         evidence.guests.push(GuestRow { vmid: g.vmid, node: g.node.clone(), name, tag });
     }
-    for t in cluster.tasks.iter().filter(|t| t.exitstatus.as_deref() == Some("OK")) {
+    for t in cluster.tasks.iter() {
         let target = match t.ty.as_str() {
             // A clone's UPID names the source; the target is the guest it locked.
             "qmclone" | "vzclone" => t.locks.iter().find(|(_, l)| l == "clone" || l == "create").map(|(v, _)| *v),
             "qmcreate" | "vzcreate" => t.id.parse().ok(),
             _ => None,
         };
-        if let Some(vmid) = target {
-            evidence.creations.entry(vmid).or_default().push(t.upid.clone());
+        let Some(vmid) = target else { continue };
+        match t.exitstatus.as_deref() {
+            Some("OK") => evidence.creations.entry(vmid).or_default().push(t.upid.clone()),
+            Some(e) if e.contains(super::faults::INJECTED_TASK_FAILURE) => {
+                evidence.injected_failures.insert(vmid);
+            }
+            _ => {}
         }
     }
 }
@@ -332,7 +341,12 @@ pub fn judge(sent: &[Sent], skipped: usize, faults: &[FaultRecord], ev: &Evidenc
 
     // Guests against instances, for every job of the tenant (owed or not).
     let mut tagged: HashMap<&str, Vec<&GuestRow>> = HashMap::new();
+    let mut sim_leftovers = Vec::new();
     for g in &ev.guests {
+        if g.tag.is_none() && g.name.is_empty() && ev.injected_failures.contains(&g.vmid) {
+            sim_leftovers.push(g.vmid.to_string());
+            continue;
+        }
         match g.tag.as_deref() {
             Some(t) if instances.contains_key(t) => tagged.entry(t).or_default().push(g),
             Some(t) => v.leaked.push(format!(
@@ -426,12 +440,21 @@ pub fn judge(sent: &[Sent], skipped: usize, faults: &[FaultRecord], ev: &Evidenc
     let _ = writeln!(
         r,
         "guests      {} in the simulator: {running_guests} of succeeded jobs, {} left by failed jobs, {} of jobs not \
-         final, {} without an instance",
+         final, {} empty ones left by injected task failures, {} without an instance",
         ev.guests.len(),
         left_by_failed.len(),
-        ev.guests.len().saturating_sub(running_guests + left_by_failed.len() + v.leaked.len()),
+        ev.guests.len().saturating_sub(running_guests + left_by_failed.len() + sim_leftovers.len() + v.leaked.len()),
+        sim_leftovers.len(),
         v.leaked.len()
     );
+    if !sim_leftovers.is_empty() {
+        v.notes.push(format!(
+            "{} empty guest(s) left by pve-task-fail's injected creation failures (pve-sim skips the failed task's \
+             cleanup; Nimbus rightly treats them as foreign): {}",
+            sim_leftovers.len(),
+            sim_leftovers.join(", ")
+        ));
+    }
     if !left_by_failed.is_empty() {
         v.notes.push(format!(
             "{} failed provision(s) left their guest on Proxmox (the instance is failed and holds no quota): {}",
@@ -616,8 +639,10 @@ mod tests {
                 guest(103, "i3", Some("i3")),
                 guest(104, "i3", Some("i3")),
                 guest(105, "stray", None),
+                guest(106, "", None),
             ],
             creations: BTreeMap::from([(101, vec!["u1".into()]), (103, vec!["u3".into()]), (104, vec!["u4".into()])]),
+            injected_failures: HashSet::from([106]),
         };
         let v = judge(&sent, 0, &[], &ev);
         assert_eq!(v.lost.len(), 1, "{:?}", v.lost);
@@ -628,6 +653,7 @@ mod tests {
         assert!(v.leaked[0].contains("105"));
         assert!(!v.passed());
         assert!(v.report.contains("refused 1"));
+        assert!(v.notes.iter().any(|n| n.contains("106")), "{:?}", v.notes);
     }
 
     #[test]

@@ -260,7 +260,7 @@ async fn inject(stack: &Stack, kind: FaultKind, slot: usize, rng: &mut Rng) -> a
         FaultKind::PveTaskFail => {
             let ty = *rng.pick(&["qmclone", "vzcreate", "qmstart", "vzstart"]);
             let faults = stack.sim.faults();
-            faults.fail_next_task(ty, "injected task failure");
+            faults.fail_next_task(ty, INJECTED_TASK_FAILURE);
             // It stays armed until a task of that type consumes it, or this window ends.
             let lasts = pause(3.0, 8.0, rng);
             tokio::time::sleep(lasts).await;
@@ -271,6 +271,9 @@ async fn inject(stack: &Stack, kind: FaultKind, slot: usize, rng: &mut Rng) -> a
     };
     Ok(FaultRecord { kind, detail, start, end: epoch_now() })
 }
+
+/// The exit status of a task failed by `pve-task-fail` (the audit recognises its leftovers).
+pub const INJECTED_TASK_FAILURE: &str = "injected task failure";
 
 /// Which Proxmox calls a fault hits (regexes on `METHOD /api2/json/path`).
 const PATTERNS: &[(&str, &str)] = &[

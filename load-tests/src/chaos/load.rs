@@ -21,7 +21,8 @@ pub struct Kind {
     pub weight: u32,
     /// Whether a succeeded job leaves exactly one guest for its instance.
     pub creates_guest: bool,
-    /// Method, path and body of request number `seq` named `name`.
+    /// Method, path and body of one request; `name` is unique to it (a DNS label, usable as an
+    /// instance name).
     pub request: fn(name: &str) -> (reqwest::Method, &'static str, Value),
 }
 
