@@ -121,7 +121,7 @@ async fn run_bootstrap(b: Bootstrap) -> Result<(), BoxError> {
 async fn run_migrate() -> Result<(), BoxError> {
     let url = env_var("DATABASE_MIGRATION_URL").ok_or("DATABASE_MIGRATION_URL: is required (the tables' owner)")?;
     nimbus_db::migrate_with(&url).await?;
-    println!("migrations applied: {}", nimbus_db::MIGRATOR.iter().count());
+    println!("schema up to date ({} migrations)", nimbus_db::MIGRATOR.iter().count());
     Ok(())
 }
 
