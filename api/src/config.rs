@@ -2,7 +2,8 @@
 //!
 //! | variable | meaning | default |
 //! |---|---|---|
-//! | `DATABASE_URL` | PostgreSQL URL | required |
+//! | `DATABASE_URL` | PostgreSQL URL of the runtime role (`nimbus_app`: rows only, no DDL) | required |
+//! | `DATABASE_MIGRATION_URL` | the tables' owner: `serve` and `bootstrap` apply pending migrations with it first; unset: they only check that none is pending (`nimbus-api migrate` applies them) | unset |
 //! | `DATABASE_MAX_CONNECTIONS` | pool size | `20` |
 //! | `REDIS_URL` | Redis URL | required |
 //! | `REDIS_KEY_PREFIX` | prefix of every Redis key (queues are `<prefix>q:{name}`) | `nimbus:` |
@@ -36,7 +37,8 @@
 //! | `SESSION_IDLE_SECS` | a session ends after this long without a request | `1800` |
 //! | `SESSION_ABSOLUTE_SECS` | and this long after sign-in, whatever happens | `43200` |
 //!
-//! `nimbus-api bootstrap` needs only `DATABASE_URL`.
+//! `nimbus-api bootstrap` needs only `DATABASE_URL` (and `DATABASE_MIGRATION_URL` to migrate
+//! first); `nimbus-api migrate` needs only `DATABASE_MIGRATION_URL`.
 
 use std::net::SocketAddr;
 
@@ -47,6 +49,8 @@ use nimbus_proxmox::{ApiToken, PveEnv, TlsMode};
 pub struct Config {
     /// `DATABASE_URL`.
     pub database_url: String,
+    /// `DATABASE_MIGRATION_URL`.
+    pub database_migration_url: Option<String>,
     /// `DATABASE_MAX_CONNECTIONS`.
     pub database_max_connections: u32,
     /// `REDIS_URL`.
@@ -170,6 +174,7 @@ impl Config {
             connections,
             oidc,
             database_url: required("DATABASE_URL")?,
+            database_migration_url: get("DATABASE_MIGRATION_URL"),
             database_max_connections,
             redis_url: required("REDIS_URL")?,
             redis_key_prefix: get("REDIS_KEY_PREFIX").unwrap_or_else(|| "nimbus:".into()),
@@ -259,9 +264,14 @@ mod tests {
     fn defaults_apply() {
         let c = Config::from_lookup(lookup(BASE)).unwrap();
         assert_eq!(c.database_max_connections, 20);
+        assert_eq!(c.database_migration_url, None);
         assert_eq!(c.redis_key_prefix, "nimbus:");
         assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(c.pve_tls, TlsMode::System);
+        let mut v = BASE.to_vec();
+        v.push(("DATABASE_MIGRATION_URL", "postgres://owner@x/nimbus"));
+        let c = Config::from_lookup(lookup(&v)).unwrap();
+        assert_eq!(c.database_migration_url.as_deref(), Some("postgres://owner@x/nimbus"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! `nimbus-api serve` runs the API; `nimbus-api bootstrap` creates the first tenant, admin and
-//! API key. Configuration comes from the environment (see the table in `config.rs`).
+//! `nimbus-api serve` runs the API; `nimbus-api migrate` applies the migrations as the tables'
+//! owner; `nimbus-api bootstrap` creates the first tenant, admin and API key. Configuration comes
+//! from the environment (see the table in `config.rs`).
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -9,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use nimbus_api::bootstrap::{self, Bootstrap};
 use nimbus_api::{AppState, Config, Settings};
+use nimbus_db::PgPool;
 use nimbus_domain::PlanLimits;
 use nimbus_proxmox::{ClientConfig, ProxmoxClient};
 
@@ -21,8 +23,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Migrate the database and serve the API on $LISTEN.
+    /// Serve the API on $LISTEN (migrating first when $DATABASE_MIGRATION_URL is set).
     Serve,
+    /// Apply the pending migrations as the tables' owner ($DATABASE_MIGRATION_URL) and exit.
+    Migrate,
     /// Create the first tenant, its admin and an API key (printed once).
     Bootstrap {
         /// Tenant name.
@@ -56,6 +60,7 @@ async fn main() -> ExitCode {
         .init();
     let result = match Cli::parse().command {
         Command::Serve => serve().await,
+        Command::Migrate => run_migrate().await,
         Command::Bootstrap { tenant, email, plan, max_instances, max_vcpus, max_memory_mib, max_disk_gib } => {
             let limits = PlanLimits { max_instances, max_vcpus, max_memory_mib, max_disk_gib };
             run_bootstrap(Bootstrap { tenant, email, plan, limits }).await
@@ -74,8 +79,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 async fn serve() -> Result<(), BoxError> {
     let config = Config::from_env()?;
-    let db = nimbus_db::connect(&config.database_url, config.database_max_connections).await?;
-    nimbus_db::migrate(&db).await?;
+    let db =
+        open_database(&config.database_url, config.database_migration_url.as_deref(), config.database_max_connections)
+            .await?;
     let pve = ProxmoxClient::new(
         ClientConfig::new(&config.pve_url, config.pve_token.clone(), config.pve_tls.clone())
             .allow_http(config.pve_allow_http),
@@ -110,15 +116,52 @@ async fn serve() -> Result<(), BoxError> {
 }
 
 async fn run_bootstrap(b: Bootstrap) -> Result<(), BoxError> {
-    let url = std::env::var("DATABASE_URL").map_err(|_| "DATABASE_URL: is required")?;
-    let db = nimbus_db::connect(&url, 2).await?;
-    nimbus_db::migrate(&db).await?;
+    let url = env_var("DATABASE_URL").ok_or("DATABASE_URL: is required")?;
+    let db = open_database(&url, env_var("DATABASE_MIGRATION_URL").as_deref(), 2).await?;
     let done = bootstrap::run(&db, &b).await?;
     println!("tenant:  {}", done.tenant);
     println!("admin:   {} ({})", done.admin, b.email);
     println!("API key: {}", done.token);
     println!("Store the key now: it is not shown again.");
     Ok(())
+}
+
+async fn run_migrate() -> Result<(), BoxError> {
+    let url = env_var("DATABASE_MIGRATION_URL").ok_or("DATABASE_MIGRATION_URL: is required (the tables' owner)")?;
+    nimbus_db::migrate_with(&url).await?;
+    println!("schema up to date ({} migrations)", nimbus_db::MIGRATOR.iter().count());
+    Ok(())
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Applies pending migrations with the owner's URL when one is given, then connects to `url`
+/// (the runtime role) and refuses a schema older than the code: without the owner's URL this
+/// process cannot migrate, and running against missing tables would fail request by request.
+async fn open_database(url: &str, migration_url: Option<&str>, max_connections: u32) -> Result<PgPool, BoxError> {
+    if let Some(owner) = migration_url {
+        nimbus_db::migrate_with(owner).await.map_err(|e| format!("DATABASE_MIGRATION_URL: migrating: {e}"))?;
+    }
+    let db = nimbus_db::connect(url, max_connections).await?;
+    let check = nimbus_db::schema_check(&db).await?;
+    if !check.pending.is_empty() {
+        return Err(format!(
+            "the database lacks the migrations {:?}: run `nimbus-api migrate` with DATABASE_MIGRATION_URL \
+             (the tables' owner), or set DATABASE_MIGRATION_URL for this command",
+            check.pending
+        )
+        .into());
+    }
+    if check.privileged {
+        tracing::warn!(
+            "DATABASE_URL connects as a superuser or the tables' owner, which may alter the tables and switch \
+             the audit log's triggers off; connect as {} (README, \"Database roles\")",
+            nimbus_db::APP_ROLE
+        );
+    }
+    Ok(db)
 }
 
 async fn shutdown_signal() {

@@ -44,7 +44,12 @@ for _ in $(seq 1 100); do
 done
 [ -n "$fingerprint" ] || { cat .dev/pve-sim.log >&2; echo "pve-sim did not start" >&2; exit 1; }
 
-export DATABASE_URL="$NIMBUS_DATABASE_URL" REDIS_URL="$NIMBUS_REDIS_URL"
+# Migrations run as the tables' owner; the API and the workers connect as the runtime role
+# `nimbus_app`, which cannot alter tables or switch the audit log's triggers off (README "Database
+# roles"). The owner's URL is given to `migrate` alone, never to the long-running processes.
+DATABASE_MIGRATION_URL="$NIMBUS_DATABASE_URL" "$bin/nimbus-api" migrate
+unset DATABASE_MIGRATION_URL
+export DATABASE_URL="$NIMBUS_APP_DATABASE_URL" REDIS_URL="$NIMBUS_REDIS_URL"
 export PVE_URL="https://$pve_listen" PVE_TOKEN="$(cat .dev/pve-token)" PVE_FINGERPRINT="$fingerprint"
 export LISTEN="$api_listen"
 
@@ -66,7 +71,7 @@ fi
 
 "$bin/nimbus-api" serve &
 pids+=($!)
-# The API migrates the database as it starts; the workers start once it answers.
+# The workers start once the API answers.
 for _ in $(seq 1 100); do
   curl -fs "http://$api_listen/healthz" >/dev/null 2>&1 && break
   sleep 0.1
@@ -85,7 +90,8 @@ Nimbus development stack
   Sign-in:     http://$api_listen/auth/login   via the dev OpenID provider $OIDC_ISSUER (log in .dev/oidc/oidc.log)
                admin@nimbus.test / admin-pass (admin)   alice@acme.test / alice-pass   bob@globex.test / bob-pass
   Proxmox:     https://$pve_listen/api2/json (simulated; token in .dev/pve-token, log in .dev/pve-sim.log)
-  PostgreSQL:  $NIMBUS_DATABASE_URL
+  PostgreSQL:  $NIMBUS_APP_DATABASE_URL   (the API and workers: role nimbus_app)
+               $NIMBUS_DATABASE_URL   (the tables' owner: migrations)
   Redis:       $NIMBUS_REDIS_URL
 Press Ctrl-C to stop everything.
 INFO

@@ -66,7 +66,10 @@ eval "$(infra/scripts/oidc.sh start "$work/oidc" "$oidc_port")"
 
 api_port=$(free_port)
 base="http://127.0.0.1:$api_port"
-export DATABASE_URL="$NIMBUS_DATABASE_URL" REDIS_URL="$NIMBUS_REDIS_URL"
+# As in production: migrations as the tables' owner, the API and the workers as `nimbus_app`.
+DATABASE_MIGRATION_URL="$NIMBUS_DATABASE_URL" "$bin/nimbus-api" migrate >"$work/migrate.log" 2>&1
+unset DATABASE_MIGRATION_URL
+export DATABASE_URL="$NIMBUS_APP_DATABASE_URL" REDIS_URL="$NIMBUS_REDIS_URL"
 export PVE_URL="https://127.0.0.1:$pve_port" PVE_TOKEN="$pve_token" PVE_FINGERPRINT="$fingerprint"
 export LISTEN="127.0.0.1:$api_port" PUBLIC_URL="$base" NIMBUS_WEB_DIST="$root/web/dist"
 export OIDC_ISSUER="$NIMBUS_TEST_OIDC_ISSUER" OIDC_CLIENT_SECRET=nimbus-dev-secret RUST_LOG="${RUST_LOG:-info}"

@@ -12,7 +12,12 @@
 #   NIMBUS_TEST_DATABASE_URL  superuser URL of the cluster's `postgres` database (testkit creates
 #                             its template and one database per test from it)
 #   NIMBUS_TEST_REDIS_URL     Redis URL (logical database 0; testkit isolates tests by key prefix)
-#   NIMBUS_DATABASE_URL       URL of the `nimbus` database, created on first start (for `make dev`)
+#   NIMBUS_TEST_APP_DATABASE_URL  the runtime role `nimbus_app` on the `postgres` database (testkit
+#                             connects it to each test's database for the API and the workers)
+#   NIMBUS_DATABASE_URL       URL of the `nimbus` database as its owner, created on first start
+#                             (for `make dev`: migrations)
+#   NIMBUS_APP_DATABASE_URL   the `nimbus` database as `nimbus_app` (for `make dev`: the API and the
+#                             workers; README "Database roles")
 #   NIMBUS_REDIS_URL          same server as NIMBUS_TEST_REDIS_URL
 #
 # NIMBUS_PG_EXTRA_OPTS adds PostgreSQL options at start, e.g. for a benchmark's diagnosis:
@@ -113,16 +118,36 @@ psql_cmd() { # psql_cmd DIR SQL...
 }
 
 write_env() { # write_env DIR
-  local d="$1" pg_port redis_port
+  local d="$1" pg_port redis_port app
   pg_port="$(read_saved "$d/postgres.port")"
   redis_port="$(read_saved "$d/redis.port")"
+  app="nimbus_app:$(read_saved "$d/postgres/app.password")"
   cat >"$d/env.tmp" <<EOF
 export NIMBUS_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:$pg_port/postgres
+export NIMBUS_TEST_APP_DATABASE_URL=postgres://$app@127.0.0.1:$pg_port/postgres
 export NIMBUS_TEST_REDIS_URL=redis://127.0.0.1:$redis_port/0
 export NIMBUS_DATABASE_URL=postgres://postgres@127.0.0.1:$pg_port/nimbus
+export NIMBUS_APP_DATABASE_URL=postgres://$app@127.0.0.1:$pg_port/nimbus
 export NIMBUS_REDIS_URL=redis://127.0.0.1:$redis_port/0
 EOF
   mv "$d/env.tmp" "$d/env"
+}
+
+# The runtime role (README "Database roles"): it logs in with a password kept in DIR, and the
+# migration 20261206000001_app_role.sql grants it row access in every migrated database. Roles are
+# cluster-wide, so one role serves `nimbus`, the test template and every test database.
+ensure_app_role() { # ensure_app_role DIR
+  local d="$1" pw
+  pw="$(read_saved "$d/postgres/app.password")"
+  if [ -z "$pw" ]; then
+    pw="$(tr -d - </proc/sys/kernel/random/uuid)"
+    (umask 077 && echo "$pw" >"$d/postgres/app.password")
+  fi
+  if [ "$(psql_cmd "$d" "select 1 from pg_roles where rolname = 'nimbus_app'")" = "1" ]; then
+    psql_cmd "$d" "alter role nimbus_app login password '$pw'" >/dev/null
+  else
+    psql_cmd "$d" "create role nimbus_app login password '$pw'" >/dev/null
+  fi
 }
 
 start_postgres() { # start_postgres DIR
@@ -221,6 +246,7 @@ case "$cmd" in
     }
     trap on_failure EXIT
     start_postgres "$d"
+    ensure_app_role "$d"
     start_redis "$d"
     trap - EXIT
     write_env "$d"

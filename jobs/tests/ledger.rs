@@ -23,7 +23,7 @@ async fn enqueue(db: &TestDb, n: usize) -> Vec<JobId> {
 async fn claims_and_completions_sent_together_share_statements_with_the_single_job_semantics() {
     let db = TestDb::new().await;
     let ids = enqueue(&db, 40).await;
-    let writer = LedgerWriter::start(db.pool().clone(), "w1", LEASE, 256, 2);
+    let writer = LedgerWriter::start(db.app_pool().clone(), "w1", LEASE, 256, 2);
 
     // Every job claimed by one of 40 concurrent handlers, and one of them delivered twice.
     let mut claims: Vec<JobId> = ids.clone();
@@ -37,7 +37,7 @@ async fn claims_and_completions_sent_together_share_statements_with_the_single_j
     assert!(writer.statements() < 41, "{} statements for 41 claims", writer.statements());
 
     // Completions: only the lease holder's count.
-    let other = LedgerWriter::start(db.pool().clone(), "w2", LEASE, 256, 2);
+    let other = LedgerWriter::start(db.app_pool().clone(), "w2", LEASE, 256, 2);
     assert!(!other.complete(ids[0]).await.unwrap(), "w2 does not hold it");
     let done = join_all(ids.iter().map(|&id| writer.complete(id))).await;
     assert!(done.into_iter().all(|r| r.unwrap()));

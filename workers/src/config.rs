@@ -2,7 +2,7 @@
 //!
 //! | variable | meaning | default |
 //! |---|---|---|
-//! | `DATABASE_URL` | PostgreSQL URL | required |
+//! | `DATABASE_URL` | PostgreSQL URL of the runtime role (`nimbus_app`: rows only, no DDL; the worker never migrates) | required |
 //! | `DATABASE_MAX_CONNECTIONS` | pool size | `WORKER_CONCURRENCY + 4` |
 //! | `REDIS_URL` | Redis URL | required |
 //! | `REDIS_KEY_PREFIX` | prefix of every Redis key (same as the API's) | `nimbus:` |

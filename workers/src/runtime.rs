@@ -42,6 +42,13 @@ pub async fn connect(config: &Config, shutdown: CancellationToken) -> anyhow::Re
     let db = nimbus_db::connect(&config.database_url, config.database_max_connections)
         .await
         .context("connecting to PostgreSQL")?;
+    if nimbus_db::schema_check(&db).await.context("reading the schema's state")?.privileged {
+        tracing::warn!(
+            "DATABASE_URL connects as a superuser or the tables' owner, which may alter the tables and switch \
+             the audit log's triggers off; connect as {} (README, \"Database roles\")",
+            nimbus_db::APP_ROLE
+        );
+    }
     let pve = ProxmoxClient::new(
         ClientConfig::new(&config.pve_url, config.pve_token.clone(), config.pve_tls.clone())
             .allow_http(config.pve_allow_http),

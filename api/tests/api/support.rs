@@ -86,7 +86,8 @@ impl TestApp {
                 .connect_lazy(&format!("postgres://postgres@127.0.0.1:{}/nimbus", closed_port()))
                 .unwrap()
         } else {
-            db.pool().clone()
+            // The API runs as the runtime role, as in production; fixtures use the superuser's pool.
+            db.app_pool().clone()
         };
         let redis_url =
             if options.redis_down { format!("redis://127.0.0.1:{}/0", closed_port()) } else { redis.url().to_owned() };
@@ -116,6 +117,7 @@ impl TestApp {
         TestApp { db, redis, sim, base, http: reqwest::Client::new(), token, tenant, server }
     }
 
+    /// The test database as the superuser: fixtures and inspection, beyond what the API may do.
     pub fn pool(&self) -> &PgPool {
         self.db.pool()
     }
@@ -144,7 +146,7 @@ impl TestApp {
         let tls = TlsMode::Fingerprint(self.sim.fingerprint().unwrap().to_owned());
         let token = ApiToken::parse(self.sim.token()).unwrap();
         let pve = ProxmoxClient::new(ClientConfig::new(self.sim.base_url(), token, tls)).unwrap();
-        let state = AppState::new(self.pool().clone(), redis_url, key_prefix, pve, settings).unwrap();
+        let state = AppState::new(self.db.app_pool().clone(), redis_url, key_prefix, pve, settings).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move {

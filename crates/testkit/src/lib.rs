@@ -3,7 +3,9 @@
 //!
 //! * [`TestDb`]: a fresh PostgreSQL database per test, created from a template database that is
 //!   migrated once per migration set (an advisory lock makes parallel test processes wait for the
-//!   one that migrates), dropped when the test ends.
+//!   one that migrates), dropped when the test ends. [`TestDb::pool`] connects as the superuser
+//!   (fixtures, and what no running process could do); [`TestDb::app_pool`] as the runtime role
+//!   `nimbus_app`, as the API and the workers connect in production.
 //! * [`TestRedis`]: the test Redis with a key prefix of its own, whose keys are deleted when the
 //!   test ends.
 //!
@@ -22,6 +24,9 @@ use tokio::sync::OnceCell;
 
 /// Superuser URL of the test cluster's maintenance database.
 pub const DATABASE_URL_VAR: &str = "NIMBUS_TEST_DATABASE_URL";
+/// The runtime role `nimbus_app` on the test cluster's maintenance database (the role is
+/// cluster-wide; each test's pool swaps in its own database).
+pub const APP_DATABASE_URL_VAR: &str = "NIMBUS_TEST_APP_DATABASE_URL";
 /// URL of the test Redis.
 pub const REDIS_URL_VAR: &str = "NIMBUS_TEST_REDIS_URL";
 
@@ -131,6 +136,8 @@ pub struct TestDb {
     url: String,
     admin_url: String,
     pool: PgPool,
+    /// The runtime role's URL and pool, when `NIMBUS_TEST_APP_DATABASE_URL` is set.
+    app: Option<(String, PgPool)>,
 }
 
 impl TestDb {
@@ -154,15 +161,48 @@ impl TestDb {
             .connect(&url)
             .await
             .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
-        TestDb { name, url, admin_url, pool }
+        // Lazy: tests that never use the runtime role open no connection for it.
+        let app = std::env::var(APP_DATABASE_URL_VAR).ok().filter(|v| !v.is_empty()).map(|app_admin| {
+            let app_url = database_url(&app_admin, &name);
+            let app_pool = PgPoolOptions::new()
+                .max_connections(Self::POOL_SIZE)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_lazy(&app_url)
+                .unwrap_or_else(|e| panic!("bad database URL in {APP_DATABASE_URL_VAR}: {e}"));
+            (app_url, app_pool)
+        });
+        TestDb { name, url, admin_url, pool, app }
     }
 
-    /// A pool connected to this test's database.
+    /// A pool connected to this test's database as the superuser.
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
 
-    /// The URL of this test's database (for processes or pools of its own).
+    /// A pool connected to this test's database as the runtime role `nimbus_app`: rows only, no
+    /// DDL. Give it to the code under test that runs as the API or a worker.
+    ///
+    /// Panics with a message naming services.sh when `NIMBUS_TEST_APP_DATABASE_URL` is unset.
+    pub fn app_pool(&self) -> &PgPool {
+        &self.app().1
+    }
+
+    /// The URL of this test's database as the runtime role (for processes of their own).
+    pub fn app_url(&self) -> &str {
+        &self.app().0
+    }
+
+    fn app(&self) -> &(String, PgPool) {
+        self.app.as_ref().unwrap_or_else(|| {
+            panic!(
+                "{APP_DATABASE_URL_VAR} is not set: start the test services with `make test` or \
+                 `eval \"$(infra/scripts/services.sh start /tmp/nimbus-svc)\"` (a services folder started \
+                 before the runtime role existed needs `services.sh stop` and `start` again)"
+            )
+        })
+    }
+
+    /// The URL of this test's database as the superuser (for processes or pools of its own).
     pub fn url(&self) -> &str {
         &self.url
     }

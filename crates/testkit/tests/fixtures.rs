@@ -24,6 +24,20 @@ async fn each_test_db_is_migrated_and_separate() {
 }
 
 #[tokio::test]
+async fn the_app_pool_is_the_runtime_role_on_the_same_database() {
+    let db = TestDb::new().await;
+    let (user, database): (String, String) =
+        sqlx::query_as("select current_user::text, current_database()::text").fetch_one(db.app_pool()).await.unwrap();
+    assert_eq!((user.as_str(), database.as_str()), (nimbus_db::APP_ROLE, db.name()));
+    assert!(db.app_url().contains(db.name()));
+    let superuser: bool = sqlx::query_scalar("select rolsuper from pg_roles where rolname = current_user")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert!(superuser, "fixtures keep the superuser");
+}
+
+#[tokio::test]
 async fn a_dropped_test_db_is_removed() {
     let db = TestDb::new().await;
     let name = db.name().to_owned();

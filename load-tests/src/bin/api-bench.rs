@@ -90,6 +90,8 @@ fn main() -> anyhow::Result<()> {
 
 fn run(args: &Args, services: &Services) -> anyhow::Result<()> {
     let database_url = services.var("NIMBUS_DATABASE_URL")?;
+    // The API connects as the runtime role, as in production; setup and checks as the owner.
+    let app_database_url = services.var("NIMBUS_APP_DATABASE_URL")?;
     let redis_url = services.var("NIMBUS_REDIS_URL")?;
     anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
     let total = args.warmup + args.requests * args.rounds;
@@ -162,7 +164,8 @@ fn run(args: &Args, services: &Services) -> anyhow::Result<()> {
         rate_limit: nimbus_api::ratelimit::RateLimitSettings { per_minute: u32::MAX, ..Default::default() },
         ..Settings::default()
     };
-    let state = AppState::new(pool.clone(), &redis_url, "nimbus:", pve, settings)?;
+    let app_pool = api_runtime.block_on(nimbus_db::connect(&app_database_url, args.db_connections))?;
+    let state = AppState::new(app_pool, &redis_url, "nimbus:", pve, settings)?;
     let listener = api_runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let base = format!("http://{}", listener.local_addr()?);
     // The production listener, with its connection caps and timeouts.

@@ -66,6 +66,7 @@ async fn run(args: &Args, services: &Services) -> anyhow::Result<bool> {
     let port = services.redis_port()?;
     let pool = nimbus_db::connect(&services.database_url, 2 * args.in_flight as u32 + 2).await?;
     nimbus_db::migrate(&pool).await?;
+    let app = nimbus_db::connect(&services.app_database_url, 2 * args.in_flight as u32 + 2).await?;
     let fsync: String = sqlx::query_scalar("show fsync").fetch_one(&pool).await?;
     let pg: String = sqlx::query_scalar("show server_version").fetch_one(&pool).await?;
     println!(
@@ -99,7 +100,7 @@ async fn run(args: &Args, services: &Services) -> anyhow::Result<bool> {
         redis_server::flush(&services.redis_url).await?;
         let b = bullmq::run(port, args.jobs, args.concurrency)?;
         redis_server::flush(&services.redis_url).await?;
-        let r = ledgered::run(&pool, &services.redis_url, opts).await?;
+        let r = ledgered::run(&pool, &app, &services.redis_url, opts).await?;
         println!(
             "round {round}: bullmq {b:>8.0} jobs/s | ledgered {:>8.0} jobs/s | ratio {:.2}x | \
              ledger statements {} (avg {:.0} transitions) | refused {} errors {} | \

@@ -74,8 +74,9 @@ async fn enqueue_all(pool: &PgPool, jobs: usize) -> anyhow::Result<Vec<Uuid>> {
     Ok(ids)
 }
 
-/// One round: enqueue (untimed), then first push → last completion committed.
-pub async fn run(pool: &PgPool, redis_url: &str, o: Options) -> anyhow::Result<Round> {
+/// One round: enqueue (untimed, through the owner's `pool`), then first push → last completion
+/// committed (the ledger written through `app`, the runtime role's pool, as workers do).
+pub async fn run(pool: &PgPool, app: &PgPool, redis_url: &str, o: Options) -> anyhow::Result<Round> {
     let setup_started = Instant::now();
     reset(pool).await?;
     let ids = enqueue_all(pool, o.jobs).await?;
@@ -84,7 +85,7 @@ pub async fn run(pool: &PgPool, redis_url: &str, o: Options) -> anyhow::Result<R
     let setup = setup_started.elapsed();
 
     let lease = Duration::from_secs(300);
-    let ledger = LedgerWriter::start(pool.clone(), WORKER, lease, o.max_batch, o.in_flight);
+    let ledger = LedgerWriter::start(app.clone(), WORKER, lease, o.max_batch, o.in_flight);
     let writer = ledger.clone();
     let done = Arc::new(AtomicUsize::new(0));
     let refused = Arc::new(AtomicUsize::new(0));

@@ -9,7 +9,10 @@ use anyhow::{Context, bail};
 /// Services started by `services.sh start DIR`.
 pub struct Services {
     dir: PathBuf,
+    /// The `nimbus` database as its owner (migrations, truncation between rounds).
     pub database_url: String,
+    /// The same database as the runtime role `nimbus_app`, as the workers connect.
+    pub app_database_url: String,
     pub redis_url: String,
 }
 
@@ -29,7 +32,8 @@ impl Services {
         if !out.status.success() {
             bail!("services.sh start failed: {}", String::from_utf8_lossy(&out.stderr));
         }
-        let mut services = Self { dir, database_url: String::new(), redis_url: String::new() };
+        let mut services =
+            Self { dir, database_url: String::new(), app_database_url: String::new(), redis_url: String::new() };
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let Some((name, value)) = line.strip_prefix("export ").and_then(|l| l.split_once('=')) else {
                 continue;
@@ -37,12 +41,13 @@ impl Services {
             let value = value.trim_matches(|c| c == '"' || c == '\'').to_owned();
             match name {
                 "NIMBUS_DATABASE_URL" => services.database_url = value,
+                "NIMBUS_APP_DATABASE_URL" => services.app_database_url = value,
                 "NIMBUS_REDIS_URL" => services.redis_url = value,
                 _ => {}
             }
         }
-        if services.database_url.is_empty() || services.redis_url.is_empty() {
-            bail!("services.sh printed no NIMBUS_DATABASE_URL / NIMBUS_REDIS_URL");
+        if services.database_url.is_empty() || services.app_database_url.is_empty() || services.redis_url.is_empty() {
+            bail!("services.sh printed no NIMBUS_DATABASE_URL / NIMBUS_APP_DATABASE_URL / NIMBUS_REDIS_URL");
         }
         Ok(services)
     }

@@ -34,7 +34,7 @@ impl Workers {
         let child = Command::new(env!("CARGO_BIN_EXE_nimbus-worker"))
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("DATABASE_URL", h.db.url())
+            .env("DATABASE_URL", h.db.app_url())
             .env("DATABASE_MAX_CONNECTIONS", "6")
             .env("REDIS_URL", h.redis.url())
             .env("REDIS_KEY_PREFIX", h.key_prefix())

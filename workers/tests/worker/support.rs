@@ -104,14 +104,15 @@ impl Harness {
         let settings_lease = settings.lease;
         let caps = NodeCaps::new(self.redis.client(), &self.key_prefix(), cap, settings.lease).await.unwrap();
         Arc::new(Env {
-            db: self.db.pool().clone(),
+            // The worker runs as the runtime role, as in production; fixtures use the superuser's pool.
+            db: self.db.app_pool().clone(),
             pve: self.pve(),
             caps,
             settings,
             worker_id: worker.to_owned(),
             shutdown: CancellationToken::new(),
             events: nimbus_jobs::JobEventPublisher::new(self.redis.client().clone(), &self.key_prefix()),
-            ledger: Env::ledger_writer(self.db.pool(), worker, settings_lease),
+            ledger: Env::ledger_writer(self.db.app_pool(), worker, settings_lease),
         })
     }
 

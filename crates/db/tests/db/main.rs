@@ -1,6 +1,7 @@
 //! nimbus-db against a real PostgreSQL (a fresh database per test, from nimbus-testkit).
 
 mod accounts;
+mod app_role;
 mod constraints;
 mod idempotency;
 mod instances;
