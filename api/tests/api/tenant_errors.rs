@@ -134,11 +134,14 @@ async fn create_and_fail(app: &TestApp, rid: &str) -> Seen {
         .send()
         .await
         .unwrap();
-    let (status, _, body) = split(r).await;
+    let (status, headers, body) = split(r).await;
     assert_eq!(status, 202, "{body}");
     let job = body["data"]["id"].as_str().unwrap().to_owned();
     let instance = body["data"]["resources"][0]["id"].as_str().unwrap().to_owned();
-    assert_eq!(body["data"]["requestId"], rid, "the handle names the request that started the job");
+    // The server's request id (the client's own is only echoed as its correlation id).
+    assert_eq!(headers["x-correlation-id"], rid);
+    let request_id = headers["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(body["data"]["requestId"], request_id.as_str(), "the handle names the request that started the job");
 
     // The stream ends with the final state; every event it sent is a tenant-visible field.
     let stream = app.http.get(app.url(&format!("/v1/jobs/{job}/events"))).bearer_auth(&key).send().await.unwrap();
@@ -162,7 +165,7 @@ async fn create_and_fail(app: &TestApp, rid: &str) -> Seen {
 
     let job_view = shown["data"].clone();
     assert_eq!(job_view["status"], "failed");
-    assert_eq!(job_view["requestId"], rid, "the failure names the request to quote");
+    assert_eq!(job_view["requestId"], request_id.as_str(), "the failure names the request to quote");
     assert!(job_view.get("errorDetail").is_none(), "{job_view}");
     let error = &job_view["error"];
     assert!(error["code"].is_string() && error["message"].is_string(), "{error}");
@@ -175,7 +178,7 @@ async fn create_and_fail(app: &TestApp, rid: &str) -> Seen {
     assert_eq!(status, 200, "{admin}");
     let admin = admin["data"].as_array().unwrap().iter().find(|j| j["id"] == job.as_str()).expect("listed").clone();
     assert_eq!(admin["error"], *error, "operators see what the tenant sees, and more");
-    assert_eq!(admin["requestId"], rid);
+    assert_eq!(admin["requestId"], request_id.as_str());
     Seen { job: job_view, admin }
 }
 
@@ -254,8 +257,8 @@ async fn api_errors_from_proxmox_carry_a_code_a_message_and_the_request_id_only(
         let (status, headers, body) = split(r).await;
         assert_eq!(status, 503, "{body}");
         assert_eq!(body["error"]["code"], "PROXMOX_UNAVAILABLE");
-        assert_eq!(body["meta"]["requestId"], rid);
-        assert_eq!(headers["x-request-id"], rid);
+        assert_eq!(headers["x-correlation-id"], rid);
+        assert_eq!(body["meta"]["requestId"], headers["x-request-id"].to_str().unwrap());
         assert!(body["error"]["details"].is_null(), "{body}");
         assert_clean("the error envelope", &body.to_string());
     }

@@ -101,6 +101,7 @@ impl Api {
 async fn run(args: &Args, services: &Services) -> anyhow::Result<()> {
     let database_url = services.var("NIMBUS_DATABASE_URL")?;
     let redis_url = services.var("NIMBUS_REDIS_URL")?;
+    let app_database_url = services.var("NIMBUS_APP_DATABASE_URL")?;
     let pool = nimbus_db::connect(&database_url, 2).await?;
     nimbus_db::migrate(&pool).await?;
     let limits = PlanLimits { max_instances: 10, max_vcpus: 10, max_memory_mib: 10_240, max_disk_gib: 100 };

@@ -52,6 +52,8 @@ pub struct Stack {
     pub services_dir: PathBuf,
     pub logs_dir: PathBuf,
     pub database_url: String,
+    /// The same database as the runtime role `nimbus_app`: what the API and the workers use.
+    app_database_url: String,
     pub redis_url: String,
     redis_port: String,
     pg_port: String,
@@ -133,6 +135,7 @@ impl Stack {
         let env = services_start(&services_dir).await?;
         let var = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
         let (database_url, redis_url) = (var("NIMBUS_DATABASE_URL"), var("NIMBUS_REDIS_URL"));
+        let app_database_url = var("NIMBUS_APP_DATABASE_URL");
         let redis_port = read_trimmed(&services_dir.join("redis.port"));
         let pg_port = read_trimmed(&services_dir.join("postgres.port"));
 
@@ -140,6 +143,7 @@ impl Stack {
             services_dir,
             logs_dir,
             database_url,
+            app_database_url,
             redis_url,
             redis_port,
             pg_port,
@@ -155,8 +159,8 @@ impl Stack {
         };
         // From here on, dropping `stack` on an error stops the services.
         anyhow::ensure!(
-            !stack.database_url.is_empty() && !stack.redis_url.is_empty(),
-            "services.sh printed no NIMBUS_DATABASE_URL / NIMBUS_REDIS_URL"
+            !stack.database_url.is_empty() && !stack.app_database_url.is_empty() && !stack.redis_url.is_empty(),
+            "services.sh printed no NIMBUS_DATABASE_URL / NIMBUS_APP_DATABASE_URL / NIMBUS_REDIS_URL"
         );
         stack.bootstrap().await?;
         stack.start_api().await?;
@@ -175,7 +179,7 @@ impl Stack {
         let mut cmd = Command::new(self.cfg.bin_dir.join(bin));
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("DATABASE_URL", &self.database_url)
+            .env("DATABASE_URL", &self.app_database_url)
             .env("REDIS_URL", &self.redis_url)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
@@ -197,6 +201,8 @@ impl Stack {
         let n = self.cfg.max_instances;
         let out = self
             .command("nimbus-api")
+            // The owner migrates; everything after runs as `nimbus_app`, as in production.
+            .env("DATABASE_MIGRATION_URL", &self.database_url)
             .args(["bootstrap", "--tenant", "Chaos", "--email", "chaos@example.com", "--plan", "chaos"])
             .args(["--max-instances", &n.to_string(), "--max-vcpus", &(n * 2).to_string()])
             .args(["--max-memory-mib", &(n * 1024).to_string(), "--max-disk-gib", &(n * 10).to_string()])
