@@ -114,7 +114,7 @@ async fn run(args: &Args, services: &Services) -> anyhow::Result<()> {
     anyhow::ensure!(binary.exists(), "{} is missing: cargo build --release -p nimbus-api", binary.display());
     let api = Api(Command::new(&binary)
         .arg("serve")
-        .env("DATABASE_URL", &database_url)
+        .env("DATABASE_URL", &app_database_url)
         .env("REDIS_URL", &redis_url)
         .env("PVE_URL", sim.base_url())
         .env("PVE_TOKEN", sim.token())
