@@ -61,19 +61,22 @@ pub(crate) fn is_nogroup(e: &Error) -> bool {
     }
 }
 
-/// Settings of every Redis connection the queue opens. Without timeouts a request sent on a
-/// connection to a Redis that went away can wait for TCP to give up (minutes), and the default
-/// reconnect backoff grows to several seconds; a restarted Redis must be used within seconds.
-/// The response timeout is longer than the blocking read so `XREADGROUP … BLOCK` never trips it.
-pub(crate) fn connection_config(block: Duration) -> ConnectionManagerConfig {
+/// Settings of every Redis connection the queue opens; a restarted Redis must be used again
+/// within seconds. redis-rs 0.32's defaults wait 1 s after the first failed reconnect and then
+/// `factor` (100) times longer, capped at 60 s plus up to 100 % jitter: a Redis down for more
+/// than a second was not retried for 1–2 minutes, and every command meanwhile waited on that
+/// reconnect. Here retries come every 1–2 s (backon's floor is 1 s). The timeouts keep a command
+/// on a connection to a vanished host from waiting for TCP to give up; the response timeout is
+/// longer than the blocking read so `XREADGROUP … BLOCK` never trips it. `block` is the longest
+/// a command on these connections blocks in Redis (zero when none does).
+pub fn connection_config(block: Duration) -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
         .set_connection_timeout(Duration::from_secs(2))
         .set_response_timeout(block + Duration::from_secs(2))
-        // Retries at 100, 200, 400 ms, then every second, for about ten seconds per reconnect.
-        .set_exponent_base(2)
-        .set_factor(50)
+        .set_factor(2)
         .set_max_delay(1000)
-        .set_number_of_retries(12)
+        // About 15–30 s per reconnect round; a command after a failed round starts another.
+        .set_number_of_retries(15)
 }
 
 /// Counts for dashboards and autoscaling.
