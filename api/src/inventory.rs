@@ -66,6 +66,9 @@ pub struct Snapshot {
     pub templates: Vec<Template>,
     /// Nodes by name.
     pub nodes: Vec<Node>,
+    /// Online nodes whose `vztmpl` archives could not be listed (and had no earlier listing to
+    /// keep): their LXC templates are unknown, not absent.
+    pub lxc_unlisted: Vec<String>,
 }
 
 /// Where a new guest goes.
@@ -117,7 +120,7 @@ impl Snapshot {
             t.locations.sort_by(|a, b| a.node.cmp(&b.node));
         }
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
-        Snapshot { templates, nodes }
+        Snapshot { templates, nodes, lxc_unlisted: Vec::new() }
     }
 
     /// Adds the LXC templates of `node`'s `vztmpl` archives (`content` as its storages list it).
@@ -128,21 +131,44 @@ impl Snapshot {
             }
             let Some(name) = vztmpl_name(&item.volid) else { continue };
             let location = TemplateLocation { node: node.to_owned(), vmid: 0, volid: Some(item.volid.clone()) };
-            match self.templates.iter_mut().find(|t| t.kind == InstanceKind::Lxc && t.name == name) {
-                // One archive per node and name (the first storage listing it wins).
-                Some(t) if t.locations.iter().any(|l| l.node == node) => {}
-                Some(t) => {
-                    t.locations.push(location);
-                    t.locations.sort_by(|a, b| a.node.cmp(&b.node));
-                }
-                None => {
-                    self.templates.push(Template {
-                        name,
-                        kind: InstanceKind::Lxc,
-                        locations: vec![location],
-                        disk_bytes: None,
-                    });
-                }
+            self.add_lxc_location(name, location);
+        }
+        self.templates.sort_by(|a, b| (a.kind.as_str(), &a.name).cmp(&(b.kind.as_str(), &b.name)));
+    }
+
+    fn add_lxc_location(&mut self, name: String, location: TemplateLocation) {
+        match self.templates.iter_mut().find(|t| t.kind == InstanceKind::Lxc && t.name == name) {
+            // One archive per node and name (the first storage listing it wins).
+            Some(t) if t.locations.iter().any(|l| l.node == location.node) => {}
+            Some(t) => {
+                t.locations.push(location);
+                t.locations.sort_by(|a, b| a.node.cmp(&b.node));
+            }
+            None => {
+                self.templates.push(Template {
+                    name,
+                    kind: InstanceKind::Lxc,
+                    locations: vec![location],
+                    disk_bytes: None,
+                });
+            }
+        }
+    }
+
+    /// Stands in for `node`'s `vztmpl` listing that failed: keeps the LXC templates `previous`
+    /// listed there, or, when it has no listing of that node, records the node as unlisted so
+    /// [`Snapshot::place`] answers 503 rather than "no such template".
+    pub fn keep_lxc_templates(&mut self, node: &str, previous: Option<&Snapshot>) {
+        let listed = previous.filter(|p| {
+            p.nodes.iter().any(|n| n.name == node && n.online) && !p.lxc_unlisted.iter().any(|n| n == node)
+        });
+        let Some(previous) = listed else {
+            self.lxc_unlisted.push(node.to_owned());
+            return;
+        };
+        for t in previous.templates.iter().filter(|t| t.kind == InstanceKind::Lxc) {
+            for loc in t.locations.iter().filter(|l| l.node == node) {
+                self.add_lxc_location(t.name.clone(), loc.clone());
             }
         }
         self.templates.sort_by(|a, b| (a.kind.as_str(), &a.name).cmp(&(b.kind.as_str(), &b.name)));
@@ -152,9 +178,20 @@ impl Snapshot {
     /// (it must exist and hold the template), otherwise the online node holding the template with
     /// the most free memory (then free CPU, then name, so the choice is deterministic).
     pub fn place(&self, kind: InstanceKind, template: &str, node: Option<&str>) -> Result<Placement, ApiError> {
-        let unknown_template = |message: String| ApiError::UnknownTemplate {
-            message,
-            details: json!({ "template": template, "type": kind, "node": node }),
+        // An LXC template may sit on a node whose archives could not be listed: unknown is 503.
+        let unlisted = |on: Option<&str>| {
+            (kind == InstanceKind::Lxc)
+                .then(|| self.lxc_unlisted.iter().find(|n| on.is_none_or(|on| on == n.as_str())))
+                .flatten()
+        };
+        let unknown_template = |message: String| match unlisted(node) {
+            Some(n) => {
+                ApiError::ProxmoxUnavailable(format!("the LXC template archives of node {n} could not be listed"))
+            }
+            None => ApiError::UnknownTemplate {
+                message,
+                details: json!({ "template": template, "type": kind, "node": node }),
+            },
         };
         let tpl = self
             .templates
@@ -220,13 +257,18 @@ impl Inventory {
             .await
             .map_err(|e| ApiError::ProxmoxUnavailable(format!("GET /cluster/resources: {e}")))?;
         let mut snapshot = Snapshot::from_resources(&items);
+        let previous = self.cached.read().await.as_ref().map(|(_, s)| s.clone());
         let online: Vec<String> = snapshot.nodes.iter().filter(|n| n.online).map(|n| n.name.clone()).collect();
         let archives = futures::future::join_all(online.iter().map(|node| self.vztmpl_content(node))).await;
         for (node, content) in online.iter().zip(archives) {
             match content {
                 Ok(content) => snapshot.add_lxc_templates(node, &content),
-                // That node's containers cannot be offered this time; the rest of the reading holds.
-                Err(e) => tracing::warn!(pve.node = %node, error = %e, "listing vztmpl archives failed"),
+                // The rest of the reading holds; that node's containers are its last listing, or
+                // unknown (503), never cached as "no templates" (422) for the TTL.
+                Err(e) => {
+                    tracing::warn!(pve.node = %node, error = %e, "listing vztmpl archives failed");
+                    snapshot.keep_lxc_templates(node, previous.as_deref());
+                }
             }
         }
         let snapshot = Arc::new(snapshot);
@@ -368,5 +410,45 @@ mod tests {
             s.place(InstanceKind::Lxc, "alpine-3.20-default", Some("pve2")),
             Err(ApiError::UnknownTemplate { .. })
         ));
+    }
+
+    #[test]
+    fn a_failed_archive_listing_keeps_the_last_one_or_is_unavailable_not_unknown() {
+        let debian = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst";
+        // No earlier listing of pve1: its templates are unknown, so LXC placement is a 503.
+        let mut s = cluster();
+        s.add_lxc_templates("pve2", &[]);
+        s.keep_lxc_templates("pve1", None);
+        assert_eq!(s.lxc_unlisted, ["pve1"]);
+        assert!(matches!(s.place(InstanceKind::Lxc, "debian-12-standard", None), Err(ApiError::ProxmoxUnavailable(_))));
+        assert!(matches!(
+            s.place(InstanceKind::Lxc, "debian-12-standard", Some("pve1")),
+            Err(ApiError::ProxmoxUnavailable(_))
+        ));
+        // A node that was listed still answers for itself; QEMU templates are unaffected.
+        assert!(matches!(
+            s.place(InstanceKind::Lxc, "debian-12-standard", Some("pve2")),
+            Err(ApiError::UnknownTemplate { .. })
+        ));
+        assert!(matches!(s.place(InstanceKind::Qemu, "nope", None), Err(ApiError::UnknownTemplate { .. })));
+
+        // With an earlier listing, the node keeps its archives.
+        let mut before = cluster();
+        before.add_lxc_templates("pve1", &[archive(debian)]);
+        let mut s = cluster();
+        s.keep_lxc_templates("pve1", Some(&before));
+        assert!(s.lxc_unlisted.is_empty());
+        let p = s.place(InstanceKind::Lxc, "debian-12-standard", None).unwrap();
+        assert_eq!(p, Placement { node: "pve1".into(), template_vmid: 0 });
+        // An earlier reading that had not listed the node either is no listing.
+        let mut s = cluster();
+        s.keep_lxc_templates("pve1", Some(&cluster_unlisted("pve1")));
+        assert_eq!(s.lxc_unlisted, ["pve1"]);
+    }
+
+    fn cluster_unlisted(node: &str) -> Snapshot {
+        let mut s = cluster();
+        s.keep_lxc_templates(node, None);
+        s
     }
 }

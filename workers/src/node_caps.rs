@@ -94,7 +94,9 @@ impl NodeCaps {
         overrides: HashMap<String, u32>,
         ttl: Duration,
     ) -> redis::RedisResult<Self> {
-        let conn = client.get_connection_manager().await?;
+        // The queue's timeouts and reconnect backoff: with redis-rs' defaults a Redis restart
+        // stalled permits (and so provisioning) for up to two minutes.
+        let conn = client.get_connection_manager_with_config(nimbus_queue::connection_config(Duration::ZERO)).await?;
         Ok(NodeCaps {
             inner: Arc::new(Inner {
                 conn,

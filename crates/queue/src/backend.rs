@@ -137,7 +137,7 @@ where
                 loop {
                     let res = async {
                         queue.ensure_group().await?;
-                        Ok::<_, Error>(queue.client().get_connection_manager().await?)
+                        Ok::<_, Error>(queue.client().get_connection_manager_with_config(crate::queue::connection_config(queue.config().block)).await?)
                     }
                     .await;
                     match res {

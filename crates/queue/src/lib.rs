@@ -44,4 +44,4 @@ pub use backoff::Backoff;
 pub use config::QueueConfig;
 pub use entry::DeadJob;
 pub use error::{Error, Result};
-pub use queue::{Horizon, NewJob, Queue, QueueStats};
+pub use queue::{Horizon, NewJob, Queue, QueueStats, connection_config};

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Value};
 use serde::Serialize;
 
@@ -49,6 +49,34 @@ impl NewJob {
         self.run_at_ms = Some(now_ms() + delay.as_millis() as u64);
         self
     }
+}
+
+/// Whether `e` says the consumer group (or its stream) is missing: Redis lost its data (a restart
+/// without its files, `FLUSHALL`) or the stream key was deleted. Matched on the text too because
+/// an error raised inside a Lua script carries the code in its message.
+pub(crate) fn is_nogroup(e: &Error) -> bool {
+    match e {
+        Error::Redis(r) => r.code() == Some("NOGROUP") || r.to_string().contains("NOGROUP"),
+        _ => false,
+    }
+}
+
+/// Settings of every Redis connection the queue opens; a restarted Redis must be used again
+/// within seconds. redis-rs 0.32's defaults wait 1 s after the first failed reconnect and then
+/// `factor` (100) times longer, capped at 60 s plus up to 100 % jitter: a Redis down for more
+/// than a second was not retried for 1–2 minutes, and every command meanwhile waited on that
+/// reconnect. Here retries come every 1–2 s (backon's floor is 1 s). The timeouts keep a command
+/// on a connection to a vanished host from waiting for TCP to give up; the response timeout is
+/// longer than the blocking read so `XREADGROUP … BLOCK` never trips it. `block` is the longest
+/// a command on these connections blocks in Redis (zero when none does).
+pub fn connection_config(block: Duration) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Duration::from_secs(2))
+        .set_response_timeout(block + Duration::from_secs(2))
+        .set_factor(2)
+        .set_max_delay(1000)
+        // About 15–30 s per reconnect round; a command after a failed round starts another.
+        .set_number_of_retries(15)
 }
 
 /// Counts for dashboards and autoscaling.
@@ -105,7 +133,7 @@ impl Queue {
     /// A queue over `client`; opens one shared multiplexed connection for commands (workers open
     /// their own for blocking reads).
     pub async fn new(client: Client, config: QueueConfig) -> Result<Self> {
-        let conn = client.get_connection_manager().await?;
+        let conn = client.get_connection_manager_with_config(connection_config(config.block)).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 stream: config.stream_key(),
@@ -134,27 +162,58 @@ impl Queue {
         self.inner.conn.clone()
     }
 
-    /// Creates the stream and its consumer group if missing. The group starts at id 0 so jobs
-    /// pushed before any worker existed are delivered.
+    /// Creates the stream and its consumer group if missing (once per handle; a group lost later
+    /// is recreated by [`Queue::heal`]). The group starts at id 0 so jobs pushed before any worker
+    /// existed are delivered.
     pub async fn ensure_group(&self) -> Result<()> {
-        self.inner
-            .group_ready
-            .get_or_try_init(|| async {
-                let res: redis::RedisResult<()> = redis::cmd("XGROUP")
-                    .arg("CREATE")
-                    .arg(&self.inner.stream)
-                    .arg(&self.inner.config.group)
-                    .arg("0")
-                    .arg("MKSTREAM")
-                    .query_async(&mut self.conn())
-                    .await;
-                match res {
-                    Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-                    other => other.map_err(Error::from),
-                }
-            })
-            .await?;
+        self.inner.group_ready.get_or_try_init(|| self.create_group()).await?;
         Ok(())
+    }
+
+    async fn create_group(&self) -> Result<()> {
+        let res: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.inner.stream)
+            .arg(&self.inner.config.group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut self.conn())
+            .await;
+        match res {
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            other => other.map_err(Error::from),
+        }
+    }
+
+    /// Recreates the consumer group when `e` says it is gone, so the caller's retry succeeds;
+    /// returns whether it did. Id 0: the jobs pushed since the wipe (the relay re-pushes the
+    /// ledger's) are all delivered.
+    pub(crate) async fn heal(&self, e: &Error) -> bool {
+        if !is_nogroup(e) {
+            return false;
+        }
+        match self.create_group().await {
+            Ok(()) => {
+                tracing::warn!(queue = %self.inner.config.name, "consumer group was missing (Redis lost its data?); recreated");
+                true
+            }
+            Err(err) => {
+                tracing::warn!(queue = %self.inner.config.name, error = %err, "recreating the consumer group failed");
+                false
+            }
+        }
+    }
+
+    /// Runs `op`, and once more after recreating the group if it failed for want of it.
+    async fn healing<T, F, Fut>(&self, op: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        match op().await {
+            Err(e) if self.heal(&e).await => op().await,
+            other => other,
+        }
     }
 
     /// Pushes one job.
@@ -202,6 +261,10 @@ impl Queue {
     /// Waiting, in-flight, delayed and dead counts (four O(1) commands, one round trip).
     pub async fn stats(&self) -> Result<QueueStats> {
         self.ensure_group().await?;
+        self.healing(|| self.stats_once()).await
+    }
+
+    async fn stats_once(&self) -> Result<QueueStats> {
         let (len, pending, delayed, dead): (u64, Value, u64, u64) = redis::pipe()
             .cmd("XLEN")
             .arg(&self.inner.stream)

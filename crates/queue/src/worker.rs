@@ -117,7 +117,10 @@ pub(crate) async fn fetch(shared: std::sync::Arc<WorkerShared>, mut conn: Connec
                         return entries;
                     }
                 }
-                Err(e) => tracing::warn!(queue = %shared.queue.config().name, error = %e, "reclaim failed"),
+                Err(e) => {
+                    tracing::warn!(queue = %shared.queue.config().name, error = %e, "reclaim failed");
+                    shared.queue.heal(&e).await;
+                }
             }
         }
         match shared.queue.read(&mut conn, &shared.consumer).await {
@@ -127,9 +130,12 @@ pub(crate) async fn fetch(shared: std::sync::Arc<WorkerShared>, mut conn: Connec
             }
             Ok(_) => failures = 0,
             Err(e) => {
-                failures += 1;
                 tracing::warn!(queue = %shared.queue.config().name, error = %e, "read failed");
-                tokio::time::sleep(retry_pause(failures)).await;
+                // A recreated group is read again at once; other failures back off.
+                if !shared.queue.heal(&e).await {
+                    failures += 1;
+                    tokio::time::sleep(retry_pause(failures)).await;
+                }
             }
         }
     }
@@ -160,11 +166,12 @@ pub(crate) async fn acker(shared: std::sync::Arc<WorkerShared>, mut rx: mpsc::Un
                 f @ AckMsg::Failed { .. } => failed.push(f),
             }
         }
-        write_with_retries("ack", || shared.queue.ack(&done)).await;
+        write_with_retries(&shared.queue, "ack", || shared.queue.ack(&done)).await;
         shared.forget(&done);
         for f in failed {
             if let AckMsg::Failed { entry_id, spent, retry_at_ms, error } = f {
-                write_with_retries("fail", || shared.queue.fail(&entry_id, spent, retry_at_ms, &error)).await;
+                write_with_retries(&shared.queue, "fail", || shared.queue.fail(&entry_id, spent, retry_at_ms, &error))
+                    .await;
                 shared.forget([&entry_id]);
             }
         }
@@ -174,7 +181,7 @@ pub(crate) async fn acker(shared: std::sync::Arc<WorkerShared>, mut rx: mpsc::Un
     }
 }
 
-async fn write_with_retries<T, F, Fut>(what: &str, mut op: F)
+async fn write_with_retries<T, F, Fut>(queue: &Queue, what: &str, mut op: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = crate::Result<T>>,
@@ -184,7 +191,9 @@ where
             Ok(_) => return,
             Err(e) => {
                 tracing::warn!(op = what, tries, error = %e, "queue write failed");
-                tokio::time::sleep(retry_pause(tries)).await;
+                if !queue.heal(&e).await {
+                    tokio::time::sleep(retry_pause(tries)).await;
+                }
             }
         }
     }
@@ -201,6 +210,7 @@ pub(crate) async fn renewer(shared: std::sync::Arc<WorkerShared>) {
         for chunk in ids.chunks(500) {
             if let Err(e) = shared.queue.renew(&shared.consumer, chunk).await {
                 tracing::warn!(queue = %shared.queue.config().name, error = %e, "claim renewal failed");
+                shared.queue.heal(&e).await;
             }
         }
     }

@@ -340,3 +340,124 @@ async fn the_horizon_is_the_oldest_undelivered_message_and_the_held_ones() {
     let _ = stop.send(());
     run.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_recreates_its_group_after_redis_loses_the_data() {
+    let redis = TestRedis::new().await;
+    let q = queue(&redis, "wiped", |c| c).await;
+    let seen: Seen = Arc::default();
+    let worker = spawn_worker("w", &q, 4, seen.clone(), |_, _| async { Ok(()) });
+    q.push("before", &Job { n: 0 }).await.unwrap();
+    assert!(wait_until(Duration::from_secs(5), || async { seen.lock().unwrap().len() == 1 }).await);
+
+    // What FLUSHALL does to this test's keys: the stream and its consumer group are gone.
+    let mut conn = redis.connection().await;
+    let keys = keys_of(&redis).await;
+    let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.unwrap();
+    // Let the worker's reads and renewals run into the missing group first.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // As the relay does after a wipe: XADD recreates the stream, not the group.
+    for n in 1..=3 {
+        q.push(&format!("after-{n}"), &Job { n }).await.unwrap();
+    }
+    let ok = wait_until(Duration::from_secs(5), || async { seen.lock().unwrap().len() == 4 }).await;
+    let seen_now = seen.lock().unwrap().clone();
+    assert!(ok, "jobs pushed after the wipe ran without restarting the worker: {seen_now:?}");
+    stop(worker).await;
+    assert_eq!(q.stats().await.unwrap(), QueueStats::default());
+}
+
+/// A private `redis-server` (append-only file in its own directory) that can be killed and
+/// started again on the same port with the same data.
+struct PrivateRedis {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(format!("nimbus-queue-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = Self { port, dir, child: None };
+        r.spawn();
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits until the server answers PING on a fresh connection.
+    async fn wait_up(&self) {
+        let client = redis::Client::open(self.url()).unwrap();
+        let up = wait_until(Duration::from_secs(10), || async {
+            match client.get_multiplexed_async_connection().await {
+                Ok(mut c) => redis::cmd("PING").query_async::<String>(&mut c).await.is_ok(),
+                Err(_) => false,
+            }
+        })
+        .await;
+        assert!(up, "private redis-server did not start");
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processing_resumes_within_seconds_of_a_redis_restart() {
+    let mut server = PrivateRedis::start();
+    server.wait_up().await;
+    let client = redis::Client::open(server.url()).unwrap();
+    let q = Queue::new(client, QueueConfig::new("restart")).await.unwrap();
+    let seen: Seen = Arc::default();
+    let worker = spawn_worker("r", &q, 4, seen.clone(), |_, _| async { Ok(()) });
+    q.push("before", &Job { n: 0 }).await.unwrap();
+    assert!(wait_until(Duration::from_secs(5), || async { seen.lock().unwrap().len() == 1 }).await);
+
+    // Down long enough for the connections' reconnect attempts to back off.
+    server.kill();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    server.spawn();
+    server.wait_up().await;
+    let back = Instant::now();
+
+    // The same handle the API and the relay push with; each push bounded like theirs.
+    let pushed = wait_until(Duration::from_secs(10), || async {
+        matches!(tokio::time::timeout(Duration::from_secs(1), q.push("after", &Job { n: 1 })).await, Ok(Ok(())))
+    })
+    .await;
+    assert!(pushed, "push still failing {:?} after the restart", back.elapsed());
+    let ran =
+        wait_until(Duration::from_secs(10), || async { seen.lock().unwrap().iter().any(|(id, _)| id == "after") })
+            .await;
+    let took = back.elapsed();
+    eprintln!("job pushed after the restart ran {took:?} after Redis was back");
+    assert!(ran && took < Duration::from_secs(10), "job after the restart not run within 10 s ({took:?})");
+    stop(worker).await;
+}
