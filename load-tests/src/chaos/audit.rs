@@ -64,6 +64,9 @@ pub struct Evidence {
     /// Targets of creations failed by the soak's `pve-task-fail`: pve-sim fails such a task
     /// without running it, so its half-made target stays (PVE removes a failed clone's target).
     pub injected_failures: HashSet<u32>,
+    /// Injected creation failures whose target the task no longer names (its locks are gone),
+    /// counted per node: each may explain one untagged, unnamed guest there.
+    pub injected_failures_on_node: HashMap<String, usize>,
 }
 
 /// Reads the ledger, the instances and the counters of `tenant`, as one snapshot (a job still
@@ -154,6 +157,7 @@ pub async fn read_database(pool: &sqlx::PgPool, tenant: &str) -> anyhow::Result<
         guests: Vec::new(),
         creations: BTreeMap::new(),
         injected_failures: HashSet::new(),
+        injected_failures_on_node: HashMap::new(),
     })
 }
 
@@ -177,7 +181,13 @@ pub fn read_simulator(sim: &pve_sim::RunningSim, evidence: &mut Evidence) {
             "qmcreate" | "vzcreate" => t.id.parse().ok(),
             _ => None,
         };
-        let Some(vmid) = target else { continue };
+        let injected = t.exitstatus.as_deref().is_some_and(|e| e.contains(super::faults::INJECTED_TASK_FAILURE));
+        let Some(vmid) = target else {
+            if injected && matches!(t.ty.as_str(), "qmclone" | "vzclone" | "qmcreate" | "vzcreate") {
+                *evidence.injected_failures_on_node.entry(t.node.clone()).or_default() += 1;
+            }
+            continue;
+        };
         match t.exitstatus.as_deref() {
             Some("OK") => evidence.creations.entry(vmid).or_default().push(t.upid.clone()),
             Some(e) if e.contains(super::faults::INJECTED_TASK_FAILURE) => {
@@ -342,8 +352,18 @@ pub fn judge(sent: &[Sent], skipped: usize, faults: &[FaultRecord], ev: &Evidenc
     // Guests against instances, for every job of the tenant (owed or not).
     let mut tagged: HashMap<&str, Vec<&GuestRow>> = HashMap::new();
     let mut sim_leftovers = Vec::new();
+    let mut unnamed_failures = ev.injected_failures_on_node.clone();
     for g in &ev.guests {
-        if g.tag.is_none() && g.name.is_empty() && ev.injected_failures.contains(&g.vmid) {
+        // Short-circuits: a node's count is spent only on an untagged, unnamed guest.
+        let mut explained = || {
+            ev.injected_failures.contains(&g.vmid)
+                || unnamed_failures.get_mut(&g.node).is_some_and(|n| {
+                    let left = *n > 0;
+                    *n = n.saturating_sub(1);
+                    left
+                })
+        };
+        if g.tag.is_none() && g.name.is_empty() && explained() {
             sim_leftovers.push(g.vmid.to_string());
             continue;
         }
@@ -643,6 +663,7 @@ mod tests {
             ],
             creations: BTreeMap::from([(101, vec!["u1".into()]), (103, vec!["u3".into()]), (104, vec!["u4".into()])]),
             injected_failures: HashSet::from([106]),
+            injected_failures_on_node: HashMap::new(),
         };
         let v = judge(&sent, 0, &[], &ev);
         assert_eq!(v.lost.len(), 1, "{:?}", v.lost);
