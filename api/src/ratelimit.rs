@@ -192,15 +192,15 @@ impl Bucket {
     /// The bucket of `caller`, or of the client's address when anonymous.
     pub fn of(caller: Option<&AuthUser>, ip: Option<IpAddr>) -> Bucket {
         match caller {
-            Some(caller) => Bucket::of_credential(&caller.credential, caller),
+            Some(caller) => Bucket::of_caller(caller),
             None => Bucket::Ip(ip),
         }
     }
 
     /// Whose budget `caller`'s request spends: the credential's owner. Under impersonation that
     /// is the administrator (their key, or their session), never the user acted as.
-    fn of_credential(credential: &Credential, caller: &AuthUser) -> Bucket {
-        let owner = match credential {
+    fn of_caller(caller: &AuthUser) -> Bucket {
+        let owner = match &caller.credential {
             Credential::ApiKey(key) => key.user_id,
             _ => caller.impersonator.as_ref().map_or(caller.user.id, |admin| admin.id),
         };

@@ -140,8 +140,13 @@ async fn run(args: &Args, services: &Services) -> anyhow::Result<()> {
             let mut samples = Vec::new();
             let mut errors = 0;
             let t0 = Instant::now();
-            while samples.len() + errors < n || until.is_some_and(|u| Instant::now() < u) {
-                if until.is_some_and(|u| Instant::now() >= u) {
+            // `n` requests, or as many as fit before `until`.
+            loop {
+                let done = match until {
+                    Some(u) => Instant::now() >= u,
+                    None => samples.len() + errors >= n,
+                };
+                if done {
                     break;
                 }
                 let t = Instant::now();
