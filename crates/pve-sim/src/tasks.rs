@@ -78,7 +78,8 @@ pub struct Task {
     pub exitstatus: Option<String>,
     pub endtime: Option<i64>,
     pub log: Vec<String>,
-    /// Guest locks this task holds: (vmid, lock).
+    /// Guest locks this task takes: (vmid, lock). Held while it runs; kept afterwards as the
+    /// record of the guests it worked on (a clone's UPID names only the source).
     #[serde(default)]
     pub locks: Vec<(u32, String)>,
 }
@@ -371,6 +372,9 @@ impl Sim {
             } else {
                 body(&mut st, &mut log)
             };
+            if interrupted || result.is_err() {
+                remove_placeholders(&mut st, &upid_task);
+            }
             finish(&mut st, &upid_task, log, result);
         });
         Ok(upid_s)
@@ -382,6 +386,25 @@ impl Sim {
             Some(tx) => tx.send(()).is_ok(),
             None => false,
         }
+    }
+}
+
+/// Removes the guests a creating task (create, clone, restore) made for itself and never filled:
+/// PVE destroys a failed creation's target, so an aborted or injected failure leaves nothing behind
+/// either. A guest with any config beyond its lock (an in-place restore's target) is kept.
+fn remove_placeholders(st: &mut Cluster, upid: &str) {
+    let Some(task) = st.tasks.get(upid) else { return };
+    let placeholders: Vec<u32> = task
+        .locks
+        .iter()
+        .filter(|(vmid, lock)| {
+            (lock == "create" || lock == "clone")
+                && st.guests.get(vmid).is_some_and(|g| g.config.len() == 1 && g.config.get("lock") == Some(lock))
+        })
+        .map(|(vmid, _)| *vmid)
+        .collect();
+    for vmid in placeholders {
+        st.guests.remove(&vmid);
     }
 }
 
@@ -402,7 +425,8 @@ fn finish(st: &mut Cluster, upid: &str, log: TaskLog, result: Result<(), String>
     }
     task.running = false;
     task.endtime = Some(util::now());
-    let locks = std::mem::take(&mut task.locks);
+    // The task keeps its list: it records which guests it worked on (a clone's target).
+    let locks = task.locks.clone();
     if let Err(msg) = &result {
         tracing::debug!(%upid, error = %msg, "task failed");
     }

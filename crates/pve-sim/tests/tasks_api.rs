@@ -146,3 +146,17 @@ async fn a_token_sees_only_its_own_tasks() {
     let r = api.req_as(Method::GET, "/cluster/tasks", &[], Some(&other)).await;
     assert!(r.data().as_array().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn an_injected_creation_failure_leaves_no_target_behind() {
+    let api = Api::start().await;
+    api.sim.faults().fail_next_task("qmclone", "clone exploded");
+    let upid = api.post("/nodes/pve1/qemu/9000/clone", &[("newid", "300")]).await.data().as_str().unwrap().to_string();
+    assert_eq!(api.get("/nodes/pve1/qemu/300/config").await.status, 200, "the target exists while the task runs");
+    assert_eq!(api.wait_task(&upid).await["exitstatus"], "clone exploded");
+    assert_eq!(api.get("/nodes/pve1/qemu/300/config").await.status, 500, "PVE removes a failed clone's target");
+    // The VMID is free again, and the source template is untouched.
+    let upid = api.post("/nodes/pve1/qemu/9000/clone", &[("newid", "300")]).await.data().as_str().unwrap().to_string();
+    assert_eq!(api.wait_task(&upid).await["exitstatus"], "OK");
+    assert_eq!(api.get("/nodes/pve1/qemu/9000/config").await.data()["template"], 1);
+}

@@ -61,12 +61,6 @@ pub struct Evidence {
     pub guests: Vec<GuestRow>,
     /// Successful guest-creating tasks (clone or create) per target VMID, with their UPIDs.
     pub creations: BTreeMap<u32, Vec<String>>,
-    /// Targets of creations failed by the soak's `pve-task-fail`: pve-sim fails such a task
-    /// without running it, so its half-made target stays (PVE removes a failed clone's target).
-    pub injected_failures: HashSet<u32>,
-    /// Injected creation failures whose target the task no longer names (its locks are gone),
-    /// counted per node: each may explain one untagged, unnamed guest there.
-    pub injected_failures_on_node: HashMap<String, usize>,
 }
 
 /// Reads the ledger, the instances and the counters of `tenant`, as one snapshot (a job still
@@ -156,8 +150,6 @@ pub async fn read_database(pool: &sqlx::PgPool, tenant: &str) -> anyhow::Result<
         lease_expiries,
         guests: Vec::new(),
         creations: BTreeMap::new(),
-        injected_failures: HashSet::new(),
-        injected_failures_on_node: HashMap::new(),
     })
 }
 
@@ -181,19 +173,8 @@ pub fn read_simulator(sim: &pve_sim::RunningSim, evidence: &mut Evidence) {
             "qmcreate" | "vzcreate" => t.id.parse().ok(),
             _ => None,
         };
-        let injected = t.exitstatus.as_deref().is_some_and(|e| e.contains(super::faults::INJECTED_TASK_FAILURE));
-        let Some(vmid) = target else {
-            if injected && matches!(t.ty.as_str(), "qmclone" | "vzclone" | "qmcreate" | "vzcreate") {
-                *evidence.injected_failures_on_node.entry(t.node.clone()).or_default() += 1;
-            }
-            continue;
-        };
-        match t.exitstatus.as_deref() {
-            Some("OK") => evidence.creations.entry(vmid).or_default().push(t.upid.clone()),
-            Some(e) if e.contains(super::faults::INJECTED_TASK_FAILURE) => {
-                evidence.injected_failures.insert(vmid);
-            }
-            _ => {}
+        if let (Some(vmid), Some("OK")) = (target, t.exitstatus.as_deref()) {
+            evidence.creations.entry(vmid).or_default().push(t.upid.clone());
         }
     }
 }
@@ -351,22 +332,7 @@ pub fn judge(sent: &[Sent], skipped: usize, faults: &[FaultRecord], ev: &Evidenc
 
     // Guests against instances, for every job of the tenant (owed or not).
     let mut tagged: HashMap<&str, Vec<&GuestRow>> = HashMap::new();
-    let mut sim_leftovers = Vec::new();
-    let mut unnamed_failures = ev.injected_failures_on_node.clone();
     for g in &ev.guests {
-        // Short-circuits: a node's count is spent only on an untagged, unnamed guest.
-        let mut explained = || {
-            ev.injected_failures.contains(&g.vmid)
-                || unnamed_failures.get_mut(&g.node).is_some_and(|n| {
-                    let left = *n > 0;
-                    *n = n.saturating_sub(1);
-                    left
-                })
-        };
-        if g.tag.is_none() && g.name.is_empty() && explained() {
-            sim_leftovers.push(g.vmid.to_string());
-            continue;
-        }
         match g.tag.as_deref() {
             Some(t) if instances.contains_key(t) => tagged.entry(t).or_default().push(g),
             Some(t) => v.leaked.push(format!(
@@ -460,21 +426,12 @@ pub fn judge(sent: &[Sent], skipped: usize, faults: &[FaultRecord], ev: &Evidenc
     let _ = writeln!(
         r,
         "guests      {} in the simulator: {running_guests} of succeeded jobs, {} left by failed jobs, {} of jobs not \
-         final, {} empty ones left by injected task failures, {} without an instance",
+         final, {} without an instance",
         ev.guests.len(),
         left_by_failed.len(),
-        ev.guests.len().saturating_sub(running_guests + left_by_failed.len() + sim_leftovers.len() + v.leaked.len()),
-        sim_leftovers.len(),
+        ev.guests.len().saturating_sub(running_guests + left_by_failed.len() + v.leaked.len()),
         v.leaked.len()
     );
-    if !sim_leftovers.is_empty() {
-        v.notes.push(format!(
-            "{} empty guest(s) left by pve-task-fail's injected creation failures (pve-sim skips the failed task's \
-             cleanup; Nimbus rightly treats them as foreign): {}",
-            sim_leftovers.len(),
-            sim_leftovers.join(", ")
-        ));
-    }
     if !left_by_failed.is_empty() {
         v.notes.push(format!(
             "{} failed provision(s) left their guest on Proxmox (the instance is failed and holds no quota): {}",
@@ -659,11 +616,8 @@ mod tests {
                 guest(103, "i3", Some("i3")),
                 guest(104, "i3", Some("i3")),
                 guest(105, "stray", None),
-                guest(106, "", None),
             ],
             creations: BTreeMap::from([(101, vec!["u1".into()]), (103, vec!["u3".into()]), (104, vec!["u4".into()])]),
-            injected_failures: HashSet::from([106]),
-            injected_failures_on_node: HashMap::new(),
         };
         let v = judge(&sent, 0, &[], &ev);
         assert_eq!(v.lost.len(), 1, "{:?}", v.lost);
@@ -674,7 +628,6 @@ mod tests {
         assert!(v.leaked[0].contains("105"));
         assert!(!v.passed());
         assert!(v.report.contains("refused 1"));
-        assert!(v.notes.iter().any(|n| n.contains("106")), "{:?}", v.notes);
     }
 
     #[test]
