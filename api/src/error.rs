@@ -94,6 +94,17 @@ pub enum ApiError {
         /// What conflicts.
         details: Value,
     },
+    /// A refusal with its own code (`INSTANCE_BUSY`, `INVALID_INSTANCE_STATE`, `INVALID_RESIZE`,
+    /// `SNAPSHOT_LIMIT`, …), the HTTP status the code's, and details saying why.
+    #[error("{message}")]
+    Refused {
+        /// The code.
+        code: ErrorCode,
+        /// The message.
+        message: String,
+        /// What refused it.
+        details: Value,
+    },
     /// The caller spent its request budget (429, with `Retry-After`; see [`crate::ratelimit`]).
     #[error("rate limited")]
     RateLimited {
@@ -144,6 +155,7 @@ impl ApiError {
             ApiError::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
             ApiError::IdempotencyKeyInProgress => ErrorCode::IdempotencyKeyInProgress,
             ApiError::Conflict(_) | ApiError::ConflictWith { .. } => ErrorCode::Conflict,
+            ApiError::Refused { code, .. } => *code,
             ApiError::RateLimited { .. } => ErrorCode::RateLimited,
             ApiError::ProxmoxUnavailable(_) => ErrorCode::ProxmoxUnavailable,
             ApiError::ServiceUnavailable(_) | ApiError::Unready { .. } => ErrorCode::ServiceUnavailable,
@@ -178,7 +190,9 @@ impl ApiError {
             ApiError::NameTaken => "an instance with this name already exists".into(),
             ApiError::IdempotencyKeyReused => "this Idempotency-Key was used with a different request".into(),
             ApiError::IdempotencyKeyInProgress => "a request with this Idempotency-Key is still being processed".into(),
-            ApiError::Conflict(message) | ApiError::ConflictWith { message, .. } => message.clone(),
+            ApiError::Conflict(message) | ApiError::ConflictWith { message, .. } | ApiError::Refused { message, .. } => {
+                message.clone()
+            }
             ApiError::RateLimited { retry_after_secs } => {
                 format!("too many requests; try again in {retry_after_secs} s")
             }
@@ -196,7 +210,7 @@ impl ApiError {
             ApiError::UnknownNode(node) => json!({ "node": node }),
             ApiError::QuotaExceeded(q) => serde_json::to_value(q).unwrap_or(Value::Null),
             ApiError::NameTaken => json!({ "fields": [FieldError::new("name", "already used in this tenant")] }),
-            ApiError::ConflictWith { details, .. } => details.clone(),
+            ApiError::ConflictWith { details, .. } | ApiError::Refused { details, .. } => details.clone(),
             ApiError::Unready { checks, .. } => checks.clone(),
             ApiError::RateLimited { retry_after_secs } => json!({ "retryAfterSeconds": retry_after_secs }),
             _ => Value::Null,
@@ -225,6 +239,16 @@ impl From<DbError> for ApiError {
             DbError::NotFound => ApiError::NotFound("resource"),
             DbError::QuotaExceeded(q) => ApiError::QuotaExceeded(q),
             DbError::Conflict { constraint } if constraint == "instances_tenant_name_key" => ApiError::NameTaken,
+            DbError::InstanceBusy(job) => ApiError::Refused {
+                code: ErrorCode::InstanceBusy,
+                message: format!("another operation ({}) is in progress on the instance; wait for it to end", job.kind),
+                details: json!({ "job": job.handle() }),
+            },
+            DbError::InvalidInstanceState { status, .. } => ApiError::Refused {
+                code: ErrorCode::InvalidInstanceState,
+                message: format!("the instance is {status}, which does not allow this"),
+                details: json!({ "status": status }),
+            },
             DbError::Conflict { constraint } => ApiError::Conflict(format!("conflicts with an existing {constraint}")),
             e if e.is_unavailable() => ApiError::ServiceUnavailable(format!("postgres: {e}")),
             e => ApiError::Internal(format!("postgres: {e}")),

@@ -51,6 +51,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(routes::health::router())
         .merge(routes::vms::router())
+        .merge(routes::vm_actions::router())
+        .merge(routes::vm_snapshots::router())
         .merge(routes::jobs::router())
         .merge(routes::templates::router())
         .merge(routes::quota::router())

@@ -3,6 +3,8 @@
 //! * [`queues`]: the stable queue names and the one place their Redis settings are made.
 //! * [`payload`]: what travels: the Redis message ([`Dispatch`], only a ledger job id, its kind
 //!   and queue) and each job kind's ledger payload ([`ProvisionVm`]).
+//! * [`operations`]: the payloads of the operations on existing instances (power, resize,
+//!   rebuild, delete, snapshots).
 //! * [`dispatch`]: pushing messages to nimbus-queue ([`Queues`], [`dispatch()`]).
 //! * [`events`]: wake-ups for the streams that follow jobs (Redis pub/sub; the ledger stays the
 //!   truth).
@@ -16,6 +18,7 @@
 pub mod dispatch;
 pub mod events;
 pub mod ledger;
+pub mod operations;
 pub mod payload;
 pub mod queues;
 pub mod templates;
@@ -23,5 +26,6 @@ pub mod templates;
 pub use dispatch::{DispatchError, Queues, dispatch};
 pub use events::{JobEventPublisher, JobWakeups};
 pub use ledger::LedgerWriter;
+pub use operations::{DeleteInstance, PowerAction, RebuildInstance, ResizeInstance, Sizes, SnapshotAction, SnapshotOp};
 pub use payload::{Dispatch, ProvisionVm};
 pub use templates::vztmpl_name;

@@ -9,13 +9,34 @@ use nimbus_queue::QueueConfig;
 /// Provisioning: clone, configure and start guests on Proxmox.
 pub const PROVISION: &str = "provision";
 
-/// Every queue a worker process consumes.
-pub const ALL: &[&str] = &[PROVISION];
+/// Power: start, stop, ACPI shutdown, reboot.
+pub const POWER: &str = "power";
+
+/// Resize: cores, memory, disk.
+pub const RESIZE: &str = "resize";
+
+/// Rebuild: recreate the guest from a template under the same VMID.
+pub const REBUILD: &str = "rebuild";
+
+/// Delete: stop, purge the guest and its disks, release the VMID; also the cleanup after a
+/// failed provision.
+pub const DELETE: &str = "delete";
+
+/// Snapshots: create, roll back, delete.
+pub const SNAPSHOT: &str = "snapshot";
+
+/// Every queue a worker process consumes (unless `WORKER_QUEUES` names fewer).
+pub const ALL: &[&str] = &[PROVISION, POWER, RESIZE, REBUILD, DELETE, SNAPSHOT];
 
 /// The queue a job kind is dispatched on, for the kinds that have a worker.
 pub fn for_kind(kind: JobKind) -> Option<&'static str> {
     match kind {
         JobKind::Provision => Some(PROVISION),
+        JobKind::Start | JobKind::Stop | JobKind::Shutdown | JobKind::Reboot => Some(POWER),
+        JobKind::Resize => Some(RESIZE),
+        JobKind::Rebuild => Some(REBUILD),
+        JobKind::Delete => Some(DELETE),
+        JobKind::Snapshot | JobKind::Restore => Some(SNAPSHOT),
         _ => None,
     }
 }
@@ -39,6 +60,13 @@ mod tests {
         assert_eq!(PROVISION, "provision");
         assert_eq!(for_kind(JobKind::Provision), Some("provision"));
         assert_eq!(for_kind(JobKind::Invoice), None);
+        assert_eq!(for_kind(JobKind::Reboot), Some(POWER));
+        assert_eq!(for_kind(JobKind::Restore), Some(SNAPSHOT));
+        for kind in JobKind::ALL {
+            if let Some(q) = for_kind(*kind) {
+                assert!(ALL.contains(&q), "{q} is not consumed");
+            }
+        }
         assert!(ALL.contains(&PROVISION));
         assert_eq!(config(PROVISION, "nimbus:").stream_key(), "nimbus:q:{provision}");
     }

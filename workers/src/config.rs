@@ -12,7 +12,9 @@
 //! | `PVE_CA_FILE` | trust the CA certificates in this PEM file | or the public CAs |
 //! | `PVE_INSECURE` | `1`/`true`: accept any certificate (labs only) | when none is set |
 //! | `PVE_ALLOW_HTTP` | `1`/`true`: accept an `http://` `PVE_URL` (labs only: the token travels in clear; warned at start) | `false`: refused |
-//! | `WORKER_CONCURRENCY` | provision jobs run at once by this process | `8` |
+//! | `WORKER_QUEUES` | the queues this process consumes, comma separated (`provision,rebuild`; see the README for separate pools) | all: `provision,power,resize,rebuild,delete,snapshot` |
+//! | `WORKER_CONCURRENCY` | jobs of one queue run at once by this process | `8` |
+//! | `QUEUE_CONCURRENCY` | per-queue exceptions to `WORKER_CONCURRENCY`, `power=32,provision=4` | none |
 //! | `NODE_CAP` | provision jobs loading one Proxmox node at once, across all workers | `4` |
 //! | `NODE_CAPS` | per-node exceptions to `NODE_CAP`, `pve1=2,pve3=0` (0: no new work there) | none |
 //! | `JOB_MAX_WAIT_IP_SECS` | how long a started guest may take to report its IP | `300` |
@@ -46,6 +48,10 @@ pub struct Config {
     pub pve_allow_http: bool,
     /// `WORKER_CONCURRENCY`.
     pub concurrency: usize,
+    /// `WORKER_QUEUES`, in `nimbus_jobs::queues::ALL` order.
+    pub queues: Vec<&'static str>,
+    /// `QUEUE_CONCURRENCY`.
+    pub queue_concurrency: HashMap<String, u32>,
     /// `NODE_CAP`.
     pub node_cap: u32,
     /// `NODE_CAPS`.
@@ -74,7 +80,35 @@ fn err(var: &'static str, problem: impl Into<String>) -> ConfigError {
 
 /// `pve1=2,pve3=0`: node names as Proxmox spells them, caps as non-negative integers.
 fn node_caps(value: &str) -> Result<HashMap<String, u32>, ConfigError> {
-    let bad = || err("NODE_CAPS", "must read like pve1=2,pve3=0 (node=cap, comma separated)");
+    name_values("NODE_CAPS", "must read like pve1=2,pve3=0 (node=cap, comma separated)", value)
+}
+
+/// `WORKER_QUEUES`: known queue names, each once.
+fn worker_queues(value: &str) -> Result<Vec<&'static str>, ConfigError> {
+    let all = nimbus_jobs::queues::ALL;
+    let named: Vec<&str> = value.split(',').map(str::trim).filter(|q| !q.is_empty()).collect();
+    if let Some(unknown) = named.iter().find(|q| !all.contains(q)) {
+        return Err(err("WORKER_QUEUES", format!("unknown queue '{unknown}' (queues: {})", all.join(", "))));
+    }
+    if named.is_empty() {
+        return Err(err("WORKER_QUEUES", "names no queue"));
+    }
+    Ok(all.iter().copied().filter(|q| named.contains(q)).collect())
+}
+
+/// `QUEUE_CONCURRENCY`: known queue names with positive numbers.
+fn queue_concurrency(value: &str) -> Result<HashMap<String, u32>, ConfigError> {
+    let var = "QUEUE_CONCURRENCY";
+    let map = name_values(var, "must read like power=32,provision=4 (queue=jobs at once, comma separated)", value)?;
+    if let Some((q, _)) = map.iter().find(|(q, n)| !nimbus_jobs::queues::ALL.contains(&q.as_str()) || **n == 0) {
+        return Err(err(var, format!("'{q}' is not a queue, or its number is 0")));
+    }
+    Ok(map)
+}
+
+/// `name=n,name=n` with each name once.
+fn name_values(var: &'static str, shape: &str, value: &str) -> Result<HashMap<String, u32>, ConfigError> {
+    let bad = || err(var, shape);
     let mut caps = HashMap::new();
     for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let (node, cap) = entry.split_once('=').ok_or_else(bad)?;
@@ -114,6 +148,12 @@ impl Config {
         let concurrency: usize = positive("WORKER_CONCURRENCY", get("WORKER_CONCURRENCY"), 8)?;
         let database_max_connections =
             positive("DATABASE_MAX_CONNECTIONS", get("DATABASE_MAX_CONNECTIONS"), concurrency as u32 + 4)?;
+        let queues = match get("WORKER_QUEUES") {
+            Some(v) => worker_queues(&v)?,
+            None => nimbus_jobs::queues::ALL.to_vec(),
+        };
+        let queue_concurrency =
+            get("QUEUE_CONCURRENCY").map(|v| queue_concurrency(&v)).transpose()?.unwrap_or_default();
         let node_cap = positive("NODE_CAP", get("NODE_CAP"), 4)?;
         let node_caps = get("NODE_CAPS").map(|v| node_caps(&v)).transpose()?.unwrap_or_default();
         let ip_timeout = Duration::from_secs(positive("JOB_MAX_WAIT_IP_SECS", get("JOB_MAX_WAIT_IP_SECS"), 300)?);
@@ -136,6 +176,8 @@ impl Config {
             pve_tls: pve.tls,
             pve_allow_http: pve.allow_http,
             concurrency,
+            queues,
+            queue_concurrency,
             node_cap,
             node_caps,
             ip_timeout,
@@ -199,5 +241,17 @@ mod tests {
         assert_eq!(with(&[("PVE_URL", "http://pve-sim:8006")]).unwrap_err().var, "PVE_URL");
         let lab = with(&[("PVE_URL", "http://pve-sim:8006"), ("PVE_ALLOW_HTTP", "1")]).unwrap();
         assert!(lab.pve_allow_http);
+    }
+
+    #[test]
+    fn queues_default_to_all_and_can_be_named() {
+        assert_eq!(with(&[]).unwrap().queues, nimbus_jobs::queues::ALL.to_vec());
+        let c = with(&[("WORKER_QUEUES", " snapshot, power ,power"), ("QUEUE_CONCURRENCY", "power=32")]).unwrap();
+        assert_eq!(c.queues, vec!["power", "snapshot"]);
+        assert_eq!(c.queue_concurrency.get("power"), Some(&32));
+        assert_eq!(with(&[("WORKER_QUEUES", "provision,billing")]).unwrap_err().var, "WORKER_QUEUES");
+        assert_eq!(with(&[("WORKER_QUEUES", " , ")]).unwrap_err().var, "WORKER_QUEUES");
+        assert_eq!(with(&[("QUEUE_CONCURRENCY", "power=0")]).unwrap_err().var, "QUEUE_CONCURRENCY");
+        assert_eq!(with(&[("QUEUE_CONCURRENCY", "billing=2")]).unwrap_err().var, "QUEUE_CONCURRENCY");
     }
 }

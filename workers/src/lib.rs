@@ -1,14 +1,17 @@
 //! `nimbus-worker`: the processes that run Nimbus's jobs (DESIGN §2-§3).
 //!
 //! ```text
-//!  Postgres outbox ──relay──► Redis stream `provision` ──► pool (apalis, N at once)
+//!  Postgres outbox ──relay──► Redis stream per queue ──► pool per queue (apalis, N at once)
 //!        ▲                                                   │ claim in the ledger (lease)
 //!        │ retry due / lease recovered                        ▼
-//!  job ledger ◄──── progress, complete, fail ──── provision step machine ──► Proxmox
+//!  job ledger ◄──── progress, complete, fail ──── job's step machine ──► Proxmox
 //!                                                    (node permits in Redis)
 //! ```
 //!
-//! * [`provision_vm`]: the provision job (one file per job kind).
+//! * [`step_machine`]: what every job shares (claim, lease, resume, permits, record, settle).
+//! * One file per job: [`provision_vm`] (and [`rebuild`] on the same machine), [`power`],
+//!   [`resize`], [`delete`] (also the cleanup of a failed provision), [`snapshot`];
+//!   [`guest_ops`]: the Proxmox calls they share.
 //! * [`node_caps`]: per-node concurrency caps shared by every worker process.
 //! * [`retry`]: backoff with jitter for the ledger's retries.
 //! * [`relay`]: the outbox relay and its sweep for lost dispatches; [`recovery`]: the lease
@@ -17,12 +20,19 @@
 //!   wiring `main.rs` runs.
 
 pub mod config;
+pub mod delete;
 pub mod env;
+pub mod guest_ops;
 pub mod node_caps;
+pub mod power;
 pub mod provision_vm;
+pub mod rebuild;
 pub mod recovery;
 pub mod relay;
+pub mod resize;
 pub mod retry;
 pub mod runtime;
+pub mod snapshot;
+pub mod step_machine;
 
 pub use env::{Env, Settings};

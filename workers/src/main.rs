@@ -19,8 +19,13 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(signal(shutdown.clone()));
     let (env, queues) = runtime::connect(&config, shutdown).await?;
-    tracing::info!(worker = %env.worker_id, concurrency = config.concurrency, node_cap = config.node_cap, "worker started");
-    let options = RuntimeOptions { concurrency: config.concurrency, ..RuntimeOptions::default() };
+    tracing::info!(worker = %env.worker_id, queues = ?config.queues, concurrency = config.concurrency, node_cap = config.node_cap, "worker started");
+    let options = RuntimeOptions {
+        concurrency: config.concurrency,
+        queue_concurrency: config.queue_concurrency.clone(),
+        queues: config.queues.clone(),
+        ..RuntimeOptions::default()
+    };
     runtime::run(env, queues, options).await?;
     tracing::info!("worker stopped");
     Ok(())

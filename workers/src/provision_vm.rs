@@ -21,35 +21,35 @@
 //! tag (`nimbus-instance=<id>`), and a VMID taken by a foreign guest is given up and reserved
 //! anew. Configuration and resize are absolute, start skips a running guest.
 //!
-//! Failures: transient Proxmox errors (classified by `PveError::class`) and an unreachable
-//! database put the job back in the ledger with exponential backoff and jitter until its attempts
-//! are spent (`ATTEMPTS_EXHAUSTED`); permanent ones fail it at once (`PROXMOX_REJECTED`, …). A
-//! job that ends failed marks its instance failed in the same transaction, which releases its
-//! quota. The ledger keeps each failure twice ([`StepError::failure`]): for the tenant, a code and
-//! a message of our own naming the step in plain words; for operators (`error_detail`), Proxmox's
-//! own text and the failing request, which can name storage hosts, addresses, device paths and
-//! nodes. On shutdown a job stops at the next step boundary and goes back to the queue without
-//! spending its attempt (`jobs::release`).
+//! Rebuild (`rebuild.rs`) runs the same machine under the same VMID: it first removes the old
+//! guest, then clones, configures, grows, starts and waits as a provision does.
+//!
+//! A provision that fails for good marks its instance failed (which releases its quota) and, in
+//! the same transaction, enqueues the cleanup (`delete` with `cleanup: true`), which removes the
+//! guest if one was created and is ours, and the VMID reservation.
+//!
+//! Retries, failures and shutdown are the step machine's (`step_machine.rs`).
 
 use nimbus_jobs::vztmpl_name;
-use std::sync::Arc;
 use std::time::Duration;
 
-use apalis::prelude::{BoxDynError, Data};
 use nimbus_db::instances::{self, Instance};
-use nimbus_db::jobs::{self, Job, Progress};
+use nimbus_db::jobs::{self, Job};
 use nimbus_db::{DbError, PgPool};
-use nimbus_domain::{ErrorCode, InstanceId, InstanceKind, InstanceStatus, JobError, JobId, JobStatus};
-use nimbus_jobs::{Dispatch, ProvisionVm};
+use nimbus_domain::{ErrorCode, InstanceKind, InstanceStatus, JobId};
+use nimbus_jobs::{DeleteInstance, ProvisionVm, RebuildInstance};
 use nimbus_proxmox::{
-    ConfigUpdate, ContentQuery, Guest, GuestKind, IpConfig, LxcApi, LxcCreate, LxcNet, LxcOptions, LxcVolume, PveError,
-    QemuApi, QemuClone, QemuOptions, ResourceType, StorageListQuery,
+    ConfigUpdate, ContentQuery, Guest, GuestKind, IpConfig, LxcApi, LxcCreate, LxcNet, LxcOptions, LxcVolume, QemuApi,
+    QemuClone, QemuOptions, StorageListQuery,
 };
-use serde_json::json;
+use serde_json::{Value, json};
+use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
 
 use crate::env::Env;
-use crate::node_caps::Permit;
+use crate::guest_ops;
+use crate::step_machine::{self, Operation, Run, StepInfo};
+pub use crate::step_machine::{Failure, Outcome, StepError};
 
 /// The storage of an LXC container's root filesystem.
 pub const LXC_ROOTFS_STORAGE: &str = "local-lvm";
@@ -59,6 +59,8 @@ pub const LXC_BRIDGE: &str = "vmbr0";
 /// The steps, in order. Each is recorded in the ledger (`step`) once done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Step {
+    /// Rebuild only: stop and remove the old guest (and its disks) under the VMID.
+    Destroy,
     /// Reserve a VMID in Postgres (adopting the instance's existing reservation).
     ReserveVmid,
     /// Clone the template into the VMID (adopting a guest already there with our tag).
@@ -74,13 +76,36 @@ pub enum Step {
 }
 
 impl Step {
-    /// Every step, in order.
+    /// A provision's steps, in order.
     pub const ALL: [Step; 6] =
         [Step::ReserveVmid, Step::Clone, Step::Configure, Step::ResizeDisk, Step::Start, Step::WaitForIp];
 
-    /// The ledger's `step` once this step is done.
-    pub const fn done_name(self) -> &'static str {
+    /// A rebuild's steps, in order: the VMID stays reserved, the old guest goes first.
+    pub const REBUILD: [Step; 6] =
+        [Step::Destroy, Step::Clone, Step::Configure, Step::ResizeDisk, Step::Start, Step::WaitForIp];
+
+    /// The first provision step not yet done after the ledger recorded `done`.
+    pub fn resume_after(done: Option<&str>) -> Option<Step> {
+        step_machine::resume_after(&Step::ALL, done)
+    }
+}
+
+impl StepInfo for Step {
+    fn name(self) -> &'static str {
         match self {
+            Step::Destroy => "remove old guest",
+            Step::ReserveVmid => "reserve VMID",
+            Step::Clone => "clone template",
+            Step::Configure => "configure cloud-init",
+            Step::ResizeDisk => "grow disk",
+            Step::Start => "start",
+            Step::WaitForIp => "wait for IP",
+        }
+    }
+
+    fn done_name(self) -> &'static str {
+        match self {
+            Step::Destroy => "old_guest_removed",
             Step::ReserveVmid => "vmid_reserved",
             Step::Clone => "cloned",
             Step::Configure => "configured",
@@ -90,9 +115,9 @@ impl Step {
         }
     }
 
-    /// The job's progress once this step is done.
-    pub const fn progress(self) -> u8 {
+    fn progress(self) -> u8 {
         match self {
+            Step::Destroy => 20,
             Step::ReserveVmid => 10,
             Step::Clone => 40,
             Step::Configure => 55,
@@ -102,24 +127,13 @@ impl Step {
         }
     }
 
-    /// Whether the step loads the Proxmox node (and so runs under a node permit).
-    pub const fn needs_node_permit(self) -> bool {
-        matches!(self, Step::Clone | Step::Configure | Step::ResizeDisk | Step::Start)
+    fn needs_node_permit(self) -> bool {
+        matches!(self, Step::Destroy | Step::Clone | Step::Configure | Step::ResizeDisk | Step::Start)
     }
 
-    /// The first step not yet done after the ledger recorded `done` (`None`: start at the
-    /// beginning; an unknown name is treated like none, so nothing is skipped by mistake).
-    pub fn resume_after(done: Option<&str>) -> Option<Step> {
-        let Some(done) = done else { return Some(Step::ReserveVmid) };
-        match Step::ALL.iter().position(|s| s.done_name() == done) {
-            Some(i) => Step::ALL.get(i + 1).copied(),
-            None => Some(Step::ReserveVmid),
-        }
-    }
-
-    /// What the step does, in plain words for tenants ("Proxmox could not …").
-    pub const fn plain_action(self) -> &'static str {
+    fn plain_action(self) -> &'static str {
         match self {
+            Step::Destroy => "remove the old guest",
             Step::ReserveVmid => "reserve an ID for the guest",
             Step::Clone => "clone the template",
             Step::Configure => "configure the guest",
@@ -132,345 +146,149 @@ impl Step {
 
 impl std::fmt::Display for Step {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = match self {
-            Step::ReserveVmid => "reserve VMID",
-            Step::Clone => "clone template",
-            Step::Configure => "configure cloud-init",
-            Step::ResizeDisk => "grow disk",
-            Step::Start => "start",
-            Step::WaitForIp => "wait for IP",
-        };
-        f.write_str(s)
+        f.write_str(self.name())
     }
 }
 
-/// Why a step (or the whole run) stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum StepError {
-    /// Proxmox refused or could not be reached.
-    #[error("{step}: {error}")]
-    Pve {
-        /// The step.
-        step: Step,
-        /// The client's error (its class decides retry or not).
-        error: PveError,
-    },
-    /// The database failed.
-    #[error(transparent)]
-    Db(DbError),
-    /// A condition retrying cannot change.
-    #[error("{message}{}", fmt_detail(.detail))]
-    Permanent {
-        /// Stable code.
-        code: ErrorCode,
-        /// For the tenant: plain words, no internals.
-        message: String,
-        /// For operators only (ids, nodes, the underlying error).
-        detail: Option<String>,
-    },
-    /// A condition that may pass.
-    #[error("{message}{}", fmt_detail(.detail))]
-    Transient {
-        /// Stable code.
-        code: ErrorCode,
-        /// For the tenant: plain words, no internals.
-        message: String,
-        /// For operators only (ids, nodes, the underlying error).
-        detail: Option<String>,
-    },
-    /// The job's lease was lost: another worker may own it now, so touch nothing more.
-    #[error("lease lost")]
-    LeaseLost,
-    /// The worker is shutting down; the job goes back to the queue.
-    #[error("worker shutting down")]
-    ShuttingDown,
-}
-
-fn fmt_detail(detail: &Option<String>) -> String {
-    detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default()
-}
-
-/// A failure as the ledger records it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Failure {
-    /// What the job's tenant sees.
-    pub error: JobError,
-    /// What only operators see (`error_detail`).
-    pub detail: Option<String>,
-}
-
-impl From<DbError> for StepError {
-    fn from(e: DbError) -> Self {
-        match e {
-            DbError::LeaseLost(_) => StepError::LeaseLost,
-            e => StepError::Db(e),
-        }
-    }
-}
-
-impl StepError {
-    fn pve(step: Step) -> impl FnOnce(PveError) -> StepError {
-        move |error| StepError::Pve { step, error }
-    }
-
-    /// Whether another attempt may succeed.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            StepError::Pve { error, .. } => error.is_transient(),
-            StepError::Db(e) => e.is_unavailable(),
-            StepError::Transient { .. } | StepError::LeaseLost | StepError::ShuttingDown => true,
-            StepError::Permanent { .. } => false,
-        }
-    }
-
-    /// The error the tenant sees: [`StepError::failure`] without the operators' detail.
-    pub fn job_error(&self) -> JobError {
-        self.failure().error
-    }
-
-    /// The failure as the ledger records it. The tenant's message is ours and names the step in
-    /// plain words; Proxmox's text, the request's method and path (which name the node and the
-    /// guest), per-parameter errors, task logs and database errors go to the detail only: they
-    /// can hold storage hosts, addresses and device paths.
-    pub fn failure(&self) -> Failure {
-        let retryable = self.is_transient();
-        let (code, message, detail) = match self {
-            StepError::Pve { step, error } => {
-                let action = step.plain_action();
-                let (code, message) = match error {
-                    PveError::Timeout { .. } | PveError::TaskTimeout { .. } => {
-                        (ErrorCode::Timeout, format!("Proxmox did not answer in time and could not {action}"))
-                    }
-                    e if e.is_transient() => {
-                        (ErrorCode::ProxmoxUnavailable, format!("Proxmox was unavailable and could not {action}"))
-                    }
-                    _ => (ErrorCode::ProxmoxRejected, format!("Proxmox could not {action}")),
-                };
-                (code, message, Some(pve_detail(*step, error)))
-            }
-            StepError::Db(e) if e.is_unavailable() => {
-                (ErrorCode::ServiceUnavailable, "the database was unavailable".to_owned(), Some(e.to_string()))
-            }
-            StepError::Db(e) => (ErrorCode::Internal, "internal error".to_owned(), Some(e.to_string())),
-            StepError::Permanent { code, message, detail } | StepError::Transient { code, message, detail } => {
-                (*code, message.clone(), detail.clone())
-            }
-            StepError::LeaseLost => (ErrorCode::LeaseExpired, "the worker lost the job's lease".to_owned(), None),
-            StepError::ShuttingDown => {
-                (ErrorCode::ServiceUnavailable, "the worker shut down; the job resumes elsewhere".to_owned(), None)
-            }
-        };
-        Failure { error: JobError { code, message, retryable }, detail }
-    }
-}
-
-/// The operators' account of a Proxmox failure: the step, the client's error (method, API path,
-/// status, Proxmox's message, per-parameter errors; a task's UPID and exit status) and the end of
-/// a failed task's log.
-fn pve_detail(step: Step, error: &PveError) -> String {
-    let mut detail = format!("{step}: {error}");
-    if let PveError::TaskFailed { log_tail, .. } = error
-        && !log_tail.is_empty()
-    {
-        detail.push_str("; task log: ");
-        detail.push_str(&log_tail.join(" | "));
-    }
-    detail
-}
-
-/// What handling one message did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// The job was not claimable (running elsewhere, final, or not due): nothing done.
-    NotClaimed,
-    /// The instance is running.
-    Succeeded,
-    /// A transient failure; the ledger re-queues the job after this delay.
-    RetryScheduled(Duration),
-    /// The job failed for good with this error; the instance is failed.
-    Failed(JobError),
-    /// Shutdown: the job went back to the queue at its current step.
-    Released,
-    /// The lease was lost mid-run; whoever holds the job now finishes it.
-    LeaseLost,
-}
-
-/// The apalis handler of the provision queue. Errors are returned only when the job could not
-/// be claimed or settled because Postgres was unreachable: the queue then redelivers the
-/// message later. Everything else is acknowledged, the ledger having recorded the result.
-pub async fn handle(message: Dispatch, env: Data<Arc<Env>>) -> Result<(), BoxDynError> {
-    let job_id = message.job_id;
-    match run(&env, job_id).await {
-        Ok(outcome) => {
-            tracing::debug!(job.id = %job_id, ?outcome, "provision message handled");
-            Ok(())
-        }
-        Err(e) => {
-            tracing::warn!(job.id = %job_id, error = %e, "provision could not reach the ledger; redelivering");
-            Err(Box::new(e))
-        }
-    }
-}
-
-/// Claims job `job_id` and runs it to an outcome, keeping the lease alive meanwhile.
+/// Claims provision (or rebuild) job `job_id` and runs it to an outcome.
 pub async fn run(env: &Env, job_id: JobId) -> Result<Outcome, DbError> {
-    // Claims of jobs delivered together share a statement (`nimbus_jobs::ledger`).
-    let claimed = env.ledger.claim(job_id).await.map_err(|e| {
-        // Keep "the database could not be reached" recognisable (`DbError::is_unavailable`).
-        DbError::Sqlx(if e.unavailable { sqlx::Error::PoolTimedOut } else { sqlx::Error::Protocol(e.to_string()) })
-    })?;
-    let Some(job) = claimed else {
-        return Ok(Outcome::NotClaimed);
-    };
-    tracing::info!(job.id = %job_id, job.attempt = job.attempts, job.step = job.step.as_deref().unwrap_or("-"), "provision claimed");
-    env.events.publish(job_id).await;
-    let lease_lost = CancellationToken::new();
-    let keeper = tokio::spawn(keep_lease(env.clone(), job_id, lease_lost.clone()));
-    let result = match Provision::load(env, job.clone(), lease_lost.clone()).await {
-        Ok(mut p) => p.run().await.map(|()| p),
-        Err(e) => Err(e),
-    };
-    keeper.abort();
-    let outcome = settle(env, &job, result).await;
-    env.events.publish(job_id).await;
-    outcome
-}
-
-/// Renews the job's lease every third of its length; fires `lost` when it can no longer.
-async fn keep_lease(env: Env, job: JobId, lost: CancellationToken) {
-    let every = env.settings.lease / 3;
-    loop {
-        tokio::time::sleep(every).await;
-        match jobs::extend_lease(&env.db, job, &env.worker_id, env.settings.lease).await {
-            Ok(_) => {}
-            Err(DbError::LeaseLost(_)) => {
-                tracing::warn!(job.id = %job, "lease lost; stopping");
-                lost.cancel();
-                return;
-            }
-            // The lease may still be valid; the next tick tries again.
-            Err(e) => tracing::warn!(job.id = %job, error = %e, "lease renewal failed"),
-        }
-    }
-}
-
-/// Records the run's end in the ledger (and the instance), in one transaction.
-async fn settle(env: &Env, job: &Job, result: Result<Provision, StepError>) -> Result<Outcome, DbError> {
-    let worker = env.worker_id.as_str();
-    match result {
-        Ok(p) => {
-            let mut tx = env.db.begin().await?;
-            instances::set_ip_addresses(&mut *tx, p.instance.id, &p.ips).await?;
-            instances::set_status(&mut *tx, p.instance.id, InstanceStatus::Running).await?;
-            match jobs::complete(&mut *tx, job.id, worker, None).await {
-                Ok(_) => {}
-                Err(DbError::LeaseLost(_)) => return Ok(Outcome::LeaseLost),
-                Err(e) => return Err(e),
-            }
-            tx.commit().await?;
-            tracing::info!(job.id = %job.id, vm.id = %p.instance.id, vm.ips = ?p.ips, "provisioned");
-            Ok(Outcome::Succeeded)
-        }
-        Err(StepError::LeaseLost) => Ok(Outcome::LeaseLost),
-        Err(StepError::ShuttingDown) => {
-            // Not the job's fault: back to the queue without spending the attempt; whoever takes
-            // it next resumes at the step recorded.
-            match jobs::release(&env.db, job.id, worker, "released by a worker shutting down").await {
-                Ok(_) => Ok(Outcome::Released),
-                Err(DbError::LeaseLost(_)) => Ok(Outcome::LeaseLost),
-                Err(e) => Err(e),
-            }
-        }
-        Err(e) => {
-            let last_attempt = job.attempts >= job.max_attempts;
-            let Failure { mut error, detail } = e.failure();
-            if error.retryable && last_attempt {
-                error = JobError {
-                    code: ErrorCode::AttemptsExhausted,
-                    message: format!("gave up after {} attempts; last error: {}", job.attempts, error.message),
-                    retryable: true,
-                };
-            }
-            let retry_in = env.settings.retry.next_retry_in(job.attempts.max(1) as u32);
-            // The request id is what a tenant quotes; the log holds what they were not shown.
-            let rid = job.request_id.as_deref().unwrap_or("-");
-            if let StepError::Db(db) = &e {
-                tracing::error!(job.id = %job.id, request.id = rid, error = %db, "provision step failed on the database");
-            } else {
-                tracing::warn!(job.id = %job.id, request.id = rid, code = error.code.as_str(), error = %e, "provision attempt failed");
-            }
-            let mut tx = env.db.begin().await?;
-            let failed =
-                match jobs::fail_with_detail(&mut *tx, job.id, worker, &error, detail.as_deref(), retry_in).await {
-                    Ok(j) => j,
-                    Err(DbError::LeaseLost(_)) => return Ok(Outcome::LeaseLost),
-                    Err(e) => return Err(e),
-                };
-            if failed.status == JobStatus::Failed
-                && let Some(instance) = instance_of(job)
-            {
-                instances::set_status(&mut *tx, instance, InstanceStatus::Failed).await?;
-            }
-            tx.commit().await?;
-            Ok(match failed.status {
-                JobStatus::Failed => Outcome::Failed(error),
-                _ => Outcome::RetryScheduled(retry_in),
-            })
-        }
-    }
+    step_machine::run::<Provision>(env, job_id).await
 }
 
 /// The instance a provision job acts on (its first `instance` resource).
-pub fn instance_of(job: &Job) -> Option<InstanceId> {
-    job.resources.iter().find(|r| r.kind == "instance").and_then(|r| r.id.parse().ok())
-}
+pub use crate::step_machine::instance_of;
 
-/// The description tag that marks a guest as the instance's (what adoption checks).
-pub fn ownership_tag(instance: InstanceId) -> String {
-    format!("nimbus-instance={instance}")
-}
+pub use crate::guest_ops::ownership_tag;
 
-/// One provision attempt in progress.
+/// One provision (or rebuild) attempt in progress.
 pub struct Provision {
-    env: Env,
-    job: Job,
+    run: Run,
     payload: ProvisionVm,
+    /// `Some` for a rebuild: what the request asked for.
+    rebuild: Option<RebuildInstance>,
     instance: Instance,
     vmid: Option<u32>,
-    lease_lost: CancellationToken,
     ips: Vec<String>,
 }
 
 impl std::fmt::Debug for Provision {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Provision").field("job", &self.job.id).field("step", &self.job.step).finish()
+        f.debug_struct("Provision").field("run", &self.run).finish()
+    }
+}
+
+impl Operation for Provision {
+    type Step = Step;
+    const NAME: &'static str = "provision";
+
+    /// Reads the claimed job's payload, instance and existing VMID reservation.
+    async fn load(run: Run) -> Result<Provision, StepError> {
+        let id = run.instance_id()?;
+        let instance = instances::get_any(run.db(), id).await?;
+        let (payload, rebuild) = if run.job.kind == nimbus_domain::JobKind::Rebuild {
+            let rebuild: RebuildInstance = run.payload()?;
+            (crate::rebuild::as_provision(&rebuild, &instance)?, Some(rebuild))
+        } else {
+            (run.payload::<ProvisionVm>()?, None)
+        };
+        if instance.kind != payload.kind {
+            return Err(StepError::permanent(
+                ErrorCode::Internal,
+                format!("the job is for a {} guest but the instance is {}", payload.kind, instance.kind),
+                None,
+            ));
+        }
+        let mut instance = instance;
+        if let Some(keys) = rebuild.as_ref().and_then(|r| r.ssh_keys.clone()) {
+            instance.ssh_keys = keys;
+        }
+        // The reservation is the truth about the VMID (the payload copy is for display).
+        let vmid = instances::reservation(run.db(), id).await?.map(|r| r.vmid as u32);
+        Ok(Provision { run, payload, rebuild, instance, vmid, ips: Vec::new() })
+    }
+
+    fn run(&self) -> &Run {
+        &self.run
+    }
+
+    fn run_mut(&mut self) -> &mut Run {
+        &mut self.run
+    }
+
+    fn steps(&self) -> &'static [Step] {
+        if self.rebuild.is_some() { &Step::REBUILD } else { &Step::ALL }
+    }
+
+    fn node(&self) -> &str {
+        &self.payload.node
+    }
+
+    /// Without a reservation, the VMID comes first whatever was recorded (it was given up
+    /// because a foreign guest took it). A rebuild keeps its reservation.
+    fn next_step(&self) -> Option<Step> {
+        if self.vmid.is_none() && self.rebuild.is_none() {
+            return Some(Step::ReserveVmid);
+        }
+        step_machine::resume_after(self.steps(), self.run.job.step.as_deref())
+    }
+
+    async fn execute(&mut self, step: Step) -> Result<(), StepError> {
+        match step {
+            Step::Destroy => crate::rebuild::remove_old_guest(self).await,
+            Step::ReserveVmid => self.reserve_vmid().await,
+            Step::Clone => self.clone_template().await,
+            Step::Configure => self.configure().await,
+            Step::ResizeDisk => self.resize_disk().await,
+            Step::Start => self.start().await,
+            Step::WaitForIp => self.wait_for_ip().await,
+        }
+    }
+
+    /// The last step is recorded by completion itself, together with the IPs: a retry after a
+    /// crash here asks the agent again rather than trusting a record without them.
+    fn records(&self, step: Step) -> bool {
+        step != Step::WaitForIp
+    }
+
+    fn patch(&self, step: Step) -> Option<Value> {
+        (step == Step::ReserveVmid).then(|| json!({ "vmid": self.vmid }))
+    }
+
+    async fn succeeded(&self, tx: &mut PgConnection) -> Result<(), DbError> {
+        let id = self.instance.id;
+        instances::set_ip_addresses(&mut *tx, id, &self.ips).await?;
+        instances::set_status(&mut *tx, id, InstanceStatus::Running).await?;
+        if let Some(rebuild) = &self.rebuild {
+            instances::set_template(&mut *tx, id, &rebuild.template).await?;
+            if rebuild.ssh_keys.is_some() {
+                instances::set_ssh_keys(&mut *tx, id, &self.instance.ssh_keys).await?;
+            }
+        }
+        tracing::info!(job.id = %self.run.job.id, vm.id = %id, vm.ips = ?self.ips, "guest ready");
+        Ok(())
+    }
+
+    /// A provision that failed for good: the instance is failed (its quota released) and its
+    /// cleanup is enqueued. A rebuild that failed for good leaves the instance failed too: its
+    /// old guest may be gone, so it is not what the tenant had; they may rebuild or delete it.
+    async fn failed(job: &Job, tx: &mut PgConnection) -> Result<(), DbError> {
+        let Some(instance) = instance_of(job) else { return Ok(()) };
+        instances::set_status(&mut *tx, instance, InstanceStatus::Failed).await?;
+        if job.kind == nimbus_domain::JobKind::Provision {
+            let mut cleanup = DeleteInstance { cleanup: true }.new_job();
+            cleanup.resources = job.resources.clone();
+            cleanup.request_id = job.request_id.clone();
+            jobs::enqueue(&mut *tx, job.tenant_id, &cleanup).await?;
+        }
+        Ok(())
     }
 }
 
 impl Provision {
-    /// Reads the claimed job's payload, instance and existing VMID reservation.
+    /// Reads the claimed job's payload, instance and existing VMID reservation (a run outside
+    /// the queue, e.g. a test stepping through it).
     pub async fn load(env: &Env, job: Job, lease_lost: CancellationToken) -> Result<Provision, StepError> {
-        let payload: ProvisionVm = serde_json::from_value(job.payload.clone()).map_err(|e| StepError::Permanent {
-            code: ErrorCode::Internal,
-            message: "the job's input could not be read".to_owned(),
-            detail: Some(format!("the payload is not a provision payload: {e}")),
-        })?;
-        let id = instance_of(&job).ok_or_else(|| StepError::Permanent {
-            code: ErrorCode::Internal,
-            message: "the job names no instance".to_owned(),
-            detail: None,
-        })?;
-        let instance = instances::get_any(&env.db, id).await?;
-        if instance.kind != payload.kind {
-            return Err(StepError::Permanent {
-                code: ErrorCode::Internal,
-                message: format!("the job is for a {} guest but the instance is {}", payload.kind, instance.kind),
-                detail: None,
-            });
-        }
-        // The reservation is the truth about the VMID (the payload copy is for display).
-        let vmid = instances::reservation(&env.db, id).await?.map(|r| r.vmid as u32);
-        Ok(Provision { env: env.clone(), job, payload, instance, vmid, lease_lost, ips: Vec::new() })
+        <Provision as Operation>::load(Run::new(env.clone(), job, lease_lost)).await
     }
 
     /// The instance.
@@ -488,120 +306,39 @@ impl Provision {
         &self.ips
     }
 
-    /// The step to run next (`None`: all done). Without a reservation, the VMID comes first
-    /// whatever was recorded (it was given up because a foreign guest took it).
+    /// The step to run next (`None`: all done).
     pub fn next_step(&self) -> Option<Step> {
-        if self.vmid.is_none() {
-            return Some(Step::ReserveVmid);
-        }
-        Step::resume_after(self.job.step.as_deref())
+        <Provision as Operation>::next_step(self)
     }
 
-    /// Runs the remaining steps, recording each, holding a node permit around those that load
-    /// the node.
+    /// Runs the remaining steps, recording each.
     pub async fn run(&mut self) -> Result<(), StepError> {
-        let mut permit: Option<Permit> = None;
-        let result = async {
-            let Some(first) = self.next_step() else { return Ok(()) };
-            let start = Step::ALL.iter().position(|s| *s == first).unwrap_or(0);
-            for step in Step::ALL[start..].iter().copied() {
-                self.check_stop()?;
-                if step.needs_node_permit() && permit.is_none() {
-                    permit = Some(self.node_permit().await?);
-                } else if !step.needs_node_permit()
-                    && let Some(p) = permit.take()
-                {
-                    p.release().await;
-                }
-                self.execute(step).await?;
-                // The last step is recorded by completion itself, together with the IPs: a
-                // retry after a crash here asks the agent again rather than trusting a record
-                // without them.
-                if step != Step::WaitForIp {
-                    self.record(step).await?;
-                }
-            }
-            Ok(())
-        }
-        .await;
-        if let Some(p) = permit {
-            p.release().await;
-        }
-        result
-    }
-
-    fn check_stop(&self) -> Result<(), StepError> {
-        if self.lease_lost.is_cancelled() {
-            return Err(StepError::LeaseLost);
-        }
-        if self.env.shutdown.is_cancelled() {
-            return Err(StepError::ShuttingDown);
-        }
-        Ok(())
-    }
-
-    async fn node_permit(&self) -> Result<Permit, StepError> {
-        let holder = format!("{}:{}", self.env.worker_id, self.job.id);
-        let stop = self.stop_token();
-        let acquired = self.env.caps.acquire(&self.payload.node, &holder, &stop).await;
-        stop.cancel();
-        match acquired {
-            Ok(Some(p)) => Ok(p),
-            Ok(None) => Err(self.check_stop().err().unwrap_or(StepError::ShuttingDown)),
-            Err(e) => Err(StepError::Transient {
-                code: ErrorCode::ServiceUnavailable,
-                message: "the node's concurrency limit could not be checked".to_owned(),
-                detail: Some(format!("node {}: {e}", self.payload.node)),
-            }),
-        }
-    }
-
-    /// Fires when [`Provision::check_stop`] would stop the run (lease loss or shutdown), for
-    /// waits inside a step. Cancel it when done waiting.
-    fn stop_token(&self) -> CancellationToken {
-        let token = CancellationToken::new();
-        let lost = self.lease_lost.clone();
-        let shutdown = self.env.shutdown.clone();
-        let t = token.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = lost.cancelled() => t.cancel(),
-                _ = shutdown.cancelled() => t.cancel(),
-                _ = t.cancelled() => {}
-            }
-        });
-        token
+        step_machine::drive(self).await
     }
 
     /// Records `step` as done in the ledger (fenced by the lease).
     pub async fn record(&mut self, step: Step) -> Result<(), StepError> {
-        let patch = (step == Step::ReserveVmid).then(|| json!({ "vmid": self.vmid }));
-        let job = jobs::record_progress(
-            &self.env.db,
-            self.job.id,
-            &self.env.worker_id,
-            Progress { progress: step.progress(), step: Some(step.done_name()), message: None, payload_patch: patch },
-        )
-        .await?;
-        self.job = job;
-        self.env.events.publish(self.job.id).await;
-        Ok(())
+        let patch = <Provision as Operation>::patch(self, step);
+        self.run.record(step, patch, None).await
     }
 
     /// Does `step`'s work without recording it; safe to repeat.
     pub async fn execute(&mut self, step: Step) -> Result<(), StepError> {
-        match step {
-            Step::ReserveVmid => self.reserve_vmid().await,
-            Step::Clone => self.clone_template().await,
-            Step::Configure => self.configure().await,
-            Step::ResizeDisk => self.resize_disk().await,
-            Step::Start => self.start().await,
-            Step::WaitForIp => self.wait_for_ip().await,
-        }
+        <Provision as Operation>::execute(self, step).await
+    }
+
+    /// The node the guest lives on.
+    pub(crate) fn node_name(&self) -> &str {
+        &self.payload.node
+    }
+
+    /// The job's run.
+    pub(crate) fn job_run(&self) -> &Run {
+        &self.run
     }
 
     fn db(&self) -> &PgPool {
-        &self.env.db
+        &self.run.env.db
     }
 
     fn reserved_vmid(&self) -> Result<u32, StepError> {
@@ -613,11 +350,11 @@ impl Provision {
     }
 
     fn guest(&self) -> Result<QemuApi, StepError> {
-        Ok(self.env.pve.node(&self.payload.node).qemu(self.reserved_vmid()?))
+        Ok(self.run.env.pve.node(&self.payload.node).qemu(self.reserved_vmid()?))
     }
 
     fn container(&self) -> Result<LxcApi, StepError> {
-        Ok(self.env.pve.node(&self.payload.node).lxc(self.reserved_vmid()?))
+        Ok(self.run.env.pve.node(&self.payload.node).lxc(self.reserved_vmid()?))
     }
 
     fn is_lxc(&self) -> bool {
@@ -625,7 +362,7 @@ impl Provision {
     }
 
     async fn reserve_vmid(&mut self) -> Result<(), StepError> {
-        let settings = &self.env.settings;
+        let settings = &self.run.env.settings;
         let node = self.payload.node.clone();
         let reservation = match instances::reservation(self.db(), self.instance.id).await? {
             Some(r) => r,
@@ -635,13 +372,13 @@ impl Provision {
                 for _ in 0..1000 {
                     let candidate = instances::next_free_vmid(self.db(), &settings.cluster, from).await?;
                     // Proxmox may hold guests Nimbus does not manage: skip their ids.
-                    match self.env.pve.next_id(Some(candidate as u32)).await {
+                    match self.run.env.pve.next_id(Some(candidate as u32)).await {
                         Ok(_) => {}
                         Err(e) if e.is_already_exists() || e.param_errors().is_some_and(|p| p.contains_key("vmid")) => {
                             from = candidate + 1;
                             continue;
                         }
-                        Err(e) => return Err(StepError::Pve { step: Step::ReserveVmid, error: e }),
+                        Err(e) => return Err(StepError::pve(Step::ReserveVmid)(e)),
                     }
                     match instances::reserve_vmid(
                         self.db(),
@@ -677,26 +414,8 @@ impl Provision {
 
     /// Where a guest with our VMID lives, and whether it is ours.
     async fn existing_guest(&self, vmid: u32) -> Result<Option<(String, bool)>, StepError> {
-        let resources =
-            self.env.pve.cluster_resources(Some(ResourceType::Vm)).await.map_err(StepError::pve(Step::Clone))?;
-        let Some((kind, node)) =
-            resources.into_iter().find(|r| r.vmid == Some(vmid)).and_then(|r| Some((r.kind, r.node?)))
-        else {
-            return Ok(None);
-        };
-        // A guest of the other kind under our VMID is not ours, whatever its description says.
-        if kind != self.payload.kind.as_str() {
-            return Ok(Some((node, false)));
-        }
-        let api = self.env.pve.node(&node);
-        let description = if self.is_lxc() {
-            api.lxc(vmid).config().await.map_err(StepError::pve(Step::Clone))?.description
-        } else {
-            api.qemu(vmid).config().await.map_err(StepError::pve(Step::Clone))?.description
-        };
-        let tag = ownership_tag(self.instance.id);
-        let ours = description.as_deref().is_some_and(|d| d.contains(&tag));
-        Ok(Some((node, ours)))
+        let found = guest_ops::find(&self.run.env, Step::Clone, vmid, self.payload.kind, self.instance.id).await?;
+        Ok(found.map(|f| (f.node, f.ours)))
     }
 
     /// Adopts an existing guest under our VMID, or gives the VMID up when it is foreign.
@@ -704,7 +423,7 @@ impl Provision {
         match self.existing_guest(vmid).await? {
             None => Ok(false),
             Some((node, true)) if node == self.payload.node => {
-                tracing::info!(job.id = %self.job.id, vm.vmid = vmid, "adopting the guest an earlier attempt cloned");
+                tracing::info!(job.id = %self.run.job.id, vm.vmid = vmid, "adopting the guest an earlier attempt cloned");
                 self.wait_unlocked().await?;
                 Ok(true)
             }
@@ -729,7 +448,7 @@ impl Provision {
     /// Waits while a task (e.g. an earlier attempt's clone) holds the guest's lock.
     async fn wait_unlocked(&self) -> Result<(), StepError> {
         let vmid = self.reserved_vmid()?;
-        let deadline = tokio::time::Instant::now() + self.env.settings.task_timeout;
+        let deadline = tokio::time::Instant::now() + self.run.env.settings.task_timeout;
         loop {
             let lock = if self.is_lxc() {
                 self.container()?.config().await.map_err(StepError::pve(Step::Clone))?.lock
@@ -744,7 +463,7 @@ impl Provision {
                     detail: Some(format!("guest {vmid} on node {} is still locked ({lock})", self.payload.node)),
                 });
             }
-            self.check_stop()?;
+            self.run.check_stop()?;
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
@@ -756,9 +475,9 @@ impl Provision {
         }
         let created = if self.is_lxc() {
             let params = self.lxc_create(vmid).await?;
-            self.env.pve.node(&self.payload.node).create_lxc(&params).await
+            self.run.env.pve.node(&self.payload.node).create_lxc(&params).await
         } else {
-            let template = self.env.pve.node(&self.payload.node).qemu(self.payload.template_vmid);
+            let template = self.run.env.pve.node(&self.payload.node).qemu(self.payload.template_vmid);
             let params =
                 QemuClone::new(vmid).name(self.instance.name.clone()).description(ownership_tag(self.instance.id));
             template.clone_to(&params).await
@@ -767,21 +486,22 @@ impl Provision {
             Ok(upid) => upid,
             // A concurrent or earlier attempt created it between our check and the clone.
             Err(e) if e.is_already_exists() => {
-                return if self.adopt_or_release(vmid).await? {
-                    Ok(())
-                } else {
-                    Err(StepError::Pve { step: Step::Clone, error: e })
-                };
+                return if self.adopt_or_release(vmid).await? { Ok(()) } else { Err(StepError::pve(Step::Clone)(e)) };
             }
-            Err(e) => return Err(StepError::Pve { step: Step::Clone, error: e }),
+            Err(e) => return Err(StepError::pve(Step::Clone)(e)),
         };
-        self.env.pve.wait_task(&upid, self.env.settings.task_timeout).await.map_err(StepError::pve(Step::Clone))?;
+        self.run
+            .env
+            .pve
+            .wait_task(&upid, self.run.env.settings.task_timeout)
+            .await
+            .map_err(StepError::pve(Step::Clone))?;
         Ok(())
     }
 
     /// The volume id of the node's `vztmpl` archive named like the instance's template.
     async fn ostemplate(&self) -> Result<String, StepError> {
-        let api = self.env.pve.node(&self.payload.node);
+        let api = self.run.env.pve.node(&self.payload.node);
         let query = StorageListQuery { content: Some("vztmpl".into()), ..Default::default() };
         for storage in api.storage_list(&query).await.map_err(StepError::pve(Step::Clone))? {
             let content = api
@@ -833,7 +553,7 @@ impl Provision {
         let mut options = QemuOptions::new()
             .cores(i.cores.max(1) as u32)
             .memory(i.memory_mib.max(1) as u64)
-            .ciuser(self.env.settings.ciuser.clone())
+            .ciuser(self.run.env.settings.ciuser.clone())
             .ipconfig(0, IpConfig::dhcp());
         if !i.ssh_keys.is_empty() {
             options = options.ssh_keys(&i.ssh_keys);
@@ -846,37 +566,9 @@ impl Provision {
             // The root filesystem was created at the instance's size.
             return Ok(());
         }
-        let guest = self.guest()?;
-        let config = guest.config().await.map_err(StepError::pve(Step::ResizeDisk))?;
-        let disks = config.disks();
-        // The boot disk: the first disk of `boot: order=…`, else the first disk slot.
-        let boot = config
-            .boot
-            .as_deref()
-            .and_then(|b| b.strip_prefix("order="))
-            .and_then(|order| order.split(';').find(|d| disks.contains_key(*d)).map(str::to_owned))
-            .or_else(|| disks.keys().find(|k| !disks[*k].contains("media=cdrom")).cloned())
-            .ok_or_else(|| StepError::Permanent {
-                code: ErrorCode::ProxmoxRejected,
-                message: "the template has no disk to grow".to_owned(),
-                detail: config.boot.clone().map(|b| format!("boot: {b}")),
-            })?;
-        let want = (self.instance.disk_gib.max(1) as u64) << 30;
-        let have = nimbus_proxmox::propstring::disk_size_bytes(&disks[&boot]).unwrap_or(0);
-        if have >= want {
-            // Already grown (a retry), or the template is at least as large: never shrink.
-            return Ok(());
-        }
-        let upid = guest
-            .resize(&boot, &format!("{}G", self.instance.disk_gib))
-            .await
-            .map_err(StepError::pve(Step::ResizeDisk))?;
-        self.env
-            .pve
-            .wait_task(&upid, self.env.settings.task_timeout)
-            .await
-            .map_err(StepError::pve(Step::ResizeDisk))?;
-        Ok(())
+        let vmid = self.reserved_vmid()?;
+        let (kind, gib) = (self.payload.kind, self.instance.disk_gib);
+        guest_ops::grow_disk(&self.run.env, Step::ResizeDisk, kind, &self.payload.node, vmid, gib).await
     }
 
     async fn start(&mut self) -> Result<(), StepError> {
@@ -890,21 +582,16 @@ impl Provision {
     }
 
     async fn start_guest<K: GuestKind>(&self, guest: &Guest<K>) -> Result<(), StepError> {
-        if guest.status().await.map_err(StepError::pve(Step::Start))?.is_running() {
-            return Ok(());
-        }
-        let upid = guest.start().await.map_err(StepError::pve(Step::Start))?;
-        self.env.pve.wait_task(&upid, self.env.settings.task_timeout).await.map_err(StepError::pve(Step::Start))?;
-        Ok(())
+        guest_ops::start(&self.run.env, guest, Step::Start).await
     }
 
     async fn wait_for_ip(&mut self) -> Result<(), StepError> {
         let lxc = self.is_lxc();
         let guest = self.guest()?;
         let container = self.container()?;
-        let settings = &self.env.settings;
+        let settings = &self.run.env.settings;
         let deadline = tokio::time::Instant::now() + settings.ip_timeout;
-        let stop = self.stop_token();
+        let stop = self.run.stop_token();
         let result = loop {
             let reported = if lxc {
                 container.interfaces().await.map(|i| container_addresses(&i))
@@ -919,7 +606,7 @@ impl Provision {
                 }
                 // The agent answers only once the guest has booted (containers answer at once).
                 Err(e) if e.is_transient() => {}
-                Err(e) => break Err(StepError::Pve { step: Step::WaitForIp, error: e }),
+                Err(e) => break Err(StepError::pve(Step::WaitForIp)(e)),
             }
             if tokio::time::Instant::now() >= deadline {
                 break Err(StepError::Transient {
@@ -929,7 +616,7 @@ impl Provision {
                 });
             }
             tokio::select! {
-                _ = stop.cancelled() => break Err(self.check_stop().err().unwrap_or(StepError::ShuttingDown)),
+                _ = stop.cancelled() => break Err(self.run.check_stop().err().unwrap_or(StepError::ShuttingDown)),
                 _ = tokio::time::sleep(settings.ip_poll) => {}
             }
         };
@@ -974,10 +661,12 @@ fn global_addresses<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nimbus_proxmox::{AgentInterface, AgentIpAddress};
+    use nimbus_domain::JobError;
+    use nimbus_proxmox::{AgentInterface, AgentIpAddress, PveError};
 
     #[test]
     fn resumes_after_the_recorded_step() {
+        assert_eq!(step_machine::resume_after(&Step::REBUILD, Some("old_guest_removed")), Some(Step::Clone));
         assert_eq!(Step::resume_after(None), Some(Step::ReserveVmid));
         assert_eq!(Step::resume_after(Some("vmid_reserved")), Some(Step::Clone));
         assert_eq!(Step::resume_after(Some("cloned")), Some(Step::Configure));
@@ -1008,17 +697,6 @@ mod tests {
         assert_eq!(guest_addresses(&ifaces), vec!["10.10.3.7".to_owned(), "fd00::7".to_owned()]);
     }
 
-    #[test]
-    fn errors_carry_codes_and_retryability() {
-        let e = StepError::Permanent { code: ErrorCode::ProxmoxRejected, message: "no".into(), detail: None };
-        assert_eq!(
-            e.job_error(),
-            JobError { code: ErrorCode::ProxmoxRejected, message: "no".into(), retryable: false }
-        );
-        assert!(StepError::ShuttingDown.is_transient());
-        assert_eq!(StepError::from(DbError::LeaseLost(JobId::from_uuid(uuid::Uuid::nil()))).to_string(), "lease lost");
-    }
-
     /// What a storage failure on a real cluster says: a host, its address, a device path and an
     /// API path.
     const LEAKY: &str = "storage-7.dc1.example.net (10.20.30.40): cannot open /dev/mapper/pve-vm--100--disk--0 \
@@ -1042,34 +720,34 @@ mod tests {
             nimbus_proxmox::upid::Upid::parse("UPID:pve1:000FF1FD:10F9374C:630D702C:qmclone:100:root@pam:").unwrap();
         let cases = [
             (
-                StepError::Pve { step: Step::Clone, error: api_error(500, LEAKY, &[]) },
+                StepError::Pve { step: Step::Clone.label(), error: Box::new(api_error(500, LEAKY, &[])) },
                 ErrorCode::ProxmoxRejected,
                 "Proxmox could not clone the template",
                 false,
             ),
             (
                 StepError::Pve {
-                    step: Step::Configure,
-                    error: api_error(400, "Parameter verification failed.", &[("sshkeys", LEAKY)]),
+                    step: Step::Configure.label(),
+                    error: Box::new(api_error(400, "Parameter verification failed.", &[("sshkeys", LEAKY)])),
                 },
                 ErrorCode::ProxmoxRejected,
                 "Proxmox could not configure the guest",
                 false,
             ),
             (
-                StepError::Pve { step: Step::Start, error: api_error(595, LEAKY, &[]) },
+                StepError::Pve { step: Step::Start.label(), error: Box::new(api_error(595, LEAKY, &[])) },
                 ErrorCode::ProxmoxUnavailable,
                 "Proxmox was unavailable and could not start the guest",
                 true,
             ),
             (
                 StepError::Pve {
-                    step: Step::Clone,
-                    error: PveError::Timeout {
+                    step: Step::Clone.label(),
+                    error: Box::new(PveError::Timeout {
                         method: "POST".into(),
                         path: "/nodes/pve1/qemu/100/clone".into(),
                         after: Duration::from_secs(30),
-                    },
+                    }),
                 },
                 ErrorCode::Timeout,
                 "Proxmox did not answer in time and could not clone the template",
@@ -1077,12 +755,12 @@ mod tests {
             ),
             (
                 StepError::Pve {
-                    step: Step::Clone,
-                    error: PveError::TaskFailed {
+                    step: Step::Clone.label(),
+                    error: Box::new(PveError::TaskFailed {
                         upid: upid.clone(),
                         exitstatus: LEAKY.into(),
                         log_tail: vec!["create full clone of drive scsi0 (storage-7.dc1.example.net)".into()],
-                    },
+                    }),
                 },
                 ErrorCode::ProxmoxRejected,
                 "Proxmox could not clone the template",
@@ -1090,12 +768,12 @@ mod tests {
             ),
             (
                 StepError::Pve {
-                    step: Step::ResizeDisk,
-                    error: PveError::TaskTimeout {
+                    step: Step::ResizeDisk.label(),
+                    error: Box::new(PveError::TaskTimeout {
                         upid,
                         waited: Duration::from_secs(20),
                         last_error: Some(LEAKY.into()),
-                    },
+                    }),
                 },
                 ErrorCode::Timeout,
                 "Proxmox did not answer in time and could not grow the disk",
@@ -1113,7 +791,7 @@ mod tests {
             let detail = detail.expect("a Proxmox failure has a detail");
             assert!(detail.starts_with(&e.to_string()), "{detail}");
             assert!(detail.contains("/nodes/pve1") || detail.contains("UPID:pve1"), "{detail}");
-            if !matches!(e, StepError::Pve { error: PveError::Timeout { .. }, .. }) {
+            if !matches!(&e, StepError::Pve { error, .. } if matches!(**error, PveError::Timeout { .. })) {
                 assert!(detail.contains("storage-7.dc1.example.net") && detail.contains("10.20.30.40"), "{detail}");
             }
         }
@@ -1124,12 +802,12 @@ mod tests {
         let upid =
             nimbus_proxmox::upid::Upid::parse("UPID:pve1:000FF1FD:10F9374C:630D702C:qmclone:100:root@pam:").unwrap();
         let e = StepError::Pve {
-            step: Step::Clone,
-            error: PveError::TaskFailed {
+            step: Step::Clone.label(),
+            error: Box::new(PveError::TaskFailed {
                 upid,
                 exitstatus: "clone failed".into(),
                 log_tail: vec!["lvcreate '/dev/mapper/pve-vm--100--disk--0' failed".into()],
-            },
+            }),
         };
         let failure = e.failure();
         assert!(failure.detail.unwrap().contains("task log: lvcreate '/dev/mapper/pve-vm--100--disk--0'"));

@@ -10,7 +10,7 @@ use nimbus_db::{DbError, PgPool, instances};
 use nimbus_domain::{InstanceStatus, JobKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::provision_vm::instance_of;
+use crate::step_machine::instance_of;
 
 /// One recovery pass.
 pub async fn tick(db: &PgPool) -> Result<Recovered, DbError> {

@@ -1,6 +1,6 @@
-//! A worker process's moving parts, wired together: the provision pool (apalis over
-//! nimbus-queue), the outbox relay and the lease recovery tick, all stopped by one shutdown
-//! token. On shutdown the pool stops fetching, hands unstarted messages back to Redis, and
+//! A worker process's moving parts, wired together: one pool per queue it consumes (apalis over
+//! nimbus-queue; all queues unless `WORKER_QUEUES` names fewer), the outbox relay and the lease
+//! recovery tick, all stopped by one shutdown token. On shutdown the pool stops fetching, hands unstarted messages back to Redis, and
 //! waits for running jobs, which stop at their next step boundary and go back to the ledger's
 //! queue without spending their attempt.
 
@@ -15,16 +15,26 @@ use nimbus_queue::StreamsBackend;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::delete::Delete;
 use crate::env::{Env, Settings};
 use crate::node_caps::NodeCaps;
+use crate::power::Power;
+use crate::provision_vm::Provision;
+use crate::recovery;
 use crate::relay::{Relay, RelayConfig};
-use crate::{provision_vm, recovery};
+use crate::resize::Resize;
+use crate::snapshot::Snapshot;
+use crate::step_machine::handle;
 
 /// How the loops run.
 #[derive(Clone, Debug)]
 pub struct RuntimeOptions {
-    /// Provision jobs run at once by this process.
+    /// Jobs of one queue run at once by this process.
     pub concurrency: usize,
+    /// Per-queue exceptions to `concurrency`.
+    pub queue_concurrency: std::collections::HashMap<String, u32>,
+    /// The queues consumed.
+    pub queues: Vec<&'static str>,
     /// Relay settings.
     pub relay: RelayConfig,
     /// Period of the lease recovery tick.
@@ -33,7 +43,13 @@ pub struct RuntimeOptions {
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
-        RuntimeOptions { concurrency: 8, relay: RelayConfig::default(), recovery_every: Duration::from_secs(2) }
+        RuntimeOptions {
+            concurrency: 8,
+            queue_concurrency: Default::default(),
+            queues: queues::ALL.to_vec(),
+            relay: RelayConfig::default(),
+            recovery_every: Duration::from_secs(2),
+        }
     }
 }
 
@@ -72,44 +88,67 @@ pub async fn connect(config: &Config, shutdown: CancellationToken) -> anyhow::Re
     Ok((Arc::new(env), queues))
 }
 
-/// Runs the provision pool, the relay and lease recovery until `env.shutdown` fires and every
+/// Runs a pool per queue, the relay and lease recovery until `env.shutdown` fires and every
 /// running job has stopped.
 pub async fn run(env: Arc<Env>, queues: Queues, options: RuntimeOptions) -> anyhow::Result<()> {
     let shutdown = env.shutdown.clone();
     let relay = tokio::spawn(Relay::new(env.db.clone(), queues.clone(), options.relay.clone()).run(shutdown.clone()));
     let recovery = tokio::spawn(recovery::run(env.db.clone(), options.recovery_every, shutdown.clone()));
+    let pools: Vec<_> = options
+        .queues
+        .iter()
+        .map(|&name| {
+            let concurrency =
+                options.queue_concurrency.get(name).map(|n| *n as usize).unwrap_or(options.concurrency).max(1);
+            tokio::spawn(pool(env.clone(), queues.clone(), name, concurrency))
+        })
+        .collect();
+    let mut failed = None;
+    for (name, joined) in options.queues.iter().zip(pools) {
+        match joined.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failed = Some(anyhow::anyhow!("{name} pool: {e}")),
+            Err(e) => failed = Some(anyhow::anyhow!("{name} pool panicked: {e}")),
+        }
+    }
+    let _ = relay.await;
+    let _ = recovery.await;
+    failed.map_or(Ok(()), Err)
+}
 
+/// Runs queue `name`'s pool (its handler by the queue's job kinds) until shutdown.
+async fn pool(env: Arc<Env>, queues: Queues, name: &'static str, concurrency: usize) -> Result<(), WorkerError> {
+    let shutdown = env.shutdown.clone();
     let queue = loop {
-        match queues.queue(queues::PROVISION).await {
-            Ok(q) => break Some(q),
+        match queues.queue(name).await {
+            Ok(q) => break q,
             Err(e) => {
-                tracing::warn!(error = %e, "Redis unavailable; the provision pool waits for it");
+                tracing::warn!(queue = name, error = %e, "Redis unavailable; the pool waits for it");
                 tokio::select! {
-                    _ = shutdown.cancelled() => break None,
+                    _ = shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             }
         }
     };
-    let pool = match queue {
-        Some(queue) => {
-            let worker = WorkerBuilder::new(format!("{}-provision", env.worker_id))
-                .backend(StreamsBackend::<Dispatch>::new(queue))
-                .concurrency(options.concurrency.max(1))
-                .data(env.clone())
-                .build(provision_vm::handle);
-            let stop = shutdown.clone();
-            worker
-                .run_until(async move {
-                    stop.cancelled().await;
-                    Ok::<(), std::io::Error>(())
-                })
-                .await
-        }
-        None => Ok::<(), WorkerError>(()),
+    let builder = WorkerBuilder::new(format!("{}-{name}", env.worker_id))
+        .backend(StreamsBackend::<Dispatch>::new(queue))
+        .concurrency(concurrency)
+        .data(env.clone());
+    let stop = async move {
+        shutdown.cancelled().await;
+        Ok::<(), std::io::Error>(())
     };
-    let _ = relay.await;
-    let _ = recovery.await;
-    pool.context("provision pool")?;
-    Ok(())
+    // Provision and rebuild share one step machine; each other queue has its own.
+    match name {
+        queues::PROVISION | queues::REBUILD => builder.build(handle::<Provision>).run_until(stop).await,
+        queues::POWER => builder.build(handle::<Power>).run_until(stop).await,
+        queues::RESIZE => builder.build(handle::<Resize>).run_until(stop).await,
+        queues::DELETE => builder.build(handle::<Delete>).run_until(stop).await,
+        queues::SNAPSHOT => builder.build(handle::<Snapshot>).run_until(stop).await,
+        other => {
+            tracing::error!(queue = other, "no handler for this queue");
+            Ok(())
+        }
+    }
 }

@@ -17,7 +17,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use nimbus_db::jobs::{self, Job, NewJob};
+use nimbus_db::jobs::{self, Job, JobFilter, NewJob};
 use nimbus_db::{DbError, instances, plans};
 use nimbus_domain::{AdminJobView, ErrorCode, InstanceId, InstanceStatus, JobId, JobStatus, ResourceRequest, TenantId};
 use serde::Deserialize;
@@ -177,6 +177,7 @@ async fn revive_instance(
 struct ListQuery {
     tenant: Option<TenantId>,
     status: Option<JobStatus>,
+    instance: Option<InstanceId>,
     page: Option<u32>,
     per_page: Option<u32>,
 }
@@ -200,7 +201,9 @@ async fn list(
     QueryParams(q): QueryParams<ListQuery>,
 ) -> Result<Response, AdminError> {
     let request = PageQuery { page: q.page, per_page: q.per_page }.request()?;
-    let (items, total) = jobs::list_all_tenants(state.db(), q.tenant, q.status, request).await?;
+    let (items, total) =
+        jobs::list_all_tenants(state.db(), q.tenant, JobFilter { status: q.status, instance: q.instance }, request)
+            .await?;
     let items: Vec<AdminJobView> = items.iter().map(admin_view).collect();
     Ok(super::page(&rid, items, request, total).into_response())
 }

@@ -67,6 +67,13 @@ pub const CATALOG: &[RouteSpec] = &[
     route("GET", "/v1/vms", Tenant),
     route("POST", "/v1/vms", Tenant),
     route("GET", "/v1/vms/{id}", Tenant),
+    route("DELETE", "/v1/vms/{id}", Tenant),
+    // vm_actions.rs, vm_snapshots.rs
+    route("POST", "/v1/vms/{id}/actions/{action}", Tenant),
+    route("GET", "/v1/vms/{id}/snapshots", Tenant),
+    route("POST", "/v1/vms/{id}/snapshots", Tenant),
+    route("DELETE", "/v1/vms/{id}/snapshots/{name}", Tenant),
+    route("POST", "/v1/vms/{id}/snapshots/{name}/rollback", Tenant),
     // jobs.rs
     route("GET", "/v1/jobs", Tenant),
     route("GET", "/v1/jobs/{id}", Tenant),

@@ -20,8 +20,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::Stream;
 use nimbus_db::PgPool;
-use nimbus_db::jobs::{self, JobEvent};
-use nimbus_domain::{JobHandle, JobId, JobStatus, PageRequest, ProgressEvent, TenantId};
+use nimbus_db::jobs::{self, JobEvent, JobFilter};
+use nimbus_domain::{InstanceId, JobHandle, JobId, JobStatus, PageRequest, ProgressEvent, TenantId};
 use serde::Deserialize;
 use tokio::sync::Notify;
 
@@ -44,13 +44,15 @@ pub fn router() -> Router<AppState> {
         .route("/v1/jobs/{id}/events", get(events))
 }
 
-/// `?page=&perPage=&status=`.
+/// `?page=&perPage=&status=&instance=`.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct JobsQuery {
     page: Option<u32>,
     per_page: Option<u32>,
     status: Option<JobStatus>,
+    /// Only the jobs of this instance.
+    instance: Option<InstanceId>,
 }
 
 async fn list(
@@ -60,7 +62,8 @@ async fn list(
     QueryParams(q): QueryParams<JobsQuery>,
 ) -> Result<Response, ApiError> {
     let request: PageRequest = PageQuery { page: q.page, per_page: q.per_page }.request()?;
-    let (items, total) = jobs::list(state.db(), auth.tenant(), q.status, request).await?;
+    let (items, total) =
+        jobs::list(state.db(), auth.tenant(), JobFilter { status: q.status, instance: q.instance }, request).await?;
     let items: Vec<JobHandle> = items.iter().map(|j| j.handle()).collect();
     Ok(super::page(&rid, items, request, total).into_response())
 }

@@ -12,6 +12,8 @@ pub mod health;
 pub mod jobs;
 pub mod quota;
 pub mod templates;
+pub mod vm_actions;
+pub mod vm_snapshots;
 pub mod vms;
 pub mod web;
 

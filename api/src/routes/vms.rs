@@ -1,4 +1,5 @@
-//! `/v1/vms`: create a VM or container (202 + job handle), list and show them.
+//! `/v1/vms`: create a VM or container (202 + job handle), list and show them (each with the
+//! operation in progress on it, if any), and delete one (`vm_actions.rs`).
 //!
 //! `POST /v1/vms` follows DESIGN §2: authenticate → validate → `Idempotency-Key` → template and
 //! node from Proxmox (placement) → one statement writing the instance and its provision job, with
@@ -13,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use nimbus_db::idempotency::{self, Begin};
 use nimbus_db::instances::{self, Instance, NewCreate, NewInstance};
+use nimbus_db::operations;
 use nimbus_domain::{CreateVm, InstanceId, InstanceView, JobHandle};
 use serde_json::Value;
 
@@ -26,7 +28,9 @@ use crate::validation::{self, CORES, DISK_GIB, MAX_SSH_KEYS, MEMORY_MIB};
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/vms", get(list).post(create)).route("/v1/vms/{id}", get(show))
+    Router::new()
+        .route("/v1/vms", get(list).post(create))
+        .route("/v1/vms/{id}", get(show).delete(super::vm_actions::delete))
 }
 
 /// Every problem with a `POST /v1/vms` body's values (types and fields are already checked).
@@ -57,8 +61,8 @@ pub fn validate(req: &CreateVm) -> Result<(), ApiError> {
     if errors.is_empty() { Ok(()) } else { Err(ApiError::Validation(errors)) }
 }
 
-/// An instance as clients see it.
-pub fn view(i: Instance) -> InstanceView {
+/// An instance as clients see it, with the job queued or running on it.
+pub fn view(i: Instance, operation: Option<JobHandle>) -> InstanceView {
     InstanceView {
         id: i.id,
         name: i.name,
@@ -74,6 +78,7 @@ pub fn view(i: Instance) -> InstanceView {
         ip_addresses: i.ip_addresses,
         created_at: i.created_at,
         updated_at: i.updated_at,
+        operation,
     }
 }
 
@@ -85,7 +90,19 @@ async fn list(
 ) -> Result<Response, ApiError> {
     let request = q.request()?;
     let (items, total) = instances::list(state.db(), auth.tenant(), request).await?;
-    let items: Vec<InstanceView> = items.into_iter().map(view).collect();
+    let ids: Vec<InstanceId> = items.iter().map(|i| i.id).collect();
+    let mut active: std::collections::HashMap<InstanceId, JobHandle> = operations::active_many(state.db(), &ids)
+        .await?
+        .into_iter()
+        .filter_map(|j| j.instance().map(|i| (i, j.handle())))
+        .collect();
+    let items: Vec<InstanceView> = items
+        .into_iter()
+        .map(|i| {
+            let op = active.remove(&i.id);
+            view(i, op)
+        })
+        .collect();
     Ok(super::page(&rid, items, request, total).into_response())
 }
 
@@ -97,7 +114,8 @@ async fn show(
 ) -> Result<Response, ApiError> {
     let id: InstanceId = parse_id(&id, "vm")?;
     let vm = instances::get(state.db(), auth.tenant(), id).await.map_err(|e| not_found(e, "vm"))?;
-    Ok(super::data(&rid, view(vm)).into_response())
+    let operation = operations::active(state.db(), id).await?.map(|j| j.handle());
+    Ok(super::data(&rid, view(vm, operation)).into_response())
 }
 
 /// `NotFound` with the resource's name; other errors unchanged.
@@ -209,7 +227,7 @@ fn log_accepted(created: &instances::Created, node: &str) {
 }
 
 /// The answer stored under an `Idempotency-Key`, sent again with this request's `meta`.
-fn replay(rid: &RequestId, status: u16, body: Option<Value>) -> Response {
+pub(crate) fn replay(rid: &RequestId, status: u16, body: Option<Value>) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
     let mut response = accepted_response(rid, status, body.unwrap_or(Value::Null));
     response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -217,7 +235,7 @@ fn replay(rid: &RequestId, status: u16, body: Option<Value>) -> Response {
 }
 
 /// `{data: handle, meta}` with `Location: /v1/jobs/{id}`.
-fn accepted_response(rid: &RequestId, status: StatusCode, handle: Value) -> Response {
+pub(crate) fn accepted_response(rid: &RequestId, status: StatusCode, handle: Value) -> Response {
     let location = handle["links"]["self"].as_str().and_then(|l| HeaderValue::from_str(l).ok());
     let mut response = (status, super::data(rid, handle)).into_response();
     if let Some(location) = location {

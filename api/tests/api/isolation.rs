@@ -22,7 +22,7 @@ use nimbus_proxmox::{ApiToken, ClientConfig, ProxmoxClient, TlsMode};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{ROOMY, TestApp, new_tenant, vm_body};
+use crate::support::{Options, ROOMY, TestApp, new_tenant, vm_body};
 
 /// Tenant A's resources that a route's `{id}` can name.
 #[derive(Clone, Copy, Debug)]
@@ -66,6 +66,12 @@ const CASES: &[(&str, &str, Case)] = &[
     ("GET", "/v1/vms", Case::Collection { body: None }),
     ("POST", "/v1/vms", Case::Collection { body: Some(|_| vm_body("probe")) }),
     ("GET", "/v1/vms/{id}", Case::ById { id: Fixture::Instance, body: None }),
+    ("DELETE", "/v1/vms/{id}", Case::ById { id: Fixture::Instance, body: None }),
+    ("POST", "/v1/vms/{id}/actions/{action}", Case::ById { id: Fixture::Instance, body: Some(|_| json!({})) }),
+    ("GET", "/v1/vms/{id}/snapshots", Case::ById { id: Fixture::Instance, body: None }),
+    ("POST", "/v1/vms/{id}/snapshots", Case::ById { id: Fixture::Instance, body: Some(|_| json!({"name": "probe"})) }),
+    ("DELETE", "/v1/vms/{id}/snapshots/{name}", Case::ById { id: Fixture::Instance, body: None }),
+    ("POST", "/v1/vms/{id}/snapshots/{name}/rollback", Case::ById { id: Fixture::Instance, body: None }),
     ("GET", "/v1/jobs", Case::Collection { body: None }),
     ("GET", "/v1/jobs/{id}", Case::ById { id: Fixture::Job, body: None }),
     ("GET", "/v1/jobs/{id}/events", Case::ById { id: Fixture::Job, body: None }),
@@ -124,7 +130,9 @@ struct World {
 
 impl World {
     async fn new() -> World {
-        let app = TestApp::new().await;
+        // Every route is called twice with a bad credential, from one address.
+        let options = Options { auth_failures_per_minute: Some(10_000), ..Options::default() };
+        let app = TestApp::with(ROOMY, options).await;
         let a = app.tenant;
         let (status, _, created) = app.create_vm(&vm_body("web-a"), &[]).await;
         assert_eq!(status, 202, "{created}");

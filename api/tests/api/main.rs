@@ -13,6 +13,7 @@ mod isolation;
 mod jobs;
 mod jwt;
 mod oidc;
+mod operations;
 mod ratelimit;
 mod support;
 mod tenant_errors;

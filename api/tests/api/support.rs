@@ -1,6 +1,7 @@
 //! `TestApp`: the API on a free port with its own database, Redis prefix and simulator, plus
 //! fixture builders (tenants with a plan and an API key) and request helpers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use nimbus_api::serve::ConnectionLimits;
@@ -9,10 +10,17 @@ use nimbus_db::plans::{self, NewPlan};
 use nimbus_db::users::{self, NewUser};
 use nimbus_db::{PgPool, api_keys, tenants};
 use nimbus_domain::{PlanLimits, PlanPrices, Role, TenantId};
-use nimbus_proxmox::{ApiToken, ClientConfig, ProxmoxClient, TlsMode};
+use nimbus_jobs::Queues;
+use nimbus_proxmox::{ApiToken, ClientConfig, PollBackoff, ProxmoxClient, TlsMode};
 use nimbus_testkit::{TestDb, TestRedis};
+use nimbus_worker::Env;
+use nimbus_worker::node_caps::NodeCaps;
+use nimbus_worker::relay::RelayConfig;
+use nimbus_worker::retry::{Backoff, RetryPolicy};
+use nimbus_worker::runtime::{self, RuntimeOptions};
 use pve_sim::{RunningSim, SimConfig};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 /// Limits no test reaches unless it is about quota.
 pub const ROOMY: PlanLimits =
@@ -45,6 +53,8 @@ pub struct Options {
     pub web_dist: Option<std::path::PathBuf>,
     /// How often job event streams read the ledger without a wake-up (default 50 ms).
     pub sse_poll: Option<Duration>,
+    /// Failed authentications per minute per client address (default: the API's).
+    pub auth_failures_per_minute: Option<u32>,
 }
 
 pub struct TestApp {
@@ -95,6 +105,12 @@ impl TestApp {
             sse_poll: options.sse_poll.unwrap_or(Duration::from_millis(50)),
             ready_timeout: Duration::from_secs(1),
             web_dist: options.web_dist.clone(),
+            rate_limit: nimbus_api::ratelimit::RateLimitSettings {
+                auth_failures_per_minute: options
+                    .auth_failures_per_minute
+                    .unwrap_or(nimbus_api::ratelimit::RateLimitSettings::DEFAULT_AUTH_FAILURES_PER_MINUTE),
+                ..Default::default()
+            },
             ..Settings::default()
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -289,4 +305,63 @@ pub fn assert_error(body: &Value, code: &str) {
     assert!(body["error"].get("details").is_some(), "{body}");
     assert!(body["meta"]["requestId"].is_string(), "{body}");
     assert!(body["meta"]["timestamp"].is_string(), "{body}");
+}
+
+/// A worker runtime on the app's database, Redis and simulator.
+pub struct Worker {
+    pub env: Arc<Env>,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Worker {
+    /// Starts one, whose Proxmox calls time out after `pve_timeout`.
+    pub async fn start(app: &TestApp, pve_timeout: Duration) -> Worker {
+        let key_prefix = format!("{}nimbus:", app.redis.prefix());
+        let tls = TlsMode::Fingerprint(app.sim.fingerprint().unwrap().to_owned());
+        let poll = PollBackoff {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(100),
+            factor: 1.5,
+            jitter: 0.1,
+        };
+        let config = ClientConfig::new(app.sim.base_url(), ApiToken::parse(app.sim.token()).unwrap(), tls)
+            .timeout(pve_timeout)
+            .task_poll(poll);
+        let settings = nimbus_worker::Settings {
+            lease: Duration::from_secs(3),
+            retry: RetryPolicy {
+                backoff: Backoff { base: Duration::from_millis(50), max: Duration::from_millis(200), jitter: true },
+            },
+            task_timeout: Duration::from_secs(10),
+            ip_timeout: Duration::from_secs(10),
+            ip_poll: Duration::from_millis(20),
+            ..nimbus_worker::Settings::default()
+        };
+        let lease = settings.lease;
+        let env = Arc::new(Env {
+            db: app.pool().clone(),
+            pve: ProxmoxClient::new(config).unwrap(),
+            caps: NodeCaps::new(app.redis.client(), &key_prefix, 4, lease).await.unwrap(),
+            settings,
+            worker_id: "w1".into(),
+            shutdown: CancellationToken::new(),
+            events: nimbus_jobs::JobEventPublisher::new(app.redis.client().clone(), &key_prefix),
+            ledger: Env::ledger_writer(app.pool(), "w1", lease),
+        });
+        let options = RuntimeOptions {
+            concurrency: 2,
+            relay: RelayConfig { idle: Duration::from_millis(20), ..RelayConfig::default() },
+            recovery_every: Duration::from_millis(200),
+            ..RuntimeOptions::default()
+        };
+        let queues = Queues::with_client(app.redis.client().clone(), key_prefix);
+        let handle = tokio::spawn(runtime::run(env.clone(), queues, options));
+        Worker { env, handle }
+    }
+
+    /// Stops it and waits until it has.
+    pub async fn stop(self) {
+        self.env.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(15), self.handle).await.expect("the worker stops").unwrap().unwrap();
+    }
 }

@@ -4,23 +4,14 @@
 //! Proxmox's text in `GET /v1/admin/jobs`. A real worker provisions against pve-sim with faults
 //! injected.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use nimbus_db::api_keys;
 use nimbus_db::users::{self, NewUser};
 use nimbus_domain::Role;
-use nimbus_jobs::Queues;
-use nimbus_proxmox::{ApiToken, ClientConfig, PollBackoff, ProxmoxClient, TlsMode};
-use nimbus_worker::node_caps::NodeCaps;
-use nimbus_worker::relay::RelayConfig;
-use nimbus_worker::retry::{Backoff, RetryPolicy};
-use nimbus_worker::runtime::{self, RuntimeOptions};
-use nimbus_worker::{Env, Settings};
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
-use crate::support::{TestApp, split, vm_body};
+use crate::support::{TestApp, Worker, split, vm_body};
 
 /// What Proxmox says when a clone fails on a real cluster's shared storage.
 const LEAKY: &str = "clone failed: storage-7.dc1.example.net (10.20.30.40): cannot open \
@@ -42,62 +33,6 @@ const PVE_TIMEOUT: Duration = Duration::from_secs(1);
 fn assert_clean(what: &str, text: &str) {
     for secret in NEVER_SHOWN {
         assert!(!text.contains(secret), "{what} shows the tenant {secret:?}: {text}");
-    }
-}
-
-/// A worker runtime on the app's database, Redis and simulator.
-struct Worker {
-    env: Arc<Env>,
-    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Worker {
-    async fn start(app: &TestApp) -> Worker {
-        let key_prefix = format!("{}nimbus:", app.redis.prefix());
-        let tls = TlsMode::Fingerprint(app.sim.fingerprint().unwrap().to_owned());
-        let poll = PollBackoff {
-            initial: Duration::from_millis(10),
-            max: Duration::from_millis(100),
-            factor: 1.5,
-            jitter: 0.1,
-        };
-        let config = ClientConfig::new(app.sim.base_url(), ApiToken::parse(app.sim.token()).unwrap(), tls)
-            .timeout(PVE_TIMEOUT)
-            .task_poll(poll);
-        let settings = Settings {
-            lease: Duration::from_secs(3),
-            retry: RetryPolicy {
-                backoff: Backoff { base: Duration::from_millis(50), max: Duration::from_millis(200), jitter: true },
-            },
-            task_timeout: Duration::from_secs(10),
-            ip_timeout: Duration::from_secs(10),
-            ip_poll: Duration::from_millis(20),
-            ..Settings::default()
-        };
-        let lease = settings.lease;
-        let env = Arc::new(Env {
-            db: app.pool().clone(),
-            pve: ProxmoxClient::new(config).unwrap(),
-            caps: NodeCaps::new(app.redis.client(), &key_prefix, 4, lease).await.unwrap(),
-            settings,
-            worker_id: "w1".into(),
-            shutdown: CancellationToken::new(),
-            events: nimbus_jobs::JobEventPublisher::new(app.redis.client().clone(), &key_prefix),
-            ledger: Env::ledger_writer(app.pool(), "w1", lease),
-        });
-        let options = RuntimeOptions {
-            concurrency: 2,
-            relay: RelayConfig { idle: Duration::from_millis(20), ..RelayConfig::default() },
-            recovery_every: Duration::from_millis(200),
-        };
-        let queues = Queues::with_client(app.redis.client().clone(), key_prefix);
-        let handle = tokio::spawn(runtime::run(env.clone(), queues, options));
-        Worker { env, handle }
-    }
-
-    async fn stop(self) {
-        self.env.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(15), self.handle).await.expect("the worker stops").unwrap().unwrap();
     }
 }
 
@@ -185,7 +120,7 @@ async fn create_and_fail(app: &TestApp, rid: &str) -> Seen {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_clone_task_shows_the_tenant_our_words_and_operators_proxmoxs() {
     let app = TestApp::new().await;
-    let worker = Worker::start(&app).await;
+    let worker = Worker::start(&app, PVE_TIMEOUT).await;
     app.sim.faults().fail_next_task("qmclone", LEAKY);
 
     let seen = create_and_fail(&app, "req-clone-task").await;
@@ -203,7 +138,7 @@ async fn a_failed_clone_task_shows_the_tenant_our_words_and_operators_proxmoxs()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_proxmox_call_shows_the_tenant_our_words_and_operators_proxmoxs() {
     let app = TestApp::new().await;
-    let worker = Worker::start(&app).await;
+    let worker = Worker::start(&app, PVE_TIMEOUT).await;
     app.sim.faults().add_error("^POST .*/clone$", 1.0, 500, LEAKY);
 
     let seen = create_and_fail(&app, "req-clone-call").await;
@@ -220,7 +155,7 @@ async fn a_failed_proxmox_call_shows_the_tenant_our_words_and_operators_proxmoxs
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxmox_timeout_shows_the_tenant_neither_path_nor_node_api() {
     let app = TestApp::new().await;
-    let worker = Worker::start(&app).await;
+    let worker = Worker::start(&app, PVE_TIMEOUT).await;
     // Far beyond the worker's client timeout: every attempt's clone times out.
     app.sim.faults().add_latency("^POST .*/clone$", Duration::from_secs(300));
 

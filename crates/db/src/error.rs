@@ -41,6 +41,17 @@ pub enum DbError {
         /// Its status.
         status: JobStatus,
     },
+    /// Another operation is queued or running on the instance (the job holding it).
+    #[error("instance busy with job {}", .0.id)]
+    InstanceBusy(Box<crate::jobs::Job>),
+    /// The instance's status does not allow the operation.
+    #[error("instance {instance} is {status}")]
+    InvalidInstanceState {
+        /// The instance.
+        instance: nimbus_domain::InstanceId,
+        /// Its status.
+        status: nimbus_domain::InstanceStatus,
+    },
     /// Anything else from the driver (connection, pool, protocol, decoding).
     #[error(transparent)]
     Sqlx(sqlx::Error),
@@ -82,6 +93,8 @@ impl DbError {
             DbError::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
             DbError::LeaseLost(_) => ErrorCode::Conflict,
             DbError::InvalidJobState { .. } => ErrorCode::InvalidJobState,
+            DbError::InstanceBusy(_) => ErrorCode::InstanceBusy,
+            DbError::InvalidInstanceState { .. } => ErrorCode::InvalidInstanceState,
             DbError::Sqlx(e) if is_unavailable(e) => ErrorCode::ServiceUnavailable,
             DbError::Sqlx(_) => ErrorCode::Internal,
         }

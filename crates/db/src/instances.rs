@@ -287,6 +287,54 @@ pub async fn get(ex: impl PgExecutor<'_>, tenant: TenantId, id: InstanceId) -> R
         .await?)
 }
 
+/// An instance of `tenant`, locked until the caller's transaction ends (operations take it
+/// before they enqueue, so status checks and the enqueue see the same row).
+pub async fn get_for_update(ex: impl PgExecutor<'_>, tenant: TenantId, id: InstanceId) -> Result<Instance> {
+    Ok(sqlx::query_as(concat!("select ", columns!(), " from instances where tenant_id = $1 and id = $2 for update"))
+        .bind(tenant.as_uuid())
+        .bind(id.as_uuid())
+        .fetch_one(ex)
+        .await?)
+}
+
+/// Sets an instance's sizes (its tenant's counters follow through the usage trigger).
+pub async fn set_sizes(
+    ex: impl PgExecutor<'_>,
+    id: InstanceId,
+    cores: i32,
+    memory_mib: i64,
+    disk_gib: i64,
+) -> Result<Instance> {
+    Ok(sqlx::query_as(concat!(
+        "update instances set cores = $2, memory_mib = $3, disk_gib = $4 where id = $1 returning ",
+        columns!()
+    ))
+    .bind(id.as_uuid())
+    .bind(cores)
+    .bind(memory_mib)
+    .bind(disk_gib)
+    .fetch_one(ex)
+    .await?)
+}
+
+/// Records the SSH keys an instance's guest was (re)built with.
+pub async fn set_ssh_keys(ex: impl PgExecutor<'_>, id: InstanceId, keys: &[String]) -> Result<Instance> {
+    Ok(sqlx::query_as(concat!("update instances set ssh_keys = $2 where id = $1 returning ", columns!()))
+        .bind(id.as_uuid())
+        .bind(keys)
+        .fetch_one(ex)
+        .await?)
+}
+
+/// Records the template an instance was (re)built from.
+pub async fn set_template(ex: impl PgExecutor<'_>, id: InstanceId, template: &str) -> Result<Instance> {
+    Ok(sqlx::query_as(concat!("update instances set template = $2 where id = $1 returning ", columns!()))
+        .bind(id.as_uuid())
+        .bind(template)
+        .fetch_one(ex)
+        .await?)
+}
+
 /// An instance by id (workers).
 pub async fn get_any(ex: impl PgExecutor<'_>, id: InstanceId) -> Result<Instance> {
     Ok(sqlx::query_as(concat!("select ", columns!(), " from instances where id = $1"))

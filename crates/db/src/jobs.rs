@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use nimbus_domain::{
-    ErrorCode, JobError, JobHandle, JobId, JobKind, JobLinks, JobStatus, PageRequest, ResourceRef, TenantId,
+    ErrorCode, InstanceId, JobError, JobHandle, JobId, JobKind, JobLinks, JobStatus, PageRequest, ResourceRef, TenantId,
 };
 use serde_json::Value;
 use sqlx::postgres::PgRow;
@@ -110,6 +110,12 @@ macro_rules! job_columns_as {
 pub(crate) use job_columns_as;
 
 impl Job {
+    /// The instance it acts on: its first resource, when that is an instance (what the busy
+    /// index reads, `jobs.instance_id`).
+    pub fn instance(&self) -> Option<InstanceId> {
+        self.resources.first().filter(|r| r.kind == "instance").and_then(|r| r.id.parse().ok())
+    }
+
     /// The job in `row`, whose column names start with `prefix` (empty for a plain jobs row).
     pub(crate) fn decode(row: &PgRow, prefix: &str) -> Result<Self, sqlx::Error> {
         let col = |name: &'static str| -> Cow<'static, str> {
@@ -689,14 +695,23 @@ pub async fn get_for_tenant(ex: impl PgExecutor<'_>, tenant: TenantId, id: JobId
         .await?)
 }
 
-/// A page of `tenant`'s jobs, newest first, optionally of one status; with the total count.
+/// Which jobs a list shows (every field optional).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    /// Only jobs with this status.
+    pub status: Option<JobStatus>,
+    /// Only jobs acting on this instance (the provision that created it and every operation).
+    pub instance: Option<InstanceId>,
+}
+
+/// A page of `tenant`'s jobs matching `filter`, newest first, with the total.
 pub async fn list(
     ex: impl PgExecutor<'_>,
     tenant: TenantId,
-    status: Option<JobStatus>,
+    filter: JobFilter,
     page: PageRequest,
 ) -> Result<(Vec<Job>, i64)> {
-    list_filtered(ex, Some(tenant), status, page).await
+    list_filtered(ex, Some(tenant), filter, page).await
 }
 
 /// [`list`] across tenants, for the provider's operators: every tenant's jobs (and jobs of no
@@ -704,31 +719,33 @@ pub async fn list(
 pub async fn list_all_tenants(
     ex: impl PgExecutor<'_>,
     tenant: Option<TenantId>,
-    status: Option<JobStatus>,
+    filter: JobFilter,
     page: PageRequest,
 ) -> Result<(Vec<Job>, i64)> {
-    list_filtered(ex, tenant, status, page).await
+    list_filtered(ex, tenant, filter, page).await
 }
 
 async fn list_filtered(
     ex: impl PgExecutor<'_>,
     tenant: Option<TenantId>,
-    status: Option<JobStatus>,
+    filter: JobFilter,
     page: PageRequest,
 ) -> Result<(Vec<Job>, i64)> {
     // One round trip that also yields the total when the page is past the end: the count is
     // the driving row and the page joins it laterally.
     let rows = sqlx::query(
         "select t.total, p.* from (select count(*) as total from jobs \
-         where ($1::uuid is null or tenant_id = $1) and ($2::text is null or status = $2)) t \
+         where ($1::uuid is null or tenant_id = $1) and ($2::text is null or status = $2) \
+         and ($5::uuid is null or instance_id = $5)) t \
          left join lateral (select * from jobs where ($1::uuid is null or tenant_id = $1) \
-         and ($2::text is null or status = $2) \
+         and ($2::text is null or status = $2) and ($5::uuid is null or instance_id = $5) \
          order by created_at desc, id desc limit $3 offset $4) p on true",
     )
     .bind(tenant.map(|t| t.as_uuid()))
-    .bind(status.map(|s| s.as_str()))
+    .bind(filter.status.map(|s| s.as_str()))
     .bind(page.limit())
     .bind(page.offset())
+    .bind(filter.instance.map(|i| i.as_uuid()))
     .fetch_all(ex)
     .await?;
     Ok(rows::page::<Job>(&rows)?)

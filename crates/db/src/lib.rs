@@ -7,6 +7,7 @@
 //!   create or a batch), VMID reservations.
 //! * [`jobs`]: the job ledger: enqueue, claim with leases, progress, retry scheduling, lease
 //!   recovery, events for SSE.
+//! * [`operations`]: operations on existing instances, one at a time per instance.
 //! * [`outbox`]: dispatches owed to Redis.
 //! * [`queue_stats`]: queue health from the ledger (the operator's queue dashboard).
 //! * [`idempotency`]: `Idempotency-Key` records (DESIGN §6).
@@ -25,6 +26,7 @@ pub mod idempotency;
 pub mod identities;
 pub mod instances;
 pub mod jobs;
+pub mod operations;
 pub mod outbox;
 pub mod plans;
 pub mod queue_stats;

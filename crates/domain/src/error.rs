@@ -60,6 +60,15 @@ error_codes! {
     OperationInProgress => ("OPERATION_IN_PROGRESS", 409),
     /// A request with the same `Idempotency-Key` is still being processed.
     IdempotencyKeyInProgress => ("IDEMPOTENCY_KEY_IN_PROGRESS", 409),
+    /// Another operation is queued or running on the instance; `details.job` is its handle.
+    InstanceBusy => ("INSTANCE_BUSY", 409),
+    /// The instance's status does not allow the operation; `details.status` is the status.
+    InvalidInstanceState => ("INVALID_INSTANCE_STATE", 409),
+    /// A resize the plan or the instance cannot take (below the plan's minimum or the current
+    /// disk); `details` names the field.
+    InvalidResize => ("INVALID_RESIZE", 422),
+    /// The plan's snapshot limit per instance is reached.
+    SnapshotLimit => ("SNAPSHOT_LIMIT", 422),
     /// The `Idempotency-Key` was used with a different request.
     IdempotencyKeyReused => ("IDEMPOTENCY_KEY_REUSED", 422),
     /// The plan's limits would be exceeded; `details` names the limit.

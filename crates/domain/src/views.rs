@@ -46,6 +46,10 @@ pub struct InstanceView {
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// The operation queued or running on it (provision, power, resize, …), if any: follow it
+    /// through its `links`.
+    #[serde(default)]
+    pub operation: Option<crate::job::JobHandle>,
 }
 
 /// The body of `POST /v1/vms`.

@@ -5,6 +5,7 @@ use std::time::Duration;
 use nimbus_db::jobs;
 use nimbus_domain::{ErrorCode, InstanceStatus, JobStatus};
 use nimbus_worker::provision_vm::{Provision, Step, ownership_tag};
+use nimbus_worker::step_machine::StepInfo;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{Harness, NODE};

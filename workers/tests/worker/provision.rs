@@ -7,6 +7,7 @@ use nimbus_db::instances;
 use nimbus_db::jobs;
 use nimbus_domain::{ErrorCode, InstanceStatus, JobStatus};
 use nimbus_worker::provision_vm::{self, Outcome, Provision, Step, ownership_tag};
+use nimbus_worker::step_machine::StepInfo;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{Harness, NODE, wait_until};

@@ -123,6 +123,7 @@ impl Harness {
             concurrency,
             relay: RelayConfig { idle: Duration::from_millis(20), ..RelayConfig::default() },
             recovery_every: Duration::from_millis(200),
+            ..RuntimeOptions::default()
         };
         let handle = tokio::spawn(runtime::run(env.clone(), self.queues(), options));
         Running { env, handle }

@@ -275,11 +275,20 @@ async fn listing_and_active_operation_lookup() {
         job.resources = vec![target.clone()];
         ids.push(jobs::enqueue(db.pool(), Some(tenant.id), &job).await.unwrap().job.id);
     }
-    let (page, total) = jobs::list(db.pool(), tenant.id, None, PageRequest { page: 1, per_page: 2 }).await.unwrap();
+    let (page, total) =
+        jobs::list(db.pool(), tenant.id, jobs::JobFilter::default(), PageRequest { page: 1, per_page: 2 })
+            .await
+            .unwrap();
     assert_eq!(total, 3);
     assert_eq!(page.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[2], ids[1]]);
-    let (running, total) =
-        jobs::list(db.pool(), tenant.id, Some(JobStatus::Running), PageRequest::default()).await.unwrap();
+    let (running, total) = jobs::list(
+        db.pool(),
+        tenant.id,
+        jobs::JobFilter { status: Some(JobStatus::Running), instance: None },
+        PageRequest::default(),
+    )
+    .await
+    .unwrap();
     assert!(running.is_empty());
     assert_eq!(total, 0);
 

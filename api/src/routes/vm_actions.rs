@@ -1,0 +1,361 @@
+//! Operations on an existing instance: `POST /v1/vms/{id}/actions/{action}` (`start`, `stop`,
+//! `shutdown`, `reboot`, `resize`, `rebuild`) and `DELETE /v1/vms/{id}`. Each answers `202` with
+//! the job's handle and `Location`, honours `Idempotency-Key`, and holds the instance until the
+//! job ends: a second operation meanwhile is `409 INSTANCE_BUSY` naming the job that holds it
+//! (the database decides, `nimbus_db::operations`).
+//!
+//! Order of checks: the instance first (another tenant's or a missing one is 404, whatever the
+//! action or body), then the action and its body (400), then in one transaction: lock the
+//! instance, busy (409), status (409 `INVALID_INSTANCE_STATE`), the plan for a resize (422), the
+//! job and its outbox row (+ the idempotency answer); then the push to Redis.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::post;
+use nimbus_db::idempotency::{self, Begin};
+use nimbus_db::instances::{self, Instance};
+use nimbus_db::jobs::NewJob;
+use nimbus_db::operations;
+use nimbus_domain::{ErrorCode, InstanceId, InstanceStatus, JobHandle, JobKind};
+use nimbus_jobs::{DeleteInstance, PowerAction, RebuildInstance, ResizeInstance, Sizes};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::AuthUser;
+use crate::error::{ApiError, FieldError};
+use crate::extract::{IdempotencyKey, decode, parse_id};
+use crate::middleware::RequestId;
+use crate::routes::vms::{accepted_response, canonical_json, not_found, replay};
+use crate::state::AppState;
+use crate::validation::{self, CORES, DISK_GIB, MAX_SSH_KEYS, MEMORY_MIB};
+
+/// The routes of this module (`DELETE /v1/vms/{id}` is served by `vms.rs`, with `GET`).
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/vms/{id}/actions/{action}", post(action))
+}
+
+/// Statuses in which a guest exists and takes operations.
+const LIVE: &[InstanceStatus] = &[InstanceStatus::Running, InstanceStatus::Stopped];
+
+/// The body of `start`, `stop` and `reboot`: none, or `{}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoOptions {}
+
+/// The body of `shutdown`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ShutdownBody {
+    /// Seconds the guest has to power off (1-3600, default 60).
+    timeout_secs: Option<u32>,
+    /// Stop it hard when the time is up.
+    #[serde(default)]
+    force: bool,
+}
+
+/// The body of `resize`: what changes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ResizeBody {
+    cores: Option<u32>,
+    memory: Option<u64>,
+    disk: Option<u64>,
+}
+
+/// The body of `rebuild`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RebuildBody {
+    template: String,
+    ssh_keys: Option<Vec<String>>,
+    /// The instance's name: the data on its disks is lost.
+    confirm: String,
+}
+
+/// A body that may be absent (an empty request is `{}`).
+fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<(T, Value), ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return decode::<T>(b"{}").map(|b| (b.value, b.raw));
+    }
+    decode::<T>(bytes).map(|b| (b.value, b.raw))
+}
+
+async fn action(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    rid: RequestId,
+    IdempotencyKey(key): IdempotencyKey,
+    Path((id, action)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let id: InstanceId = parse_id(&id, "vm")?;
+    let current = instances::get(state.db(), auth.tenant(), id).await.map_err(|e| not_found(e, "vm"))?;
+    let (request, raw) = match action.as_str() {
+        "start" | "stop" | "reboot" => {
+            let (_, raw) = body::<NoOptions>(&bytes)?;
+            let kind = match action.as_str() {
+                "start" => JobKind::Start,
+                "stop" => JobKind::Stop,
+                _ => JobKind::Reboot,
+            };
+            let allowed: &[InstanceStatus] = if kind == JobKind::Reboot { &[InstanceStatus::Running] } else { LIVE };
+            (Request { allowed, job: PowerAction::default().new_job(kind), resize: None }, raw)
+        }
+        "shutdown" => {
+            let (b, raw) = body::<ShutdownBody>(&bytes)?;
+            if let Some(t) = b.timeout_secs
+                && !(1..=3600).contains(&t)
+            {
+                return Err(ApiError::field("timeoutSecs", "must be 1-3600 seconds"));
+            }
+            let job = PowerAction { timeout_secs: b.timeout_secs, force: b.force }.new_job(JobKind::Shutdown);
+            (Request { allowed: LIVE, job, resize: None }, raw)
+        }
+        "resize" => {
+            let (b, raw) = body::<ResizeBody>(&bytes)?;
+            let to = resize_target(&current, &b)?;
+            let from = sizes(&current);
+            let job = ResizeInstance { from, to }.new_job();
+            (Request { allowed: LIVE, job, resize: Some(to) }, raw)
+        }
+        "rebuild" => {
+            let (b, raw) = body::<RebuildBody>(&bytes)?;
+            let job = rebuild_job(&state, &current, b).await?;
+            (Request { allowed: LIVE, job, resize: None }, raw)
+        }
+        other => {
+            return Err(ApiError::field(
+                "action",
+                format!("unknown action '{other}' (start, stop, shutdown, reboot, resize, rebuild)"),
+            ));
+        }
+    };
+    let path = format!("/v1/vms/{id}/actions/{action}");
+    accept(&state, &auth, &rid, key, &path, &raw, id, request).await
+}
+
+/// `DELETE /v1/vms/{id}`: stop the guest, purge it and its disks, release the VMID and the quota.
+/// A failed instance may be deleted too (what its cleanup left is removed again).
+pub async fn delete(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    rid: RequestId,
+    IdempotencyKey(key): IdempotencyKey,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id: InstanceId = parse_id(&id, "vm")?;
+    instances::get(state.db(), auth.tenant(), id).await.map_err(|e| not_found(e, "vm"))?;
+    let allowed = &[InstanceStatus::Running, InstanceStatus::Stopped, InstanceStatus::Failed, InstanceStatus::Deleting];
+    let request = Request { allowed, job: DeleteInstance::default().new_job(), resize: None };
+    accept(&state, &auth, &rid, key, &format!("/v1/vms/{id}"), &Value::Null, id, request).await
+}
+
+/// What an operation asks of the accept transaction.
+pub struct Request {
+    /// The statuses the instance must have.
+    pub allowed: &'static [InstanceStatus],
+    /// The job (its instance resource is added).
+    pub job: NewJob,
+    /// For a resize: the new sizes, set on the instance within the plan.
+    pub resize: Option<Sizes>,
+}
+
+/// Runs the accept transaction of an operation on instance `id` and answers 202 (or replays the
+/// answer stored under `Idempotency-Key`). `path` and `raw` are the request's fingerprint.
+#[allow(clippy::too_many_arguments)]
+pub async fn accept(
+    state: &AppState,
+    auth: &AuthUser,
+    rid: &RequestId,
+    key: Option<String>,
+    path: &str,
+    raw: &Value,
+    id: InstanceId,
+    mut request: Request,
+) -> Result<Response, ApiError> {
+    let tenant = auth.tenant();
+    let method = if request.job.kind == JobKind::Delete { "DELETE" } else { "POST" };
+    if let Some(key) = &key {
+        let hash = idempotency::request_hash(method, path, canonical_json(raw).as_bytes());
+        match idempotency::begin(state.db(), tenant, key, &hash, state.settings().idempotency_lease).await? {
+            Begin::Started => {}
+            Begin::Replay { status, body } => return Ok(replay(rid, status, body)),
+            Begin::Mismatch => return Err(ApiError::IdempotencyKeyReused),
+            Begin::InProgress => return Err(ApiError::IdempotencyKeyInProgress),
+        }
+    }
+    request.job.request_id = Some(rid.0.clone());
+    request.job.idempotency_key = key.clone();
+    let result = enqueue(state, tenant, id, request, key.as_deref()).await;
+    if result.is_err()
+        && let Some(key) = &key
+        && let Err(e) = idempotency::abandon(state.db(), tenant, key).await
+    {
+        tracing::warn!(error = %e, "could not release the idempotency key");
+    }
+    let (handle, enqueued) = result?;
+    state.dispatcher().push(state.db(), &enqueued).await;
+    tracing::info!(job.id = %handle.id, job.kind = %handle.kind, vm.id = %id, "operation accepted");
+    Ok(accepted_response(rid, StatusCode::ACCEPTED, serde_json::to_value(&handle).unwrap_or_default()))
+}
+
+async fn enqueue(
+    state: &AppState,
+    tenant: nimbus_domain::TenantId,
+    id: InstanceId,
+    request: Request,
+    key: Option<&str>,
+) -> Result<(JobHandle, nimbus_db::jobs::Enqueued), ApiError> {
+    let db_err = |e: nimbus_db::DbError| -> ApiError { not_found(e, "vm") };
+    let mut tx = state.db().begin().await.map_err(nimbus_db::DbError::from)?;
+    let locked = operations::lock(&mut tx, tenant, id, request.allowed).await.map_err(db_err)?;
+    if let Some(to) = request.resize {
+        operations::set_sizes_within_plan(&mut tx, tenant, &locked, to.cores, to.memory, to.disk).await?;
+    }
+    let is_delete = request.job.kind == JobKind::Delete;
+    let enqueued = operations::enqueue(&mut tx, tenant, id, request.job).await?;
+    if is_delete {
+        instances::set_status(&mut *tx, id, InstanceStatus::Deleting).await?;
+    }
+    let handle = enqueued.job.handle();
+    if let Some(key) = key {
+        let stored = serde_json::to_value(&handle).map_err(|e| ApiError::Internal(e.to_string()))?;
+        idempotency::complete(&mut *tx, tenant, key, StatusCode::ACCEPTED.as_u16(), &stored).await?;
+    }
+    tx.commit().await.map_err(nimbus_db::DbError::from)?;
+    Ok((handle, enqueued))
+}
+
+fn sizes(i: &Instance) -> Sizes {
+    Sizes { cores: i.cores, memory: i.memory_mib, disk: i.disk_gib }
+}
+
+/// The sizes a resize asks for, checked: within the ranges a create takes (400), the disk not
+/// below the current one and something changing (422 `INVALID_RESIZE`).
+fn resize_target(current: &Instance, b: &ResizeBody) -> Result<Sizes, ApiError> {
+    let mut errors = Vec::new();
+    if b.cores.is_none() && b.memory.is_none() && b.disk.is_none() {
+        errors.push(FieldError::body("name at least one of cores, memory, disk"));
+    }
+    if let Some(c) = b.cores {
+        validation::in_range("cores", c, &CORES, "", &mut errors);
+    }
+    if let Some(m) = b.memory {
+        validation::in_range("memory", m, &MEMORY_MIB, " MiB", &mut errors);
+    }
+    if let Some(d) = b.disk {
+        validation::in_range("disk", d, &DISK_GIB, " GiB", &mut errors);
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let to = Sizes {
+        cores: b.cores.map_or(current.cores, |c| c as i32),
+        memory: b.memory.map_or(current.memory_mib, |m| m as i64),
+        disk: b.disk.map_or(current.disk_gib, |d| d as i64),
+    };
+    let refuse = |field: &str, message: String| ApiError::Refused {
+        code: ErrorCode::InvalidResize,
+        message: message.clone(),
+        details: json!({ "fields": [FieldError::new(field, message)] }),
+    };
+    if to.disk < current.disk_gib {
+        return Err(refuse("disk", format!("disks only grow: the disk is {} GiB", current.disk_gib)));
+    }
+    if to == sizes(current) {
+        return Err(refuse("", "the instance already has these sizes".to_owned()));
+    }
+    Ok(to)
+}
+
+/// The rebuild job: the name confirmed, the keys valid, the template known for the instance's
+/// type on its node.
+async fn rebuild_job(state: &AppState, current: &Instance, b: RebuildBody) -> Result<NewJob, ApiError> {
+    let mut errors = Vec::new();
+    if b.confirm != current.name {
+        errors.push(FieldError::new("confirm", "must be the instance's name: rebuilding erases its disks"));
+    }
+    if b.template.is_empty() || b.template.len() > 200 {
+        errors.push(FieldError::new("template", "must be 1-200 characters"));
+    }
+    if let Some(keys) = &b.ssh_keys {
+        if keys.len() > MAX_SSH_KEYS {
+            errors.push(FieldError::new("sshKeys", format!("at most {MAX_SSH_KEYS} keys")));
+        }
+        for (i, key) in keys.iter().enumerate() {
+            if let Err(m) = validation::ssh_public_key(key) {
+                errors.push(FieldError::new(format!("sshKeys[{i}]"), m));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let Some(node) = current.node.as_deref() else {
+        return Err(ApiError::Refused {
+            code: ErrorCode::InvalidInstanceState,
+            message: "the instance has no guest to rebuild".into(),
+            details: json!({ "status": current.status }),
+        });
+    };
+    let inventory = state.inventory().snapshot().await?;
+    let placement = inventory.place(current.kind, &b.template, Some(node))?;
+    Ok(RebuildInstance { template: b.template, template_vmid: placement.template_vmid, ssh_keys: b.ssh_keys }.new_job())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nimbus_domain::InstanceKind;
+
+    fn instance() -> Instance {
+        Instance {
+            id: InstanceId::new(),
+            tenant_id: nimbus_domain::TenantId::new(),
+            name: "web-1".into(),
+            kind: InstanceKind::Qemu,
+            template: "debian".into(),
+            cores: 2,
+            memory_mib: 2048,
+            disk_gib: 20,
+            ssh_keys: vec![],
+            node: Some("pve1".into()),
+            vmid: Some(1000),
+            status: InstanceStatus::Running,
+            ip_addresses: vec![],
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn resizes_grow_disks_and_change_something() {
+        let i = instance();
+        let to = resize_target(&i, &ResizeBody { cores: Some(4), memory: None, disk: Some(40) }).unwrap();
+        assert_eq!(to, Sizes { cores: 4, memory: 2048, disk: 40 });
+        let shrink = resize_target(&i, &ResizeBody { disk: Some(10), ..Default::default() }).unwrap_err();
+        assert_eq!(shrink.code(), ErrorCode::InvalidResize);
+        let same = resize_target(&i, &ResizeBody { cores: Some(2), ..Default::default() }).unwrap_err();
+        assert_eq!(same.code(), ErrorCode::InvalidResize);
+        let ApiError::Validation(fields) = resize_target(&i, &ResizeBody::default()).unwrap_err() else { panic!() };
+        assert_eq!(fields.len(), 1);
+        let ApiError::Validation(fields) =
+            resize_target(&i, &ResizeBody { cores: Some(0), memory: Some(1), disk: None }).unwrap_err()
+        else {
+            panic!()
+        };
+        assert_eq!(fields.len(), 2);
+    }
+
+    #[test]
+    fn an_empty_body_is_no_options() {
+        assert!(body::<NoOptions>(b"").is_ok());
+        assert!(body::<NoOptions>(b" \n").is_ok());
+        assert!(body::<NoOptions>(br#"{"force": true}"#).is_err());
+        let (b, _) = body::<ShutdownBody>(br#"{"timeoutSecs": 5, "force": true}"#).unwrap();
+        assert_eq!((b.timeout_secs, b.force), (Some(5), true));
+    }
+}

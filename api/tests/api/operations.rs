@@ -1,0 +1,294 @@
+//! Operations on existing instances, end to end: the API accepts them as jobs, a real worker
+//! runs them against pve-sim, and the simulator's guests show the result. Also: one operation at
+//! a time per instance, the states and bodies that are refused, and the cleanup after a
+//! provision fails for good.
+
+use std::time::Duration;
+
+use pve_sim::model::PowerState;
+use serde_json::{Value, json};
+
+use crate::support::{TestApp, Worker, split, vm_body};
+
+const PVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `method path` with `body` as the app's tenant.
+async fn call(app: &TestApp, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut req = app.http.request(method, app.url(path)).bearer_auth(&app.token);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let (status, _, body) = split(req.send().await.unwrap()).await;
+    (status.as_u16(), body)
+}
+
+async fn post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
+    call(app, reqwest::Method::POST, path, Some(body)).await
+}
+
+/// Waits until job `id` is final; returns its handle.
+async fn finished(app: &TestApp, id: &str) -> Value {
+    for _ in 0..600 {
+        let (_, body) = call(app, reqwest::Method::GET, &format!("/v1/jobs/{id}"), None).await;
+        if ["succeeded", "failed", "cancelled"].contains(&body["data"]["status"].as_str().unwrap_or_default()) {
+            return body["data"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("job {id} did not finish");
+}
+
+/// Accepts `path` with `body` (202) and waits for its job to succeed.
+async fn run(app: &TestApp, path: &str, body: Value) -> Value {
+    let (status, accepted) = post(app, path, body).await;
+    assert_eq!(status, 202, "{path}: {accepted}");
+    let job = finished(app, accepted["data"]["id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "succeeded", "{path}: {job}");
+    job
+}
+
+/// A running instance; returns its id and VMID.
+async fn running_instance(app: &TestApp, name: &str) -> (String, u32) {
+    let (status, _, accepted) = app.create_vm(&vm_body(name), &[]).await;
+    assert_eq!(status, 202, "{accepted}");
+    let job = finished(app, accepted["data"]["id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let id = job["resources"][0]["id"].as_str().unwrap().to_owned();
+    let vm = instance(app, &id).await;
+    (id, vm["vmid"].as_u64().unwrap() as u32)
+}
+
+async fn instance(app: &TestApp, id: &str) -> Value {
+    call(app, reqwest::Method::GET, &format!("/v1/vms/{id}"), None).await.1["data"].clone()
+}
+
+fn guest_state(app: &TestApp, vmid: u32) -> Option<(PowerState, String, String)> {
+    let cluster = app.sim.sim().read();
+    cluster.guests.get(&vmid).map(|g| {
+        let get = |k: &str| g.config.get(k).cloned().unwrap_or_default();
+        (g.state, get("cores"), get("memory"))
+    })
+}
+
+#[tokio::test]
+async fn power_resize_snapshots_and_delete_run_to_the_end() {
+    let app = TestApp::new().await;
+    let worker = Worker::start(&app, PVE_TIMEOUT).await;
+    let (id, vmid) = running_instance(&app, "ops-1").await;
+    let actions = |a: &str| format!("/v1/vms/{id}/actions/{a}");
+
+    run(&app, &actions("stop"), json!({})).await;
+    assert_eq!(instance(&app, &id).await["status"], "stopped");
+    assert_eq!(guest_state(&app, vmid).unwrap().0, PowerState::Stopped);
+    // Stopping a stopped guest is done at once, as Proxmox does.
+    run(&app, &actions("stop"), json!({})).await;
+    run(&app, &actions("start"), json!({})).await;
+    assert_eq!(instance(&app, &id).await["status"], "running");
+    assert_eq!(guest_state(&app, vmid).unwrap().0, PowerState::Running);
+    run(&app, &actions("reboot"), json!({})).await;
+    run(&app, &actions("shutdown"), json!({"timeoutSecs": 30})).await;
+    assert_eq!(guest_state(&app, vmid).unwrap().0, PowerState::Stopped);
+    run(&app, &actions("start"), json!({})).await;
+
+    run(&app, &actions("resize"), json!({"cores": 4, "memory": 4096, "disk": 30})).await;
+    let vm = instance(&app, &id).await;
+    assert_eq!((vm["cores"].as_i64(), vm["memory"].as_i64(), vm["disk"].as_i64()), (Some(4), Some(4096), Some(30)));
+    let (_, quota) = call(&app, reqwest::Method::GET, "/v1/quota", None).await;
+    assert_eq!(quota["data"]["used"]["vcpus"], 4, "{quota}");
+    {
+        let cluster = app.sim.sim().read();
+        let g = &cluster.guests[&vmid];
+        // A running VM without CPU hotplug keeps the change pending until its next start.
+        let cores = g.pending.get("cores").or_else(|| g.config.get("cores")).cloned();
+        assert_eq!(cores.as_deref(), Some("4"), "{:?} {:?}", g.config, g.pending);
+        assert!(g.config.values().any(|v| v.contains("size=30G")), "{:?}", g.config);
+    }
+
+    let snapshots = format!("/v1/vms/{id}/snapshots");
+    run(&app, &snapshots, json!({"name": "before-upgrade", "description": "known good"})).await;
+    let (status, listed) = call(&app, reqwest::Method::GET, &snapshots, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["data"][0]["name"], "before-upgrade", "{listed}");
+    assert_eq!(listed["data"][0]["description"], "known good");
+    let (status, dup) = post(&app, &snapshots, json!({"name": "before-upgrade"})).await;
+    assert_eq!((status, dup["error"]["code"].as_str()), (409, Some("CONFLICT")));
+    run(&app, &format!("{snapshots}/before-upgrade/rollback"), json!({})).await;
+    assert_eq!(instance(&app, &id).await["status"], "running", "a rollback restarts a running guest");
+    let (status, accepted) = call(&app, reqwest::Method::DELETE, &format!("{snapshots}/before-upgrade"), None).await;
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(finished(&app, accepted["data"]["id"].as_str().unwrap()).await["status"], "succeeded");
+    assert_eq!(call(&app, reqwest::Method::GET, &snapshots, None).await.1["data"], json!([]));
+    let (status, _) = call(&app, reqwest::Method::DELETE, &format!("{snapshots}/nope"), None).await;
+    assert_eq!(status, 404);
+
+    // The instance's jobs, newest first: the provision and every operation above.
+    let (_, jobs) = call(&app, reqwest::Method::GET, &format!("/v1/jobs?instance={id}&perPage=100"), None).await;
+    let kinds: Vec<&str> = jobs["data"].as_array().unwrap().iter().map(|j| j["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds.len(), 11, "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"provision"));
+    assert!(kinds.contains(&"restore") && kinds.contains(&"resize") && kinds.contains(&"shutdown"));
+
+    let (status, accepted) = call(&app, reqwest::Method::DELETE, &format!("/v1/vms/{id}"), None).await;
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(instance(&app, &id).await["status"], "deleting");
+    assert_eq!(finished(&app, accepted["data"]["id"].as_str().unwrap()).await["status"], "succeeded");
+    assert_eq!(instance(&app, &id).await["status"], "deleted");
+    assert!(guest_state(&app, vmid).is_none(), "the guest is purged");
+    let reservations: i64 = sqlx::query_scalar("select count(*) from vmid_reservations where vmid = $1")
+        .bind(vmid as i32)
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(reservations, 0, "the VMID is released");
+    let (_, quota) = call(&app, reqwest::Method::GET, "/v1/quota", None).await;
+    assert_eq!(quota["data"]["used"]["instances"], 0, "{quota}");
+    // The name is free again.
+    let (status, _, _) = app.create_vm(&vm_body("ops-1"), &[]).await;
+    assert_eq!(status, 202);
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn one_operation_at_a_time_and_refused_states() {
+    let app = TestApp::new().await;
+    let worker = Worker::start(&app, PVE_TIMEOUT).await;
+    let (id, _) = running_instance(&app, "busy-1").await;
+    worker.stop().await;
+    let actions = |a: &str| format!("/v1/vms/{id}/actions/{a}");
+
+    // With no worker running, the first operation stays queued; two more at once both meet it.
+    let (status, first) = post(&app, &actions("stop"), json!({})).await;
+    assert_eq!(status, 202, "{first}");
+    let first_id = first["data"]["id"].as_str().unwrap().to_owned();
+    let (reboot, start) = (actions("reboot"), actions("start"));
+    let (a, b) = tokio::join!(post(&app, &reboot, json!({})), post(&app, &start, json!({})));
+    for (status, body) in [a, b] {
+        assert_eq!(status, 409, "{body}");
+        assert_eq!(body["error"]["code"], "INSTANCE_BUSY");
+        assert_eq!(body["error"]["details"]["job"]["id"], first_id.as_str());
+    }
+    let (status, body) = call(&app, reqwest::Method::DELETE, &format!("/v1/vms/{id}"), None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("INSTANCE_BUSY")));
+    assert_eq!(instance(&app, &id).await["operation"]["id"], first_id.as_str());
+
+    // Concurrent requests on an idle instance: exactly one is accepted.
+    let worker = Worker::start(&app, PVE_TIMEOUT).await;
+    assert_eq!(finished(&app, &first_id).await["status"], "succeeded");
+    assert!(instance(&app, &id).await["operation"].is_null());
+    let start = actions("start");
+    let (a, b) = tokio::join!(post(&app, &start, json!({})), post(&app, &start, json!({})));
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [202, 409], "{} {}", a.1, b.1);
+    let accepted = if a.0 == 202 { a.1 } else { b.1 };
+    assert_eq!(finished(&app, accepted["data"]["id"].as_str().unwrap()).await["status"], "succeeded");
+
+    // States and bodies.
+    run(&app, &actions("stop"), json!({})).await;
+    let (status, body) = post(&app, &actions("reboot"), json!({})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("INVALID_INSTANCE_STATE")), "{body}");
+    assert_eq!(body["error"]["details"]["status"], "stopped");
+    let (status, body) = post(&app, &actions("resize"), json!({"disk": 10})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("INVALID_RESIZE")), "{body}");
+    let (status, body) = post(&app, &actions("resize"), json!({"cores": 500})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("VALIDATION_FAILED")), "{body}");
+    let (status, body) =
+        post(&app, &actions("rebuild"), json!({"template": "debian-12-cloudinit", "confirm": "x"})).await;
+    assert_eq!((status, body["error"]["details"]["fields"][0]["field"].as_str()), (400, Some("confirm")), "{body}");
+    let (status, body) = post(&app, &actions("hibernate"), json!({})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("VALIDATION_FAILED")), "{body}");
+    let (status, _) = post(&app, &actions("stop"), json!({"force": true})).await;
+    assert_eq!(status, 400, "stop takes no options");
+    // The plan's snapshot limit.
+    sqlx::query("update plans set max_snapshots_per_instance = 1").execute(app.pool()).await.unwrap();
+    run(&app, &format!("/v1/vms/{id}/snapshots"), json!({"name": "one"})).await;
+    let (status, body) = post(&app, &format!("/v1/vms/{id}/snapshots"), json!({"name": "two"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("SNAPSHOT_LIMIT")), "{body}");
+    // A resize beyond the plan.
+    sqlx::query("update plans set max_vcpus = 3").execute(app.pool()).await.unwrap();
+    let (status, body) = post(&app, &actions("resize"), json!({"cores": 4})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("QUOTA_EXCEEDED")), "{body}");
+    assert_eq!(instance(&app, &id).await["cores"], 2, "a refused resize changes nothing");
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn idempotent_operations_replay_their_answer() {
+    let app = TestApp::new().await;
+    let worker = Worker::start(&app, PVE_TIMEOUT).await;
+    let (id, _) = running_instance(&app, "idem-1").await;
+    let path = app.url(&format!("/v1/vms/{id}/actions/stop"));
+    let send = || app.http.post(&path).bearer_auth(&app.token).header("Idempotency-Key", "stop-1").json(&json!({}));
+    let (s1, _, first) = split(send().send().await.unwrap()).await;
+    let (s2, headers, second) = split(send().send().await.unwrap()).await;
+    assert_eq!((s1.as_u16(), s2.as_u16()), (202, 202));
+    assert_eq!(first["data"]["id"], second["data"]["id"]);
+    assert_eq!(headers.get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(finished(&app, first["data"]["id"].as_str().unwrap()).await["status"], "succeeded");
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_rebuild_recreates_the_guest_under_the_same_vmid() {
+    let app = TestApp::new().await;
+    let worker = Worker::start(&app, PVE_TIMEOUT).await;
+    let (id, vmid) = running_instance(&app, "rebuild-1").await;
+    run(&app, &format!("/v1/vms/{id}/snapshots"), json!({"name": "old"})).await;
+    let before = app.sim.sim().read().guests[&vmid].config.get("scsi0").cloned();
+    run(
+        &app,
+        &format!("/v1/vms/{id}/actions/rebuild"),
+        json!({"template": "debian-12-cloudinit", "confirm": "rebuild-1"}),
+    )
+    .await;
+    let vm = instance(&app, &id).await;
+    assert_eq!((vm["vmid"].as_u64(), vm["status"].as_str()), (Some(vmid as u64), Some("running")));
+    {
+        let cluster = app.sim.sim().read();
+        let guest = &cluster.guests[&vmid];
+        assert!(guest.snapshots.is_empty(), "the old guest, with its snapshot, is gone");
+        assert_eq!(guest.config.get("name").map(String::as_str), Some("rebuild-1"));
+        assert!(guest.config.contains_key("scsi0") && before.is_some());
+    }
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_provision_that_fails_for_good_is_cleaned_up() {
+    let app = TestApp::new().await;
+    let worker = Worker::start(&app, PVE_TIMEOUT).await;
+    // The guest is cloned, then its start fails for a reason retrying will not fix.
+    app.sim.faults().fail_next_task("qmstart", "start failed: no such bridge");
+    let (status, _, accepted) = app.create_vm(&vm_body("doomed-1"), &[]).await;
+    assert_eq!(status, 202);
+    let job = finished(&app, accepted["data"]["id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    let id = job["resources"][0]["id"].as_str().unwrap().to_owned();
+    let vmid = instance(&app, &id).await["vmid"].as_u64().unwrap() as u32;
+    // The cleanup is the instance's next job: it removes the guest and the VMID reservation.
+    let mut cleaned = false;
+    for _ in 0..400 {
+        let (_, jobs) = call(&app, reqwest::Method::GET, &format!("/v1/jobs?instance={id}"), None).await;
+        let items = jobs["data"].as_array().unwrap().clone();
+        if items.iter().any(|j| j["kind"] == "delete" && j["status"] == "succeeded") {
+            cleaned = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(cleaned, "the cleanup ran");
+    assert!(guest_state(&app, vmid).is_none(), "nothing is left on the node");
+    let reservations: i64 = sqlx::query_scalar("select count(*) from vmid_reservations where vmid = $1")
+        .bind(vmid as i32)
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(reservations, 0);
+    assert_eq!(instance(&app, &id).await["status"], "failed", "the instance stays failed for an operator");
+    // The tenant may delete it now.
+    let (status, accepted) = call(&app, reqwest::Method::DELETE, &format!("/v1/vms/{id}"), None).await;
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(finished(&app, accepted["data"]["id"].as_str().unwrap()).await["status"], "succeeded");
+    assert_eq!(instance(&app, &id).await["status"], "deleted");
+    worker.stop().await;
+}

@@ -1,0 +1,161 @@
+//! The ledger payloads of the operations on existing instances. The instance itself (node,
+//! VMID, kind, sizes) is read from its row, the job's first resource; a payload holds only what
+//! the request asked for, plus what the step machine persists to resume.
+
+use nimbus_db::jobs::NewJob;
+use nimbus_domain::JobKind;
+use serde::{Deserialize, Serialize};
+
+use crate::queues;
+
+/// A power action: the job's kind says which (`start`, `stop`, `shutdown`, `reboot`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PowerAction {
+    /// `shutdown` only: seconds the guest has to power off after the ACPI request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u32>,
+    /// `shutdown` only: stop the guest hard when the timeout passes (otherwise the job fails
+    /// with `TIMEOUT` and the guest keeps running).
+    #[serde(default)]
+    pub force: bool,
+}
+
+impl PowerAction {
+    /// The seconds a shutdown waits when the request names none.
+    pub const DEFAULT_SHUTDOWN_SECS: u32 = 60;
+
+    /// A ledger job of `kind` (one of the power kinds) on [`queues::POWER`].
+    pub fn new_job(&self, kind: JobKind) -> NewJob {
+        NewJob::new(kind, queues::POWER, serde_json::to_value(self).unwrap_or_default())
+    }
+}
+
+/// Sizes of an instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sizes {
+    /// vCPUs.
+    pub cores: i32,
+    /// MiB.
+    pub memory: i64,
+    /// GiB.
+    pub disk: i64,
+}
+
+/// A resize: the instance's sizes before and after. The API sets the instance to `to` when it
+/// accepts (the quota is held from then); a resize that fails for good puts back what it did not
+/// apply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResizeInstance {
+    /// Before.
+    pub from: Sizes,
+    /// After.
+    pub to: Sizes,
+}
+
+impl ResizeInstance {
+    /// A ledger job on [`queues::RESIZE`].
+    pub fn new_job(&self) -> NewJob {
+        NewJob::new(JobKind::Resize, queues::RESIZE, serde_json::to_value(self).unwrap_or_default())
+    }
+}
+
+/// A rebuild: the guest is recreated from `template` under the same VMID, on the same node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RebuildInstance {
+    /// Template name, as `GET /v1/templates` lists it.
+    pub template: String,
+    /// The template guest's VMID on the instance's node (0 for containers: they are created from
+    /// a `vztmpl` archive).
+    pub template_vmid: u32,
+    /// SSH keys for the new guest (`None`: keep the instance's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_keys: Option<Vec<String>>,
+}
+
+impl RebuildInstance {
+    /// A ledger job on [`queues::REBUILD`].
+    pub fn new_job(&self) -> NewJob {
+        NewJob::new(JobKind::Rebuild, queues::REBUILD, serde_json::to_value(self).unwrap_or_default())
+    }
+}
+
+/// A delete, or the cleanup of a failed provision.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteInstance {
+    /// `true` for the cleanup after a provision failed for good: the guest (if it is ours) and
+    /// the VMID reservation go, the instance stays `failed` so an operator can retry or delete it.
+    #[serde(default)]
+    pub cleanup: bool,
+}
+
+impl DeleteInstance {
+    /// A ledger job on [`queues::DELETE`].
+    pub fn new_job(&self) -> NewJob {
+        NewJob::new(JobKind::Delete, queues::DELETE, serde_json::to_value(self).unwrap_or_default())
+    }
+}
+
+/// What a snapshot job does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotOp {
+    /// Take a snapshot (job kind `snapshot`).
+    Create,
+    /// Delete one (job kind `snapshot`).
+    Delete,
+    /// Roll the guest back to one (job kind `restore`).
+    Rollback,
+}
+
+/// A snapshot operation on the instance's guest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotAction {
+    /// What to do.
+    pub op: SnapshotOp,
+    /// The snapshot's name (Proxmox's rules: a letter, then letters, digits, `-`, `_`).
+    pub name: String,
+    /// `create` only: a description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+impl SnapshotAction {
+    /// A ledger job on [`queues::SNAPSHOT`], of kind `restore` for a rollback, else `snapshot`.
+    pub fn new_job(&self) -> NewJob {
+        let kind = if self.op == SnapshotOp::Rollback { JobKind::Restore } else { JobKind::Snapshot };
+        NewJob::new(kind, queues::SNAPSHOT, serde_json::to_value(self).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn payloads_round_trip_in_camel_case() {
+        let p = PowerAction { timeout_secs: Some(30), force: true };
+        let job = p.new_job(JobKind::Shutdown);
+        assert_eq!(job.payload, json!({"timeoutSecs": 30, "force": true}));
+        assert_eq!((job.kind, job.queue.as_str()), (JobKind::Shutdown, "power"));
+        assert_eq!(serde_json::from_value::<PowerAction>(json!({})).unwrap(), PowerAction::default());
+
+        let s = SnapshotAction { op: SnapshotOp::Rollback, name: "before".into(), description: None };
+        let job = s.new_job();
+        assert_eq!((job.kind, job.queue.as_str()), (JobKind::Restore, "snapshot"));
+        assert_eq!(job.payload, json!({"op": "rollback", "name": "before"}));
+
+        let r = ResizeInstance {
+            from: Sizes { cores: 1, memory: 512, disk: 10 },
+            to: Sizes { cores: 2, memory: 1024, disk: 10 },
+        };
+        assert_eq!(serde_json::from_value::<ResizeInstance>(r.new_job().payload).unwrap(), r);
+        assert_eq!(DeleteInstance { cleanup: true }.new_job().payload, json!({"cleanup": true}));
+    }
+}
