@@ -2,13 +2,15 @@
 --
 -- A job acts on the instance named by its first resource (`{"type": "instance", "id"}`): the
 -- provision job that creates it, and every action after (power, resize, rebuild, snapshots,
--- delete). `instance_id` is derived from that resource, so no writer can forget it, and the
--- partial unique index lets only one such job be queued or running per instance: a second
--- mutating request fails its insert with `jobs_instance_busy_key` (409 `INSTANCE_BUSY`) instead
--- of racing a check made a moment earlier.
+-- delete). `instance_id` is derived from that resource (when it holds a UUID, as the ids Nimbus
+-- makes do), so no writer can forget it, and the partial unique index lets only one such job be
+-- queued or running per instance: a second mutating request fails its insert with
+-- `jobs_instance_busy_key` (409 `INSTANCE_BUSY`) instead of racing a check made a moment earlier.
 
 alter table jobs add column instance_id uuid generated always as (
-    case when resources -> 0 ->> 'type' = 'instance' then (resources -> 0 ->> 'id')::uuid end
+    case when resources -> 0 ->> 'type' = 'instance'
+              and resources -> 0 ->> 'id' ~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
+         then (resources -> 0 ->> 'id')::uuid end
 ) stored;
 
 create unique index jobs_instance_busy_key on jobs (instance_id)
