@@ -10,6 +10,7 @@
 //!
 //! * [`provision_vm`]: the provision job (one file per job kind).
 //! * [`node_caps`]: per-node concurrency caps shared by every worker process.
+//! * [`pve_rate`]: the cap on Proxmox API requests per second shared by every worker process.
 //! * [`retry`]: backoff with jitter for the ledger's retries.
 //! * [`relay`]: the outbox relay and its sweep for lost dispatches; [`recovery`]: the lease
 //!   recovery tick.
@@ -20,6 +21,7 @@ pub mod config;
 pub mod env;
 pub mod node_caps;
 pub mod provision_vm;
+pub mod pve_rate;
 pub mod recovery;
 pub mod relay;
 pub mod retry;
