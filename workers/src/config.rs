@@ -17,6 +17,8 @@
 //! | `QUEUE_CONCURRENCY` | per-queue exceptions to `WORKER_CONCURRENCY`, `power=32,provision=4` | none |
 //! | `NODE_CAP` | provision jobs loading one Proxmox node at once, across all workers | `4` |
 //! | `NODE_CAPS` | per-node exceptions to `NODE_CAP`, `pve1=2,pve3=0` (0: no new work there) | none |
+//! | `PVE_RATE_LIMIT` | Proxmox API requests per second, across all workers (0: no cap) | `50` |
+//! | `PVE_RATE_BURST` | requests that may go at once after a quiet spell, within `PVE_RATE_LIMIT` | `PVE_RATE_LIMIT` |
 //! | `JOB_MAX_WAIT_IP_SECS` | how long a started guest may take to report its IP | `300` |
 //! | `JOB_LEASE_SECS` | how long a job's ledger claim lasts unrenewed (renewed every third of it): bounds how soon a crashed worker's job is taken over | `6` |
 //! | `WORKER_NAME` | this process's name in leases | host name + pid |
@@ -56,6 +58,10 @@ pub struct Config {
     pub node_cap: u32,
     /// `NODE_CAPS`.
     pub node_caps: HashMap<String, u32>,
+    /// `PVE_RATE_LIMIT` (0: no cap).
+    pub pve_rate_limit: u32,
+    /// `PVE_RATE_BURST`.
+    pub pve_rate_burst: u32,
     /// `JOB_MAX_WAIT_IP_SECS`.
     pub ip_timeout: Duration,
     /// `JOB_LEASE_SECS`.
@@ -135,6 +141,13 @@ fn positive<T: std::str::FromStr + PartialOrd + Default>(
     }
 }
 
+fn non_negative(var: &'static str, value: Option<String>, default: u32) -> Result<u32, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) => v.trim().parse().map_err(|_| err(var, "must be a non-negative integer")),
+    }
+}
+
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Config, ConfigError> {
@@ -156,6 +169,8 @@ impl Config {
             get("QUEUE_CONCURRENCY").map(|v| queue_concurrency(&v)).transpose()?.unwrap_or_default();
         let node_cap = positive("NODE_CAP", get("NODE_CAP"), 4)?;
         let node_caps = get("NODE_CAPS").map(|v| node_caps(&v)).transpose()?.unwrap_or_default();
+        let pve_rate_limit = non_negative("PVE_RATE_LIMIT", get("PVE_RATE_LIMIT"), 50)?;
+        let pve_rate_burst = positive("PVE_RATE_BURST", get("PVE_RATE_BURST"), pve_rate_limit.max(1))?;
         let ip_timeout = Duration::from_secs(positive("JOB_MAX_WAIT_IP_SECS", get("JOB_MAX_WAIT_IP_SECS"), 300)?);
         let default_lease = crate::Settings::default().lease.as_secs();
         let lease = Duration::from_secs(positive("JOB_LEASE_SECS", get("JOB_LEASE_SECS"), default_lease)?);
@@ -180,6 +195,8 @@ impl Config {
             queue_concurrency,
             node_cap,
             node_caps,
+            pve_rate_limit,
+            pve_rate_burst,
             ip_timeout,
             lease,
             worker_name,
@@ -232,6 +249,23 @@ mod tests {
         assert_eq!(with(&[("WORKER_CONCURRENCY", "many")]).unwrap_err().var, "WORKER_CONCURRENCY");
         assert!(with(&[("PVE_FINGERPRINT", "AB"), ("PVE_INSECURE", "1")]).is_err());
         assert_eq!(Config::from_lookup(lookup(&BASE[1..])).unwrap_err().var, "DATABASE_URL");
+    }
+
+    #[test]
+    fn proxmox_rate_cap() {
+        let c = with(&[]).unwrap();
+        assert_eq!((c.pve_rate_limit, c.pve_rate_burst), (50, 50));
+        let c = with(&[("PVE_RATE_LIMIT", "20")]).unwrap();
+        assert_eq!((c.pve_rate_limit, c.pve_rate_burst), (20, 20), "the burst follows the rate");
+        let c = with(&[("PVE_RATE_LIMIT", "20"), ("PVE_RATE_BURST", "5")]).unwrap();
+        assert_eq!((c.pve_rate_limit, c.pve_rate_burst), (20, 5));
+        assert_eq!(with(&[("PVE_RATE_LIMIT", "0")]).unwrap().pve_rate_limit, 0, "0: no cap");
+        for bad in ["-1", "x", "2.5"] {
+            assert_eq!(with(&[("PVE_RATE_LIMIT", bad)]).unwrap_err().var, "PVE_RATE_LIMIT", "{bad}");
+        }
+        for bad in ["0", "-1", "x"] {
+            assert_eq!(with(&[("PVE_RATE_BURST", bad)]).unwrap_err().var, "PVE_RATE_BURST", "{bad}");
+        }
     }
 
     #[test]

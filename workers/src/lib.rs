@@ -13,6 +13,7 @@
 //!   [`resize`], [`delete`] (also the cleanup of a failed provision), [`snapshot`];
 //!   [`guest_ops`]: the Proxmox calls they share.
 //! * [`node_caps`]: per-node concurrency caps shared by every worker process.
+//! * [`pve_rate`]: the cap on Proxmox API requests per second shared by every worker process.
 //! * [`retry`]: backoff with jitter for the ledger's retries.
 //! * [`relay`]: the outbox relay and its sweep for lost dispatches; [`recovery`]: the lease
 //!   recovery tick.
@@ -26,6 +27,7 @@ pub mod guest_ops;
 pub mod node_caps;
 pub mod power;
 pub mod provision_vm;
+pub mod pve_rate;
 pub mod rebuild;
 pub mod recovery;
 pub mod relay;

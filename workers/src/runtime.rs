@@ -65,12 +65,20 @@ pub async fn connect(config: &Config, shutdown: CancellationToken) -> anyhow::Re
             nimbus_db::APP_ROLE
         );
     }
-    let pve = ProxmoxClient::new(
-        ClientConfig::new(&config.pve_url, config.pve_token.clone(), config.pve_tls.clone())
-            .allow_http(config.pve_allow_http),
-    )
-    .context("configuring the Proxmox client")?;
     let queues = Queues::new(&config.redis_url, config.redis_key_prefix.clone()).context("REDIS_URL")?;
+    let mut pve_config = ClientConfig::new(&config.pve_url, config.pve_token.clone(), config.pve_tls.clone())
+        .allow_http(config.pve_allow_http);
+    // Every worker process shares one budget of Proxmox requests per second (`PVE_RATE_LIMIT`).
+    if config.pve_rate_limit > 0 {
+        let cap = crate::pve_rate::ClusterRateCap::connect(
+            queues.client(),
+            &config.redis_key_prefix,
+            config.pve_rate_limit,
+            config.pve_rate_burst,
+        )?;
+        pve_config = pve_config.request_gate(cap);
+    }
+    let pve = ProxmoxClient::new(pve_config).context("configuring the Proxmox client")?;
     let settings = Settings { ip_timeout: config.ip_timeout, lease: config.lease, ..Settings::default() };
     // Permits outlive a crashed holder by at most the job lease.
     let caps = NodeCaps::with_overrides(

@@ -11,6 +11,9 @@
 //!
 //! The base URL must be `https://`: the token is a bearer secret. `http://` is refused
 //! unless [`ClientConfig::allow_http`] is set for a lab, and then logged as a warning.
+//!
+//! With a [`RequestGate`] configured, every request waits for it just before it is sent
+//! ([`crate::gate`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,6 +29,7 @@ use url::Url;
 
 use crate::config::{ClientConfig, PollBackoff};
 use crate::error::{PveError, Result};
+use crate::gate::RequestGate;
 use crate::params::Params;
 use crate::tls;
 
@@ -88,6 +92,7 @@ pub(crate) struct Inner {
     pub(crate) task_poll: PollBackoff,
     pub(crate) tls: Arc<rustls::ClientConfig>,
     pub(crate) user_agent: String,
+    pub(crate) gate: Option<Arc<dyn RequestGate>>,
 }
 
 impl std::fmt::Debug for ProxmoxClient {
@@ -166,6 +171,7 @@ impl ProxmoxClient {
                 task_poll: config.task_poll,
                 tls: tls_config,
                 user_agent: config.user_agent,
+                gate: config.request_gate,
             }),
         })
     }
@@ -236,6 +242,7 @@ impl ProxmoxClient {
         if body_method {
             req = req.header(CONTENT_TYPE, "application/x-www-form-urlencoded").body(params.to_form());
         }
+        self.pass_gate().await;
         let started = Instant::now();
         let resp = req.send().await.map_err(|e| self.send_error(&method, &path, e, self.inner.timeout))?;
         self.decode(&method, &path, resp, started, self.inner.timeout).await
@@ -249,10 +256,18 @@ impl ProxmoxClient {
         req: reqwest::RequestBuilder,
         timeout: Option<Duration>,
     ) -> Result<T> {
+        self.pass_gate().await;
         let started = Instant::now();
         let limit = timeout.unwrap_or(Duration::MAX);
         let resp = req.send().await.map_err(|e| self.send_error(&method, path, e, limit))?;
         Ok(self.decode(&method, path, resp, started, limit).await?.0)
+    }
+
+    /// Waits for the request gate, if any; called right before each request is sent.
+    pub(crate) async fn pass_gate(&self) {
+        if let Some(gate) = &self.inner.gate {
+            gate.acquire().await;
+        }
     }
 
     pub(crate) fn url(&self, path: &str) -> String {

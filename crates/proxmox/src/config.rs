@@ -1,11 +1,14 @@
-//! Client configuration: endpoint, API token, TLS mode, timeouts and task polling.
+//! Client configuration: endpoint, API token, TLS mode, timeouts, task polling and the
+//! request gate.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{PveError, Result};
+use crate::gate::RequestGate;
 
 /// A PVE API token, `user@realm!tokenid=secret`. `Debug` and `Display` never show the
 /// secret.
@@ -155,6 +158,8 @@ pub struct ClientConfig {
     /// warned about when the client is built. Off by default: an `http://` URL is a
     /// configuration error.
     pub allow_http: bool,
+    /// Awaited before every request is sent (see [`crate::gate`]); `None`: requests go at once.
+    pub request_gate: Option<Arc<dyn RequestGate>>,
 }
 
 impl ClientConfig {
@@ -171,6 +176,7 @@ impl ClientConfig {
             task_poll: PollBackoff::default(),
             user_agent: concat!("nimbus-proxmox/", env!("CARGO_PKG_VERSION")).to_string(),
             allow_http: false,
+            request_gate: None,
         }
     }
 
@@ -190,6 +196,12 @@ impl ClientConfig {
     /// Sets the task polling backoff.
     pub fn task_poll(mut self, poll: PollBackoff) -> Self {
         self.task_poll = poll;
+        self
+    }
+
+    /// Makes every request, task polls included, wait for `gate` before it is sent.
+    pub fn request_gate(mut self, gate: Arc<dyn RequestGate>) -> Self {
+        self.request_gate = Some(gate);
         self
     }
 }

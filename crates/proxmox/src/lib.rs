@@ -24,6 +24,8 @@
 //!   [`ErrorClass::Permanent`] for the workers' retry policy. A 404 that PVE did not
 //!   write is [`PveError::NotProxmox`] (misconfiguration), never "not found".
 //! * Tasks: [`Upid`], [`ProxmoxClient::wait_task`].
+//! * Pacing: an optional [`RequestGate`] ([`ClientConfig::request_gate`]) that every
+//!   request, each task poll included, awaits before it is sent ([`gate`]).
 //! * Encodings: [`params`] (form bodies, `sshkeys`), [`propstring`] (disk, NIC and IP
 //!   config strings), [`de`] (tolerant decoding of PVE's loose JSON).
 
@@ -34,6 +36,7 @@ pub mod config;
 pub mod de;
 pub mod env;
 pub mod error;
+pub mod gate;
 pub mod params;
 pub mod propstring;
 pub mod task;
@@ -58,6 +61,7 @@ pub use client::{ProxmoxClient, path_segment};
 pub use config::{ApiToken, ClientConfig, PollBackoff, TlsMode};
 pub use env::{EnvError, PveEnv};
 pub use error::{ErrorClass, PveError, Result};
+pub use gate::RequestGate;
 pub use params::{Params, encode_sshkeys};
 pub use propstring::{DiskSource, IpConfig, LxcNet, LxcVolume, QemuDisk, QemuNet};
 pub use task::{Deadline, TaskListEntry, TaskListQuery, TaskLog, TaskLogLine, TaskOutcome, TaskStatus};

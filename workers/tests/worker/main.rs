@@ -5,5 +5,6 @@ mod crash;
 mod lxc;
 mod node_caps;
 mod provision;
+mod pve_rate;
 mod relay;
 mod support;

@@ -139,6 +139,7 @@ impl<K: GuestKind> Guest<K> {
             headers.insert("user-agent", ua);
         }
         let connector = Connector::Rustls(inner.tls.clone());
+        self.client.pass_gate().await;
         let connect = tokio_tungstenite::connect_async_tls_with_config(request, None, true, Some(connector));
         let result = tokio::time::timeout(inner.timeout, connect).await.map_err(|_| PveError::Timeout {
             method: "GET".into(),
