@@ -19,6 +19,8 @@ const FINAL: &[&str] = &["succeeded", "failed", "cancelled"];
 #[derive(Debug)]
 pub struct JobRow {
     pub id: String,
+    /// `provision`, or `delete` for the cleanup a provision that failed for good enqueues.
+    pub kind: String,
     pub status: String,
     pub attempts: i32,
     pub error_code: Option<String>,
@@ -69,7 +71,7 @@ pub async fn read_database(pool: &sqlx::PgPool, tenant: &str) -> anyhow::Result<
     let mut tx = pool.begin().await?;
     sqlx::query("set transaction isolation level repeatable read, read only").execute(&mut *tx).await?;
     let jobs = sqlx::query(
-        "select id::text as id, status, attempts, error_code, \
+        "select id::text as id, kind, status, attempts, error_code, \
          extract(epoch from created_at)::float8 as created, extract(epoch from finished_at)::float8 as finished, \
          (select r->>'id' from jsonb_array_elements(resources) r where r->>'type' = 'instance' limit 1) as instance \
          from jobs where tenant_id = $1::uuid",
@@ -81,6 +83,7 @@ pub async fn read_database(pool: &sqlx::PgPool, tenant: &str) -> anyhow::Result<
     .map(|r| {
         Ok(JobRow {
             id: r.try_get("id")?,
+            kind: r.try_get("kind")?,
             status: r.try_get("status")?,
             attempts: r.try_get("attempts")?,
             error_code: r.try_get("error_code")?,
@@ -306,7 +309,13 @@ pub fn judge(sent: &[Sent], skipped: usize, faults: &[FaultRecord], ev: &Evidenc
         }
     }
     let owed_ids: HashSet<&str> = owed.iter().map(|(_, j)| *j).collect();
-    let unowed: Vec<&JobRow> = ev.jobs.iter().filter(|j| !owed_ids.contains(j.id.as_str())).collect();
+    // A provision that fails for good enqueues its cleanup: a job no request was answered with.
+    let cleanups: Vec<&JobRow> = ev.jobs.iter().filter(|j| j.kind == "delete").collect();
+    for j in cleanups.iter().filter(|j| j.status != "succeeded") {
+        v.broken.push(format!("cleanup job {} of instance {:?} is {} after the drain", j.id, j.instance, j.status));
+    }
+    let unowed: Vec<&JobRow> =
+        ev.jobs.iter().filter(|j| !owed_ids.contains(j.id.as_str()) && j.kind != "delete").collect();
     for j in unowed.iter().filter(|j| !FINAL.contains(&j.status.as_str())) {
         v.broken.push(format!("job {} (its request got no 202) still {} after the drain", j.id, j.status));
     }
@@ -317,6 +326,12 @@ pub fn judge(sent: &[Sent], skipped: usize, faults: &[FaultRecord], ev: &Evidenc
         *codes.entry(j.error_code.as_deref().unwrap_or("?")).or_default() += 1;
     }
     let codes: Vec<String> = codes.iter().map(|(c, n)| format!("{c} {n}")).collect();
+    let _ = writeln!(
+        r,
+        "cleanups    {} enqueued by failed provisions, {} succeeded",
+        cleanups.len(),
+        cleanups.iter().filter(|j| j.status == "succeeded").count()
+    );
     let _ = writeln!(
         r,
         "jobs        {} owed: {} succeeded, {} failed ({}), {} not final; {} more in the ledger without a 202 \
@@ -350,7 +365,7 @@ pub fn judge(sent: &[Sent], skipped: usize, faults: &[FaultRecord], ev: &Evidenc
         |job: &str| kind_of.get(job).and_then(|k| KINDS.iter().find(|x| x.name == *k)).is_none_or(|k| k.creates_guest);
     let mut left_by_failed = Vec::new();
     let mut running_guests = 0;
-    for j in ev.jobs.iter().filter(|j| creates_guest(&j.id)) {
+    for j in ev.jobs.iter().filter(|j| j.kind != "delete" && creates_guest(&j.id)) {
         let Some(inst_id) = j.instance.as_deref() else {
             v.broken.push(format!("job {} names no instance", j.id));
             continue;
@@ -432,12 +447,9 @@ pub fn judge(sent: &[Sent], skipped: usize, faults: &[FaultRecord], ev: &Evidenc
         ev.guests.len().saturating_sub(running_guests + left_by_failed.len() + v.leaked.len()),
         v.leaked.len()
     );
-    if !left_by_failed.is_empty() {
-        v.notes.push(format!(
-            "{} failed provision(s) left their guest on Proxmox (the instance is failed and holds no quota): {}",
-            left_by_failed.len(),
-            left_by_failed.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
-        ));
+    // Their cleanup removes what failed provisions created.
+    for left in &left_by_failed {
+        v.leaked.push(format!("guest {left} of a failed provision outlived its cleanup"));
     }
     let _ = writeln!(
         r,
@@ -561,6 +573,7 @@ mod tests {
         let finished = (status != "queued").then_some(12.0);
         JobRow {
             id: id.into(),
+            kind: "provision".into(),
             status: status.into(),
             attempts: 1,
             error_code: None,
