@@ -15,6 +15,7 @@
 //! * [`node_caps`]: per-node concurrency caps shared by every worker process.
 //! * [`pve_rate`]: the cap on Proxmox API requests per second shared by every worker process.
 //! * [`retry`]: backoff with jitter for the ledger's retries.
+//! * [`reconciler`]: instance statuses follow what Proxmox reports.
 //! * [`relay`]: the outbox relay and its sweep for lost dispatches; [`recovery`]: the lease
 //!   recovery tick.
 //! * [`env`]: what handlers share; [`config`]: the environment variables; [`runtime`]: the
@@ -29,6 +30,7 @@ pub mod power;
 pub mod provision_vm;
 pub mod pve_rate;
 pub mod rebuild;
+pub mod reconciler;
 pub mod recovery;
 pub mod relay;
 pub mod resize;

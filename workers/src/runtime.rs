@@ -1,6 +1,6 @@
 //! A worker process's moving parts, wired together: one pool per queue it consumes (apalis over
-//! nimbus-queue; all queues unless `WORKER_QUEUES` names fewer), the outbox relay and the lease
-//! recovery tick, all stopped by one shutdown token. On shutdown the pool stops fetching, hands unstarted messages back to Redis, and
+//! nimbus-queue; all queues unless `WORKER_QUEUES` names fewer), the outbox relay, the lease
+//! recovery tick and the reconciler of live state, all stopped by one shutdown token. On shutdown the pool stops fetching, hands unstarted messages back to Redis, and
 //! waits for running jobs, which stop at their next step boundary and go back to the ledger's
 //! queue without spending their attempt.
 
@@ -20,11 +20,11 @@ use crate::env::{Env, Settings};
 use crate::node_caps::NodeCaps;
 use crate::power::Power;
 use crate::provision_vm::Provision;
-use crate::recovery;
 use crate::relay::{Relay, RelayConfig};
 use crate::resize::Resize;
 use crate::snapshot::Snapshot;
 use crate::step_machine::handle;
+use crate::{reconciler, recovery};
 
 /// How the loops run.
 #[derive(Clone, Debug)]
@@ -39,6 +39,8 @@ pub struct RuntimeOptions {
     pub relay: RelayConfig,
     /// Period of the lease recovery tick.
     pub recovery_every: Duration,
+    /// Period of the reconciler (`None`: off).
+    pub reconcile_every: Option<Duration>,
 }
 
 impl Default for RuntimeOptions {
@@ -49,6 +51,7 @@ impl Default for RuntimeOptions {
             queues: queues::ALL.to_vec(),
             relay: RelayConfig::default(),
             recovery_every: Duration::from_secs(2),
+            reconcile_every: Some(Duration::from_secs(5)),
         }
     }
 }
@@ -102,6 +105,8 @@ pub async fn run(env: Arc<Env>, queues: Queues, options: RuntimeOptions) -> anyh
     let shutdown = env.shutdown.clone();
     let relay = tokio::spawn(Relay::new(env.db.clone(), queues.clone(), options.relay.clone()).run(shutdown.clone()));
     let recovery = tokio::spawn(recovery::run(env.db.clone(), options.recovery_every, shutdown.clone()));
+    let reconciler =
+        options.reconcile_every.map(|every| tokio::spawn(reconciler::run((*env).clone(), every, shutdown.clone())));
     let pools: Vec<_> = options
         .queues
         .iter()
@@ -121,6 +126,9 @@ pub async fn run(env: Arc<Env>, queues: Queues, options: RuntimeOptions) -> anyh
     }
     let _ = relay.await;
     let _ = recovery.await;
+    if let Some(r) = reconciler {
+        let _ = r.await;
+    }
     failed.map_or(Ok(()), Err)
 }
 

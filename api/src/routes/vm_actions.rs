@@ -148,7 +148,13 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let id: InstanceId = parse_id(&id, "vm")?;
     instances::get(state.db(), auth.tenant(), id).await.map_err(|e| not_found(e, "vm"))?;
-    let allowed = &[InstanceStatus::Running, InstanceStatus::Stopped, InstanceStatus::Failed, InstanceStatus::Deleting];
+    let allowed = &[
+        InstanceStatus::Running,
+        InstanceStatus::Stopped,
+        InstanceStatus::Missing,
+        InstanceStatus::Failed,
+        InstanceStatus::Deleting,
+    ];
     let request = Request { allowed, job: DeleteInstance::default().new_job(), resize: None };
     accept(&state, &auth, &rid, key, &format!("/v1/vms/{id}"), &Value::Null, id, request).await
 }

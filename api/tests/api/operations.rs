@@ -292,3 +292,41 @@ async fn a_provision_that_fails_for_good_is_cleaned_up() {
     assert_eq!(instance(&app, &id).await["status"], "deleted");
     worker.stop().await;
 }
+
+/// Waits until instance `id` has `status`.
+async fn status_becomes(app: &TestApp, id: &str, status: &str) {
+    for _ in 0..200 {
+        if instance(app, id).await["status"] == status {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("instance {id} never became {status}: {}", instance(app, id).await);
+}
+
+#[tokio::test]
+async fn statuses_follow_what_proxmox_reports() {
+    let app = TestApp::new().await;
+    let worker = Worker::start(&app, PVE_TIMEOUT).await;
+    let (id, vmid) = running_instance(&app, "live-1").await;
+    // Shut down from inside the guest: Proxmox reports it stopped.
+    app.sim.sim().write().guests.get_mut(&vmid).unwrap().state = PowerState::Stopped;
+    status_becomes(&app, &id, "stopped").await;
+    // Started from the Proxmox console.
+    app.sim.sim().write().guests.get_mut(&vmid).unwrap().state = PowerState::Running;
+    status_becomes(&app, &id, "running").await;
+    // Removed behind Nimbus's back.
+    app.sim.sim().write().guests.remove(&vmid);
+    status_becomes(&app, &id, "missing").await;
+    let (status, body) = post(&app, &format!("/v1/vms/{id}/actions/start"), json!({})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("INVALID_INSTANCE_STATE")));
+    let (_, quota) = call(&app, reqwest::Method::GET, "/v1/quota", None).await;
+    assert_eq!(quota["data"]["used"]["instances"], 1, "a missing instance holds its quota");
+    // A delete wins over the reconciler: the instance ends deleted, not missing again.
+    let (status, accepted) = call(&app, reqwest::Method::DELETE, &format!("/v1/vms/{id}"), None).await;
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(finished(&app, accepted["data"]["id"].as_str().unwrap()).await["status"], "succeeded");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(instance(&app, &id).await["status"], "deleted");
+    worker.stop().await;
+}

@@ -352,6 +352,7 @@ impl Worker {
             concurrency: 2,
             relay: RelayConfig { idle: Duration::from_millis(20), ..RelayConfig::default() },
             recovery_every: Duration::from_millis(200),
+            reconcile_every: Some(Duration::from_millis(100)),
             ..RuntimeOptions::default()
         };
         let queues = Queues::with_client(app.redis.client().clone(), key_prefix);

@@ -122,3 +122,65 @@ pub async fn snapshot_limit(ex: impl PgExecutor<'_>, tenant: TenantId) -> Result
     .fetch_one(ex)
     .await?)
 }
+
+/// An instance whose guest the reconciler compares with what Proxmox reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    /// The instance.
+    pub id: InstanceId,
+    /// Its guest's VMID.
+    pub vmid: i32,
+    /// Its status now.
+    pub status: InstanceStatus,
+}
+
+/// The instances whose status follows their guest: `running`, `stopped` or `missing`, with a
+/// VMID, and no operation queued or running (an operation owns its instance's status until it
+/// ends).
+pub async fn observable(ex: impl PgExecutor<'_>, cluster: &str) -> Result<Vec<Observed>> {
+    let rows: Vec<(uuid::Uuid, i32, String)> = sqlx::query_as(
+        "select i.id, r.vmid, i.status from instances i join vmid_reservations r on r.instance_id = i.id \
+         where r.cluster = $1 and i.status in ('running', 'stopped', 'missing') \
+         and not exists (select 1 from jobs j where j.instance_id = i.id and j.status in ('queued', 'running'))",
+    )
+    .bind(cluster)
+    .fetch_all(ex)
+    .await?;
+    rows.into_iter()
+        .map(|(id, vmid, status)| {
+            let status = status
+                .parse()
+                .map_err(|e: nimbus_domain::ParseEnumError| DbError::Sqlx(sqlx::Error::Decode(Box::new(e))))?;
+            Ok(Observed { id: InstanceId::from_uuid(id), vmid, status })
+        })
+        .collect()
+}
+
+/// Records what Proxmox reported: each `(instance, status)` whose status differs is changed,
+/// unless an operation got in since it was read (that operation owns the status now) or the
+/// instance left the observed statuses. `seen` instances get `observed_at = now()`. Returns the
+/// instances changed.
+pub async fn record_observed(
+    ex: impl PgExecutor<'_>,
+    changes: &[(InstanceId, InstanceStatus)],
+    seen: &[InstanceId],
+) -> Result<Vec<InstanceId>> {
+    let ids: Vec<uuid::Uuid> = changes.iter().map(|(i, _)| i.as_uuid()).collect();
+    let statuses: Vec<&str> = changes.iter().map(|(_, s)| s.as_str()).collect();
+    let seen: Vec<uuid::Uuid> = seen.iter().map(|i| i.as_uuid()).collect();
+    let changed: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "with c as (select * from unnest($1::uuid[], $2::text[]) as c(id, status)), \
+         s as (update instances i set observed_at = now() where i.id = any($3) and i.id not in (select id from c)), \
+         u as (update instances i set status = c.status, observed_at = case when c.status = 'missing' \
+         then i.observed_at else now() end from c where i.id = c.id and i.status <> c.status \
+         and i.status in ('running', 'stopped', 'missing') \
+         and not exists (select 1 from jobs j where j.instance_id = i.id and j.status in ('queued', 'running')) \
+         returning i.id) select id from u",
+    )
+    .bind(&ids)
+    .bind(&statuses)
+    .bind(&seen)
+    .fetch_all(ex)
+    .await?;
+    Ok(changed.into_iter().map(InstanceId::from_uuid).collect())
+}

@@ -130,6 +130,9 @@ string_enum!(
         Running => "running",
         /// Down.
         Stopped => "stopped",
+        /// The guest is gone from Proxmox although no operation removed it (found by the
+        /// reconciler); it holds its quota until deleted.
+        Missing => "missing",
         /// Provisioning failed; it no longer counts against the quota.
         Failed => "failed",
         /// A delete job is removing it.

@@ -1,0 +1,93 @@
+//! Live state: every few seconds one `/cluster/resources` call reads every guest of the cluster,
+//! and the instances whose status follows their guest (`running`, `stopped`, `missing`, with no
+//! operation queued or running) take what Proxmox reports: a guest shut down from inside shows
+//! `stopped`, one started outside Nimbus `running`, one that vanished `missing`.
+//!
+//! An operation owns its instance's status while it runs, so instances with a job queued or
+//! running are skipped, and the write re-checks that under the row's lock: a delete or a start
+//! accepted between the read and the write wins. Every replica may reconcile; the writes are
+//! idempotent. A failed read (Proxmox or the database down) skips the tick: a guest is never
+//! called missing because the cluster could not be read.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use nimbus_db::operations;
+use nimbus_domain::InstanceStatus;
+use nimbus_proxmox::ResourceType;
+use tokio_util::sync::CancellationToken;
+
+use crate::env::Env;
+
+/// What one tick did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tick {
+    /// Instances compared with their guest.
+    pub observed: usize,
+    /// Instances whose status changed.
+    pub changed: usize,
+}
+
+/// The status a guest's Proxmox state gives its instance (`None`: the guest is not there).
+pub fn status_of(pve_status: Option<&str>) -> InstanceStatus {
+    match pve_status {
+        None => InstanceStatus::Missing,
+        Some("running") => InstanceStatus::Running,
+        // `stopped`, and anything PVE may add for a guest that is not running.
+        Some(_) => InstanceStatus::Stopped,
+    }
+}
+
+/// Reconciles once.
+pub async fn tick(env: &Env) -> anyhow::Result<Tick> {
+    let observed = operations::observable(&env.db, &env.settings.cluster).await?;
+    if observed.is_empty() {
+        return Ok(Tick::default());
+    }
+    let resources = env.pve.cluster_resources(Some(ResourceType::Vm)).await?;
+    let by_vmid: HashMap<u32, &str> =
+        resources.iter().filter_map(|r| Some((r.vmid?, r.status.as_deref().unwrap_or("unknown")))).collect();
+    let mut changes = Vec::new();
+    let mut seen = Vec::new();
+    for o in &observed {
+        let reported = by_vmid.get(&(o.vmid as u32)).copied();
+        if reported.is_some() {
+            seen.push(o.id);
+        }
+        let status = status_of(reported);
+        if status != o.status {
+            changes.push((o.id, status));
+        }
+    }
+    let changed = operations::record_observed(&env.db, &changes, &seen).await?;
+    for id in &changed {
+        let status = changes.iter().find(|(i, _)| i == id).map(|(_, s)| *s);
+        tracing::info!(vm.id = %id, vm.status = ?status, "instance status follows its guest");
+    }
+    Ok(Tick { observed: observed.len(), changed: changed.len() })
+}
+
+/// Reconciles every `every` until `shutdown`.
+pub async fn run(env: Env, every: Duration, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if let Err(e) = tick(&env).await {
+            tracing::warn!(error = %e, "reconcile skipped");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxmox_states_map_to_statuses() {
+        assert_eq!(status_of(Some("running")), InstanceStatus::Running);
+        assert_eq!(status_of(Some("stopped")), InstanceStatus::Stopped);
+        assert_eq!(status_of(None), InstanceStatus::Missing);
+    }
+}
