@@ -58,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::quota::router())
         .merge(routes::admin::router())
         .merge(routes::admin_users::router())
+        .merge(routes::admin_vms::router())
         .merge(routes::apikeys::router())
         .merge(routes::auth::router())
         .merge(routes::admin_audit::router())

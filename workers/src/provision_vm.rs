@@ -432,17 +432,50 @@ impl Provision {
                 message: "the instance's guest is on another node than the one it was placed on".to_owned(),
                 detail: Some(format!("guest {vmid} is on node {node}, not {}", self.payload.node)),
             }),
-            Some((_, false)) => {
-                instances::release_vmid(self.db(), self.instance.id).await?;
-                self.vmid = None;
-                Err(StepError::Transient {
-                    code: ErrorCode::Conflict,
-                    message: "the guest's ID was taken by a guest Nimbus does not manage; another is reserved"
-                        .to_owned(),
-                    detail: Some(format!("VMID {vmid} on node {} is foreign", self.payload.node)),
-                })
+            Some((node, false)) => {
+                // An earlier attempt's clone may still run: Proxmox writes the tag (the
+                // description) when it ends, so a guest locked for creation is waited for first.
+                if node == self.payload.node && self.locked_for_creation().await? {
+                    self.wait_unlocked().await?;
+                    match self.existing_guest(vmid).await? {
+                        None => return Ok(false),
+                        Some((n, true)) if n == self.payload.node => return Ok(true),
+                        Some(_) => {}
+                    }
+                }
+                self.give_up_vmid(vmid).await
             }
         }
+    }
+
+    /// Whether the guest under the reserved VMID is locked by a clone or a create.
+    async fn locked_for_creation(&self) -> Result<bool, StepError> {
+        let lock = if self.is_lxc() {
+            self.container()?.config().await.map_err(StepError::pve(Step::Clone))?.lock
+        } else {
+            self.guest()?.config().await.map_err(StepError::pve(Step::Clone))?.lock
+        };
+        Ok(matches!(lock.as_deref(), Some("clone" | "create")))
+    }
+
+    /// A foreign guest holds the VMID. A provision gives the VMID up and reserves another on its
+    /// next attempt; a rebuild cannot (the instance keeps its VMID) and fails.
+    async fn give_up_vmid(&mut self, vmid: u32) -> Result<bool, StepError> {
+        let detail = Some(format!("VMID {vmid} on node {} is foreign", self.payload.node));
+        if self.rebuild.is_some() {
+            return Err(StepError::permanent(
+                ErrorCode::Conflict,
+                "the instance's guest ID is held by a guest Nimbus does not manage",
+                detail,
+            ));
+        }
+        instances::release_vmid(self.db(), self.instance.id).await?;
+        self.vmid = None;
+        Err(StepError::Transient {
+            code: ErrorCode::Conflict,
+            message: "the guest's ID was taken by a guest Nimbus does not manage; another is reserved".to_owned(),
+            detail,
+        })
     }
 
     /// Waits while a task (e.g. an earlier attempt's clone) holds the guest's lock.

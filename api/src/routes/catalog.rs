@@ -83,6 +83,8 @@ pub const CATALOG: &[RouteSpec] = &[
     route("GET", "/v1/quota", Tenant),
     // admin.rs: jobs of every tenant.
     route("GET", "/v1/admin/jobs", Operator),
+    // admin_vms.rs: every tenant's instances.
+    route("GET", "/v1/admin/vms", Operator),
     route("POST", "/v1/admin/jobs/{id}/retry", Operator),
     // admin_queues.rs: every tenant's jobs; admin_nodes.rs: the cluster itself.
     route("GET", "/v1/admin/queues", Operator),

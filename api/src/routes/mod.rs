@@ -5,6 +5,7 @@ pub mod admin_audit;
 pub mod admin_nodes;
 pub mod admin_queues;
 pub mod admin_users;
+pub mod admin_vms;
 pub mod apikeys;
 pub mod auth;
 pub mod catalog;

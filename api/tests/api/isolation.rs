@@ -79,6 +79,7 @@ const CASES: &[(&str, &str, Case)] = &[
     ("GET", "/v1/quota", Case::Collection { body: None }),
     ("GET", "/v1/admin/jobs", Case::Operator { id: None, body: None }),
     ("POST", "/v1/admin/jobs/{id}/retry", Case::Operator { id: Some(Fixture::Job), body: None }),
+    ("GET", "/v1/admin/vms", Case::Operator { id: None, body: None }),
     ("GET", "/v1/admin/queues", Case::Operator { id: None, body: None }),
     ("GET", "/v1/admin/nodes", Case::Operator { id: None, body: None }),
     ("GET", "/v1/admin/users", Case::Operator { id: None, body: None }),

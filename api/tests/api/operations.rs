@@ -330,3 +330,29 @@ async fn statuses_follow_what_proxmox_reports() {
     assert_eq!(instance(&app, &id).await["status"], "deleted");
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn operators_list_every_tenants_instances_with_filters() {
+    let app = TestApp::new().await;
+    let (other, other_token) = crate::support::new_tenant(app.pool(), crate::support::ROOMY).await;
+    let (status, _, _) = app.create_vm(&vm_body("mine-1"), &[]).await;
+    assert_eq!(status, 202);
+    let r =
+        app.http.post(app.url("/v1/vms")).bearer_auth(&other_token).json(&vm_body("theirs-1")).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let names = |body: &Value| -> Vec<String> {
+        let mut n: Vec<String> =
+            body["data"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap().to_owned()).collect();
+        n.sort();
+        n
+    };
+    let (status, _, all) = app.get("/v1/admin/vms").await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(names(&all), ["mine-1", "theirs-1"]);
+    assert!(all["data"].as_array().unwrap().iter().all(|i| i["operation"]["kind"] == "provision"), "{all}");
+    let (_, _, theirs) = app.get(&format!("/v1/admin/vms?tenant={other}")).await;
+    assert_eq!(names(&theirs), ["theirs-1"]);
+    assert_eq!(theirs["data"][0]["tenantId"], other.to_string());
+    let (_, _, none) = app.get("/v1/admin/vms?status=running").await;
+    assert_eq!(none["pagination"]["total"], 0, "{none}");
+}

@@ -361,6 +361,44 @@ pub async fn list(ex: impl PgExecutor<'_>, tenant: TenantId, page: PageRequest) 
     Ok(rows::page::<Instance>(&rows)?)
 }
 
+/// Which instances an operators' list shows (every field optional).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InstanceFilter {
+    /// One tenant's.
+    pub tenant: Option<TenantId>,
+    /// Those on this Proxmox node.
+    pub node: Option<String>,
+    /// Those with this status (without it: all but `deleted`).
+    pub status: Option<InstanceStatus>,
+}
+
+/// A page of every tenant's instances matching `filter`, newest first, with the total (the
+/// provider's operators).
+pub async fn list_all(
+    ex: impl PgExecutor<'_>,
+    filter: &InstanceFilter,
+    page: PageRequest,
+) -> Result<(Vec<Instance>, i64)> {
+    let rows = sqlx::query(concat!(
+        "select t.total, p.* from (select count(*) as total from instances \
+         where ($1::uuid is null or tenant_id = $1) and ($2::text is null or node = $2) \
+         and (case when $3::text is null then status <> 'deleted' else status = $3 end)) t \
+         left join lateral (select ",
+        columns!(),
+        " from instances where ($1::uuid is null or tenant_id = $1) and ($2::text is null or node = $2) \
+         and (case when $3::text is null then status <> 'deleted' else status = $3 end) \
+         order by created_at desc, id desc limit $4 offset $5) p on true"
+    ))
+    .bind(filter.tenant.map(|t| t.as_uuid()))
+    .bind(filter.node.as_deref())
+    .bind(filter.status.map(|s| s.as_str()))
+    .bind(page.limit())
+    .bind(page.offset())
+    .fetch_all(ex)
+    .await?;
+    Ok(rows::page::<Instance>(&rows)?)
+}
+
 /// Sets an instance's status (failed or deleted releases its quota and, once deleted, its name).
 pub async fn set_status(ex: impl PgExecutor<'_>, id: InstanceId, status: InstanceStatus) -> Result<Instance> {
     Ok(sqlx::query_as(concat!("update instances set status = $2 where id = $1 returning ", columns!()))

@@ -23,6 +23,6 @@ pub use money::Money;
 pub use quota::{PlanLimits, PlanPrices, QuotaExceeded, QuotaResource, ResourceRequest, ResourceUsage};
 pub use status::{InstanceKind, InstanceStatus, JobKind, JobStatus, ParseEnumError, Role};
 pub use views::{
-    AdminJobView, ApiKeyView, CreateKey, CreateVm, CreatedKey, InstanceView, MeView, PlanRef, ProgressEvent, QuotaView,
-    TemplateView, TenantView, UserView,
+    AdminInstanceView, AdminJobView, ApiKeyView, CreateKey, CreateVm, CreatedKey, InstanceView, MeView, PlanRef,
+    ProgressEvent, QuotaView, TemplateView, TenantView, UserView,
 };

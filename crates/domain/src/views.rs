@@ -52,6 +52,17 @@ pub struct InstanceView {
     pub operation: Option<crate::job::JobHandle>,
 }
 
+/// An instance as the provider's operators see it: with its tenant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminInstanceView {
+    /// The instance, as its tenant sees it.
+    #[serde(flatten)]
+    pub instance: InstanceView,
+    /// Its tenant.
+    pub tenant_id: crate::ids::TenantId,
+}
+
 /// The body of `POST /v1/vms`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

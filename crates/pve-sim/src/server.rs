@@ -277,6 +277,7 @@ pub async fn handle(sim: Arc<Sim>, mut req: Request<Incoming>) -> Response<Body>
         other => return plain_error(501, &format!("no formatter for uri {rel}, {other}")),
     };
 
+    sim.count_request();
     let (latency, injected) = sim.faults.on_request(&format!("{method} {path}"));
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;

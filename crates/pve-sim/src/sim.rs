@@ -29,6 +29,8 @@ pub struct Sim {
     pub cert: Option<CertBundle>,
     /// SHA-256 fingerprint of `cert` (`AB:CD:..`).
     pub fingerprint: Option<String>,
+    /// API requests answered since start (what a client's request rate is measured by).
+    requests: AtomicU64,
 }
 
 impl Sim {
@@ -48,7 +50,17 @@ impl Sim {
             routes,
             fingerprint: cert.as_ref().and_then(|c| crate::tls::fingerprint(c).ok()),
             cert,
+            requests: AtomicU64::new(0),
         }
+    }
+
+    /// API requests received since start (`/api2/...`, authenticated or not).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_request(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Shared read access to the cluster.

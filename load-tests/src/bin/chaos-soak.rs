@@ -126,6 +126,7 @@ async fn soak(args: &Args, kinds: Vec<FaultKind>, bin_dir: PathBuf) -> anyhow::R
         time_scale: args.time_scale,
         seed: args.seed,
         max_instances: planned * 2 + 100,
+        worker_env: Vec::new(),
     };
     println!(
         "chaos-soak: {} s of creates at {}/s (seed {}), {} workers x {}, {} pve-sim nodes (time scale {}), a fault \

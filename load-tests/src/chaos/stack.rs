@@ -27,6 +27,8 @@ pub struct StackConfig {
     pub seed: u64,
     /// Plan limit on instances of the soak's tenant (the other limits follow from it).
     pub max_instances: i64,
+    /// More environment for every worker (e.g. `PVE_RATE_LIMIT`).
+    pub worker_env: Vec<(String, String)>,
 }
 
 /// How a service goes down.
@@ -271,6 +273,7 @@ impl Stack {
             .env("WORKER_CONCURRENCY", self.cfg.worker_concurrency.to_string())
             .env("JOB_LEASE_SECS", self.cfg.lease_secs.to_string())
             .env("JOB_MAX_WAIT_IP_SECS", "120")
+            .envs(self.cfg.worker_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(out)
             .stderr(err)
             .spawn()

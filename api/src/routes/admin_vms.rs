@@ -1,0 +1,65 @@
+//! `GET /v1/admin/vms`: the provider's operators (`AdminUser`) see every tenant's instances,
+//! filtered by `tenant`, `node` and `status` (without `status`: all but `deleted`), newest
+//! first, each with its tenant and the operation in progress on it. Operators act on an
+//! instance as its tenant would, through impersonation (`Nimbus-Impersonate`), so every action
+//! keeps the tenant's quota, busy and state checks and is audited under both names.
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use nimbus_db::instances::{self, InstanceFilter};
+use nimbus_db::operations;
+use nimbus_domain::{AdminInstanceView, InstanceId, InstanceStatus, JobHandle, TenantId};
+use serde::Deserialize;
+
+use crate::auth::AdminUser;
+use crate::error::ApiError;
+use crate::extract::QueryParams;
+use crate::middleware::RequestId;
+use crate::routes::PageQuery;
+use crate::routes::vms::view;
+use crate::state::AppState;
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/admin/vms", get(list))
+}
+
+/// `?tenant=&node=&status=&page=&perPage=`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ListQuery {
+    tenant: Option<TenantId>,
+    node: Option<String>,
+    status: Option<InstanceStatus>,
+    page: Option<u32>,
+    per_page: Option<u32>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    rid: RequestId,
+    QueryParams(q): QueryParams<ListQuery>,
+) -> Result<Response, ApiError> {
+    let request = PageQuery { page: q.page, per_page: q.per_page }.request()?;
+    let filter = InstanceFilter { tenant: q.tenant, node: q.node, status: q.status };
+    let (items, total) = instances::list_all(state.db(), &filter, request).await?;
+    let ids: Vec<InstanceId> = items.iter().map(|i| i.id).collect();
+    let mut active: HashMap<InstanceId, JobHandle> = operations::active_many(state.db(), &ids)
+        .await?
+        .into_iter()
+        .filter_map(|j| j.instance().map(|i| (i, j.handle())))
+        .collect();
+    let items: Vec<AdminInstanceView> = items
+        .into_iter()
+        .map(|i| {
+            let (tenant_id, operation) = (i.tenant_id, active.remove(&i.id));
+            AdminInstanceView { instance: view(i, operation), tenant_id }
+        })
+        .collect();
+    Ok(super::page(&rid, items, request, total).into_response())
+}
