@@ -23,6 +23,7 @@ pub mod audit;
 pub mod auth;
 pub mod bootstrap;
 pub mod config;
+pub mod console;
 pub mod dispatch;
 pub mod error;
 pub mod extract;
@@ -53,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::vms::router())
         .merge(routes::vm_actions::router())
         .merge(routes::vm_snapshots::router())
+        .merge(routes::vm_console::router())
         .merge(routes::jobs::router())
         .merge(routes::templates::router())
         .merge(routes::quota::router())

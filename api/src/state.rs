@@ -69,6 +69,7 @@ struct Inner {
     identity: Option<crate::auth::oidc::Identity>,
     rate_limiter: crate::ratelimit::RateLimiter,
     audit: crate::audit::AuditLog,
+    console_tickets: crate::console::ConsoleTickets,
 }
 
 /// Shared state of the router.
@@ -93,6 +94,7 @@ impl AppState {
         let rate_limiter =
             crate::ratelimit::RateLimiter::new(redis_url, redis_key_prefix, settings.rate_limit.clone())?;
         let audit = crate::audit::AuditLog::new(db.clone(), settings.audit_timeout);
+        let console_tickets = crate::console::ConsoleTickets::new(redis_url, redis_key_prefix)?;
         Ok(AppState(Arc::new(Inner {
             db,
             dispatcher,
@@ -103,7 +105,13 @@ impl AppState {
             identity: None,
             rate_limiter,
             audit,
+            console_tickets,
         })))
+    }
+
+    /// Console tickets (`routes::vm_console`).
+    pub fn console_tickets(&self) -> &crate::console::ConsoleTickets {
+        &self.0.console_tickets
     }
 
     /// The Postgres pool.

@@ -74,6 +74,9 @@ pub const CATALOG: &[RouteSpec] = &[
     route("POST", "/v1/vms/{id}/snapshots", Tenant),
     route("DELETE", "/v1/vms/{id}/snapshots/{name}", Tenant),
     route("POST", "/v1/vms/{id}/snapshots/{name}/rollback", Tenant),
+    route("POST", "/v1/vms/{id}/console", Tenant),
+    // The console's websocket: its single-use ticket (from the POST) is the credential.
+    route("GET", "/v1/vms/{id}/console/ws", Public),
     // jobs.rs
     route("GET", "/v1/jobs", Tenant),
     route("GET", "/v1/jobs/{id}", Tenant),

@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod quota;
 pub mod templates;
 pub mod vm_actions;
+pub mod vm_console;
 pub mod vm_snapshots;
 pub mod vms;
 pub mod web;

@@ -356,3 +356,49 @@ async fn operators_list_every_tenants_instances_with_filters() {
     let (_, _, none) = app.get("/v1/admin/vms?status=running").await;
     assert_eq!(none["pagination"]["total"], 0, "{none}");
 }
+
+#[tokio::test]
+async fn the_console_is_proxied_with_a_single_use_ticket() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let app = TestApp::new().await;
+    let worker = Worker::start(&app, PVE_TIMEOUT).await;
+    let (id, _) = running_instance(&app, "console-1").await;
+    let (status, opened) = post(&app, &format!("/v1/vms/{id}/console"), json!({})).await;
+    assert_eq!(status, 201, "{opened}");
+    let data = &opened["data"];
+    assert_eq!(data["protocol"], "vnc");
+    assert_eq!(data["password"].as_str().map(str::len), Some(8), "the session's VNC password: {data}");
+    let text = opened.to_string();
+    assert!(!text.contains("PVEVNC") && !text.contains("127.0.0.1"), "no Proxmox ticket or address: {text}");
+    let ws_url = format!("{}{}", app.base.replacen("http", "ws", 1), data["url"].as_str().unwrap());
+
+    // The RFB handshake comes through the proxy.
+    let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.expect("the console opens");
+    let first = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(first.into_data().as_ref(), b"RFB 003.008\n");
+    ws.send(Message::Binary(b"RFB 003.008\n".to_vec().into())).await.unwrap();
+    let security = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(security.into_data().as_ref(), [1, 2], "one security type: VNC authentication");
+    drop(ws);
+
+    // The ticket is spent; another instance's ticket does not open this one.
+    let replay = tokio_tungstenite::connect_async(&ws_url).await;
+    assert!(replay.is_err(), "a replayed ticket is refused");
+    let (other, _) = running_instance(&app, "console-2").await;
+    let (status, foreign) = post(&app, &format!("/v1/vms/{other}/console"), json!({})).await;
+    assert_eq!(status, 201, "{foreign}");
+    let stolen = format!(
+        "{}/v1/vms/{id}/console/ws?ticket={}",
+        app.base.replacen("http", "ws", 1),
+        foreign["data"]["ticket"].as_str().unwrap()
+    );
+    assert!(tokio_tungstenite::connect_async(&stolen).await.is_err(), "a ticket opens only its instance");
+
+    // A stopped instance has no console.
+    run(&app, &format!("/v1/vms/{id}/actions/stop"), json!({})).await;
+    let (status, body) = post(&app, &format!("/v1/vms/{id}/console"), json!({})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("INVALID_INSTANCE_STATE")));
+    worker.stop().await;
+}
