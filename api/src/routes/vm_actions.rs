@@ -334,6 +334,7 @@ mod tests {
             ip_addresses: vec![],
             created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
+            guest_started_at: None,
         }
     }
 

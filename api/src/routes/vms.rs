@@ -63,6 +63,10 @@ pub fn validate(req: &CreateVm) -> Result<(), ApiError> {
 
 /// An instance as clients see it, with the job queued or running on it.
 pub fn view(i: Instance, operation: Option<JobHandle>) -> InstanceView {
+    let uptime = i
+        .guest_started_at
+        .filter(|_| i.status == nimbus_domain::InstanceStatus::Running)
+        .map(|at| (chrono::Utc::now() - at).num_seconds().max(0));
     InstanceView {
         id: i.id,
         name: i.name,
@@ -79,6 +83,7 @@ pub fn view(i: Instance, operation: Option<JobHandle>) -> InstanceView {
         created_at: i.created_at,
         updated_at: i.updated_at,
         operation,
+        uptime,
     }
 }
 

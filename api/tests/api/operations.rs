@@ -309,9 +309,21 @@ async fn statuses_follow_what_proxmox_reports() {
     let app = TestApp::new().await;
     let worker = Worker::start(&app, PVE_TIMEOUT).await;
     let (id, vmid) = running_instance(&app, "live-1").await;
+    // The guest's uptime, from Proxmox.
+    let mut uptime = None;
+    for _ in 0..100 {
+        uptime = instance(&app, &id).await["uptime"].as_i64();
+        if uptime.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(uptime.is_some_and(|u| (0..60).contains(&u)), "{uptime:?}");
     // Shut down from inside the guest: Proxmox reports it stopped.
     app.sim.sim().write().guests.get_mut(&vmid).unwrap().state = PowerState::Stopped;
     status_becomes(&app, &id, "stopped").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(instance(&app, &id).await["uptime"].is_null(), "a stopped guest has no uptime");
     // Started from the Proxmox console.
     app.sim.sim().write().guests.get_mut(&vmid).unwrap().state = PowerState::Running;
     status_becomes(&app, &id, "running").await;

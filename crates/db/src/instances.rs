@@ -45,6 +45,8 @@ pub struct Instance {
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// When the running guest last started, as the reconciler read it from Proxmox's uptime.
+    pub guest_started_at: Option<DateTime<Utc>>,
 }
 
 impl<'r> FromRow<'r, PgRow> for Instance {
@@ -65,6 +67,7 @@ impl<'r> FromRow<'r, PgRow> for Instance {
             ip_addresses: row.try_get("ip_addresses")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
+            guest_started_at: row.try_get("guest_started_at")?,
         })
     }
 }
@@ -76,7 +79,7 @@ macro_rules! columns {
     () => {
         "id, tenant_id, name, kind, template, cores, memory_mib, disk_gib, ssh_keys, node, vmid, \
          status, array(select host(a) from unnest(ip_addresses) with ordinality u(a, n) order by n) \
-         as ip_addresses, created_at, updated_at"
+         as ip_addresses, created_at, updated_at, guest_started_at"
     };
 }
 

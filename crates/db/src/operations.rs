@@ -132,14 +132,16 @@ pub struct Observed {
     pub vmid: i32,
     /// Its status now.
     pub status: InstanceStatus,
+    /// When its guest last started, as last recorded.
+    pub guest_started_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The instances whose status follows their guest: `running`, `stopped` or `missing`, with a
 /// VMID, and no operation queued or running (an operation owns its instance's status until it
 /// ends).
 pub async fn observable(ex: impl PgExecutor<'_>, cluster: &str) -> Result<Vec<Observed>> {
-    let rows: Vec<(uuid::Uuid, i32, String)> = sqlx::query_as(
-        "select i.id, r.vmid, i.status from instances i join vmid_reservations r on r.instance_id = i.id \
+    let rows: Vec<(uuid::Uuid, i32, String, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
+        "select i.id, r.vmid, i.status, i.guest_started_at from instances i join vmid_reservations r on r.instance_id = i.id \
          where r.cluster = $1 and i.status in ('running', 'stopped', 'missing') \
          and not exists (select 1 from jobs j where j.instance_id = i.id and j.status in ('queued', 'running'))",
     )
@@ -147,11 +149,11 @@ pub async fn observable(ex: impl PgExecutor<'_>, cluster: &str) -> Result<Vec<Ob
     .fetch_all(ex)
     .await?;
     rows.into_iter()
-        .map(|(id, vmid, status)| {
+        .map(|(id, vmid, status, guest_started_at)| {
             let status = status
                 .parse()
                 .map_err(|e: nimbus_domain::ParseEnumError| DbError::Sqlx(sqlx::Error::Decode(Box::new(e))))?;
-            Ok(Observed { id: InstanceId::from_uuid(id), vmid, status })
+            Ok(Observed { id: InstanceId::from_uuid(id), vmid, status, guest_started_at })
         })
         .collect()
 }
@@ -183,4 +185,22 @@ pub async fn record_observed(
     .fetch_all(ex)
     .await?;
     Ok(changed.into_iter().map(InstanceId::from_uuid).collect())
+}
+
+/// Records when running guests started (from Proxmox's uptime; `None` once they stopped).
+pub async fn record_started(
+    ex: impl PgExecutor<'_>,
+    started: &[(InstanceId, Option<chrono::DateTime<chrono::Utc>>)],
+) -> Result<u64> {
+    let ids: Vec<uuid::Uuid> = started.iter().map(|(i, _)| i.as_uuid()).collect();
+    let at: Vec<Option<chrono::DateTime<chrono::Utc>>> = started.iter().map(|(_, a)| *a).collect();
+    let done = sqlx::query(
+        "update instances i set guest_started_at = s.at from unnest($1::uuid[], $2::timestamptz[]) as s(id, at) \
+         where i.id = s.id",
+    )
+    .bind(&ids)
+    .bind(&at)
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected())
 }

@@ -50,6 +50,9 @@ pub struct InstanceView {
     /// through its `links`.
     #[serde(default)]
     pub operation: Option<crate::job::JobHandle>,
+    /// Seconds since its guest started, as Proxmox reports (running instances).
+    #[serde(default)]
+    pub uptime: Option<i64>,
 }
 
 /// An instance as the provider's operators see it: with its tenant.

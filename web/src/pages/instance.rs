@@ -28,15 +28,11 @@ pub fn InstanceDetail(id: String) -> View {
                         }
                     }
                 }
-                // The API has no per-instance job filter yet: the tenant's recent jobs, narrowed here.
-                if let Ok((all, _)) = api::list::<JobHandle>("/v1/jobs?perPage=100").await {
-                    let mine =
-                        all.into_iter().filter(|j| j.resources.iter().any(|r| r.kind == "instance" && r.id == id));
-                    jobs.set(Some(mine.collect()));
+                if let Ok((mine, _)) = api::list::<JobHandle>(&format!("/v1/jobs?instance={id}&perPage=100")).await {
+                    jobs.set(Some(mine));
                 }
-                let settled = instance.with_untracked(|i| {
-                    i.as_ref().is_some_and(|i| !matches!(i.status.as_str(), "provisioning" | "deleting"))
-                });
+                // Faster while an operation runs on it.
+                let settled = instance.with_untracked(|i| i.as_ref().is_some_and(|i| i.operation.is_none()));
                 gloo_timers::future::TimeoutFuture::new(if settled { 10_000 } else { 2000 }).await;
             }
         });
@@ -100,7 +96,7 @@ pub fn InstanceDetail(id: String) -> View {
             h2 { "Job history" }
             (move || match jobs.get_clone() {
                 None => view! { Loading(label="Loading jobs…") },
-                Some(list) if list.is_empty() => view! { p(class="empty") { "No jobs for this instance among the recent ones." } },
+                Some(list) if list.is_empty() => view! { p(class="empty") { "No jobs for this instance yet." } },
                 Some(list) => view! { JobTable(jobs=list) },
             })
         }
