@@ -386,8 +386,9 @@ pub trait Operation: Sized + Send {
     /// Does `step`'s work without recording it; safe to repeat.
     fn execute(&mut self, step: Self::Step) -> impl Future<Output = Result<(), StepError>> + Send;
 
-    /// Whether `step` is recorded once done (a last step whose result completion itself stores
-    /// may skip it, so a crash in between repeats the step rather than trusting a bare record).
+    /// Whether `step` is recorded once done (a step whose result completion itself stores may
+    /// skip it, so a crash in between repeats the step rather than trusting a bare record). The
+    /// last step is recorded only when it has a patch or a note: completion follows at once.
     fn records(&self, _step: Self::Step) -> bool {
         true
     }
@@ -475,8 +476,11 @@ pub async fn drive<O: Operation>(op: &mut O) -> Result<(), StepError> {
                 p.release().await;
             }
             op.execute(step).await?;
-            if op.records(step) {
-                let (patch, note) = (op.patch(step), op.note(step));
+            // The last step is recorded by the completion that follows at once (a crash in
+            // between repeats it, which its idempotence allows), unless it has something to say.
+            let (patch, note) = (op.patch(step), op.note(step));
+            let last = steps.last() == Some(&step);
+            if op.records(step) && (!last || patch.is_some() || note.is_some()) {
                 op.run_mut().record(step, patch, note.as_deref()).await?;
             }
         }
