@@ -142,6 +142,22 @@ flow('a request over the plan shows the API\'s own message and request id', asyn
   await shot(page, '06-over-quota');
 });
 
+flow('a customer stops and starts an instance from its page, each action followed to its end', async () => {
+  const { page } = alice;
+  await page.getByRole('link', { name: 'Instances', exact: true }).click();
+  await page.locator('tr[data-name=web-1] a').first().click();
+  await page.locator('.page-head [data-status=running]').waitFor();
+  assert.equal(await page.getByTestId('action-start').count(), 0, 'no Start for a running instance');
+  await page.getByTestId('action-stop').click();
+  await page.getByTestId('action-start').waitFor({ timeout: 60_000 });
+  await page.locator('.page-head [data-status=stopped]').waitFor();
+  await shot(page, '11-instance-stopped');
+  await page.getByTestId('action-start').click();
+  await page.getByTestId('action-stop').waitFor({ timeout: 60_000 });
+  await page.locator('.page-head [data-status=running]').waitFor();
+  assert.deepEqual(page.errors, []);
+});
+
 flow('an expired session shows a page that says so, and signing in again returns there', async () => {
   const { page, context } = alice;
   await page.getByRole('link', { name: 'Instances', exact: true }).click();

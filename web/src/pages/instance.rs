@@ -1,6 +1,6 @@
-//! An instance's page: state, addresses, specs and the jobs that acted on it.
+//! An instance's page: state, addresses, specs, its power actions and the jobs that acted on it.
 
-use nimbus_domain::{InstanceView, JobHandle};
+use nimbus_domain::{InstanceStatus, InstanceView, JobHandle};
 use sycamore::futures::spawn_local_scoped;
 use sycamore::prelude::*;
 
@@ -60,9 +60,11 @@ pub fn InstanceDetail(id: String) -> View {
                     let cores = i.cores;
                     let memory = format::mib(i.memory);
                     let disk = format!("{} GiB", i.disk);
+                    let actions = power_actions(&i, instance, failure);
                     view! {
                         div(class="page-head") {
                             h1 { (name) " " Badge(status=status) }
+                            (actions)
                         }
                         div(class="grid") {
                             div(class="card") {
@@ -101,4 +103,38 @@ pub fn InstanceDetail(id: String) -> View {
             })
         }
     }
+}
+
+/// The power actions that make sense in the instance's status, disabled while an operation runs
+/// on it; each is accepted as a job, and the page follows the instance until it ends.
+fn power_actions(i: &InstanceView, instance: Signal<Option<InstanceView>>, failure: Signal<Option<Failure>>) -> View {
+    let offered: &[(&str, &str)] = match i.status {
+        InstanceStatus::Running => &[("stop", "Stop"), ("shutdown", "Shut down"), ("reboot", "Reboot")],
+        InstanceStatus::Stopped => &[("start", "Start")],
+        _ => &[],
+    };
+    let busy = i.operation.is_some();
+    let buttons = offered
+        .iter()
+        .map(|(action, label)| {
+            let (action, label, id) = (*action, *label, i.id.to_string());
+            let act = move |_| {
+                let id = id.clone();
+                spawn_local_scoped(async move {
+                    let path = format!("/v1/vms/{id}/actions/{action}");
+                    match api::post::<serde_json::Value, JobHandle>(&path, Some(&serde_json::json!({})), &[]).await {
+                        Ok(_) => {
+                            if let Ok(now) = api::get::<InstanceView>(&format!("/v1/vms/{id}")).await {
+                                instance.set(Some(now));
+                            }
+                        }
+                        Err(f) => failure.set(Some(f)),
+                    }
+                });
+            };
+            let testid = format!("action-{action}");
+            view! { button(class="small", r#type="button", data-testid=testid, disabled=busy, on:click=act) { (label) } }
+        })
+        .collect::<Vec<_>>();
+    view! { div(class="actions", data-testid="power-actions") { (buttons) } }
 }
