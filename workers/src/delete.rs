@@ -8,11 +8,12 @@
 //! ```
 //!
 //! Idempotent: a guest already gone is done; a foreign guest under the VMID (never the
-//! instance's) is left alone. An instance that never got a VMID has nothing on Proxmox.
+//! instance's) is left alone. An instance that never got a VMID has nothing on Proxmox. A delete
+//! that fails for good leaves the instance `deleting`, still holding its quota (its guest may
+//! still exist): the tenant or an operator may delete it again.
 
 use nimbus_db::DbError;
 use nimbus_db::instances;
-use nimbus_db::jobs::Job;
 use nimbus_domain::InstanceStatus;
 use nimbus_jobs::DeleteInstance;
 use sqlx::PgConnection;
@@ -109,12 +110,6 @@ impl Operation for Delete {
         if !self.request.cleanup {
             instances::set_status(&mut *tx, id, InstanceStatus::Deleted).await?;
         }
-        Ok(())
-    }
-
-    /// A delete that failed for good leaves the instance `deleting` (still holding its quota, as
-    /// its guest may still exist): the tenant or an operator may delete it again.
-    async fn failed(_job: &Job, _tx: &mut PgConnection) -> Result<(), DbError> {
         Ok(())
     }
 }

@@ -8,7 +8,6 @@
 
 use nimbus_db::DbError;
 use nimbus_db::instances;
-use nimbus_db::jobs::Job;
 use nimbus_domain::{InstanceKind, InstanceStatus, JobKind};
 use nimbus_jobs::PowerAction;
 use nimbus_proxmox::{Guest, GuestKind};
@@ -142,12 +141,6 @@ impl Operation for Power {
             Step::Stop | Step::Shutdown => InstanceStatus::Stopped,
         };
         instances::set_status(&mut *tx, self.target.instance.id, status).await?;
-        Ok(())
-    }
-
-    /// The guest is where it was (or where Proxmox left it; the reconciler sees that): the
-    /// instance's status is not guessed.
-    async fn failed(_job: &Job, _tx: &mut PgConnection) -> Result<(), DbError> {
         Ok(())
     }
 }

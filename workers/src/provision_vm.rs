@@ -155,9 +155,6 @@ pub async fn run(env: &Env, job_id: JobId) -> Result<Outcome, DbError> {
     step_machine::run::<Provision>(env, job_id).await
 }
 
-/// The instance a provision job acts on (its first `instance` resource).
-pub use crate::step_machine::instance_of;
-
 pub use crate::guest_ops::ownership_tag;
 
 /// One provision (or rebuild) attempt in progress.
@@ -244,12 +241,6 @@ impl Operation for Provision {
         }
     }
 
-    /// The last step is recorded by completion itself, together with the IPs: a retry after a
-    /// crash here asks the agent again rather than trusting a record without them.
-    fn records(&self, step: Step) -> bool {
-        step != Step::WaitForIp
-    }
-
     fn patch(&self, step: Step) -> Option<Value> {
         (step == Step::ReserveVmid).then(|| json!({ "vmid": self.vmid }))
     }
@@ -272,7 +263,7 @@ impl Operation for Provision {
     /// cleanup is enqueued. A rebuild that failed for good leaves the instance failed too: its
     /// old guest may be gone, so it is not what the tenant had; they may rebuild or delete it.
     async fn failed(job: &Job, tx: &mut PgConnection) -> Result<(), DbError> {
-        let Some(instance) = instance_of(job) else { return Ok(()) };
+        let Some(instance) = job.instance() else { return Ok(()) };
         instances::set_status(&mut *tx, instance, InstanceStatus::Failed).await?;
         if job.kind == nimbus_domain::JobKind::Provision {
             let mut cleanup = DeleteInstance { cleanup: true }.new_job();
@@ -325,16 +316,6 @@ impl Provision {
     /// Does `step`'s work without recording it; safe to repeat.
     pub async fn execute(&mut self, step: Step) -> Result<(), StepError> {
         <Provision as Operation>::execute(self, step).await
-    }
-
-    /// The node the guest lives on.
-    pub(crate) fn node_name(&self) -> &str {
-        &self.payload.node
-    }
-
-    /// The job's run.
-    pub(crate) fn job_run(&self) -> &Run {
-        &self.run
     }
 
     fn db(&self) -> &PgPool {

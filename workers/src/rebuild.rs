@@ -18,7 +18,7 @@ use nimbus_jobs::{ProvisionVm, RebuildInstance};
 
 use crate::guest_ops;
 use crate::provision_vm::{Provision, Step};
-use crate::step_machine::StepError;
+use crate::step_machine::{Operation, StepError};
 
 /// The provision payload a rebuild of `instance` runs with: its node and type, the new template.
 pub fn as_provision(rebuild: &RebuildInstance, instance: &Instance) -> Result<ProvisionVm, StepError> {
@@ -44,7 +44,8 @@ pub async fn remove_old_guest(p: &mut Provision) -> Result<(), StepError> {
         )
     })?;
     let instance = p.instance();
-    let removed = guest_ops::remove(&p.job_run().env, Step::Destroy, vmid, instance.kind, instance.id).await?;
-    tracing::info!(job.id = %p.job_run().job.id, vm.vmid = vmid, pve.node = p.node_name(), removed, "old guest removed for the rebuild");
+    let run = Operation::run(p);
+    let removed = guest_ops::remove(&run.env, Step::Destroy, vmid, instance.kind, instance.id).await?;
+    tracing::info!(job.id = %run.job.id, vm.vmid = vmid, pve.node = Operation::node(p), removed, "old guest removed for the rebuild");
     Ok(())
 }

@@ -10,15 +10,13 @@ use nimbus_db::{DbError, PgPool, instances};
 use nimbus_domain::{InstanceStatus, JobKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::step_machine::instance_of;
-
 /// One recovery pass.
 pub async fn tick(db: &PgPool) -> Result<Recovered, DbError> {
     let recovered = jobs::recover_expired_leases(db).await?;
     for id in &recovered.failed {
         let job = jobs::get(db, *id).await?;
         if job.kind == JobKind::Provision
-            && let Some(instance) = instance_of(&job)
+            && let Some(instance) = job.instance()
         {
             instances::set_status(db, instance, InstanceStatus::Failed).await?;
         }

@@ -20,7 +20,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 
 use crate::guest_ops::{self, Target};
-use crate::step_machine::{Operation, Run, StepError, StepInfo, instance_of};
+use crate::step_machine::{Operation, Run, StepError, StepInfo};
 
 /// The resize job's steps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,7 +151,7 @@ impl Operation for Resize {
     /// disk unless its growth was recorded.
     async fn failed(job: &Job, tx: &mut PgConnection) -> Result<(), DbError> {
         let (Some(instance), Ok(request)) =
-            (instance_of(job), serde_json::from_value::<ResizeInstance>(job.payload.clone()))
+            (job.instance(), serde_json::from_value::<ResizeInstance>(job.payload.clone()))
         else {
             return Ok(());
         };

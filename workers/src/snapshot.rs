@@ -9,7 +9,6 @@
 
 use nimbus_db::DbError;
 use nimbus_db::instances;
-use nimbus_db::jobs::Job;
 use nimbus_domain::{ErrorCode, InstanceKind, InstanceStatus};
 use nimbus_jobs::{SnapshotAction, SnapshotOp};
 use nimbus_proxmox::{Guest, GuestKind, PveError, SnapshotCreate};
@@ -129,10 +128,6 @@ impl Operation for Snapshot {
             let status = if running { InstanceStatus::Running } else { InstanceStatus::Stopped };
             instances::set_status(&mut *tx, self.target.instance.id, status).await?;
         }
-        Ok(())
-    }
-
-    async fn failed(_job: &Job, _tx: &mut PgConnection) -> Result<(), DbError> {
         Ok(())
     }
 }

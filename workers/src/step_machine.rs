@@ -281,8 +281,7 @@ impl Run {
 
     /// The instance the job acts on (its first `instance` resource).
     pub fn instance_id(&self) -> Result<InstanceId, StepError> {
-        instance_of(&self.job)
-            .ok_or_else(|| StepError::permanent(ErrorCode::Internal, "the job names no instance", None))
+        self.job.instance().ok_or_else(|| StepError::permanent(ErrorCode::Internal, "the job names no instance", None))
     }
 
     /// `Err` when the run must stop now: the lease was lost, or the worker is shutting down.
@@ -309,17 +308,6 @@ impl Run {
             }
         });
         token
-    }
-
-    /// Sleeps `d`, or stops early with the reason the run must stop.
-    pub async fn pause(&self, d: Duration) -> Result<(), StepError> {
-        let stop = self.stop_token();
-        let stopped = tokio::select! {
-            _ = stop.cancelled() => true,
-            _ = tokio::time::sleep(d) => false,
-        };
-        stop.cancel();
-        if stopped { Err(self.check_stop().err().unwrap_or(StepError::ShuttingDown)) } else { Ok(()) }
     }
 
     /// A permit of `node`'s concurrency cap, waiting for one (or stopping).
@@ -386,13 +374,6 @@ pub trait Operation: Sized + Send {
     /// Does `step`'s work without recording it; safe to repeat.
     fn execute(&mut self, step: Self::Step) -> impl Future<Output = Result<(), StepError>> + Send;
 
-    /// Whether `step` is recorded once done (a step whose result completion itself stores may
-    /// skip it, so a crash in between repeats the step rather than trusting a bare record). The
-    /// last step is recorded only when it has a patch or a note: completion follows at once.
-    fn records(&self, _step: Self::Step) -> bool {
-        true
-    }
-
     /// What `step` merges into the payload when it is recorded (state a retry must reuse).
     fn patch(&self, _step: Self::Step) -> Option<Value> {
         None
@@ -408,13 +389,11 @@ pub trait Operation: Sized + Send {
     fn succeeded(&self, tx: &mut PgConnection) -> impl Future<Output = Result<(), DbError>> + Send;
 
     /// The domain writes of a final failure, in the transaction that fails the job (a retry
-    /// scheduled does not call it).
-    fn failed(job: &Job, tx: &mut PgConnection) -> impl Future<Output = Result<(), DbError>> + Send;
-}
-
-/// The instance a job acts on (its first `instance` resource).
-pub fn instance_of(job: &Job) -> Option<InstanceId> {
-    job.resources.iter().find(|r| r.kind == "instance").and_then(|r| r.id.parse().ok())
+    /// scheduled does not call it). By default none: the instance stays as it was, and the
+    /// reconciler reports what Proxmox shows.
+    fn failed(_job: &Job, _tx: &mut PgConnection) -> impl Future<Output = Result<(), DbError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// The apalis handler of an operation's queue. Errors are returned only when the job could not
@@ -477,10 +456,11 @@ pub async fn drive<O: Operation>(op: &mut O) -> Result<(), StepError> {
             }
             op.execute(step).await?;
             // The last step is recorded by the completion that follows at once (a crash in
-            // between repeats it, which its idempotence allows), unless it has something to say.
+            // between repeats it, which its idempotence allows, rather than trusting a bare
+            // record), unless it has something to say.
             let (patch, note) = (op.patch(step), op.note(step));
             let last = steps.last() == Some(&step);
-            if op.records(step) && (!last || patch.is_some() || note.is_some()) {
+            if !last || patch.is_some() || note.is_some() {
                 op.run_mut().record(step, patch, note.as_deref()).await?;
             }
         }

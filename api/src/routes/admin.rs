@@ -113,7 +113,7 @@ async fn retry(
     // One transaction: the instance back to provisioning (its tenant's counters locked, so the
     // quota check cannot race a create) and the job re-queued commit together, or neither does.
     let mut tx = state.db().begin().await.map_err(DbError::from)?;
-    if let (Some(tenant), Some(instance)) = (job.tenant_id, instance_of(&job)) {
+    if let (Some(tenant), Some(instance)) = (job.tenant_id, job.instance()) {
         revive_instance(&mut tx, tenant, instance).await?;
     }
     let enqueued = jobs::retry_failed(&mut tx, id, extra).await?;
@@ -130,11 +130,6 @@ async fn retry(
         response.headers_mut().insert(header::LOCATION, location);
     }
     Ok(response)
-}
-
-/// The instance a job acts on, if any.
-fn instance_of(job: &Job) -> Option<InstanceId> {
-    job.resources.iter().find(|r| r.kind == "instance").and_then(|r| r.id.parse().ok())
 }
 
 /// Sets a `failed` instance of `tenant` back to `provisioning` after checking that the plan

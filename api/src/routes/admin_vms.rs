@@ -4,15 +4,12 @@
 //! instance as its tenant would, through impersonation (`Nimbus-Impersonate`), so every action
 //! keeps the tenant's quota, busy and state checks and is audited under both names.
 
-use std::collections::HashMap;
-
 use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use nimbus_db::instances::{self, InstanceFilter};
-use nimbus_db::operations;
-use nimbus_domain::{AdminInstanceView, InstanceId, InstanceStatus, JobHandle, TenantId};
+use nimbus_domain::{AdminInstanceView, InstanceStatus, TenantId};
 use serde::Deserialize;
 
 use crate::auth::AdminUser;
@@ -20,7 +17,7 @@ use crate::error::ApiError;
 use crate::extract::QueryParams;
 use crate::middleware::RequestId;
 use crate::routes::PageQuery;
-use crate::routes::vms::view;
+use crate::routes::vms::{view, with_operations};
 use crate::state::AppState;
 
 /// The routes of this module.
@@ -48,16 +45,11 @@ async fn list(
     let request = PageQuery { page: q.page, per_page: q.per_page }.request()?;
     let filter = InstanceFilter { tenant: q.tenant, node: q.node, status: q.status };
     let (items, total) = instances::list_all(state.db(), &filter, request).await?;
-    let ids: Vec<InstanceId> = items.iter().map(|i| i.id).collect();
-    let mut active: HashMap<InstanceId, JobHandle> = operations::active_many(state.db(), &ids)
+    let items: Vec<AdminInstanceView> = with_operations(state.db(), items)
         .await?
         .into_iter()
-        .filter_map(|j| j.instance().map(|i| (i, j.handle())))
-        .collect();
-    let items: Vec<AdminInstanceView> = items
-        .into_iter()
-        .map(|i| {
-            let (tenant_id, operation) = (i.tenant_id, active.remove(&i.id));
+        .map(|(i, operation)| {
+            let tenant_id = i.tenant_id;
             AdminInstanceView { instance: view(i, operation), tenant_id }
         })
         .collect();

@@ -133,8 +133,8 @@ async fn action(
             ));
         }
     };
-    let path = format!("/v1/vms/{id}/actions/{action}");
-    accept(&state, &auth, &rid, key, &path, &raw, id, request).await
+    let fingerprint = Fingerprint { method: "POST", path: format!("/v1/vms/{id}/actions/{action}"), body: &raw };
+    accept(&state, &auth, &rid, key, fingerprint, id, request).await
 }
 
 /// `DELETE /v1/vms/{id}`: stop the guest, purge it and its disks, release the VMID and the quota.
@@ -156,7 +156,8 @@ pub async fn delete(
         InstanceStatus::Deleting,
     ];
     let request = Request { allowed, job: DeleteInstance::default().new_job(), resize: None };
-    accept(&state, &auth, &rid, key, &format!("/v1/vms/{id}"), &Value::Null, id, request).await
+    let fingerprint = Fingerprint { method: "DELETE", path: format!("/v1/vms/{id}"), body: &Value::Null };
+    accept(&state, &auth, &rid, key, fingerprint, id, request).await
 }
 
 /// What an operation asks of the accept transaction.
@@ -169,23 +170,31 @@ pub struct Request {
     pub resize: Option<Sizes>,
 }
 
+/// What an `Idempotency-Key` is bound to: the request's method, path and body.
+pub struct Fingerprint<'a> {
+    /// `POST` or `DELETE`.
+    pub method: &'static str,
+    /// The path, ids resolved.
+    pub path: String,
+    /// The JSON body as sent (`null` without one).
+    pub body: &'a Value,
+}
+
 /// Runs the accept transaction of an operation on instance `id` and answers 202 (or replays the
-/// answer stored under `Idempotency-Key`). `path` and `raw` are the request's fingerprint.
-#[allow(clippy::too_many_arguments)]
+/// answer stored under `Idempotency-Key`, which `fingerprint` binds to the request).
 pub async fn accept(
     state: &AppState,
     auth: &AuthUser,
     rid: &RequestId,
     key: Option<String>,
-    path: &str,
-    raw: &Value,
+    fingerprint: Fingerprint<'_>,
     id: InstanceId,
     mut request: Request,
 ) -> Result<Response, ApiError> {
     let tenant = auth.tenant();
-    let method = if request.job.kind == JobKind::Delete { "DELETE" } else { "POST" };
     if let Some(key) = &key {
-        let hash = idempotency::request_hash(method, path, canonical_json(raw).as_bytes());
+        let body = canonical_json(fingerprint.body);
+        let hash = idempotency::request_hash(fingerprint.method, &fingerprint.path, body.as_bytes());
         match idempotency::begin(state.db(), tenant, key, &hash, state.settings().idempotency_lease).await? {
             Begin::Started => {}
             Begin::Replay { status, body } => return Ok(replay(rid, status, body)),

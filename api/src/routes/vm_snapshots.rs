@@ -20,7 +20,7 @@ use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::extract::{IdempotencyKey, decode, parse_id};
 use crate::middleware::RequestId;
-use crate::routes::vm_actions::{Request, accept};
+use crate::routes::vm_actions::{Fingerprint, Request, accept};
 use crate::routes::vms::not_found;
 use crate::state::AppState;
 
@@ -152,8 +152,8 @@ async fn create(
         });
     }
     let job = SnapshotAction { op: SnapshotOp::Create, name, description }.new_job();
-    let path = format!("/v1/vms/{}/snapshots", i.id);
-    accept(&state, &auth, &rid, key, &path, &body.raw, i.id, Request { allowed: LIVE, job, resize: None }).await
+    let fingerprint = Fingerprint { method: "POST", path: format!("/v1/vms/{}/snapshots", i.id), body: &body.raw };
+    accept(&state, &auth, &rid, key, fingerprint, i.id, Request { allowed: LIVE, job, resize: None }).await
 }
 
 async fn remove(
@@ -191,11 +191,15 @@ async fn named(
         return Err(ApiError::NotFound("snapshot"));
     }
     let job = SnapshotAction { op, name: name.clone(), description: None }.new_job();
-    let path = match op {
-        SnapshotOp::Rollback => format!("/v1/vms/{}/snapshots/{name}/rollback", i.id),
-        _ => format!("/v1/vms/{}/snapshots/{name}", i.id),
+    let fingerprint = match op {
+        SnapshotOp::Rollback => Fingerprint {
+            method: "POST",
+            path: format!("/v1/vms/{}/snapshots/{name}/rollback", i.id),
+            body: &Value::Null,
+        },
+        _ => Fingerprint { method: "DELETE", path: format!("/v1/vms/{}/snapshots/{name}", i.id), body: &Value::Null },
     };
-    accept(&state, &auth, &rid, key, &path, &Value::Null, i.id, Request { allowed: LIVE, job, resize: None }).await
+    accept(&state, &auth, &rid, key, fingerprint, i.id, Request { allowed: LIVE, job, resize: None }).await
 }
 
 #[cfg(test)]

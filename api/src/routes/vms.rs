@@ -95,19 +95,8 @@ async fn list(
 ) -> Result<Response, ApiError> {
     let request = q.request()?;
     let (items, total) = instances::list(state.db(), auth.tenant(), request).await?;
-    let ids: Vec<InstanceId> = items.iter().map(|i| i.id).collect();
-    let mut active: std::collections::HashMap<InstanceId, JobHandle> = operations::active_many(state.db(), &ids)
-        .await?
-        .into_iter()
-        .filter_map(|j| j.instance().map(|i| (i, j.handle())))
-        .collect();
-    let items: Vec<InstanceView> = items
-        .into_iter()
-        .map(|i| {
-            let op = active.remove(&i.id);
-            view(i, op)
-        })
-        .collect();
+    let items: Vec<InstanceView> =
+        with_operations(state.db(), items).await?.into_iter().map(|(i, op)| view(i, op)).collect();
     Ok(super::page(&rid, items, request, total).into_response())
 }
 
@@ -121,6 +110,26 @@ async fn show(
     let vm = instances::get(state.db(), auth.tenant(), id).await.map_err(|e| not_found(e, "vm"))?;
     let operation = operations::active(state.db(), id).await?.map(|j| j.handle());
     Ok(super::data(&rid, view(vm, operation)).into_response())
+}
+
+/// Each of a page of instances with the operation in progress on it (one query for the page).
+pub(crate) async fn with_operations(
+    db: &nimbus_db::PgPool,
+    items: Vec<Instance>,
+) -> Result<Vec<(Instance, Option<JobHandle>)>, ApiError> {
+    let ids: Vec<InstanceId> = items.iter().map(|i| i.id).collect();
+    let mut active: std::collections::HashMap<InstanceId, JobHandle> = operations::active_many(db, &ids)
+        .await?
+        .into_iter()
+        .filter_map(|j| j.instance().map(|i| (i, j.handle())))
+        .collect();
+    Ok(items
+        .into_iter()
+        .map(|i| {
+            let op = active.remove(&i.id);
+            (i, op)
+        })
+        .collect())
 }
 
 /// `NotFound` with the resource's name; other errors unchanged.
