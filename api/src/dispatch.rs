@@ -17,7 +17,7 @@ use std::time::Duration;
 use nimbus_db::jobs::Enqueued;
 use nimbus_db::{PgPool, outbox};
 use nimbus_domain::JobId;
-use nimbus_jobs::{JobEventPublisher, JobWakeups};
+use nimbus_jobs::{EventPublisher, InstanceWakeups, JobWakeups};
 use nimbus_queue::Queue;
 use tokio::sync::{RwLock, mpsc};
 
@@ -29,10 +29,11 @@ pub struct Dispatcher {
     queues: RwLock<HashMap<String, Queue>>,
     /// Ids of pushed outbox rows for the marking task (started by the first push).
     pushed: OnceLock<mpsc::UnboundedSender<i64>>,
-    /// "Job X changed" for the streams of every API process.
-    publisher: JobEventPublisher,
-    /// This process's subscription to those messages (started by the first stream).
+    /// "Job X (instance Y) changed" for the streams of every API process.
+    publisher: EventPublisher,
+    /// This process's subscriptions to those messages (each started by its first stream).
     wakeups: OnceLock<JobWakeups>,
+    instance_wakeups: OnceLock<InstanceWakeups>,
 }
 
 /// Marks pushed outbox rows, as many per statement as have queued up since the last one.
@@ -59,8 +60,9 @@ impl Dispatcher {
         let client = redis::Client::open(url)?;
         let key_prefix = key_prefix.into();
         Ok(Dispatcher {
-            publisher: JobEventPublisher::new(client.clone(), &key_prefix),
+            publisher: EventPublisher::new(client.clone(), &key_prefix),
             wakeups: OnceLock::new(),
+            instance_wakeups: OnceLock::new(),
             client,
             key_prefix,
             timeout,
@@ -74,14 +76,20 @@ impl Dispatcher {
         &self.key_prefix
     }
 
-    /// Publishes "job X changed" to the job event streams of every API process.
-    pub fn publisher(&self) -> &JobEventPublisher {
+    /// Publishes "job X changed" and "instance Y changed" to the streams of every API process.
+    pub fn publisher(&self) -> &EventPublisher {
         &self.publisher
     }
 
     /// The wake-ups of this process's job event streams (subscribes on first use).
     pub fn wakeups(&self) -> &JobWakeups {
         self.wakeups.get_or_init(|| JobWakeups::start(self.client.clone(), &self.key_prefix, Duration::from_secs(1)))
+    }
+
+    /// The wake-ups of this process's instance event streams (subscribes on first use).
+    pub fn instance_wakeups(&self) -> &InstanceWakeups {
+        self.instance_wakeups
+            .get_or_init(|| InstanceWakeups::start(self.client.clone(), &self.key_prefix, Duration::from_secs(1)))
     }
 
     async fn queue(&self, name: &str) -> Result<Queue, String> {

@@ -1,82 +1,140 @@
-//! Wake-ups for the streams that follow jobs (`GET /v1/jobs/{id}/events`).
+//! Wake-ups for the streams that follow jobs (`GET /v1/jobs/{id}/events`) and instances
+//! (`GET /v1/vms/{id}/events`).
 //!
 //! Whoever changes a job's ledger row (a worker recording a step, settling an attempt, an admin
-//! retrying) publishes the job's id on one Redis channel after the change has committed; every
-//! API process subscribes to that channel and wakes the streams following that job, which then
-//! read the new events from the ledger. The ledger stays the only source of truth: a message lost
-//! (Redis down, a reconnect) only delays a stream until its fallback poll.
+//! retrying) publishes the job's id on one Redis channel after the change has committed, and the
+//! id of the job's instance on another; so does the reconciler when an instance's status follows
+//! its guest. Every API process subscribes to the channels and wakes the streams following that
+//! job or instance, which then read the new state from Postgres. Postgres stays the only source
+//! of truth: a message lost (Redis down, a reconnect) only delays a stream until its fallback
+//! poll.
 
 use std::collections::HashMap;
+use std::fmt::Display;
+use std::hash::Hash;
+use std::str::FromStr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;
-use nimbus_domain::JobId;
+use nimbus_domain::{InstanceId, JobId};
 use redis::aio::ConnectionManager;
 use tokio::sync::{Notify, OnceCell};
 
-/// The channel under `key_prefix`.
-pub fn channel(key_prefix: &str) -> String {
-    format!("{key_prefix}job-events")
+/// What streams follow: an id with a channel of its own.
+pub trait Topic: Copy + Eq + Hash + Display + FromStr + Send + Sync + 'static {
+    /// The channel's name under the key prefix.
+    const CHANNEL: &'static str;
+}
+
+impl Topic for JobId {
+    const CHANNEL: &'static str = "job-events";
+}
+
+impl Topic for InstanceId {
+    const CHANNEL: &'static str = "instance-events";
+}
+
+/// The channel of `T` under `key_prefix`.
+pub fn channel<T: Topic>(key_prefix: &str) -> String {
+    format!("{key_prefix}{}", T::CHANNEL)
 }
 
 /// The most a publish may take: a worker never waits on a wake-up for long.
 const PUBLISH_TIMEOUT: Duration = Duration::from_millis(250);
 
-/// Publishes "job X changed" (cheap to clone; connects on first use, reconnects by itself).
+/// Publishes "job X changed" and "instance Y changed" (cheap to clone; connects on first use,
+/// reconnects by itself).
 #[derive(Clone)]
-pub struct JobEventPublisher {
+pub struct EventPublisher {
     client: redis::Client,
-    channel: Arc<str>,
+    key_prefix: Arc<str>,
     conn: Arc<OnceCell<ConnectionManager>>,
 }
 
-impl std::fmt::Debug for JobEventPublisher {
+/// The publisher's historical name: jobs were its first topic.
+pub type JobEventPublisher = EventPublisher;
+
+impl std::fmt::Debug for EventPublisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JobEventPublisher").field("channel", &self.channel).finish_non_exhaustive()
+        f.debug_struct("EventPublisher").field("key_prefix", &self.key_prefix).finish_non_exhaustive()
     }
 }
 
-impl JobEventPublisher {
+impl EventPublisher {
     /// A publisher on the Redis of `client`, keys under `key_prefix`.
     pub fn new(client: redis::Client, key_prefix: &str) -> Self {
-        JobEventPublisher { client, channel: channel(key_prefix).into(), conn: Arc::new(OnceCell::new()) }
+        EventPublisher { client, key_prefix: key_prefix.into(), conn: Arc::new(OnceCell::new()) }
     }
 
-    /// Tells the followers of `job` to look at the ledger. Failures are logged and dropped: the
+    /// Tells the followers of `id` to look again. Failures are logged and dropped: the
     /// followers' fallback poll covers them.
-    pub async fn publish(&self, job: JobId) {
+    pub async fn publish<T: Topic>(&self, id: T) {
+        self.publish_all(&[(channel::<T>(&self.key_prefix), id.to_string())]).await;
+    }
+
+    /// Tells the followers of `job` and, when it acts on one, of its instance (one round trip).
+    pub async fn publish_job(&self, job: JobId, instance: Option<InstanceId>) {
+        let mut messages = vec![(channel::<JobId>(&self.key_prefix), job.to_string())];
+        if let Some(instance) = instance {
+            messages.push((channel::<InstanceId>(&self.key_prefix), instance.to_string()));
+        }
+        self.publish_all(&messages).await;
+    }
+
+    async fn publish_all(&self, messages: &[(String, String)]) {
         let send = async {
             let conn = self.conn.get_or_try_init(|| ConnectionManager::new(self.client.clone())).await?;
             let mut conn = conn.clone();
-            redis::cmd("PUBLISH").arg(&*self.channel).arg(job.to_string()).query_async::<i64>(&mut conn).await
+            let mut pipe = redis::pipe();
+            for (channel, id) in messages {
+                pipe.cmd("PUBLISH").arg(channel).arg(id).ignore();
+            }
+            pipe.query_async::<()>(&mut conn).await
         };
+        let about = messages.first().map(|(_, id)| id.as_str()).unwrap_or_default();
         match tokio::time::timeout(PUBLISH_TIMEOUT, send).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::debug!(job.id = %job, error = %e, "job event wake-up not published"),
-            Err(_) => tracing::debug!(job.id = %job, "job event wake-up timed out"),
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(id = about, error = %e, "event wake-up not published"),
+            Err(_) => tracing::debug!(id = about, "event wake-up timed out"),
         }
     }
 }
 
-/// The subscriber side: one Redis subscription per process, fanned out to the streams waiting
-/// on each job.
-#[derive(Clone, Default)]
-pub struct JobWakeups {
-    waiters: Arc<Mutex<HashMap<JobId, Weak<Notify>>>>,
+/// The subscriber side: one Redis subscription per process and topic, fanned out to the
+/// streams waiting on each id.
+pub struct Wakeups<T: Topic> {
+    waiters: Arc<Mutex<HashMap<T, Weak<Notify>>>>,
 }
 
-impl JobWakeups {
-    /// Subscribes to the channel under `key_prefix` for as long as the runtime lives,
+/// The streams following jobs.
+pub type JobWakeups = Wakeups<JobId>;
+/// The streams following instances.
+pub type InstanceWakeups = Wakeups<InstanceId>;
+
+impl<T: Topic> Clone for Wakeups<T> {
+    fn clone(&self) -> Self {
+        Wakeups { waiters: self.waiters.clone() }
+    }
+}
+
+impl<T: Topic> Default for Wakeups<T> {
+    fn default() -> Self {
+        Wakeups { waiters: Arc::default() }
+    }
+}
+
+impl<T: Topic> Wakeups<T> {
+    /// Subscribes to the channel of `T` under `key_prefix` for as long as the runtime lives,
     /// reconnecting after `retry` when Redis goes away.
     pub fn start(client: redis::Client, key_prefix: &str, retry: Duration) -> Self {
-        let wakeups = JobWakeups::default();
-        let channel = channel(key_prefix);
+        let wakeups = Wakeups::default();
+        let channel = channel::<T>(key_prefix);
         let fan_out = wakeups.clone();
         tokio::spawn(async move {
             loop {
                 if let Err(e) = fan_out.listen(&client, &channel).await {
-                    tracing::debug!(error = %e, "job event subscription lost; streams fall back to polling");
+                    tracing::debug!(error = %e, channel, "event subscription lost; streams fall back to polling");
                 }
                 tokio::time::sleep(retry).await;
             }
@@ -90,34 +148,34 @@ impl JobWakeups {
         let mut messages = pubsub.on_message();
         while let Some(message) = messages.next().await {
             let Ok(payload) = message.get_payload::<String>() else { continue };
-            if let Ok(job) = payload.parse::<JobId>() {
-                self.wake(job);
+            if let Ok(id) = payload.parse::<T>() {
+                self.wake(id);
             }
         }
         Ok(())
     }
 
-    /// Wakes the streams following `job`.
-    pub fn wake(&self, job: JobId) {
-        let notify = self.waiters.lock().unwrap_or_else(|e| e.into_inner()).get(&job).and_then(Weak::upgrade);
+    /// Wakes the streams following `id`.
+    pub fn wake(&self, id: T) {
+        let notify = self.waiters.lock().unwrap_or_else(|e| e.into_inner()).get(&id).and_then(Weak::upgrade);
         if let Some(notify) = notify {
             notify.notify_waiters();
         }
     }
 
-    /// The signal a stream following `job` waits on; shared by all of that job's streams and
+    /// The signal a stream following `id` waits on; shared by all of that id's streams and
     /// forgotten once none holds it.
-    pub fn follow(&self, job: JobId) -> Arc<Notify> {
+    pub fn follow(&self, id: T) -> Arc<Notify> {
         let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(existing) = waiters.get(&job).and_then(Weak::upgrade) {
+        if let Some(existing) = waiters.get(&id).and_then(Weak::upgrade) {
             return existing;
         }
-        // Forget the jobs nobody follows any more before the map grows.
+        // Forget the ids nobody follows any more before the map grows.
         if waiters.len() >= 1024 && waiters.len().is_power_of_two() {
             waiters.retain(|_, w| w.strong_count() > 0);
         }
         let notify = Arc::new(Notify::new());
-        waiters.insert(job, Arc::downgrade(&notify));
+        waiters.insert(id, Arc::downgrade(&notify));
         notify
     }
 }

@@ -6,8 +6,8 @@
 //! * [`operations`]: the payloads of the operations on existing instances (power, resize,
 //!   rebuild, delete, snapshots).
 //! * [`dispatch`]: pushing messages to nimbus-queue ([`Queues`], [`dispatch()`]).
-//! * [`events`]: wake-ups for the streams that follow jobs (Redis pub/sub; the ledger stays the
-//!   truth).
+//! * [`events`]: wake-ups for the streams that follow jobs and instances (Redis pub/sub;
+//!   Postgres stays the truth).
 //! * [`ledger`]: group commit for a worker's claims and completions ([`LedgerWriter`]).
 //! * [`templates`]: the naming rule of templates, so API and workers mean the same thing.
 //!
@@ -24,7 +24,7 @@ pub mod queues;
 pub mod templates;
 
 pub use dispatch::{DispatchError, Queues, dispatch};
-pub use events::{JobEventPublisher, JobWakeups};
+pub use events::{EventPublisher, InstanceWakeups, JobEventPublisher, JobWakeups};
 pub use ledger::LedgerWriter;
 pub use operations::{DeleteInstance, PowerAction, RebuildInstance, ResizeInstance, Sizes, SnapshotAction, SnapshotOp};
 pub use payload::{Dispatch, ProvisionVm};

@@ -94,6 +94,8 @@ pub async fn tick(env: &Env) -> anyhow::Result<Tick> {
     for id in &changed {
         let status = changes.iter().find(|(i, _)| i == id).map(|(_, s)| *s);
         tracing::info!(vm.id = %id, vm.status = ?status, "instance status follows its guest");
+        // Open pages of the instance show the change.
+        env.events.publish(*id).await;
     }
     Ok(Tick { observed: observed.len(), changed: changed.len() })
 }

@@ -338,7 +338,7 @@ impl Run {
         let progress =
             Progress { progress: step.progress(), step: Some(step.done_name()), message: note, payload_patch: patch };
         self.job = jobs::record_progress(&self.env.db, self.job.id, &self.env.worker_id, progress).await?;
-        self.env.events.publish(self.job.id).await;
+        self.env.events.publish_job(self.job.id, self.job.instance()).await;
         Ok(())
     }
 }
@@ -424,7 +424,7 @@ pub async fn run<O: Operation>(env: &Env, job_id: nimbus_domain::JobId) -> Resul
         return Ok(Outcome::NotClaimed);
     };
     tracing::info!(job.id = %job_id, job.kind = O::NAME, job.attempt = job.attempts, job.step = job.step.as_deref().unwrap_or("-"), "claimed");
-    env.events.publish(job_id).await;
+    env.events.publish_job(job_id, job.instance()).await;
     let lease_lost = CancellationToken::new();
     let keeper = tokio::spawn(keep_lease(env.clone(), job_id, lease_lost.clone()));
     let result = match O::load(Run::new(env.clone(), job.clone(), lease_lost)).await {
@@ -433,7 +433,7 @@ pub async fn run<O: Operation>(env: &Env, job_id: nimbus_domain::JobId) -> Resul
     };
     keeper.abort();
     let outcome = settle(env, &job, result).await;
-    env.events.publish(job_id).await;
+    env.events.publish_job(job_id, job.instance()).await;
     outcome
 }
 

@@ -122,7 +122,7 @@ async fn retry(
 
     state.dispatcher().push(state.db(), &enqueued).await;
     // Streams that ended on the failure are gone; one still open shows the job queued again.
-    state.dispatcher().publisher().publish(id).await;
+    state.dispatcher().publisher().publish_job(id, job.instance()).await;
     let handle = enqueued.job.handle();
     let location = HeaderValue::from_str(&handle.links.self_).ok();
     let mut response = (StatusCode::ACCEPTED, super::data(&rid, handle)).into_response();

@@ -68,6 +68,8 @@ pub const CATALOG: &[RouteSpec] = &[
     route("POST", "/v1/vms", Tenant),
     route("GET", "/v1/vms/{id}", Tenant),
     route("DELETE", "/v1/vms/{id}", Tenant),
+    // vm_events.rs
+    route("GET", "/v1/vms/{id}/events", Tenant),
     // vm_actions.rs, vm_snapshots.rs
     route("POST", "/v1/vms/{id}/actions/{action}", Tenant),
     route("GET", "/v1/vms/{id}/snapshots", Tenant),

@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -30,6 +30,7 @@ use crate::error::ApiError;
 use crate::extract::{QueryParams, parse_id};
 use crate::middleware::RequestId;
 use crate::routes::PageQuery;
+use crate::routes::stream_auth::StreamCredential;
 use crate::routes::vms::not_found;
 use crate::state::AppState;
 
@@ -121,12 +122,7 @@ struct Follow {
     queue: VecDeque<Event>,
     last_status: Option<JobStatus>,
     done: bool,
-    /// The caller, re-checked every `auth_every` while the stream is open.
-    state: AppState,
-    caller: AuthUser,
-    auth_every: Duration,
-    auth_checked: Instant,
-    auth_marker: Option<u64>,
+    credential: StreamCredential,
 }
 
 /// The event stream of one job: ledger events after `after`, then an `end` event with the
@@ -154,11 +150,7 @@ fn follow(
         queue: VecDeque::new(),
         last_status: None,
         done: false,
-        auth_every: state.settings().stream_auth_check,
-        auth_checked: Instant::now(),
-        auth_marker: state.key_cache().change_marker(),
-        state,
-        caller,
+        credential: StreamCredential::new(state, caller),
     };
     futures::stream::unfold(follow, |mut s| async move {
         loop {
@@ -168,25 +160,10 @@ fn follow(
             if s.done {
                 return None;
             }
-            if s.auth_checked.elapsed() >= s.auth_every {
-                s.auth_checked = Instant::now();
-                match crate::auth::still_valid(&s.state, &s.caller, &mut s.auth_marker).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::info!(job.id = %s.job, user.id = %s.caller.user.id, "event stream closed: its credential no longer holds");
-                        let error = serde_json::json!({
-                            "code": "UNAUTHENTICATED",
-                            "message": "the credential of this stream was revoked or has expired",
-                        });
-                        s.queue.push_back(Event::default().event("error").json_data(error).unwrap_or_default());
-                        s.done = true;
-                        continue;
-                    }
-                    // Unknown (a store unreachable): the stream goes on and asks again next time.
-                    Err(e) => {
-                        tracing::warn!(job.id = %s.job, error = %e, "event stream could not re-check its credential")
-                    }
-                }
+            if let Some(error) = s.credential.revoked(&format!("job {}", s.job)).await {
+                s.queue.push_back(error);
+                s.done = true;
+                continue;
             }
             // Armed before reading, so a change committed while the ledger is read still wakes
             // the wait below.

@@ -213,6 +213,8 @@ pub async fn accept(
     }
     let (handle, enqueued) = result?;
     state.dispatcher().push(state.db(), &enqueued).await;
+    // Open pages of the instance show the operation from its start.
+    state.dispatcher().publisher().publish(id).await;
     tracing::info!(job.id = %handle.id, job.kind = %handle.kind, vm.id = %id, "operation accepted");
     Ok(accepted_response(rid, StatusCode::ACCEPTED, serde_json::to_value(&handle).unwrap_or_default()))
 }

@@ -4,7 +4,8 @@
 //! the session's one-time VNC password (noVNC's credentials); the browser opens
 //! `GET /v1/vms/{id}/console/ws?ticket=…` (a browser's websocket sends no `Authorization`, so the
 //! ticket is the credential), and the API proxies the socket to Proxmox's `vncwebsocket`: VNC
-//! (RFB, for noVNC) for VMs, the terminal (`termproxy`, for xterm.js) for containers. Proxmox's
+//! (RFB, for noVNC) for VMs, the terminal (`termproxy`, for xterm.js: `0:<len>:<data>` input,
+//! `1:<cols>:<rows>:` resize, `2` ping; its login step is done by the API) for containers. Proxmox's
 //! own ticket, address and token never reach the browser. Opening a console is audited (the
 //! `POST`); a stopped instance is `409`.
 
@@ -121,12 +122,16 @@ async fn socket(
     };
     let mut upstream = upstream.map_err(unavailable)?;
     if vm.kind == InstanceKind::Lxc {
-        // The terminal protocol opens with `user:ticket\n`, sent here: the browser never has it.
+        // The terminal protocol opens with `user:ticket\n`, answered `OK`; both stay here: the
+        // browser never has the ticket, and its first frame is already the terminal's output.
         let hello = format!("{}:{}\n", grant.pve_user, grant.pve_ticket);
-        upstream
-            .send(Upstream::Binary(hello.into_bytes().into()))
-            .await
-            .map_err(|e| ApiError::ProxmoxUnavailable(format!("console of {node}/{vmid}: {e}")))?;
+        let refused = |why: String| ApiError::ProxmoxUnavailable(format!("console of {node}/{vmid}: {why}"));
+        upstream.send(Upstream::Binary(hello.into_bytes().into())).await.map_err(|e| refused(e.to_string()))?;
+        match upstream.next().await {
+            Some(Ok(Upstream::Binary(b))) if b.starts_with(b"OK") => {}
+            Some(Ok(Upstream::Text(t))) if t.starts_with("OK") => {}
+            other => return Err(refused(format!("the terminal refused the session ({other:?})"))),
+        }
     }
     tracing::info!(vm.id = %id, user.id = %grant.user, pve.node = %node, "console session opened");
     Ok(upgrade.protocols(["binary"]).on_upgrade(move |browser| proxy(browser, upstream)).into_response())

@@ -72,6 +72,7 @@ const CASES: &[(&str, &str, Case)] = &[
     ("POST", "/v1/vms/{id}/snapshots", Case::ById { id: Fixture::Instance, body: Some(|_| json!({"name": "probe"})) }),
     ("DELETE", "/v1/vms/{id}/snapshots/{name}", Case::ById { id: Fixture::Instance, body: None }),
     ("POST", "/v1/vms/{id}/snapshots/{name}/rollback", Case::ById { id: Fixture::Instance, body: None }),
+    ("GET", "/v1/vms/{id}/events", Case::ById { id: Fixture::Instance, body: None }),
     ("POST", "/v1/vms/{id}/console", Case::ById { id: Fixture::Instance, body: None }),
     ("GET", "/v1/vms/{id}/console/ws", Case::Public),
     ("GET", "/v1/jobs", Case::Collection { body: None }),

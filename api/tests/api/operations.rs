@@ -8,7 +8,7 @@ use std::time::Duration;
 use pve_sim::model::PowerState;
 use serde_json::{Value, json};
 
-use crate::support::{TestApp, Worker, split, vm_body};
+use crate::support::{Options, ROOMY, TestApp, Worker, new_tenant, split, vm_body};
 
 const PVE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -408,9 +408,130 @@ async fn the_console_is_proxied_with_a_single_use_ticket() {
     );
     assert!(tokio_tungstenite::connect_async(&stolen).await.is_err(), "a ticket opens only its instance");
 
+    // A container's terminal: the API does termproxy's login, the browser gets the terminal.
+    let mut body = vm_body("console-ct");
+    body["type"] = json!("lxc");
+    body["template"] = json!("debian-12-standard");
+    let (status, _, accepted) = app.create_vm(&body, &[]).await;
+    assert_eq!(status, 202, "{accepted}");
+    let job = finished(&app, accepted["data"]["id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let ct = job["resources"][0]["id"].as_str().unwrap().to_owned();
+    let (status, opened) = post(&app, &format!("/v1/vms/{ct}/console"), json!({})).await;
+    assert_eq!((status, opened["data"]["protocol"].as_str()), (201, Some("terminal")), "{opened}");
+    assert!(opened["data"]["password"].is_null(), "{opened}");
+    let ws_url = format!("{}{}", app.base.replacen("http", "ws", 1), opened["data"]["url"].as_str().unwrap());
+    let (mut term, _) = tokio_tungstenite::connect_async(&ws_url).await.expect("the terminal opens");
+    term.send(Message::Binary(b"0:6:uptime".to_vec().into())).await.unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("uptime") {
+        let frame = tokio::time::timeout(Duration::from_secs(5), term.next()).await.expect("terminal output");
+        seen.extend_from_slice(&frame.unwrap().unwrap().into_data());
+    }
+    let seen = String::from_utf8_lossy(&seen).into_owned();
+    assert!(!seen.starts_with("OK"), "the login answer stays with the API: {seen:?}");
+    assert!(seen.contains("login: ") && !seen.contains("PVE") && !seen.contains("root@pam"), "{seen:?}");
+    drop(term);
+
     // A stopped instance has no console.
     run(&app, &format!("/v1/vms/{id}/actions/stop"), json!({})).await;
     let (status, body) = post(&app, &format!("/v1/vms/{id}/console"), json!({})).await;
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("INVALID_INSTANCE_STATE")));
+    worker.stop().await;
+}
+
+/// The events of an SSE response, one at a time.
+struct Events {
+    bytes: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: String,
+}
+
+impl Events {
+    fn new(response: reqwest::Response) -> Events {
+        Events { bytes: Box::pin(response.bytes_stream()), buffer: String::new() }
+    }
+
+    /// The next `(event, data)`, or `None` when the server ended the stream.
+    async fn next(&mut self) -> Option<(String, Value)> {
+        use futures::StreamExt;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = String::from("message");
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if !data.is_empty() {
+                    return Some((event, serde_json::from_str(&data).unwrap()));
+                }
+                continue;
+            }
+            let chunk =
+                tokio::time::timeout(Duration::from_secs(20), self.bytes.next()).await.expect("an event in time");
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk?.unwrap()));
+        }
+    }
+
+    /// Reads `instance` events until one satisfies `done`.
+    async fn until(&mut self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let (event, data) = self.next().await.unwrap_or_else(|| panic!("the stream ended before {what}"));
+            assert!(event == "instance" || event == "end", "unexpected {event}: {data}");
+            if done(&data) {
+                return data;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_open_page_follows_its_instance_without_polling() {
+    // Streams read Postgres only when woken (their fallback poll is a minute away).
+    let minute = Some(Duration::from_secs(60));
+    let app = TestApp::with(ROOMY, Options { sse_poll: minute, stream_auth_check: minute, ..Options::default() }).await;
+    let worker = Worker::start(&app, PVE_TIMEOUT).await;
+    let (id, vmid) = running_instance(&app, "followed-1").await;
+    let open = || app.http.get(app.url(&format!("/v1/vms/{id}/events"))).bearer_auth(&app.token).send();
+    let response = open().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut events = Events::new(response);
+    let (event, first) = events.next().await.unwrap();
+    assert_eq!((event.as_str(), first["status"].as_str()), ("instance", Some("running")), "{first}");
+    assert!(first["operation"].is_null(), "{first}");
+
+    // An operation shows from its start to its end.
+    let (status, accepted) = post(&app, &format!("/v1/vms/{id}/actions/stop"), json!({})).await;
+    assert_eq!(status, 202, "{accepted}");
+    let busy = events.until("the operation", |v| !v["operation"].is_null()).await;
+    assert_eq!(busy["operation"]["id"], accepted["data"]["id"], "{busy}");
+    let stopped = events.until("the stop", |v| v["status"] == "stopped" && v["operation"].is_null()).await;
+    assert!(stopped["uptime"].is_null(), "{stopped}");
+
+    // A change made on the Proxmox side arrives through the reconciler.
+    app.sim.sim().write().guests.get_mut(&vmid).unwrap().state = PowerState::Running;
+    events.until("the reconciled start", |v| v["status"] == "running").await;
+
+    // A deleted instance's last view ends the stream.
+    let (status, _) = call(&app, reqwest::Method::DELETE, &format!("/v1/vms/{id}"), None).await;
+    assert_eq!(status, 202);
+    let last = loop {
+        match events.next().await {
+            Some((event, data)) if event == "end" => break data,
+            Some(_) => continue,
+            None => panic!("the stream ended without an end event"),
+        }
+    };
+    assert_eq!(last["status"], "deleted", "{last}");
+    assert!(events.next().await.is_none(), "nothing follows the end");
+
+    // Another tenant's instance has no stream.
+    let (_, other_key) = new_tenant(app.pool(), ROOMY).await;
+    let foreign = app.http.get(app.url(&format!("/v1/vms/{id}/events"))).bearer_auth(other_key).send().await.unwrap();
+    assert_eq!(foreign.status(), 404);
     worker.stop().await;
 }

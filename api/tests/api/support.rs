@@ -53,6 +53,8 @@ pub struct Options {
     pub web_dist: Option<std::path::PathBuf>,
     /// How often job event streams read the ledger without a wake-up (default 50 ms).
     pub sse_poll: Option<Duration>,
+    /// How often open event streams re-check their credential (default: the API's).
+    pub stream_auth_check: Option<Duration>,
     /// Failed authentications per minute per client address (default: the API's).
     pub auth_failures_per_minute: Option<u32>,
 }
@@ -103,6 +105,7 @@ impl TestApp {
             if options.redis_down { format!("redis://127.0.0.1:{}/0", closed_port()) } else { redis.url().to_owned() };
         let settings = Settings {
             sse_poll: options.sse_poll.unwrap_or(Duration::from_millis(50)),
+            stream_auth_check: options.stream_auth_check.unwrap_or(Settings::default().stream_auth_check),
             ready_timeout: Duration::from_secs(1),
             web_dist: options.web_dist.clone(),
             rate_limit: nimbus_api::ratelimit::RateLimitSettings {
