@@ -2,7 +2,7 @@
 //! DESIGN §6, every failure becomes a [`Failure`] carrying the API's code, message and request
 //! id, so pages can show exactly what the API said. A 401 marks the session expired.
 
-use gloo_net::http::{Request, RequestBuilder, Response};
+use gloo_net::http::{Request, RequestBuilder};
 use nimbus_domain::{ApiResponse, ListResponse};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -48,22 +48,37 @@ fn builder(method: &str, path: &str) -> RequestBuilder {
     session.authorize(b, method != "GET")
 }
 
-async fn read<T: DeserializeOwned>(response: Response) -> Result<T, Failure> {
+/// A response read to its end: the status, the body and the `X-Request-ID` header.
+struct Answer {
+    status: u16,
+    text: String,
+    request_id: Option<String>,
+}
+
+/// Sends a request and reads its answer. Not generic, so each type a page reads adds only its
+/// own decoding to the wasm, not another copy of the request path.
+async fn send(method: &'static str, path: &str, body: Option<String>, headers: &[(&str, &str)]) -> Result<Answer, Failure> {
+    let mut b = builder(method, path);
+    for (k, v) in headers {
+        b = b.header(k, v);
+    }
+    let request = match body {
+        Some(body) => b.header("Content-Type", "application/json").body(body).map_err(Failure::network)?,
+        None => b.build().map_err(Failure::network)?,
+    };
+    let response = request.send().await.map_err(Failure::network)?;
     let status = response.status();
-    let header_rid = response.headers().get("x-request-id");
+    let request_id = response.headers().get("x-request-id");
     if status == 401 {
         Session::get().expire();
     }
     let text = response.text().await.map_err(Failure::network)?;
-    if (200..300).contains(&status) {
-        return serde_json::from_str(&text).map_err(|e| Failure {
-            status,
-            code: "UNEXPECTED_ANSWER".into(),
-            message: format!("the API's answer could not be read: {e}"),
-            request_id: header_rid,
-            fields: Vec::new(),
-        });
-    }
+    Ok(Answer { status, text, request_id })
+}
+
+/// The failure an unsuccessful answer describes.
+fn failure(answer: Answer) -> Failure {
+    let Answer { status, text, request_id } = answer;
     match serde_json::from_str::<nimbus_domain::ApiError>(&text) {
         Ok(e) => {
             let code = serde_json::to_value(e.error.code)
@@ -80,28 +95,40 @@ async fn read<T: DeserializeOwned>(response: Response) -> Result<T, Failure> {
                         .collect()
                 })
                 .unwrap_or_default();
-            Err(Failure { status, code, message: e.error.message, request_id: Some(e.meta.request_id), fields })
+            Failure { status, code, message: e.error.message, request_id: Some(e.meta.request_id), fields }
         }
-        Err(_) => Err(Failure {
+        Err(_) => Failure {
             status,
             code: format!("HTTP_{status}"),
             message: format!("the API answered {status}"),
-            request_id: header_rid,
+            request_id,
             fields: Vec::new(),
-        }),
+        },
     }
+}
+
+/// Decodes a successful answer as `T`, or describes the failure.
+fn decode<T: DeserializeOwned>(answer: Answer) -> Result<T, Failure> {
+    if !(200..300).contains(&answer.status) {
+        return Err(failure(answer));
+    }
+    serde_json::from_str(&answer.text).map_err(|e| Failure {
+        status: answer.status,
+        code: "UNEXPECTED_ANSWER".into(),
+        message: format!("the API's answer could not be read: {e}"),
+        request_id: answer.request_id,
+        fields: Vec::new(),
+    })
 }
 
 /// `GET path` → `data`.
 pub async fn get<T: DeserializeOwned>(path: &str) -> Result<T, Failure> {
-    let response = builder("GET", path).send().await.map_err(Failure::network)?;
-    read::<ApiResponse<T>>(response).await.map(|r| r.data)
+    decode::<ApiResponse<T>>(send("GET", path, None, &[]).await?).map(|r| r.data)
 }
 
 /// `GET path` → the list's `data` and its total.
 pub async fn list<T: DeserializeOwned>(path: &str) -> Result<(Vec<T>, u64), Failure> {
-    let response = builder("GET", path).send().await.map_err(Failure::network)?;
-    read::<ListResponse<T>>(response).await.map(|r| (r.data, r.pagination.total))
+    decode::<ListResponse<T>>(send("GET", path, None, &[]).await?).map(|r| (r.data, r.pagination.total))
 }
 
 /// `POST path` with a JSON body (or none) → `data`.
@@ -110,20 +137,17 @@ pub async fn post<B: Serialize, T: DeserializeOwned>(
     body: Option<&B>,
     headers: &[(&str, &str)],
 ) -> Result<T, Failure> {
-    let mut b = builder("POST", path);
-    for (k, v) in headers {
-        b = b.header(k, v);
-    }
-    let request = match body {
-        Some(body) => b.json(body).map_err(Failure::network)?,
-        None => b.build().map_err(Failure::network)?,
-    };
-    let response = request.send().await.map_err(Failure::network)?;
-    read::<ApiResponse<T>>(response).await.map(|r| r.data)
+    let body = body.map(serde_json::to_string).transpose().map_err(Failure::network)?;
+    decode::<ApiResponse<T>>(send("POST", path, body, headers).await?).map(|r| r.data)
 }
 
 /// `DELETE path`, answered `204 No Content`.
 pub async fn delete(path: &str) -> Result<(), Failure> {
-    let response = builder("DELETE", path).send().await.map_err(Failure::network)?;
-    if response.status() == 204 { Ok(()) } else { read::<serde_json::Value>(response).await.map(|_| ()) }
+    let answer = send("DELETE", path, None, &[]).await?;
+    if answer.status == 204 { Ok(()) } else { decode::<serde_json::Value>(answer).map(|_| ()) }
+}
+
+/// `DELETE path` answered with a body (`202` and a job handle) → `data`.
+pub async fn delete_accepted<T: DeserializeOwned>(path: &str) -> Result<T, Failure> {
+    decode::<ApiResponse<T>>(send("DELETE", path, None, &[]).await?).map(|r| r.data)
 }

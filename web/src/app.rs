@@ -1,7 +1,6 @@
 //! The app: typed routes, the layout (navigation, the signed-in user, sign-out) and the gate
 //! that shows the sign-in or session-expired page instead of a page the caller cannot load.
 
-use sycamore::futures::spawn_local_scoped;
 use sycamore::prelude::*;
 use sycamore_router::{HistoryIntegration, Route, Router};
 
@@ -27,6 +26,8 @@ pub enum AppRoute {
     Queues,
     #[to("/admin/nodes")]
     Nodes,
+    #[to("/admin/instances")]
+    AdminInstances,
     #[not_found]
     NotFound,
 }
@@ -35,7 +36,7 @@ pub enum AppRoute {
 #[component]
 pub fn App() -> View {
     let session = Session::install();
-    spawn_local_scoped(session.refresh());
+    crate::task::spawn(session.refresh());
     view! {
         Router(
             integration=HistoryIntegration::new(),
@@ -73,6 +74,7 @@ fn Layout(route: ReadSignal<AppRoute>) -> View {
                             view! {
                                 a(href="/admin/queues", class=nav_class(AppRoute::Queues)) { "Queues" }
                                 a(href="/admin/nodes", class=nav_class(AppRoute::Nodes)) { "Nodes" }
+                                a(href="/admin/instances", class=nav_class(AppRoute::AdminInstances)) { "All instances" }
                             }
                         } else { view! {} })
                     }
@@ -80,6 +82,7 @@ fn Layout(route: ReadSignal<AppRoute>) -> View {
                 }
             } else { view! {} })
         }
+        ImpersonationBanner()
         main(class="content") {
             (move || match gate.get() {
                 0 => view! { crate::components::Loading(label="Loading…") },
@@ -103,6 +106,7 @@ fn Page(route: ReadSignal<AppRoute>) -> View {
             AppRoute::Keys => view! { pages::keys::Keys() },
             AppRoute::Queues => view! { pages::admin_queues::Queues() },
             AppRoute::Nodes => view! { pages::admin_nodes::Nodes() },
+            AppRoute::AdminInstances => view! { pages::admin_vms::AdminVms() },
             AppRoute::NotFound => view! {
                 section {
                     h1 { "Page not found" }
@@ -110,6 +114,35 @@ fn Page(route: ReadSignal<AppRoute>) -> View {
                 }
             },
         })
+    }
+}
+
+/// While an administrator acts as another user: who, and the way back.
+#[component]
+fn ImpersonationBanner() -> View {
+    let session = Session::get();
+    let acting = create_memo(move || match session.state.get_clone() {
+        SessionState::SignedIn(me) => me.impersonator.clone().map(|admin| (admin, me.name, me.tenant)),
+        _ => None,
+    });
+    let stop = move |_| {
+        crate::task::spawn(async move {
+            // The answer does not matter: the session is read again either way.
+            let _ = crate::api::delete("/v1/admin/impersonation").await;
+            session.refresh().await;
+            sycamore_router::navigate("/admin/instances");
+        });
+    };
+    view! {
+        (move || acting.get_clone().map(|(admin, name, tenant)| {
+            let text = format!("{admin}, you are acting as {name} of {tenant}: what you do is recorded under both names.");
+            view! {
+                div(class="banner impersonating", role="status", data-testid="impersonating") {
+                    div(class="banner-text") { (text) }
+                    button(class="small", r#type="button", data-testid="stop-impersonating", on:click=stop) { "Stop acting" }
+                }
+            }
+        }))
     }
 }
 

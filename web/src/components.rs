@@ -67,7 +67,7 @@ pub fn CopyId(id: String) -> View {
     let title = id.clone();
     let copy = move |_| {
         let text = text.clone();
-        sycamore::futures::spawn_local_scoped(async move {
+        crate::task::spawn(async move {
             if let Some(w) = web_sys::window() {
                 let promise = w.navigator().clipboard().write_text(&text);
                 if JsFuture::from(promise).await.is_ok() {
@@ -94,6 +94,19 @@ pub fn Badge(status: String) -> View {
     let class = format!("badge status-{status}");
     let attr = status.clone();
     view! { span(class=class, data-status=attr) { (status) } }
+}
+
+/// The operation in progress on an instance, linked to its job (a dash when there is none).
+pub fn operation_cell(operation: Option<nimbus_domain::JobHandle>) -> View {
+    match operation {
+        None => view! { span(class="muted") { "—" } },
+        Some(o) => {
+            let href = format!("/jobs/{}", o.id);
+            let label = format!("{} · {} {}%", o.kind, crate::format::job_status(o.status), o.progress);
+            let step = o.step.clone().unwrap_or_default();
+            view! { a(class="operation", href=href, title=step, data-testid="row-operation") { (label) } }
+        }
+    }
 }
 
 /// A horizontal bar, `value` in percent.

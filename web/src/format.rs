@@ -56,6 +56,18 @@ pub fn job_status(s: JobStatus) -> &'static str {
     s.as_str()
 }
 
+/// A duration in seconds, to the largest two units: `45 s`, `12 min`, `3 h 5 min`, `2 d 4 h`.
+pub fn duration(secs: i64) -> String {
+    let s = secs.max(0);
+    let (d, h, m) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s} s"),
+        (0, 0, m) => format!("{m} min"),
+        (0, h, m) => format!("{h} h {m} min"),
+        (d, h, _) => format!("{d} d {h} h"),
+    }
+}
+
 /// The first 8 characters of an id, for tables.
 pub fn short_id(id: &str) -> String {
     id.chars().take(8).collect()
@@ -79,5 +91,14 @@ mod tests {
         assert_eq!(short_id("01a217b7-cec9-7448"), "01a217b7");
         let t = DateTime::parse_from_rfc3339("2026-11-26T09:05:00Z").unwrap().with_timezone(&Utc);
         assert_eq!(time(&t), "2026-11-26 09:05 UTC");
+    }
+
+    #[test]
+    fn durations_keep_two_units() {
+        assert_eq!(duration(45), "45 s");
+        assert_eq!(duration(12 * 60 + 5), "12 min");
+        assert_eq!(duration(3 * 3600 + 5 * 60), "3 h 5 min");
+        assert_eq!(duration(2 * 86_400 + 4 * 3600 + 59), "2 d 4 h");
+        assert_eq!(duration(-3), "0 s");
     }
 }

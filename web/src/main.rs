@@ -12,9 +12,11 @@ mod api;
 mod app;
 mod components;
 mod format;
+mod instance_live;
 mod pages;
 mod progress;
 mod session;
+mod task;
 
 fn main() {
     sycamore::render(app::App);

@@ -6,7 +6,6 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use nimbus_domain::{JobHandle, JobStatus, ProgressEvent};
-use sycamore::futures::spawn_local_scoped;
 use sycamore::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
@@ -83,7 +82,7 @@ pub fn follow(id: String) -> Live {
     let path = format!("/v1/jobs/{id}");
     {
         let path = path.clone();
-        spawn_local_scoped(async move {
+        crate::task::spawn(async move {
             match api::get::<JobHandle>(&path).await {
                 Ok(h) => {
                     // SSE may already have delivered a newer state.
@@ -168,7 +167,7 @@ fn open(live: Live, path: &str) -> Option<Stream> {
 
 fn poll(live: Live, path: String) {
     live.transport.set("polling");
-    spawn_local_scoped(async move {
+    crate::task::spawn(async move {
         loop {
             match api::get::<JobHandle>(&path).await {
                 Ok(h) => {

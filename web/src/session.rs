@@ -28,6 +28,8 @@ pub struct Me {
     pub role: String,
     /// The CSRF token of the session (none for API keys).
     pub csrf_token: Option<String>,
+    /// The administrator acting as this user, when the session impersonates.
+    pub impersonator: Option<String>,
 }
 
 impl From<MeView> for Me {
@@ -40,6 +42,7 @@ impl From<MeView> for Me {
             tenant_id: v.tenant.id.to_string(),
             role: v.role.as_str().to_owned(),
             csrf_token: v.csrf_token,
+            impersonator: v.impersonator.map(|a| a.name.filter(|n| !n.is_empty()).unwrap_or(a.email)),
         }
     }
 }

@@ -65,10 +65,10 @@ async function signIn(page, email, password) {
   await page.getByTestId('user-name').waitFor();
 }
 
-/** The wizard: a VM template, a name, optional vCPUs; returns after the submit click. */
-async function create(page, name, { cores } = {}) {
+/** The wizard: a template (a VM's by default), a name, optional vCPUs; returns after the submit click. */
+async function create(page, name, { cores, template = 'debian-12-cloudinit' } = {}) {
   await page.getByRole('link', { name: 'Create', exact: true }).click();
-  await page.locator('input[name=template][value=debian-12-cloudinit]').check();
+  await page.locator(`input[name=template][value=${template}]`).check();
   if (cores) await page.locator('#cores').fill(String(cores));
   await page.locator('#name').fill(name);
   await page.getByRole('button', { name: 'Create instance' }).click();
@@ -158,6 +158,94 @@ flow('a customer stops and starts an instance from its page, each action followe
   assert.deepEqual(page.errors, []);
 });
 
+/** Answers a typed-name confirmation dialog. */
+async function confirmByName(page, name) {
+  await page.locator('#confirm-name').fill(name);
+  await page.getByTestId('confirm').click();
+}
+
+/** Waits until no operation runs on the open instance page. */
+const settled = (page) => page.getByTestId('operation').waitFor({ state: 'detached', timeout: 60_000 });
+
+flow('a customer resizes an instance, then takes, rolls back and deletes a snapshot, each followed live', async () => {
+  const { page } = alice;
+  await page.getByRole('link', { name: 'Instances', exact: true }).click();
+  await page.locator('tr[data-name=web-1] a').first().click();
+  await page.locator('.page-head [data-status=running]').waitFor();
+  const cores = Number(await page.getByTestId('cores').textContent());
+  await page.getByTestId('open-resize').click();
+  await page.locator('#resize-cores').fill(String(cores + 1));
+  await shot(page, '12-resize');
+  await page.getByTestId('confirm-resize').click();
+  await page.getByTestId('cores').getByText(String(cores + 1), { exact: true }).waitFor({ timeout: 60_000 });
+  await settled(page);
+
+  await page.getByTestId('tab-snapshots').click();
+  await page.getByText('No snapshots yet.').waitFor();
+  await page.locator('#snapshot-name').fill('before-upgrade');
+  await page.locator('#snapshot-description').fill('taken by the browser test');
+  await page.getByTestId('take-snapshot').click();
+  const row = page.locator('tr[data-snapshot=before-upgrade]');
+  await row.waitFor({ timeout: 60_000 });
+  assert.match(await row.textContent(), /taken by the browser test/);
+  await settled(page);
+  await shot(page, '13-snapshots');
+  await row.getByTestId('rollback').click();
+  await confirmByName(page, 'before-upgrade');
+  await page.getByTestId('operation').waitFor();
+  await settled(page);
+  await row.getByTestId('delete-snapshot').click();
+  await confirmByName(page, 'before-upgrade');
+  await row.waitFor({ state: 'detached', timeout: 60_000 });
+  await page.getByText('No snapshots yet.').waitFor();
+  // The jobs that did it are in the instance's history.
+  for (const kind of ['resize', 'snapshot']) {
+    assert.ok(await page.locator(`td:text-is("${kind}")`).count() >= 1, `a ${kind} job in the history`);
+  }
+  assert.deepEqual(page.errors, []);
+});
+
+flow('a customer opens the console of a VM (noVNC) and of a container (xterm.js), then deletes the container', async () => {
+  const { page } = alice;
+  const before = new Set();
+  page.on('request', (r) => before.add(new URL(r.url()).pathname));
+  await page.getByRole('link', { name: 'Instances', exact: true }).click();
+  await page.locator('tr[data-name=web-1] a').first().click();
+  await page.locator('.page-head [data-status=running]').waitFor();
+  assert.ok(![...before].some((p) => /novnc|xterm|console-/.test(p)), 'the console code is not fetched before it is needed');
+  await page.getByTestId('tab-console').click();
+  await page.getByTestId('console-connect').click();
+  const screen = page.getByTestId('console-screen');
+  await page.locator('[data-testid=console-screen][data-state=connected]').waitFor({ timeout: 30_000 });
+  await screen.locator('canvas').first().waitFor();
+  await shot(page, '14-console-vnc');
+  await page.getByTestId('console-disconnect').click();
+  await page.locator('[data-testid=console-state][data-state=disconnected]').waitFor();
+
+  await create(page, 'ct-1', { template: 'debian-12-standard' });
+  await page.waitForURL(/\/jobs\//);
+  await page.locator('.job-head [data-status=succeeded]').waitFor({ timeout: 90_000 });
+  await page.getByTestId('instance-link').click();
+  await page.locator('.page-head [data-status=running]').waitFor();
+  await page.getByTestId('tab-console').click();
+  await page.getByTestId('console-connect').click();
+  await page.locator('[data-testid=console-screen][data-state=connected]').waitFor({ timeout: 30_000 });
+  await screen.locator('.xterm-rows').getByText('ct-1 login:').waitFor();
+  await screen.locator('.xterm').click();
+  await page.keyboard.type('root');
+  await screen.locator('.xterm-rows').getByText('login: root').waitFor();
+  await shot(page, '15-console-terminal');
+
+  await page.getByTestId('tab-overview').click();
+  await page.getByTestId('open-delete').click();
+  await confirmByName(page, 'ct-1');
+  await page.locator('.page-head [data-status=deleted]').waitFor({ timeout: 60_000 });
+  await page.getByRole('link', { name: 'Instances', exact: true }).click();
+  await page.locator('tr[data-name=web-1]').waitFor();
+  assert.equal(await page.locator('tr[data-name=ct-1]').count(), 0, 'a deleted instance leaves the list');
+  assert.deepEqual(page.errors, []);
+});
+
 flow('an expired session shows a page that says so, and signing in again returns there', async () => {
   const { page, context } = alice;
   await page.getByRole('link', { name: 'Instances', exact: true }).click();
@@ -237,6 +325,24 @@ flow('an operator sees the queues, retries a failed job and sees the nodes', asy
   await page.locator('.card.node').nth(2).waitFor();
   assert.equal(await page.locator('.card.node').count(), 3);
   await shot(page, '09-nodes');
+
+  // Every tenant's instances; acting on one as its tenant, then back.
+  await page.getByRole('link', { name: 'All instances' }).click();
+  const theirs = page.locator('tr[data-name=web-1]');
+  await theirs.waitFor();
+  await page.locator('#filter-status').selectOption('stopped');
+  await page.getByText('No instance matches these filters.').waitFor();
+  await page.locator('#filter-status').selectOption('running');
+  await theirs.waitFor();
+  await shot(page, '10-all-instances');
+  await theirs.getByTestId('act-as-tenant').click();
+  await page.getByTestId('impersonating').waitFor();
+  await page.locator('.page-head h1').getByText('web-1').waitFor();
+  assert.match(await page.getByTestId('impersonating').textContent(), /acting as Alice Acme of /);
+  await page.getByTestId('action-reboot').waitFor();
+  await page.getByTestId('stop-impersonating').click();
+  await page.waitForURL(`${BASE}/admin/instances`);
+  await page.getByTestId('impersonating').waitFor({ state: 'detached' });
   assert.deepEqual(page.errors, []);
 });
 

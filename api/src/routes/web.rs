@@ -39,8 +39,9 @@ pub fn router(dist: Option<PathBuf>) -> Router<AppState> {
     if !index.is_file() {
         tracing::warn!(web.dist = %dist.display(), "NIMBUS_WEB_DIST has no index.html: build it with infra/scripts/build-web.sh");
     }
-    let assets = ServeDir::new(dist.join("assets")).precompressed_gzip();
-    let page = ServeFile::new(index).precompressed_gzip();
+    // Brotli to browsers that accept it (over HTTPS, all of them), gzip to the others.
+    let assets = ServeDir::new(dist.join("assets")).precompressed_br().precompressed_gzip();
+    let page = ServeFile::new(index).precompressed_br().precompressed_gzip();
     Router::new().fallback(move |request: Request| serve(request, assets.clone(), page.clone()))
 }
 

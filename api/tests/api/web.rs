@@ -15,6 +15,9 @@ use crate::support::{Options, ROOMY, TestApp, assert_error, new_tenant, split, v
 const INDEX: &str = "<!doctype html><title>Nimbus</title><script type=module src=/assets/app-0123456789.js></script>";
 const SCRIPT: &str = "export default function init() { return 'nimbus portal'; }";
 
+/// The stand-in for a brotli copy (the API never decodes it, so any bytes prove which was sent).
+const BROTLI_MARK: &[u8] = b"brotli copy of the script";
+
 /// A dist directory like build-web.sh writes: index.html and hashed assets, each with a .gz.
 fn dist() -> tempfile_dir::TempDir {
     let dir = tempfile_dir::TempDir::new();
@@ -22,6 +25,8 @@ fn dist() -> tempfile_dir::TempDir {
     write_with_gzip(&dir.path().join("index.html"), INDEX.as_bytes());
     write_with_gzip(&dir.path().join("assets/app-0123456789.js"), SCRIPT.as_bytes());
     write_with_gzip(&dir.path().join("assets/app-0123456789.wasm"), b"\0asm\x01\0\0\0");
+    // build-web.sh writes brotli copies too; the API sends them as they are.
+    std::fs::write(dir.path().join("assets/app-0123456789.js.br"), BROTLI_MARK).unwrap();
     dir
 }
 
@@ -102,6 +107,14 @@ async fn hashed_assets_are_cached_forever_and_sent_gzipped() {
     assert_eq!(header(r.headers(), "content-encoding"), "gzip");
     let gz = r.bytes().await.unwrap();
     assert_eq!(&gz[..2], &[0x1f, 0x8b], "the gzip copy is sent as it is");
+
+    let r = app.http.get(app.url("/assets/app-0123456789.js")).header("accept-encoding", "gzip, br").send().await.unwrap();
+    assert_eq!(header(r.headers(), "content-encoding"), "br", "brotli is preferred when accepted");
+    assert_eq!(header(r.headers(), "cache-control"), "public, max-age=31536000, immutable");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), BROTLI_MARK);
+    // An asset without a brotli copy falls back to gzip.
+    let r = app.http.get(app.url("/assets/app-0123456789.wasm")).header("accept-encoding", "gzip, br").send().await.unwrap();
+    assert_eq!(header(r.headers(), "content-encoding"), "gzip");
 
     let r = app.http.get(app.url("/assets/app-0123456789.wasm")).send().await.unwrap();
     assert_eq!(header(r.headers(), "content-type"), "application/wasm");

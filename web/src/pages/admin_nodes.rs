@@ -2,7 +2,6 @@
 //! (`GET /v1/admin/nodes`).
 
 use nimbus_domain::NodeStats;
-use sycamore::futures::spawn_local_scoped;
 use sycamore::prelude::*;
 
 use crate::api::{self, Failure};
@@ -13,7 +12,7 @@ use crate::format;
 pub fn Nodes() -> View {
     let nodes = create_signal(None::<Vec<NodeStats>>);
     let failure = create_signal(None::<Failure>);
-    spawn_local_scoped(async move {
+    crate::task::spawn(async move {
         loop {
             match api::get::<Vec<NodeStats>>("/v1/admin/nodes").await {
                 Ok(n) => {

@@ -3,7 +3,6 @@
 //! retry button (`GET /v1/admin/jobs?status=failed`, `POST /v1/admin/jobs/{id}/retry`).
 
 use nimbus_domain::{AdminJobView, JobHandle, QueueStats};
-use sycamore::futures::spawn_local_scoped;
 use sycamore::prelude::*;
 
 use crate::api::{self, Failure};
@@ -48,7 +47,7 @@ pub fn Queues() -> View {
     let failure = create_signal(None::<Failure>);
     let notice = create_signal(None::<String>);
     let retrying = create_signal(None::<String>);
-    spawn_local_scoped(async move {
+    crate::task::spawn(async move {
         loop {
             load(queues, failed, failure).await;
             gloo_timers::future::TimeoutFuture::new(REFRESH_MS).await;
@@ -56,7 +55,7 @@ pub fn Queues() -> View {
     });
     let retry = move |id: String| {
         retrying.set(Some(id.clone()));
-        spawn_local_scoped(async move {
+        crate::task::spawn(async move {
             match api::post::<(), JobHandle>(&format!("/v1/admin/jobs/{id}/retry"), None, &[]).await {
                 Ok(job) => {
                     notice.set(Some(format!(

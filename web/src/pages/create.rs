@@ -4,7 +4,6 @@
 //! the API's own message is shown.
 
 use nimbus_domain::{CreateVm, InstanceKind, JobHandle, QuotaResource, QuotaView, ResourceRequest, TemplateView};
-use sycamore::futures::spawn_local_scoped;
 use sycamore::prelude::*;
 
 use crate::api::{self, Failure};
@@ -40,7 +39,7 @@ pub fn Create() -> View {
     let busy = create_signal(false);
     let loaded = create_signal(false);
 
-    spawn_local_scoped(async move {
+    crate::task::spawn(async move {
         match api::list::<TemplateView>("/v1/templates?perPage=100").await {
             Ok((items, _)) => {
                 if let Some(first) = items.first() {
@@ -120,7 +119,7 @@ pub fn Create() -> View {
         };
         busy.set(true);
         failure.set(None);
-        spawn_local_scoped(async move {
+        crate::task::spawn(async move {
             let key = idempotency_key();
             match api::post::<CreateVm, JobHandle>("/v1/vms", Some(&body), &[("Idempotency-Key", &key)]).await {
                 Ok(job) => sycamore_router::navigate(&format!("/jobs/{}", job.id)),

@@ -1,7 +1,6 @@
 //! The dashboard: the tenant's instances by status and its most recent jobs.
 
 use nimbus_domain::{InstanceStatus, InstanceView, JobHandle};
-use sycamore::futures::spawn_local_scoped;
 use sycamore::prelude::*;
 
 use crate::api::{self, Failure};
@@ -16,7 +15,7 @@ pub fn Dashboard() -> View {
     let instances = create_signal(None::<Vec<InstanceView>>);
     let jobs = create_signal(None::<Vec<JobHandle>>);
     let failure = create_signal(None::<Failure>);
-    spawn_local_scoped(async move {
+    crate::task::spawn(async move {
         loop {
             match api::list::<InstanceView>("/v1/vms?perPage=100").await {
                 Ok((items, _)) => instances.set(Some(items)),

@@ -1,99 +1,74 @@
-//! An instance's page: state, addresses, specs, its power actions and the jobs that acted on it.
+//! An instance's page: its state followed live (`instance_live`), the operations its state
+//! allows (`instance_manage`), and tabs for its overview, snapshots (`instance_snapshots`) and
+//! console (`instance_console`), with the jobs that acted on it.
 
 use nimbus_domain::{InstanceStatus, InstanceView, JobHandle};
-use sycamore::futures::spawn_local_scoped;
 use sycamore::prelude::*;
 
-use crate::api::{self, Failure};
+use crate::api;
 use crate::components::{Badge, CopyId, ErrorBanner, Loading};
 use crate::format;
+use crate::instance_live::{self, LiveInstance};
 use crate::pages::dashboard::JobTable;
+use crate::pages::instance_console::ConsoleTab;
+use crate::pages::instance_manage::{Manage, PowerActions};
+use crate::pages::instance_snapshots::SnapshotsTab;
+
+/// The page's tabs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tab {
+    Overview,
+    Snapshots,
+    Console,
+}
+
+impl Tab {
+    const ALL: [(Tab, &'static str, &'static str); 3] = [
+        (Tab::Overview, "Overview", "tab-overview"),
+        (Tab::Snapshots, "Snapshots", "tab-snapshots"),
+        (Tab::Console, "Console", "tab-console"),
+    ];
+}
 
 #[component(inline_props)]
 pub fn InstanceDetail(id: String) -> View {
-    let instance = create_signal(None::<InstanceView>);
+    let live = instance_live::follow(id.clone());
     let jobs = create_signal(None::<Vec<JobHandle>>);
-    let failure = create_signal(None::<Failure>);
+    let tab = create_signal(Tab::Overview);
+    // The job history is read again whenever the operation in progress changes.
+    let operation = create_selector(move || {
+        live.instance.with(|i| i.as_ref().map(|i| (i.operation.as_ref().map(|o| (o.id, o.status)), i.status)))
+    });
     {
         let id = id.clone();
-        spawn_local_scoped(async move {
-            loop {
-                match api::get::<InstanceView>(&format!("/v1/vms/{id}")).await {
-                    Ok(i) => instance.set(Some(i)),
-                    Err(f) => {
-                        let stop = f.status == 404 || f.status == 400;
-                        failure.set(Some(f));
-                        if stop {
-                            return;
-                        }
-                    }
-                }
+        create_effect(move || {
+            operation.track();
+            let id = id.clone();
+            crate::task::spawn(async move {
                 if let Ok((mine, _)) = api::list::<JobHandle>(&format!("/v1/jobs?instance={id}&perPage=100")).await {
                     jobs.set(Some(mine));
                 }
-                // Faster while an operation runs on it.
-                let settled = instance.with_untracked(|i| i.as_ref().is_some_and(|i| i.operation.is_none()));
-                gloo_timers::future::TimeoutFuture::new(if settled { 10_000 } else { 2000 }).await;
-            }
+            });
         });
     }
+    // Parts that depend only on whether the instance is loaded, so typing in a tab's form is
+    // not undone by each live update.
+    let loaded = create_selector(move || live.instance.with(Option::is_some));
     view! {
         section {
-            ErrorBanner(failure=failure)
-            (move || match instance.get_clone() {
-                None => view! { Loading(label="Loading instance…") },
-                Some(i) => {
-                    let ips = i.ip_addresses.iter().map(|a| view! { li { CopyId(id=a.clone()) } }).collect::<Vec<_>>();
-                    let keys = i.ssh_keys.len();
-                    let ip_view = if ips.is_empty() {
-                        view! { p(class="muted") { "Assigned once the guest has booted." } }
-                    } else {
-                        view! { ul(class="plain", data-testid="ips") { (ips) } }
-                    };
-                    let (name, status) = (i.name.clone(), format::instance_status(i.status).to_owned());
-                    let id = i.id.to_string();
-                    let kind = i.kind.as_str();
-                    let template = i.template.clone();
-                    let node = i.node.clone().unwrap_or_else(|| "not placed yet".into());
-                    let vmid = i.vmid.map(|v| v.to_string()).unwrap_or_else(|| "—".into());
-                    let created = format::time(&i.created_at);
-                    let cores = i.cores;
-                    let memory = format::mib(i.memory);
-                    let disk = format!("{} GiB", i.disk);
-                    let actions = power_actions(&i, instance, failure);
-                    view! {
-                        div(class="page-head") {
-                            h1 { (name) " " Badge(status=status) }
-                            (actions)
-                        }
-                        div(class="grid") {
-                            div(class="card") {
-                                h2 { "Instance" }
-                                dl {
-                                    dt { "Id" } dd { CopyId(id=id) }
-                                    dt { "Type" } dd { (kind) }
-                                    dt { "Template" } dd { (template) }
-                                    dt { "Node" } dd { (node) }
-                                    dt { "VMID" } dd { (vmid) }
-                                    dt { "Created" } dd { (created) }
-                                }
-                            }
-                            div(class="card") {
-                                h2 { "Specs" }
-                                dl {
-                                    dt { "vCPUs" } dd { (cores) }
-                                    dt { "Memory" } dd { (memory) }
-                                    dt { "Disk" } dd { (disk) }
-                                    dt { "SSH keys" } dd { (keys) }
-                                }
-                            }
-                            div(class="card") {
-                                h2 { "IP addresses" }
-                                (ip_view)
-                            }
-                        }
-                    }
+            ErrorBanner(failure=live.failure)
+            (move || if loaded.get() {
+                view! {
+                    Head(live=live)
+                    (tab_bar(tab))
+                    (move || match tab.get() {
+                        Tab::Overview => view! { Overview(live=live) Manage(live=live) },
+                        Tab::Snapshots => view! { SnapshotsTab(live=live) },
+                        Tab::Console => view! { ConsoleTab(live=live) },
+                    })
                 }
+            } else {
+                view! { Loading(label="Loading instance…") }
             })
             h2 { "Job history" }
             (move || match jobs.get_clone() {
@@ -105,36 +80,97 @@ pub fn InstanceDetail(id: String) -> View {
     }
 }
 
-/// The power actions that make sense in the instance's status, disabled while an operation runs
-/// on it; each is accepted as a job, and the page follows the instance until it ends.
-fn power_actions(i: &InstanceView, instance: Signal<Option<InstanceView>>, failure: Signal<Option<Failure>>) -> View {
-    let offered: &[(&str, &str)] = match i.status {
-        InstanceStatus::Running => &[("stop", "Stop"), ("shutdown", "Shut down"), ("reboot", "Reboot")],
-        InstanceStatus::Stopped => &[("start", "Start")],
-        _ => &[],
-    };
-    let busy = i.operation.is_some();
-    let buttons = offered
+/// The tab buttons.
+fn tab_bar(tab: Signal<Tab>) -> View {
+    let buttons = Tab::ALL
         .iter()
-        .map(|(action, label)| {
-            let (action, label, id) = (*action, *label, i.id.to_string());
-            let act = move |_| {
-                let id = id.clone();
-                spawn_local_scoped(async move {
-                    let path = format!("/v1/vms/{id}/actions/{action}");
-                    match api::post::<serde_json::Value, JobHandle>(&path, Some(&serde_json::json!({})), &[]).await {
-                        Ok(_) => {
-                            if let Ok(now) = api::get::<InstanceView>(&format!("/v1/vms/{id}")).await {
-                                instance.set(Some(now));
-                            }
-                        }
-                        Err(f) => failure.set(Some(f)),
-                    }
-                });
-            };
-            let testid = format!("action-{action}");
-            view! { button(class="small", r#type="button", data-testid=testid, disabled=busy, on:click=act) { (label) } }
+        .map(|(t, label, testid)| {
+            let (t, label, testid) = (*t, *label, *testid);
+            let class = move || if tab.get() == t { "tab active" } else { "tab" };
+            let selected = move || (tab.get() == t).to_string();
+            view! {
+                button(class=class, r#type="button", role="tab", aria-selected=selected, data-testid=testid,
+                       on:click=move |_| tab.set(t)) { (label) }
+            }
         })
         .collect::<Vec<_>>();
-    view! { div(class="actions", data-testid="power-actions") { (buttons) } }
+    view! { div(class="tabs", role="tablist") { (buttons) } }
+}
+
+/// Name, status, the operation in progress (linked to its job) and the power actions.
+#[component(inline_props)]
+fn Head(live: LiveInstance) -> View {
+    view! {
+        (move || live.instance.get_clone().map(|i| {
+            let name = i.name.clone();
+            let status = format::instance_status(i.status).to_owned();
+            let operation = i.operation.clone().map(|o| {
+                let href = format!("/jobs/{}", o.id);
+                let label = format!("{} {} · {}%", o.kind, format::job_status(o.status), o.progress);
+                let step = o.step.clone().unwrap_or_default();
+                view! { a(class="operation", href=href, data-testid="operation", title=step) { (label) } }
+            });
+            view! {
+                div(class="page-head") {
+                    h1 { (name) " " Badge(status=status) " " (operation) }
+                    PowerActions(live=live)
+                }
+            }
+        }))
+    }
+}
+
+/// The instance's facts.
+#[component(inline_props)]
+fn Overview(live: LiveInstance) -> View {
+    view! {
+        (move || live.instance.get_clone().map(|i: InstanceView| {
+            let ips = i.ip_addresses.iter().map(|a| view! { li { CopyId(id=a.clone()) } }).collect::<Vec<_>>();
+            let ip_view = if ips.is_empty() {
+                view! { p(class="muted") { "Assigned once the guest has booted." } }
+            } else {
+                view! { ul(class="plain", data-testid="ips") { (ips) } }
+            };
+            let id = i.id.to_string();
+            let kind = i.kind.as_str();
+            let template = i.template.clone();
+            let node = i.node.clone().unwrap_or_else(|| "not placed yet".into());
+            let vmid = i.vmid.map(|v| v.to_string()).unwrap_or_else(|| "—".into());
+            let created = format::time(&i.created_at);
+            let uptime = match (i.status, i.uptime) {
+                (InstanceStatus::Running, Some(s)) => format::duration(s),
+                _ => "—".to_owned(),
+            };
+            let (cores, memory, disk, keys) = (i.cores, format::mib(i.memory), format!("{} GiB", i.disk), i.ssh_keys.len());
+            view! {
+                div(class="grid") {
+                    div(class="card") {
+                        h2 { "Instance" }
+                        dl {
+                            dt { "Id" } dd { CopyId(id=id) }
+                            dt { "Type" } dd { (kind) }
+                            dt { "Template" } dd(data-testid="template") { (template) }
+                            dt { "Node" } dd { (node) }
+                            dt { "VMID" } dd { (vmid) }
+                            dt { "Created" } dd { (created) }
+                            dt { "Uptime" } dd(data-testid="uptime") { (uptime) }
+                        }
+                    }
+                    div(class="card") {
+                        h2 { "Specs" }
+                        dl(data-testid="specs") {
+                            dt { "vCPUs" } dd(data-testid="cores") { (cores) }
+                            dt { "Memory" } dd(data-testid="memory") { (memory) }
+                            dt { "Disk" } dd(data-testid="disk") { (disk) }
+                            dt { "SSH keys" } dd { (keys) }
+                        }
+                    }
+                    div(class="card") {
+                        h2 { "IP addresses" }
+                        (ip_view)
+                    }
+                }
+            }
+        }))
+    }
 }

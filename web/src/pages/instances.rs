@@ -1,15 +1,17 @@
-//! The instances list: status badges that refresh by themselves, search and sort.
+//! The instances list: status badges and the operation in progress on each, refreshed by
+//! themselves (faster while an operation runs), search and sort.
 
 use nimbus_domain::InstanceView;
-use sycamore::futures::spawn_local_scoped;
 use sycamore::prelude::*;
 
 use crate::api::{self, Failure};
-use crate::components::{Badge, CopyId, ErrorBanner, Loading};
+use crate::components::{Badge, CopyId, ErrorBanner, Loading, operation_cell};
 use crate::format;
 
 /// How often the list is re-read.
 const REFRESH_MS: u32 = 3000;
+/// How often while an operation runs on one of them.
+const BUSY_REFRESH_MS: u32 = 1000;
 
 fn matches(i: &InstanceView, q: &str) -> bool {
     q.is_empty()
@@ -35,7 +37,7 @@ pub fn Instances() -> View {
     let failure = create_signal(None::<Failure>);
     let query = create_signal(String::new());
     let sort_by = create_signal("newest".to_owned());
-    spawn_local_scoped(async move {
+    crate::task::spawn(async move {
         loop {
             match api::list::<InstanceView>("/v1/vms?perPage=100").await {
                 Ok((items, _)) => {
@@ -44,7 +46,8 @@ pub fn Instances() -> View {
                 }
                 Err(f) => failure.set(Some(f)),
             }
-            gloo_timers::future::TimeoutFuture::new(REFRESH_MS).await;
+            let busy = all.with_untracked(|l| l.iter().flatten().any(|i| i.operation.is_some()));
+            gloo_timers::future::TimeoutFuture::new(if busy { BUSY_REFRESH_MS } else { REFRESH_MS }).await;
         }
     });
     let shown = create_memo(move || {
@@ -92,10 +95,12 @@ pub fn Instances() -> View {
                         let template = i.template.clone();
                         let size = format!("{} vCPU · {} · {} GiB", i.cores, format::mib(i.memory), i.disk);
                         let id = i.id.to_string();
+                        let operation = operation_cell(i.operation.clone());
                         view! {
                             tr(data-name=name_attr) {
                                 td { a(href=href) { (name) } }
                                 td { Badge(status=status) }
+                                td { (operation) }
                                 td { (kind) }
                                 td { (template) }
                                 td { (size) }
@@ -107,7 +112,7 @@ pub fn Instances() -> View {
                     view! {
                         div(class="table-wrap") {
                             table(data-testid="instances") {
-                                thead { tr { th { "Name" } th { "Status" } th { "Type" } th { "Template" } th { "Size" } th { "IP addresses" } th { "Id" } } }
+                                thead { tr { th { "Name" } th { "Status" } th { "Operation" } th { "Type" } th { "Template" } th { "Size" } th { "IP addresses" } th { "Id" } } }
                                 tbody { (rows) }
                             }
                         }

@@ -4,7 +4,6 @@
 use std::rc::Rc;
 
 use nimbus_domain::{ApiKeyView, CreateKey, CreatedKey};
-use sycamore::futures::spawn_local_scoped;
 use sycamore::prelude::*;
 
 use crate::api::{self, Failure};
@@ -33,7 +32,7 @@ pub fn Keys() -> View {
     let admin = create_signal(false);
     let pending = create_signal(None::<Destructive>);
     let is_admin = Session::get().state.with_untracked(|s| matches!(s, SessionState::SignedIn(me) if me.is_admin()));
-    spawn_local_scoped(load(keys, failure));
+    crate::task::spawn(load(keys, failure));
 
     let submit = move |e: web_sys::SubmitEvent| {
         e.prevent_default();
@@ -43,7 +42,7 @@ pub fn Keys() -> View {
             .map(|(s, _)| s.to_owned())
             .collect();
         let body = CreateKey { name: name.get_clone().trim().to_owned(), scopes, expires_at: None };
-        spawn_local_scoped(async move {
+        crate::task::spawn(async move {
             match api::post::<CreateKey, CreatedKey>(PATH, Some(&body), &[]).await {
                 Ok(k) => {
                     created.set(Some(k));
@@ -56,7 +55,7 @@ pub fn Keys() -> View {
         });
     };
     let revoke: Rc<dyn Fn(String)> = Rc::new(move |id: String| {
-        spawn_local_scoped(async move {
+        crate::task::spawn(async move {
             match api::delete(&format!("{PATH}/{id}")).await {
                 Ok(()) => notice.set(Some("The key is revoked: requests with it are refused from now on.".into())),
                 Err(f) => failure.set(Some(f)),

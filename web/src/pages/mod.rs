@@ -2,9 +2,13 @@
 
 pub mod admin_nodes;
 pub mod admin_queues;
+pub mod admin_vms;
 pub mod create;
 pub mod dashboard;
 pub mod instance;
+pub mod instance_console;
+pub mod instance_manage;
+pub mod instance_snapshots;
 pub mod instances;
 pub mod job;
 pub mod keys;

@@ -2,7 +2,6 @@
 //! "Sign in" goes through the API's OIDC flow and comes back to the same address; an API key
 //! can be used instead (kept for this tab only).
 
-use sycamore::futures::spawn_local_scoped;
 use sycamore::prelude::*;
 
 use crate::api::Failure;
@@ -39,7 +38,7 @@ pub fn SignIn(expired: bool) -> View {
             return;
         }
         busy.set(true);
-        spawn_local_scoped(async move {
+        crate::task::spawn(async move {
             // On success this page is gone (its signals disposed) as soon as the session changes.
             if let Err(f) = Session::get().sign_in_with_key(&k).await {
                 failure.set(Some(f));
