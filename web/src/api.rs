@@ -57,7 +57,12 @@ struct Answer {
 
 /// Sends a request and reads its answer. Not generic, so each type a page reads adds only its
 /// own decoding to the wasm, not another copy of the request path.
-async fn send(method: &'static str, path: &str, body: Option<String>, headers: &[(&str, &str)]) -> Result<Answer, Failure> {
+async fn send(
+    method: &'static str,
+    path: &str,
+    body: Option<String>,
+    headers: &[(&str, &str)],
+) -> Result<Answer, Failure> {
     let mut b = builder(method, path);
     for (k, v) in headers {
         b = b.header(k, v);

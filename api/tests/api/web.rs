@@ -108,12 +108,19 @@ async fn hashed_assets_are_cached_forever_and_sent_gzipped() {
     let gz = r.bytes().await.unwrap();
     assert_eq!(&gz[..2], &[0x1f, 0x8b], "the gzip copy is sent as it is");
 
-    let r = app.http.get(app.url("/assets/app-0123456789.js")).header("accept-encoding", "gzip, br").send().await.unwrap();
+    let r =
+        app.http.get(app.url("/assets/app-0123456789.js")).header("accept-encoding", "gzip, br").send().await.unwrap();
     assert_eq!(header(r.headers(), "content-encoding"), "br", "brotli is preferred when accepted");
     assert_eq!(header(r.headers(), "cache-control"), "public, max-age=31536000, immutable");
     assert_eq!(r.bytes().await.unwrap().as_ref(), BROTLI_MARK);
     // An asset without a brotli copy falls back to gzip.
-    let r = app.http.get(app.url("/assets/app-0123456789.wasm")).header("accept-encoding", "gzip, br").send().await.unwrap();
+    let r = app
+        .http
+        .get(app.url("/assets/app-0123456789.wasm"))
+        .header("accept-encoding", "gzip, br")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(header(r.headers(), "content-encoding"), "gzip");
 
     let r = app.http.get(app.url("/assets/app-0123456789.wasm")).send().await.unwrap();

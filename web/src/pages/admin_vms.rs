@@ -61,7 +61,8 @@ fn encode(value: &str) -> String {
 
 /// Impersonates a user of `tenant` and opens instance `id` as they see it.
 async fn act_as_tenant(tenant: String, id: String) -> Result<(), Failure> {
-    let (users, _) = api::list::<TenantUser>(&format!("/v1/admin/users?tenant={tenant}&active=true&perPage=100")).await?;
+    let (users, _) =
+        api::list::<TenantUser>(&format!("/v1/admin/users?tenant={tenant}&active=true&perPage=100")).await?;
     let Some(user) = users.iter().find(|u| u.role == "admin").or(users.first()) else {
         return Err(Failure {
             status: 0,

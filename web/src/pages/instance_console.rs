@@ -117,7 +117,9 @@ pub fn ConsoleTab(live: LiveInstance) -> View {
     let label = move || match state.get_clone().as_str() {
         "connecting" => "Connecting…".to_owned(),
         "connected" => "Connected".to_owned(),
-        "disconnected" => format!("Disconnected{}", detail.with(|d| if d.is_empty() { String::new() } else { format!(": {d}") })),
+        "disconnected" => {
+            format!("Disconnected{}", detail.with(|d| if d.is_empty() { String::new() } else { format!(": {d}") }))
+        }
         _ => detail.with(|d| if d.is_empty() { "Not connected".to_owned() } else { d.clone() }),
     };
     view! {

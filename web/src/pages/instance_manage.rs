@@ -82,7 +82,10 @@ pub fn Manage(live: LiveInstance) -> View {
                 i.operation.is_none()
                     && matches!(
                         i.status,
-                        InstanceStatus::Running | InstanceStatus::Stopped | InstanceStatus::Missing | InstanceStatus::Failed
+                        InstanceStatus::Running
+                            | InstanceStatus::Stopped
+                            | InstanceStatus::Missing
+                            | InstanceStatus::Failed
                     )
             })
         })
@@ -201,7 +204,12 @@ fn ResizeDialog(live: LiveInstance, open: Signal<Option<Open>>, failure: Signal<
     };
     let submit = move || {
         let Some(now) = live.instance.get_clone_untracked() else { return };
-        match resize_body(&now, &cores.get_clone_untracked(), &memory.get_clone_untracked(), &disk.get_clone_untracked()) {
+        match resize_body(
+            &now,
+            &cores.get_clone_untracked(),
+            &memory.get_clone_untracked(),
+            &disk.get_clone_untracked(),
+        ) {
             Ok(body) => {
                 open.set(None);
                 act(live, now.id.to_string(), format!("/v1/vms/{}/actions/resize", now.id), body, failure);
