@@ -16,6 +16,7 @@
 //! * [`pve_rate`]: the cap on Proxmox API requests per second shared by every worker process.
 //! * [`retry`]: backoff with jitter for the ledger's retries.
 //! * [`reconciler`]: instance statuses follow what Proxmox reports.
+//! * [`scheduler`]: cron schedules fire exactly once across replicas (DESIGN §9).
 //! * [`relay`]: the outbox relay and its sweep for lost dispatches; [`recovery`]: the lease
 //!   recovery tick.
 //! * [`env`]: what handlers share; [`config`]: the environment variables; [`runtime`]: the
@@ -36,6 +37,7 @@ pub mod relay;
 pub mod resize;
 pub mod retry;
 pub mod runtime;
+pub mod scheduler;
 pub mod snapshot;
 pub mod step_machine;
 

@@ -24,7 +24,7 @@ use crate::relay::{Relay, RelayConfig};
 use crate::resize::Resize;
 use crate::snapshot::Snapshot;
 use crate::step_machine::handle;
-use crate::{reconciler, recovery};
+use crate::{reconciler, recovery, scheduler};
 
 /// How the loops run.
 #[derive(Clone, Debug)]
@@ -41,6 +41,10 @@ pub struct RuntimeOptions {
     pub recovery_every: Duration,
     /// Period of the reconciler (`None`: off).
     pub reconcile_every: Option<Duration>,
+    /// Period of the scheduler (`None`: off).
+    pub schedule_every: Option<Duration>,
+    /// The time schedules fire by.
+    pub clock: Arc<dyn nimbus_jobs::Clock>,
 }
 
 impl Default for RuntimeOptions {
@@ -52,6 +56,8 @@ impl Default for RuntimeOptions {
             relay: RelayConfig::default(),
             recovery_every: Duration::from_secs(2),
             reconcile_every: Some(Duration::from_secs(5)),
+            schedule_every: Some(Duration::from_secs(1)),
+            clock: Arc::new(nimbus_jobs::SystemClock),
         }
     }
 }
@@ -99,7 +105,7 @@ pub async fn connect(config: &Config, shutdown: CancellationToken) -> anyhow::Re
     Ok((Arc::new(env), queues))
 }
 
-/// Runs a pool per queue, the relay and lease recovery until `env.shutdown` fires and every
+/// Runs a pool per queue, the relay, lease recovery, the reconciler and the scheduler until `env.shutdown` fires and every
 /// running job has stopped.
 pub async fn run(env: Arc<Env>, queues: Queues, options: RuntimeOptions) -> anyhow::Result<()> {
     let shutdown = env.shutdown.clone();
@@ -107,6 +113,9 @@ pub async fn run(env: Arc<Env>, queues: Queues, options: RuntimeOptions) -> anyh
     let recovery = tokio::spawn(recovery::run(env.db.clone(), options.recovery_every, shutdown.clone()));
     let reconciler =
         options.reconcile_every.map(|every| tokio::spawn(reconciler::run((*env).clone(), every, shutdown.clone())));
+    let scheduler = options
+        .schedule_every
+        .map(|every| tokio::spawn(scheduler::run(env.db.clone(), options.clock.clone(), every, shutdown.clone())));
     let pools: Vec<_> = options
         .queues
         .iter()
@@ -126,8 +135,8 @@ pub async fn run(env: Arc<Env>, queues: Queues, options: RuntimeOptions) -> anyh
     }
     let _ = relay.await;
     let _ = recovery.await;
-    if let Some(r) = reconciler {
-        let _ = r.await;
+    for task in [reconciler, scheduler].into_iter().flatten() {
+        let _ = task.await;
     }
     failed.map_or(Ok(()), Err)
 }

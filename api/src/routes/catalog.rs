@@ -90,6 +90,10 @@ pub const CATALOG: &[RouteSpec] = &[
     route("GET", "/v1/admin/jobs", Operator),
     // admin_vms.rs: every tenant's instances.
     route("GET", "/v1/admin/vms", Operator),
+    // admin_schedules.rs
+    route("GET", "/v1/admin/schedules", Operator),
+    route("POST", "/v1/admin/schedules/{id}/pause", Operator),
+    route("POST", "/v1/admin/schedules/{id}/resume", Operator),
     route("POST", "/v1/admin/jobs/{id}/retry", Operator),
     // admin_queues.rs: every tenant's jobs; admin_nodes.rs: the cluster itself.
     route("GET", "/v1/admin/queues", Operator),

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod admin_audit;
 pub mod admin_nodes;
 pub mod admin_queues;
+pub mod admin_schedules;
 pub mod admin_users;
 pub mod admin_vms;
 pub mod apikeys;

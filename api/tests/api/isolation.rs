@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use nimbus_api::routes::{Access, RouteSpec, catalog};
 use nimbus_api::{AppState, Settings};
+use nimbus_db::jobs::NewJob;
 use nimbus_db::users::{self, NewUser};
-use nimbus_db::{api_keys, plans};
-use nimbus_domain::{PlanLimits, Role, TenantId, UserId};
+use nimbus_db::{api_keys, plans, schedules};
+use nimbus_domain::{JobKind, MissedFirePolicy, PlanLimits, Role, TenantId, UserId};
 use nimbus_proxmox::{ApiToken, ClientConfig, ProxmoxClient, TlsMode};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -32,6 +33,7 @@ enum Fixture {
     ApiKey,
     User,
     Tenant,
+    Schedule,
 }
 
 /// A JSON body built from the fixtures (so that a route that wrongly let the call through
@@ -108,6 +110,9 @@ const CASES: &[(&str, &str, Case)] = &[
         Case::Operator { id: Some(Fixture::Tenant), body: Some(|w| json!({"planId": w.other_plan})) },
     ),
     ("GET", "/v1/admin/audit-logs", Case::Operator { id: None, body: None }),
+    ("GET", "/v1/admin/schedules", Case::Operator { id: None, body: None }),
+    ("POST", "/v1/admin/schedules/{id}/pause", Case::Operator { id: Some(Fixture::Schedule), body: None }),
+    ("POST", "/v1/admin/schedules/{id}/resume", Case::Operator { id: Some(Fixture::Schedule), body: None }),
 ];
 
 /// Two tenants with data, and callers of every kind.
@@ -130,6 +135,8 @@ struct World {
     b_admin: String,
     /// A plan no tenant is on.
     other_plan: String,
+    /// A schedule of tenant A.
+    a_schedule: String,
 }
 
 impl World {
@@ -167,7 +174,23 @@ impl World {
         .unwrap()
         .id
         .to_string();
+        let a_schedule = schedules::create(
+            app.pool(),
+            &schedules::NewSchedule {
+                tenant: Some(a),
+                name: "nightly".into(),
+                cron: "0 3 * * *".into(),
+                job: NewJob::new(JobKind::Backup, "backup", json!({})),
+                policy: MissedFirePolicy::LatestOnly,
+                first_fire_at: chrono::Utc::now() + chrono::Duration::hours(1),
+            },
+        )
+        .await
+        .unwrap()
+        .id
+        .to_string();
         World {
+            a_schedule,
             a_admin: app.token.clone(),
             a,
             a_instance,
@@ -190,6 +213,7 @@ impl World {
             Fixture::ApiKey => self.a_key.clone(),
             Fixture::User => self.a_user.to_string(),
             Fixture::Tenant => self.a.to_string(),
+            Fixture::Schedule => self.a_schedule.clone(),
         }
     }
 
@@ -201,6 +225,7 @@ impl World {
             self.a_job.clone(),
             self.a_key.clone(),
             self.a_user.to_string(),
+            self.a_schedule.clone(),
         ]
     }
 }

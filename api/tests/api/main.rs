@@ -2,6 +2,7 @@
 //! (nimbus-testkit), an in-process pve-sim, and the router served on a free port.
 
 mod admin;
+mod admin_schedules;
 mod admin_users;
 mod apikeys;
 mod audit;

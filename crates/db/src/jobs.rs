@@ -764,15 +764,3 @@ pub async fn events_after(ex: impl PgExecutor<'_>, id: JobId, after: i64, limit:
     .fetch_all(ex)
     .await?)
 }
-
-/// A queued or running job acting on `resource`, if any (for 409 `OPERATION_IN_PROGRESS`).
-pub async fn active_for_resource(ex: impl PgExecutor<'_>, resource: &ResourceRef) -> Result<Option<Job>> {
-    let probe = serde_json::json!([{"type": resource.kind, "id": resource.id}]);
-    Ok(sqlx::query_as(
-        "select * from jobs where resources @> $1 and status in ('queued', 'running') \
-         order by created_at limit 1",
-    )
-    .bind(probe)
-    .fetch_optional(ex)
-    .await?)
-}

@@ -9,6 +9,7 @@
 //!   recovery, events for SSE.
 //! * [`operations`]: operations on existing instances, one at a time per instance.
 //! * [`outbox`]: dispatches owed to Redis.
+//! * [`schedules`]: cron schedules and their fires, each fire once (DESIGN §9).
 //! * [`queue_stats`]: queue health from the ledger (the operator's queue dashboard).
 //! * [`idempotency`]: `Idempotency-Key` records (DESIGN §6).
 //! * [`audit`]: the append-only audit log.
@@ -31,6 +32,7 @@ pub mod outbox;
 pub mod plans;
 pub mod queue_stats;
 mod rows;
+pub mod schedules;
 pub mod seed;
 pub mod tenants;
 pub mod users;

@@ -56,8 +56,6 @@ error_codes! {
     Conflict => ("CONFLICT", 409),
     /// An instance of that name already exists in the tenant.
     NameTaken => ("NAME_TAKEN", 409),
-    /// Another operation is already running on the resource.
-    OperationInProgress => ("OPERATION_IN_PROGRESS", 409),
     /// A request with the same `Idempotency-Key` is still being processed.
     IdempotencyKeyInProgress => ("IDEMPOTENCY_KEY_IN_PROGRESS", 409),
     /// Another operation is queued or running on the instance; `details.job` is its handle.

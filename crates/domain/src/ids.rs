@@ -87,6 +87,10 @@ typed_id!(
     /// A job in the ledger.
     JobId
 );
+typed_id!(
+    /// A schedule: a cron expression and the job it starts.
+    ScheduleId
+);
 
 #[cfg(test)]
 mod tests {

@@ -17,11 +17,11 @@ pub mod views;
 pub use admin::{NodeStats, QueueStats};
 pub use envelope::{ApiError, ApiResponse, ErrorBody, ListResponse, Meta, PageRequest, Pagination};
 pub use error::ErrorCode;
-pub use ids::{ApiKeyId, InstanceId, JobId, PlanId, TenantId, UserId};
+pub use ids::{ApiKeyId, InstanceId, JobId, PlanId, ScheduleId, TenantId, UserId};
 pub use job::{JobError, JobHandle, JobLinks, ResourceRef};
 pub use money::Money;
 pub use quota::{PlanLimits, PlanPrices, QuotaExceeded, QuotaResource, ResourceRequest, ResourceUsage};
-pub use status::{InstanceKind, InstanceStatus, JobKind, JobStatus, ParseEnumError, Role};
+pub use status::{InstanceKind, InstanceStatus, JobKind, JobStatus, MissedFirePolicy, ParseEnumError, Role};
 pub use views::{
     AdminInstanceView, AdminJobView, ApiKeyView, CreateKey, CreateVm, CreatedKey, InstanceView, MeView, PlanRef,
     ProgressEvent, QuotaView, TemplateView, TenantView, UserView,

@@ -172,6 +172,19 @@ string_enum!(
     }
 );
 
+string_enum!(
+    /// What a schedule does with the fire times that passed while nothing ticked (an outage, a
+    /// pause): DESIGN §9.
+    MissedFirePolicy, "missed-fire policy", {
+        /// Fire every missed time, oldest first (metering: every hour is metered).
+        CatchUpAll => "catch_up_all",
+        /// Fire once, for the latest missed time (backups: one now, not one per missed night).
+        LatestOnly => "latest_only",
+        /// Fire none that is late beyond the grace; wait for the next time.
+        Skip => "skip",
+    }
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,77 +7,16 @@
 //! slow enough to be mid-flight when the first worker dies.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nimbus_domain::{InstanceStatus, JobStatus};
 use nimbus_worker::provision_vm::ownership_tag;
 use pve_sim::SimConfig;
 
-use crate::support::{Harness, NODE, TEMPLATE_VMID, wait_until};
+use crate::support::{Harness, NODE, TEMPLATE_VMID, Workers, wait_until};
 
 /// The recovery bound the issue asks for, from the kill to the job's success.
 const RECOVERY_LIMIT: Duration = Duration::from_secs(10);
-
-/// The ledger lease the worker processes are started with. Without it the binary keeps its
-/// 30 s default lease, and a dead worker's job cannot be taken over before that.
-const LEASE_ENV: (&str, &str) = ("JOB_LEASE_SECS", "3");
-
-/// Worker processes, killed (SIGKILL) and reaped when dropped, also when the test panics.
-#[derive(Default)]
-struct Workers {
-    children: Vec<(String, Child)>,
-}
-
-impl Workers {
-    fn spawn(&mut self, h: &Harness, name: &str) {
-        let fingerprint = h.sim.fingerprint().expect("the simulator serves TLS").to_owned();
-        let child = Command::new(env!("CARGO_BIN_EXE_nimbus-worker"))
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("DATABASE_URL", h.db.app_url())
-            .env("DATABASE_MAX_CONNECTIONS", "6")
-            .env("REDIS_URL", h.redis.url())
-            .env("REDIS_KEY_PREFIX", h.key_prefix())
-            .env("PVE_URL", h.sim.base_url())
-            .env("PVE_TOKEN", h.sim.token())
-            .env("PVE_FINGERPRINT", fingerprint)
-            .env("WORKER_NAME", name)
-            .env("WORKER_CONCURRENCY", "2")
-            .env("JOB_MAX_WAIT_IP_SECS", "30")
-            .env(LEASE_ENV.0, LEASE_ENV.1)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("nimbus-worker starts");
-        self.children.push((name.to_owned(), child));
-    }
-
-    /// SIGKILLs worker `name` and reaps it.
-    fn kill(&mut self, name: &str) {
-        let (_, child) = self.children.iter_mut().find(|(n, _)| n == name).expect("a worker of that name");
-        child.kill().expect("SIGKILL is delivered");
-        let status = child.wait().expect("the killed worker is reaped");
-        assert!(!status.success(), "{name} was killed, not stopped: {status}");
-    }
-
-    /// Fails if worker `name` has exited.
-    fn assert_alive(&mut self, name: &str) {
-        let (_, child) = self.children.iter_mut().find(|(n, _)| n == name).expect("a worker of that name");
-        assert_eq!(child.try_wait().unwrap(), None, "worker {name} exited early");
-    }
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        for (_, child) in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 fn slow_sim() -> SimConfig {
     let ms = Duration::from_millis;

@@ -7,4 +7,5 @@ mod node_caps;
 mod provision;
 mod pve_rate;
 mod relay;
+mod scheduler;
 mod support;

@@ -1,6 +1,7 @@
 //! The harness: services, a worker environment, instances with their provision jobs, waits.
 
 use std::future::Future;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -236,4 +237,65 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     false
+}
+
+/// The ledger lease the worker processes are started with. Without it the binary keeps its
+/// 30 s default lease, and a dead worker's job cannot be taken over before that.
+pub const LEASE_ENV: (&str, &str) = ("JOB_LEASE_SECS", "3");
+
+/// `nimbus-worker` processes (the package's binary), configured through the environment as in
+/// production; killed (SIGKILL) and reaped when dropped, also when the test panics.
+#[derive(Default)]
+pub struct Workers {
+    children: Vec<(String, Child)>,
+}
+
+impl Workers {
+    pub fn spawn(&mut self, h: &Harness, name: &str) {
+        let fingerprint = h.sim.fingerprint().expect("the simulator serves TLS").to_owned();
+        let child = Command::new(env!("CARGO_BIN_EXE_nimbus-worker"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("DATABASE_URL", h.db.app_url())
+            .env("DATABASE_MAX_CONNECTIONS", "6")
+            .env("REDIS_URL", h.redis.url())
+            .env("REDIS_KEY_PREFIX", h.key_prefix())
+            .env("PVE_URL", h.sim.base_url())
+            .env("PVE_TOKEN", h.sim.token())
+            .env("PVE_FINGERPRINT", fingerprint)
+            .env("WORKER_NAME", name)
+            .env("WORKER_CONCURRENCY", "2")
+            .env("JOB_MAX_WAIT_IP_SECS", "30")
+            .env(LEASE_ENV.0, LEASE_ENV.1)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("nimbus-worker starts");
+        self.children.push((name.to_owned(), child));
+    }
+
+    /// SIGKILLs worker `name` and reaps it.
+    pub fn kill(&mut self, name: &str) {
+        let (_, child) = self.children.iter_mut().find(|(n, _)| n == name).expect("a worker of that name");
+        child.kill().expect("SIGKILL is delivered");
+        let status = child.wait().expect("the killed worker is reaped");
+        assert!(!status.success(), "{name} was killed, not stopped: {status}");
+    }
+
+    /// Fails if worker `name` has exited.
+    pub fn assert_alive(&mut self, name: &str) {
+        let (_, child) = self.children.iter_mut().find(|(n, _)| n == name).expect("a worker of that name");
+        assert_eq!(child.try_wait().unwrap(), None, "worker {name} exited early");
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
