@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use nimbus_db::outbox::OutboxEntry;
+use nimbus_domain::JobId;
 use nimbus_queue::{NewJob, Queue};
 use tokio::sync::RwLock;
 
@@ -86,10 +87,18 @@ impl Queues {
     /// (the `{"jobId", "kind", "queue"}` message) under its job id. On error mark nothing:
     /// queues pushed before the failure are pushed again later, which the ledger makes harmless.
     pub async fn push_outbox(&self, entries: &[OutboxEntry]) -> Result<(), DispatchError> {
+        self.push_all(entries.iter().map(|e| (e.job_id, e.queue.as_str(), &e.payload))).await
+    }
+
+    /// Pushes `(job, queue, message)`s, one pipelined round trip per queue.
+    pub async fn push_all<'a>(
+        &self,
+        messages: impl IntoIterator<Item = (JobId, &'a str, &'a serde_json::Value)>,
+    ) -> Result<(), DispatchError> {
         let mut by_queue: HashMap<&str, Vec<NewJob>> = HashMap::new();
-        for e in entries {
-            let job = NewJob::new(e.job_id.to_string(), &e.payload).map_err(DispatchError::Queue)?;
-            by_queue.entry(e.queue.as_str()).or_default().push(job);
+        for (job, queue, payload) in messages {
+            let job = NewJob::new(job.to_string(), payload).map_err(DispatchError::Queue)?;
+            by_queue.entry(queue).or_default().push(job);
         }
         for (name, jobs) in by_queue {
             self.queue(name).await?.push_jobs(jobs).await?;

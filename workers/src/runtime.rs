@@ -113,9 +113,9 @@ pub async fn run(env: Arc<Env>, queues: Queues, options: RuntimeOptions) -> anyh
     let recovery = tokio::spawn(recovery::run(env.db.clone(), options.recovery_every, shutdown.clone()));
     let reconciler =
         options.reconcile_every.map(|every| tokio::spawn(reconciler::run((*env).clone(), every, shutdown.clone())));
-    let scheduler = options
-        .schedule_every
-        .map(|every| tokio::spawn(scheduler::run(env.db.clone(), options.clock.clone(), every, shutdown.clone())));
+    let scheduler = options.schedule_every.map(|every| {
+        tokio::spawn(scheduler::run(env.db.clone(), queues.clone(), options.clock.clone(), every, shutdown.clone()))
+    });
     let pools: Vec<_> = options
         .queues
         .iter()

@@ -33,7 +33,8 @@ async fn operators_see_each_schedule_with_its_fires_and_can_pause_it() {
 
     // After a fire: its time and its job's status.
     let clock = ManualClock::at(first + chrono::Duration::minutes(1));
-    nimbus_worker::scheduler::tick(app.pool(), &clock).await.unwrap();
+    let queues = nimbus_jobs::Queues::new(app.redis.url(), app.redis.key("nimbus:")).unwrap();
+    nimbus_worker::scheduler::tick(app.pool(), &queues, &clock).await.unwrap();
     let (_, _, listed) = app.get("/v1/admin/schedules").await;
     let one = &listed["data"][0];
     assert_eq!(one["lastFire"]["at"], "2026-12-07T03:00:00Z", "{one}");

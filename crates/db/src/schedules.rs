@@ -1,8 +1,11 @@
 //! Schedules and their fires (DESIGN §9). A tick of the scheduler, in one transaction:
 //! [`due`] locks the due, unpaused schedules (`SKIP LOCKED`: replicas share the work, never
 //! wait on each other), then [`fire`] writes each fire (unique per schedule and fire time: a fire
-//! another replica already wrote is left out), the jobs of the new fires with their outbox rows,
-//! and each schedule's next fire time. When the transaction commits, the relay pushes the jobs.
+//! another replica already wrote is left out), the jobs of the new fires, and each schedule's
+//! next fire time. When the transaction commits, the scheduler pushes the jobs to Redis itself
+//! and owes an outbox row only for a push that fails, as the API does for creates (a push lost
+//! with its process is found by the relay's sweep): a thundering herd of fires then writes no
+//! outbox rows for the relay to mark.
 //! When to fire is decided by the caller (`nimbus_jobs::schedule`); this module only records it.
 
 use chrono::{DateTime, Utc};
@@ -118,14 +121,23 @@ pub async fn create(ex: impl PgExecutor<'_>, new: &NewSchedule) -> Result<Schedu
 }
 
 /// Locks up to `limit` unpaused schedules due at `now`, oldest first, skipping those another
-/// replica holds. Call inside the transaction that then calls [`fire`].
-pub async fn due(tx: &mut PgConnection, now: DateTime<Utc>, limit: i64) -> Result<Vec<Schedule>> {
+/// replica holds; with `after`, only those past that `(next_fire_at, id)` position (the last of
+/// the previous batch of the same tick). Call inside the transaction that then calls [`fire`].
+pub async fn due(
+    tx: &mut PgConnection,
+    now: DateTime<Utc>,
+    after: Option<(DateTime<Utc>, ScheduleId)>,
+    limit: i64,
+) -> Result<Vec<Schedule>> {
     Ok(sqlx::query_as(
         "select * from schedules where not paused and next_fire_at <= $1 \
-         order by next_fire_at limit $2 for update skip locked",
+         and ($3::timestamptz is null or (next_fire_at, id) > ($3, $4)) \
+         order by next_fire_at, id limit $2 for update skip locked",
     )
     .bind(now)
     .bind(limit)
+    .bind(after.map(|(at, _)| at))
+    .bind(after.map(|(_, id)| id.as_uuid()))
     .fetch_all(&mut *tx)
     .await?)
 }
@@ -141,11 +153,22 @@ pub struct Decision {
     pub next: Option<DateTime<Utc>>,
 }
 
+/// A job a fire started, with the message that dispatches it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Started {
+    /// The job.
+    pub job: JobId,
+    /// Its queue.
+    pub queue: String,
+    /// The Redis message (`{"jobId", "kind", "queue"}`).
+    pub dispatch: Value,
+}
+
 /// What [`fire`] did.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Fired {
-    /// The jobs started, in the order of the decisions.
-    pub jobs: Vec<JobId>,
+    /// The jobs started (queued, not yet pushed).
+    pub jobs: Vec<Started>,
     /// Fires already written by someone else (left alone).
     pub duplicates: usize,
     /// Fires written without a job because the job's instance was busy.
@@ -153,8 +176,8 @@ pub struct Fired {
 }
 
 /// Records `decisions` (for schedules locked by [`due`] in the same transaction): the fires,
-/// their jobs (queued, each with its first event and outbox row), and each schedule's next fire
-/// time, last fire and last job.
+/// their jobs (queued, each with its first event; the caller pushes them after commit), and each
+/// schedule's next fire time, last fire and last job.
 pub async fn fire(tx: &mut PgConnection, decisions: &[Decision]) -> Result<Fired> {
     let (mut ids, mut times, mut jobs) = (Vec::new(), Vec::new(), Vec::new());
     for d in decisions {
@@ -164,64 +187,67 @@ pub async fn fire(tx: &mut PgConnection, decisions: &[Decision]) -> Result<Fired
             jobs.push(JobId::new().as_uuid());
         }
     }
-    // The fires not yet written; a fire another replica wrote stays theirs.
-    let written: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
-        "insert into schedule_fires (schedule_id, fire_at) select * from unnest($1::uuid[], $2::timestamptz[]) \
-         on conflict do nothing returning schedule_id, fire_at",
-    )
-    .bind(&ids)
-    .bind(&times)
-    .fetch_all(&mut *tx)
-    .await?;
-    let written: std::collections::HashSet<(Uuid, DateTime<Utc>)> = written.into_iter().collect();
-    let mut fired = Fired { duplicates: ids.len() - written.len(), ..Fired::default() };
-    let keep: Vec<usize> = (0..ids.len()).filter(|i| written.contains(&(ids[*i], times[*i]))).collect();
-    fn pick<T: Copy>(v: &[T], keep: &[usize]) -> Vec<T> {
-        keep.iter().map(|i| v[*i]).collect()
-    }
-    let (ids, times, jobs) = (pick(&ids, &keep), pick(&times, &keep), pick(&jobs, &keep));
-    // Their jobs; one whose instance is busy (`jobs_instance_busy_key`) is not started.
-    let started: Vec<Uuid> = sqlx::query_scalar(concat!(
-        "with i as (select * from unnest($1::uuid[], $2::timestamptz[], $3::uuid[]) as i(schedule_id, fire_at, job_id)), \
+    // In one statement: the fires not yet written (a fire another replica wrote stays theirs)
+    // and their jobs, each with its first event. A job whose instance is busy
+    // (`jobs_instance_busy_key`) is not inserted; its fire then names no job.
+    type Row = (Uuid, DateTime<Utc>, Uuid, Option<String>, Option<Value>);
+    let rows: Vec<Row> = sqlx::query_as(concat!(
+        "with f as (insert into schedule_fires (schedule_id, fire_at, job_id) \
+                    select * from unnest($1::uuid[], $2::timestamptz[], $3::uuid[]) \
+                    on conflict do nothing returning schedule_id, fire_at, job_id), \
          j as (insert into jobs (id, tenant_id, kind, queue, payload, resources) \
-               select i.job_id, s.tenant_id, s.job_kind, s.queue, \
-                      s.payload || jsonb_build_object('scheduleId', s.id, 'fireAt', i.fire_at), s.resources \
-               from i join schedules s on s.id = i.schedule_id order by i.fire_at \
+               select f.job_id, s.tenant_id, s.job_kind, s.queue, \
+                      s.payload || jsonb_build_object('scheduleId', s.id, 'fireAt', f.fire_at), s.resources \
+               from f join schedules s on s.id = f.schedule_id order by f.fire_at \
                on conflict do nothing returning *), \
-         e as (insert into job_events (job_id, status, progress, step) select id, status, progress, step from j), \
-         o as (insert into outbox (job_id, queue, payload, available_at) select id, queue, ",
+         e as (insert into job_events (job_id, status, progress, step) select id, status, progress, step from j) \
+         select f.schedule_id, f.fire_at, f.job_id, j.queue, ",
         dispatch_json!("j"),
-        ", run_after from j) \
-         select id from j"
+        " from f left join j on j.id = f.job_id"
     ))
     .bind(&ids)
     .bind(&times)
     .bind(&jobs)
     .fetch_all(&mut *tx)
     .await?;
-    let started: std::collections::HashSet<Uuid> = started.into_iter().collect();
-    let job_or_null: Vec<Option<Uuid>> = jobs.iter().map(|j| started.contains(j).then_some(*j)).collect();
-    fired.busy = job_or_null.iter().filter(|j| j.is_none()).count();
-    sqlx::query(
-        "update schedule_fires f set job_id = u.job_id, skipped = case when u.job_id is null then $4 end \
-         from unnest($1::uuid[], $2::timestamptz[], $3::uuid[]) as u(schedule_id, fire_at, job_id) \
-         where f.schedule_id = u.schedule_id and f.fire_at = u.fire_at",
-    )
-    .bind(&ids)
-    .bind(&times)
-    .bind(&job_or_null)
-    .bind(SKIPPED_BUSY)
-    .execute(&mut *tx)
-    .await?;
-    fired.jobs = job_or_null.iter().flatten().map(|j| JobId::from_uuid(*j)).collect();
-    // Each schedule's next fire, and its latest fire of this tick with the job it started.
+    let mut fired = Fired { duplicates: ids.len() - rows.len(), ..Fired::default() };
+    let busy: Vec<(Uuid, DateTime<Utc>)> = rows.iter().filter(|r| r.3.is_none()).map(|r| (r.0, r.1)).collect();
+    fired.busy = busy.len();
+    if !busy.is_empty() {
+        let (busy_ids, busy_times): (Vec<Uuid>, Vec<DateTime<Utc>>) = busy.into_iter().unzip();
+        sqlx::query(
+            "update schedule_fires f set job_id = null, skipped = $3 \
+             from unnest($1::uuid[], $2::timestamptz[]) as u(schedule_id, fire_at) \
+             where f.schedule_id = u.schedule_id and f.fire_at = u.fire_at",
+        )
+        .bind(&busy_ids)
+        .bind(&busy_times)
+        .bind(SKIPPED_BUSY)
+        .execute(&mut *tx)
+        .await?;
+    }
+    // Each schedule's latest fire of this tick, with the job it started.
+    let mut latest: std::collections::HashMap<Uuid, (DateTime<Utc>, Option<Uuid>)> = std::collections::HashMap::new();
+    for (schedule, at, job, queue, _) in &rows {
+        let entry = latest.entry(*schedule).or_insert((*at, None));
+        if *at >= entry.0 {
+            *entry = (*at, queue.as_ref().map(|_| *job));
+        }
+    }
+    fired.jobs = rows
+        .into_iter()
+        .filter_map(|(_, _, job, queue, dispatch)| {
+            Some(Started { job: JobId::from_uuid(job), queue: queue?, dispatch: dispatch? })
+        })
+        .collect();
+    // Each schedule's next fire, last fire and last job.
     let (mut sids, mut nexts, mut lasts, mut last_jobs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for d in decisions {
         sids.push(d.schedule.as_uuid());
         nexts.push(d.next);
-        let latest = (0..ids.len()).filter(|i| ids[*i] == d.schedule.as_uuid()).max_by_key(|i| times[*i]);
-        lasts.push(latest.map(|i| times[i]));
-        last_jobs.push(latest.and_then(|i| job_or_null[i]));
+        let last = latest.get(&d.schedule.as_uuid());
+        lasts.push(last.map(|(at, _)| *at));
+        last_jobs.push(last.and_then(|(_, job)| *job));
     }
     sqlx::query(
         "update schedules s set next_fire_at = coalesce(u.next, s.next_fire_at), paused = s.paused or u.next is null, \

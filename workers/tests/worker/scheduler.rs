@@ -1,8 +1,9 @@
 //! The scheduler against Postgres: three worker processes ticking at one fire time start one job
 //! per fire; an outage is caught up by each schedule's policy; a month end and a leap day fire
 //! where they exist; a busy instance's fire is recorded without a job; a paused schedule fires
-//! nothing until it resumes. Time is the test's (a `ManualClock`), except for the processes,
-//! which read the system clock as in production.
+//! nothing until it resumes; when Redis is down, the jobs are owed to the outbox. Time is the
+//! test's (a `ManualClock`), except for the processes, which read the system clock as in
+//! production.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -102,13 +103,11 @@ async fn three_worker_processes_start_one_job_per_fire() {
     assert_eq!(first.len(), 300);
     let due_trunc = due.timestamp();
     assert!(first.values().all(|at| at.timestamp() == due_trunc), "the first fire of each is its due time");
-    // Each job is queued with its outbox row (the relay pushes it).
-    let outbox: i64 =
-        sqlx::query_scalar("select count(*) from outbox o join jobs j on j.id = o.job_id where j.kind = 'meter'")
-            .fetch_one(h.db.pool())
-            .await
-            .unwrap();
-    assert_eq!(outbox as usize, per_fire.len());
+    // Each job was pushed to Redis once, right after its fire committed: no outbox row was owed.
+    let waiting = h.queues().queue("meter").await.unwrap().stats().await.unwrap().waiting;
+    assert_eq!(waiting as usize, per_fire.len(), "one message per job");
+    let owed: i64 = sqlx::query_scalar("select count(*) from outbox").fetch_one(h.db.pool()).await.unwrap();
+    assert_eq!(owed, 0);
 }
 
 #[tokio::test]
@@ -119,11 +118,11 @@ async fn a_three_hour_outage_is_caught_up_by_each_policy() {
     let latest = schedule(&h, "0 * * * *", MissedFirePolicy::LatestOnly, start).await;
     let skip = schedule(&h, "0 * * * *", MissedFirePolicy::Skip, start).await;
     let clock = ManualClock::at(t("2026-12-06T00:59:59Z"));
-    assert_eq!(tick(h.db.pool(), &clock).await.unwrap().started, 0, "nothing is due before its time");
+    assert_eq!(tick(h.db.pool(), &h.queues(), &clock).await.unwrap().started, 0, "nothing is due before its time");
 
     // Nothing ticked from 01:00 to 04:10.
     clock.set(t("2026-12-06T04:10:00Z"));
-    let first = tick(h.db.pool(), &clock).await.unwrap();
+    let first = tick(h.db.pool(), &h.queues(), &clock).await.unwrap();
     assert_eq!((first.schedules, first.started), (3, 5));
     let hours = |hs: &[u32]| -> Vec<(DateTime<Utc>, bool)> {
         hs.iter().map(|h| (t(&format!("2026-12-06T{h:02}:00:00Z")), true)).collect()
@@ -137,9 +136,9 @@ async fn a_three_hour_outage_is_caught_up_by_each_policy() {
     assert_eq!(jobs_of(&h, &all).await[0].1["what"], "usage", "the schedule's payload is kept");
 
     // A second tick at the same time finds nothing due; on time, every policy fires.
-    assert_eq!(tick(h.db.pool(), &clock).await.unwrap().started, 0);
+    assert_eq!(tick(h.db.pool(), &h.queues(), &clock).await.unwrap().started, 0);
     clock.set(t("2026-12-06T05:00:01Z"));
-    assert_eq!(tick(h.db.pool(), &clock).await.unwrap().started, 3);
+    assert_eq!(tick(h.db.pool(), &h.queues(), &clock).await.unwrap().started, 3);
     assert_eq!(fires(&h, &skip).await, hours(&[5]));
     let listed = schedules::list(h.db.pool(), &Default::default(), Default::default()).await.unwrap().0;
     assert!(listed.iter().all(|l| l.schedule.next_fire_at == t("2026-12-06T06:00:00Z")), "{listed:?}");
@@ -159,7 +158,7 @@ async fn month_ends_and_leap_days_fire_where_they_exist() {
     let clock = ManualClock::at(t("2027-01-01T00:00:00Z"));
     // Month by month to the end of 2028: one tick a day (nothing is missed).
     while clock.now() < t("2029-01-01T00:00:00Z") {
-        tick(h.db.pool(), &clock).await.unwrap();
+        tick(h.db.pool(), &h.queues(), &clock).await.unwrap();
         clock.advance(chrono::Duration::days(1));
     }
     let ends: Vec<String> = fires(&h, &month_end).await.iter().map(|(at, _)| at.format("%Y-%m").to_string()).collect();
@@ -187,7 +186,7 @@ async fn a_busy_instance_and_a_paused_schedule() {
     };
     let backup = schedules::create(h.db.pool(), &new).await.unwrap();
     let clock = ManualClock::at(t("2026-12-07T03:00:00Z"));
-    let done = tick(h.db.pool(), &clock).await.unwrap();
+    let done = tick(h.db.pool(), &h.queues(), &clock).await.unwrap();
     assert_eq!((done.started, done.busy), (0, 1));
     let recorded = schedules::fires(h.db.pool(), backup.id, 10).await.unwrap();
     assert_eq!(recorded, vec![(t("2026-12-07T03:00:00Z"), None, Some(schedules::SKIPPED_BUSY.to_owned()))]);
@@ -197,11 +196,31 @@ async fn a_busy_instance_and_a_paused_schedule() {
     // Paused for two days: nothing fires; resumed, `latest_only` fires once.
     schedules::set_paused(h.db.pool(), backup.id, true).await.unwrap();
     clock.set(t("2026-12-09T03:30:00Z"));
-    assert_eq!(tick(h.db.pool(), &clock).await.unwrap().schedules, 0);
+    assert_eq!(tick(h.db.pool(), &h.queues(), &clock).await.unwrap().schedules, 0);
     // The provision is over by now (its job no longer holds the instance).
     nimbus_db::jobs::cancel(h.db.pool(), provision.job.id, None).await.unwrap();
     schedules::set_paused(h.db.pool(), backup.id, false).await.unwrap();
-    let resumed = tick(h.db.pool(), &clock).await.unwrap();
+    let resumed = tick(h.db.pool(), &h.queues(), &clock).await.unwrap();
     assert_eq!((resumed.started, resumed.busy), (1, 0));
     assert_eq!(schedules::fires(h.db.pool(), backup.id, 10).await.unwrap()[0].0, t("2026-12-09T03:00:00Z"));
+}
+
+#[tokio::test]
+async fn fires_while_redis_is_down_are_owed_to_the_outbox() {
+    let h = Harness::new().await;
+    let s = schedule(&h, "0 * * * *", MissedFirePolicy::CatchUpAll, t("2026-12-06T01:00:00Z")).await;
+    let clock = ManualClock::at(t("2026-12-06T02:30:00Z"));
+    // A Redis nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let down = nimbus_jobs::Queues::new(&format!("redis://127.0.0.1:{port}/0"), h.key_prefix()).unwrap();
+    let fired = tick(h.db.pool(), &down, &clock).await.unwrap();
+    assert_eq!(fired.started, 2, "the fires and their jobs commit whatever Redis does");
+    let owed: Vec<String> = sqlx::query_scalar(
+        "select j.payload->>'fireAt' from outbox o join jobs j on j.id = o.job_id where o.pushed_at is null order by 1",
+    )
+    .fetch_all(h.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(owed.len(), 2, "each job is owed its dispatch: {owed:?}");
+    assert_eq!(fires(&h, &s).await.len(), 2);
 }
