@@ -28,6 +28,8 @@ pub enum AppRoute {
     Nodes,
     #[to("/admin/instances")]
     AdminInstances,
+    #[to("/admin/schedules")]
+    Schedules,
     #[not_found]
     NotFound,
 }
@@ -75,6 +77,7 @@ fn Layout(route: ReadSignal<AppRoute>) -> View {
                                 a(href="/admin/queues", class=nav_class(AppRoute::Queues)) { "Queues" }
                                 a(href="/admin/nodes", class=nav_class(AppRoute::Nodes)) { "Nodes" }
                                 a(href="/admin/instances", class=nav_class(AppRoute::AdminInstances)) { "All instances" }
+                                a(href="/admin/schedules", class=nav_class(AppRoute::Schedules)) { "Schedules" }
                             }
                         } else { view! {} })
                     }
@@ -107,6 +110,7 @@ fn Page(route: ReadSignal<AppRoute>) -> View {
             AppRoute::Queues => view! { pages::admin_queues::Queues() },
             AppRoute::Nodes => view! { pages::admin_nodes::Nodes() },
             AppRoute::AdminInstances => view! { pages::admin_vms::AdminVms() },
+            AppRoute::Schedules => view! { pages::admin_schedules::AdminSchedules() },
             AppRoute::NotFound => view! {
                 section {
                     h1 { "Page not found" }

@@ -343,6 +343,17 @@ flow('an operator sees the queues, retries a failed job and sees the nodes', asy
   await page.getByTestId('stop-impersonating').click();
   await page.waitForURL(`${BASE}/admin/instances`);
   await page.getByTestId('impersonating').waitFor({ state: 'detached' });
+
+  // The schedules: the system's metering caught up the hours it missed, and can be paused.
+  await page.getByRole('link', { name: 'Schedules' }).click();
+  const metering = page.locator('tr[data-schedule="hourly metering"]');
+  await metering.getByText('queued').waitFor({ timeout: 30_000 });
+  assert.match(await metering.textContent(), /catch_up_all/);
+  await shot(page, '16-schedules');
+  await metering.getByTestId('pause').click();
+  await metering.locator('[data-status=paused]').waitFor();
+  await metering.getByTestId('resume').click();
+  await metering.locator('[data-status=active]').waitFor();
   assert.deepEqual(page.errors, []);
 });
 
