@@ -273,3 +273,61 @@ async fn backups_lock_the_guest_while_running() {
     let rows = api.get_q("/cluster/resources", &[("type", "vm")]).await;
     assert!(rows.data().as_array().unwrap().iter().any(|g| g["vmid"] == 9000 && g.get("lock").is_none()));
 }
+
+#[tokio::test]
+async fn prunebackups_previews_and_removes_by_the_retention_rules() {
+    let api = Api::start().await;
+    let r = api.post("/nodes/pve1/vzdump", &[("vmid", "9000"), ("storage", "local"), ("compress", "zstd")]).await;
+    let upid = r.data().as_str().unwrap().to_string();
+    assert_eq!(api.wait_task(&upid).await["exitstatus"], "OK");
+    // Four more nightly archives of the same guest, a day apart, the oldest protected.
+    let made = {
+        let mut st = api.sim.sim().write();
+        let local = st.nodes.get_mut("pve1").unwrap().storages.get_mut("local").unwrap();
+        let first = local.volumes.values().find(|v| v.content == "backup").unwrap().clone();
+        let mut made = vec![first.volid.clone()];
+        for day in 1..=4i64 {
+            let mut v = first.clone();
+            v.ctime = first.ctime - day * 86_400;
+            let when = chrono::DateTime::from_timestamp(v.ctime, 0).unwrap().with_timezone(&chrono::Local);
+            v.volid = format!("local:backup/vzdump-qemu-9000-{}.vma.zst", when.format("%Y_%m_%d-%H_%M_%S"));
+            v.protected = day == 4;
+            local.volumes.insert(v.volid.clone(), v.clone());
+            made.push(v.volid);
+        }
+        made
+    };
+    let q = [("vmid", "9000"), ("prune-backups", "keep-last=2")];
+    let r = api.get_q("/nodes/pve1/storage/local/prunebackups", &q).await;
+    let marks: Vec<(String, String)> = r
+        .data()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["volid"].as_str().unwrap().to_owned(), b["mark"].as_str().unwrap().to_owned()))
+        .collect();
+    let expected: Vec<(String, String)> = made
+        .iter()
+        .zip(["keep", "keep", "remove", "remove", "protected"])
+        .map(|(v, m)| (v.clone(), m.to_owned()))
+        .collect();
+    assert_eq!(marks, expected, "newest first, as PVE lists them");
+    assert!(r.data()[0]["ctime"].is_i64() && r.data()[0]["type"] == "qemu" && r.data()[0]["vmid"] == 9000);
+    // Without options: the storage's retention, none here, keeps everything.
+    let r = api.get_q("/nodes/pve1/storage/local/prunebackups", &[("vmid", "9000")]).await;
+    assert!(r.data().as_array().unwrap().iter().all(|b| b["mark"] != "remove"));
+    let r = api.get_q("/nodes/pve1/storage/local/prunebackups", &[("prune-backups", "keep-all=1,keep-last=1")]).await;
+    assert_eq!(r.status, 400, "{r:?}");
+
+    let r = api.delete("/nodes/pve1/storage/local/prunebackups", &q).await;
+    let upid = r.data().as_str().unwrap().to_string();
+    assert!(upid.contains(":prunebackups:9000@local:"), "{upid}");
+    assert_eq!(api.wait_task(&upid).await["exitstatus"], "OK");
+    let r = api.get_q("/nodes/pve1/storage/local/content", &[("content", "backup"), ("vmid", "9000")]).await;
+    let mut left: Vec<String> =
+        r.data().as_array().unwrap().iter().map(|b| b["volid"].as_str().unwrap().to_owned()).collect();
+    left.sort();
+    let mut kept = vec![made[0].clone(), made[1].clone(), made[4].clone()];
+    kept.sort();
+    assert_eq!(left, kept, "the two newest and the protected one remain");
+}

@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod network;
 pub mod nodes;
 pub mod pools;
+pub mod prune;
 pub mod resources;
 pub mod sim_faults;
 pub mod storage;
@@ -26,6 +27,7 @@ pub fn routes() -> Routes {
     tasks::register(&mut r);
     pools::register(&mut r);
     vzdump::register(&mut r);
+    prune::register(&mut r);
     crate::guests::register(&mut r);
     r
 }
