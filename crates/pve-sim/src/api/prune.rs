@@ -150,8 +150,20 @@ fn group_of(volid: &str) -> Option<(&str, u32)> {
     Some((kind, vmid.parse().ok()?))
 }
 
+/// A backup with its mark, as the dry run lists it.
+struct Marked {
+    volid: String,
+    ctime: i64,
+    mark: Mark,
+    kind: String,
+    vmid: u32,
+}
+
+/// The backups of one group: `(volid, ctime, protected)`.
+type Group = Vec<(String, i64, bool)>;
+
 /// The dry run: every standard backup of the storage (of `vmid`, of `kind`) with its mark.
-fn dry_run(st: &Cluster, node: &str, storage: &str, p: &Params) -> PveResult<Vec<(String, i64, Mark, String, u32)>> {
+fn dry_run(st: &Cluster, node: &str, storage: &str, p: &Params) -> PveResult<Vec<Marked>> {
     let keep = match p.opt_str("prune-backups") {
         Some(text) => Retention::parse(text).map_err(|e| PveError::param("prune-backups", e))?,
         None => Retention { keep_all: true, ..Retention::default() },
@@ -159,7 +171,7 @@ fn dry_run(st: &Cluster, node: &str, storage: &str, p: &Params) -> PveResult<Vec
     let vmid = p.opt_u32("vmid");
     let kind = p.opt_str("type");
     let s = st.storage(node, storage)?;
-    let mut groups: HashMap<(String, u32), Vec<(String, i64, bool)>> = HashMap::new();
+    let mut groups: HashMap<(String, u32), Group> = HashMap::new();
     for v in s.volumes.values().filter(|v| v.content == "backup") {
         let Some((k, id)) = group_of(&v.volid) else { continue };
         if vmid.is_some_and(|want| want != id) || kind.is_some_and(|want| want != k) {
@@ -171,10 +183,10 @@ fn dry_run(st: &Cluster, node: &str, storage: &str, p: &Params) -> PveResult<Vec
     for ((k, id), list) in groups {
         let marks = mark_group(&list.iter().map(|(_, c, p)| (*c, *p)).collect::<Vec<_>>(), &keep);
         for ((volid, ctime, _), mark) in list.into_iter().zip(marks) {
-            out.push((volid, ctime, mark, k.clone(), id));
+            out.push(Marked { volid, ctime, mark, kind: k.clone(), vmid: id });
         }
     }
-    out.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    out.sort_by(|a, b| b.ctime.cmp(&a.ctime).then(a.volid.cmp(&b.volid)));
     Ok(out)
 }
 
@@ -195,9 +207,7 @@ pub fn register(r: &mut Routes) {
         let list = dry_run(&st, p.node()?, p.str("storage")?, p)?;
         let items: Vec<Value> = list
             .into_iter()
-            .map(|(volid, ctime, mark, kind, vmid)| {
-                json!({"volid": volid, "ctime": ctime, "mark": mark.as_str(), "type": kind, "vmid": vmid})
-            })
+            .map(|m| json!({"volid": m.volid, "ctime": m.ctime, "mark": m.mark.as_str(), "type": m.kind, "vmid": m.vmid}))
             .collect();
         Ok(json!(items))
     });
@@ -208,11 +218,8 @@ fn prune(cx: &Ctx, p: &Params) -> PveResult<Value> {
     let node = p.node()?.to_string();
     let storage = p.str("storage")?.to_string();
     let mut st = cx.write();
-    let doomed: Vec<String> = dry_run(&st, &node, &storage, p)?
-        .into_iter()
-        .filter(|(_, _, mark, _, _)| *mark == Mark::Remove)
-        .map(|(volid, ..)| volid)
-        .collect();
+    let doomed: Vec<String> =
+        dry_run(&st, &node, &storage, p)?.into_iter().filter(|m| m.mark == Mark::Remove).map(|m| m.volid).collect();
     let id = match p.opt_u32("vmid") {
         Some(vmid) => format!("{vmid}@{storage}"),
         None => storage.clone(),
