@@ -56,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::vm_snapshots::router())
         .merge(routes::vm_console::router())
         .merge(routes::vm_events::router())
+        .merge(routes::vm_backups::router())
         .merge(routes::admin_schedules::router())
         .merge(routes::jobs::router())
         .merge(routes::templates::router())

@@ -31,6 +31,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use dispatch::{DispatchError, Queues, dispatch};
 pub use events::{EventPublisher, InstanceWakeups, JobEventPublisher, JobWakeups};
 pub use ledger::LedgerWriter;
-pub use operations::{DeleteInstance, PowerAction, RebuildInstance, ResizeInstance, Sizes, SnapshotAction, SnapshotOp};
+pub use operations::{
+    BackupInstance, DeleteInstance, PowerAction, RebuildInstance, ResizeInstance, Sizes, SnapshotAction, SnapshotOp,
+};
 pub use payload::{Dispatch, ProvisionVm};
 pub use templates::vztmpl_name;

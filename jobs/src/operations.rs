@@ -133,10 +133,68 @@ impl SnapshotAction {
     }
 }
 
+/// A backup of the instance's guest (vzdump, snapshot mode, zstd, to its plan's backup storage).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupInstance {
+    /// The customer's note, kept with the backup on Proxmox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Protected from deletion and from retention.
+    #[serde(default)]
+    pub protected: bool,
+}
+
+impl BackupInstance {
+    /// A ledger job on [`queues::BACKUP`].
+    pub fn new_job(&self) -> NewJob {
+        NewJob::new(JobKind::Backup, queues::BACKUP, serde_json::to_value(self).unwrap_or_default())
+    }
+
+    /// The notes Proxmox keeps with the archive: the customer's note and the job that made it,
+    /// which is how a listing tells Nimbus's backups from those made on the Proxmox side.
+    pub fn notes(&self, job: nimbus_domain::JobId) -> String {
+        match self.note.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
+            Some(note) => format!("{note} {}{job}]", BACKUP_MARK),
+            None => format!("{}{job}]", BACKUP_MARK),
+        }
+    }
+}
+
+/// What opens the job marker at the end of a backup's notes: `[nimbus job <id>]`.
+pub const BACKUP_MARK: &str = "[nimbus job ";
+
+/// The customer's note and the job of a backup's notes (`None` job: not made by Nimbus).
+pub fn read_backup_notes(notes: &str) -> (Option<String>, Option<nimbus_domain::JobId>) {
+    let notes = notes.trim();
+    if let Some(start) = notes.rfind(BACKUP_MARK)
+        && let Some(id) = notes[start + BACKUP_MARK.len()..].strip_suffix(']')
+        && let Ok(job) = id.parse()
+    {
+        let note = notes[..start].trim();
+        return ((!note.is_empty()).then(|| note.to_owned()), Some(job));
+    }
+    ((!notes.is_empty()).then(|| notes.to_owned()), None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn backup_notes_carry_the_job_and_read_back() {
+        let job = nimbus_domain::JobId::from_uuid(uuid::Uuid::nil());
+        let b = BackupInstance { note: Some(" before upgrade ".into()), protected: true };
+        let notes = b.notes(job);
+        assert_eq!(notes, format!("before upgrade [nimbus job {job}]"));
+        assert_eq!(read_backup_notes(&notes), (Some("before upgrade".into()), Some(job)));
+        assert_eq!(read_backup_notes(&BackupInstance::default().notes(job)), (None, Some(job)));
+        assert_eq!(read_backup_notes("made by hand"), (Some("made by hand".into()), None));
+        assert_eq!(read_backup_notes("[nimbus job not-an-id]"), (Some("[nimbus job not-an-id]".into()), None));
+        assert_eq!(read_backup_notes(""), (None, None));
+        assert_eq!((b.new_job().kind, b.new_job().queue.as_str()), (JobKind::Backup, "backup"));
+    }
 
     #[test]
     fn payloads_round_trip_in_camel_case() {

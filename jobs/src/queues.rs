@@ -25,8 +25,11 @@ pub const DELETE: &str = "delete";
 /// Snapshots: create, roll back, delete.
 pub const SNAPSHOT: &str = "snapshot";
 
+/// Backups: vzdump of one guest to its plan's backup storage.
+pub const BACKUP: &str = "backup";
+
 /// Every queue a worker process consumes (unless `WORKER_QUEUES` names fewer).
-pub const ALL: &[&str] = &[PROVISION, POWER, RESIZE, REBUILD, DELETE, SNAPSHOT];
+pub const ALL: &[&str] = &[PROVISION, POWER, RESIZE, REBUILD, DELETE, SNAPSHOT, BACKUP];
 
 /// The queue a job kind is dispatched on, for the kinds that have a worker.
 pub fn for_kind(kind: JobKind) -> Option<&'static str> {
@@ -37,6 +40,7 @@ pub fn for_kind(kind: JobKind) -> Option<&'static str> {
         JobKind::Rebuild => Some(REBUILD),
         JobKind::Delete => Some(DELETE),
         JobKind::Snapshot | JobKind::Restore => Some(SNAPSHOT),
+        JobKind::Backup => Some(BACKUP),
         _ => None,
     }
 }

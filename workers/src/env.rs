@@ -57,6 +57,8 @@ pub struct Env {
     pub pve: ProxmoxClient,
     /// Per-node concurrency caps, shared with every other worker process.
     pub caps: NodeCaps,
+    /// One backup at a time per node (vzdump takes a node-wide lock), shared likewise.
+    pub backup_lanes: NodeCaps,
     /// Tunables.
     pub settings: Settings,
     /// This process's name in ledger leases (`locked_by`) and node permits.
@@ -70,6 +72,16 @@ pub struct Env {
 }
 
 impl Env {
+    /// The backup lanes under `key_prefix`: one vzdump per node at a time, permits expiring
+    /// `lease` after their holder stops renewing them.
+    pub async fn backup_lanes(
+        client: &redis::Client,
+        key_prefix: &str,
+        lease: Duration,
+    ) -> redis::RedisResult<NodeCaps> {
+        NodeCaps::new(client, &format!("{key_prefix}backup-"), 1, lease).await
+    }
+
     /// The group-committing ledger writer of worker `worker_id`, claiming for `lease` (at most 256
     /// transitions per statement, 2 statements at once).
     pub fn ledger_writer(db: &PgPool, worker_id: &str, lease: Duration) -> nimbus_jobs::LedgerWriter {

@@ -10,7 +10,7 @@
 //!
 //! * [`step_machine`]: what every job shares (claim, lease, resume, permits, record, settle).
 //! * One file per job: [`provision_vm`] (and [`rebuild`] on the same machine), [`power`],
-//!   [`resize`], [`delete`] (also the cleanup of a failed provision), [`snapshot`];
+//!   [`resize`], [`delete`] (also the cleanup of a failed provision), [`snapshot`], [`backup`];
 //!   [`guest_ops`]: the Proxmox calls they share.
 //! * [`node_caps`]: per-node concurrency caps shared by every worker process.
 //! * [`pve_rate`]: the cap on Proxmox API requests per second shared by every worker process.
@@ -22,6 +22,7 @@
 //! * [`env`]: what handlers share; [`config`]: the environment variables; [`runtime`]: the
 //!   wiring `main.rs` runs.
 
+pub mod backup;
 pub mod config;
 pub mod delete;
 pub mod env;

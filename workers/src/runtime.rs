@@ -14,6 +14,7 @@ use nimbus_proxmox::{ClientConfig, ProxmoxClient};
 use nimbus_queue::StreamsBackend;
 use tokio_util::sync::CancellationToken;
 
+use crate::backup::Backup;
 use crate::config::Config;
 use crate::delete::Delete;
 use crate::env::{Env, Settings};
@@ -101,7 +102,11 @@ pub async fn connect(config: &Config, shutdown: CancellationToken) -> anyhow::Re
     .context("connecting to Redis")?;
     let events = nimbus_jobs::JobEventPublisher::new(queues.client().clone(), &config.redis_key_prefix);
     let ledger = Env::ledger_writer(&db, &config.worker_name, settings.lease);
-    let env = Env { db, pve, caps, settings, worker_id: config.worker_name.clone(), shutdown, events, ledger };
+    let backup_lanes = Env::backup_lanes(queues.client(), &config.redis_key_prefix, settings.lease)
+        .await
+        .context("connecting to Redis")?;
+    let worker_id = config.worker_name.clone();
+    let env = Env { db, pve, caps, backup_lanes, settings, worker_id, shutdown, events, ledger };
     Ok((Arc::new(env), queues))
 }
 
@@ -171,6 +176,7 @@ async fn pool(env: Arc<Env>, queues: Queues, name: &'static str, concurrency: us
         queues::RESIZE => builder.build(handle::<Resize>).run_until(stop).await,
         queues::DELETE => builder.build(handle::<Delete>).run_until(stop).await,
         queues::SNAPSHOT => builder.build(handle::<Snapshot>).run_until(stop).await,
+        queues::BACKUP => builder.build(handle::<Backup>).run_until(stop).await,
         other => {
             tracing::error!(queue = other, "no handler for this queue");
             Ok(())

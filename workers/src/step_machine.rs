@@ -312,9 +312,15 @@ impl Run {
 
     /// A permit of `node`'s concurrency cap, waiting for one (or stopping).
     pub async fn node_permit(&self, node: &str) -> Result<Permit, StepError> {
+        self.permit_of(&self.env.caps, node).await
+    }
+
+    /// A permit of `node` under `caps` (the node caps, or a narrower lane such as backups'),
+    /// waiting for one (or stopping).
+    pub async fn permit_of(&self, caps: &crate::node_caps::NodeCaps, node: &str) -> Result<Permit, StepError> {
         let holder = format!("{}:{}", self.env.worker_id, self.job.id);
         let stop = self.stop_token();
-        let acquired = self.env.caps.acquire(node, &holder, &stop).await;
+        let acquired = caps.acquire(node, &holder, &stop).await;
         stop.cancel();
         match acquired {
             Ok(Some(p)) => Ok(p),

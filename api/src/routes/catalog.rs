@@ -77,6 +77,9 @@ pub const CATALOG: &[RouteSpec] = &[
     route("DELETE", "/v1/vms/{id}/snapshots/{name}", Tenant),
     route("POST", "/v1/vms/{id}/snapshots/{name}/rollback", Tenant),
     route("POST", "/v1/vms/{id}/console", Tenant),
+    // vm_backups.rs
+    route("GET", "/v1/vms/{id}/backups", Tenant),
+    route("POST", "/v1/vms/{id}/backups", Tenant),
     // The console's websocket: its single-use ticket (from the POST) is the credential.
     route("GET", "/v1/vms/{id}/console/ws", Public),
     // jobs.rs

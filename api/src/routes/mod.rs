@@ -16,6 +16,7 @@ pub mod quota;
 pub mod stream_auth;
 pub mod templates;
 pub mod vm_actions;
+pub mod vm_backups;
 pub mod vm_console;
 pub mod vm_events;
 pub mod vm_snapshots;

@@ -75,6 +75,8 @@ const CASES: &[(&str, &str, Case)] = &[
     ("DELETE", "/v1/vms/{id}/snapshots/{name}", Case::ById { id: Fixture::Instance, body: None }),
     ("POST", "/v1/vms/{id}/snapshots/{name}/rollback", Case::ById { id: Fixture::Instance, body: None }),
     ("GET", "/v1/vms/{id}/events", Case::ById { id: Fixture::Instance, body: None }),
+    ("GET", "/v1/vms/{id}/backups", Case::ById { id: Fixture::Instance, body: None }),
+    ("POST", "/v1/vms/{id}/backups", Case::ById { id: Fixture::Instance, body: Some(|_| json!({"note": "x"})) }),
     ("POST", "/v1/vms/{id}/console", Case::ById { id: Fixture::Instance, body: None }),
     ("GET", "/v1/vms/{id}/console/ws", Case::Public),
     ("GET", "/v1/jobs", Case::Collection { body: None }),

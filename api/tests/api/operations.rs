@@ -535,3 +535,53 @@ async fn an_open_page_follows_its_instance_without_polling() {
     assert_eq!(foreign.status(), 404);
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn backups_are_taken_and_listed_with_their_origin() {
+    let app = TestApp::new().await;
+    let worker = Worker::start(&app, PVE_TIMEOUT).await;
+    let (id, vmid) = running_instance(&app, "backed-1").await;
+    let path = format!("/v1/vms/{id}/backups");
+    let (_, empty) = call(&app, reqwest::Method::GET, &path, None).await;
+    assert_eq!(empty["data"], json!([]), "{empty}");
+
+    let job = run(&app, &path, json!({"note": "before upgrade", "protected": true})).await;
+    let (_, listed) = call(&app, reqwest::Method::GET, &path, None).await;
+    let ours = &listed["data"][0];
+    assert_eq!(ours["origin"], "nimbus", "{listed}");
+    assert_eq!(ours["jobId"], job["id"]);
+    assert_eq!((ours["note"].as_str(), ours["protected"].as_bool()), (Some("before upgrade"), Some(true)));
+    assert!(ours["size"].as_u64().is_some_and(|s| s > 0), "{ours}");
+    let volid = ours["id"].as_str().unwrap().to_owned();
+    assert!(volid.starts_with(&format!("local:backup/vzdump-qemu-{vmid}-")), "the plan's storage: {volid}");
+    assert_eq!(instance(&app, &id).await["status"], "running", "a snapshot-mode backup keeps the guest running");
+
+    // One made on the Proxmox side, a day older, is the customer's too.
+    {
+        let mut cluster = app.sim.sim().write();
+        let node = cluster.guests[&vmid].node.clone();
+        let local = cluster.nodes.get_mut(&node).unwrap().storages.get_mut("local").unwrap();
+        let mut theirs = local.volumes[&volid].clone();
+        theirs.ctime -= 86_400;
+        theirs.volid = format!("local:backup/vzdump-qemu-{vmid}-2026_01_01-00_00_00.vma.zst");
+        theirs.notes = Some("taken by the provider".into());
+        theirs.protected = false;
+        local.volumes.insert(theirs.volid.clone(), theirs);
+    }
+    let (_, listed) = call(&app, reqwest::Method::GET, &path, None).await;
+    let origins: Vec<(&str, &str)> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["origin"].as_str().unwrap(), b["note"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(origins, [("nimbus", "before upgrade"), ("proxmox", "taken by the provider")], "newest first");
+    assert!(listed["data"][1]["jobId"].is_null());
+
+    // Notes Proxmox would template, or too long, are refused before anything runs.
+    for bad in [json!({"note": "{{guestname}}"}), json!({"note": "x".repeat(201)}), json!({"keep": true})] {
+        let (status, body) = post(&app, &path, bad.clone()).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("VALIDATION_FAILED")), "{bad}: {body}");
+    }
+    worker.stop().await;
+}

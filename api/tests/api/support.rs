@@ -345,6 +345,7 @@ impl Worker {
             db: app.pool().clone(),
             pve: ProxmoxClient::new(config).unwrap(),
             caps: NodeCaps::new(app.redis.client(), &key_prefix, 4, lease).await.unwrap(),
+            backup_lanes: Env::backup_lanes(app.redis.client(), &key_prefix, lease).await.unwrap(),
             settings,
             worker_id: "w1".into(),
             shutdown: CancellationToken::new(),

@@ -108,6 +108,15 @@ pub async fn for_tenant(ex: impl PgExecutor<'_>, tenant: TenantId) -> Result<Pla
     .await?)
 }
 
+/// The Proxmox storage `tenant`'s plan sends backups to.
+pub async fn backup_storage_for_tenant(ex: impl PgExecutor<'_>, tenant: TenantId) -> Result<String> {
+    sqlx::query_scalar("select p.backup_storage from plans p join tenants t on t.plan_id = p.id where t.id = $1")
+        .bind(tenant.as_uuid())
+        .fetch_optional(ex)
+        .await?
+        .ok_or(crate::DbError::NotFound)
+}
+
 /// Every plan, by name.
 pub async fn list(ex: impl PgExecutor<'_>) -> Result<Vec<Plan>> {
     Ok(sqlx::query_as(

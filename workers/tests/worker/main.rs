@@ -1,6 +1,7 @@
 //! nimbus-worker against real services: a fresh Postgres database and a Redis key space per test
 //! (nimbus-testkit) and an in-process pve-sim cluster with fault injection.
 
+mod backup;
 mod crash;
 mod lxc;
 mod node_caps;

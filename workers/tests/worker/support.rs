@@ -104,7 +104,9 @@ impl Harness {
         let settings = Self::settings();
         let settings_lease = settings.lease;
         let caps = NodeCaps::new(self.redis.client(), &self.key_prefix(), cap, settings.lease).await.unwrap();
+        let backup_lanes = Env::backup_lanes(self.redis.client(), &self.key_prefix(), settings.lease).await.unwrap();
         Arc::new(Env {
+            backup_lanes,
             // The worker runs as the runtime role, as in production; fixtures use the superuser's pool.
             db: self.db.app_pool().clone(),
             pve: self.pve(),

@@ -1,0 +1,119 @@
+//! The `backup` queue's jobs: a vzdump of the instance's guest in snapshot mode, zstd-compressed,
+//! to its plan's backup storage, with the customer's note and the job's id in the archive's
+//! notes (`nimbus_jobs::operations::BackupInstance::notes`), protected if asked. One step, under
+//! the node's backup lane rather than its general cap: vzdump takes a node-wide lock, so one
+//! backup runs per node and the others wait for the lane (their jobs stay `running`, their step
+//! `back up`); the guest keeps running. While it runs, Proxmox holds the guest's `backup`
+//! lock, and Nimbus the instance (`INSTANCE_BUSY` for any other operation).
+//!
+//! Idempotent: a retry first looks for an archive whose notes name this job, and adopts it
+//! instead of backing up again.
+
+use nimbus_db::plans;
+use nimbus_jobs::BackupInstance;
+use nimbus_jobs::operations::read_backup_notes;
+use nimbus_proxmox::{ContentQuery, VzdumpParams};
+
+use crate::guest_ops::{self, Target};
+use crate::step_machine::{Operation, Run, StepError, StepInfo};
+
+/// The one step of a backup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// vzdump the guest.
+    Dump,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl StepInfo for Step {
+    fn name(self) -> &'static str {
+        "back up"
+    }
+
+    fn done_name(self) -> &'static str {
+        "backed_up"
+    }
+
+    fn progress(self) -> u8 {
+        90
+    }
+
+    fn needs_node_permit(self) -> bool {
+        // Its own lane instead: one backup per node (`Env::backup_lanes`), whatever else runs.
+        false
+    }
+
+    fn plain_action(self) -> &'static str {
+        "back up the guest"
+    }
+}
+
+/// One backup in progress.
+#[derive(Debug)]
+pub struct Backup {
+    run: Run,
+    request: BackupInstance,
+    target: Target,
+    storage: String,
+}
+
+impl Operation for Backup {
+    type Step = Step;
+    const NAME: &'static str = "backup";
+
+    async fn load(run: Run) -> Result<Backup, StepError> {
+        let request: BackupInstance = run.payload()?;
+        let target = Target::load(&run).await?;
+        let storage = plans::backup_storage_for_tenant(run.db(), target.instance.tenant_id).await?;
+        Ok(Backup { run, request, target, storage })
+    }
+
+    fn run(&self) -> &Run {
+        &self.run
+    }
+
+    fn run_mut(&mut self) -> &mut Run {
+        &mut self.run
+    }
+
+    fn steps(&self) -> &'static [Step] {
+        &[Step::Dump]
+    }
+
+    fn node(&self) -> &str {
+        self.target.node_or_none()
+    }
+
+    async fn execute(&mut self, step: Step) -> Result<(), StepError> {
+        let (node, vmid) = self.target.placed()?;
+        let env = &self.run.env;
+        let api = env.pve.node(node);
+        let job = self.run.job.id;
+        // An earlier attempt's archive, if it got that far.
+        let existing =
+            api.storage(&self.storage).content(&ContentQuery::backups_of(vmid)).await.map_err(StepError::pve(step))?;
+        if existing.iter().any(|b| b.notes.as_deref().is_some_and(|n| read_backup_notes(n).1 == Some(job))) {
+            return Ok(());
+        }
+        let lane = self.run.permit_of(&env.backup_lanes, node).await?;
+        let mut params = VzdumpParams::guest(vmid, self.storage.clone());
+        params.notes_template = Some(self.request.notes(job));
+        params.protected = self.request.protected.then_some(true);
+        let done = match api.vzdump(&params).await.map_err(StepError::pve(step)) {
+            Ok(upid) => guest_ops::wait(env, step, &upid).await,
+            Err(e) => Err(e),
+        };
+        lane.release().await;
+        done
+    }
+
+    async fn succeeded(&self, _tx: &mut sqlx::PgConnection) -> Result<(), nimbus_db::DbError> {
+        // The archive lives on Proxmox; the listing reads it from there.
+        Ok(())
+    }
+}
