@@ -32,7 +32,8 @@ pub use dispatch::{DispatchError, Queues, dispatch};
 pub use events::{EventPublisher, InstanceWakeups, JobEventPublisher, JobWakeups};
 pub use ledger::LedgerWriter;
 pub use operations::{
-    BackupInstance, DeleteInstance, PowerAction, RebuildInstance, ResizeInstance, Sizes, SnapshotAction, SnapshotOp,
+    BackupInstance, BackupOp, DeleteInstance, PowerAction, RebuildInstance, ResizeInstance, Sizes, SnapshotAction,
+    SnapshotOp,
 };
 pub use payload::{Dispatch, ProvisionVm};
 pub use templates::vztmpl_name;

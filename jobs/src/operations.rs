@@ -133,16 +133,40 @@ impl SnapshotAction {
     }
 }
 
-/// A backup of the instance's guest (vzdump, snapshot mode, zstd, to its plan's backup storage).
+/// A backup operation on the instance's guest: take one (vzdump, snapshot mode, zstd, to its
+/// plan's backup storage), or delete one.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupInstance {
-    /// The customer's note, kept with the backup on Proxmox.
+    /// What to do (default: take one).
+    #[serde(default, skip_serializing_if = "BackupOp::is_create")]
+    pub op: BackupOp,
+    /// `create`: the customer's note, kept with the backup on Proxmox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
-    /// Protected from deletion and from retention.
+    /// `create`: protected from deletion and from retention.
     #[serde(default)]
     pub protected: bool,
+    /// `delete`: the archive's file name (`vzdump-qemu-104-2026_12_06-03_00_00.vma.zst`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<String>,
+}
+
+/// What a backup job does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupOp {
+    /// Take a backup.
+    #[default]
+    Create,
+    /// Delete a backup (never a protected one).
+    Delete,
+}
+
+impl BackupOp {
+    fn is_create(&self) -> bool {
+        *self == BackupOp::Create
+    }
 }
 
 impl BackupInstance {
@@ -185,7 +209,7 @@ mod tests {
     #[test]
     fn backup_notes_carry_the_job_and_read_back() {
         let job = nimbus_domain::JobId::from_uuid(uuid::Uuid::nil());
-        let b = BackupInstance { note: Some(" before upgrade ".into()), protected: true };
+        let b = BackupInstance { note: Some(" before upgrade ".into()), protected: true, ..Default::default() };
         let notes = b.notes(job);
         assert_eq!(notes, format!("before upgrade [nimbus job {job}]"));
         assert_eq!(read_backup_notes(&notes), (Some("before upgrade".into()), Some(job)));
@@ -194,6 +218,17 @@ mod tests {
         assert_eq!(read_backup_notes("[nimbus job not-an-id]"), (Some("[nimbus job not-an-id]".into()), None));
         assert_eq!(read_backup_notes(""), (None, None));
         assert_eq!((b.new_job().kind, b.new_job().queue.as_str()), (JobKind::Backup, "backup"));
+        assert_eq!(
+            b.new_job().payload,
+            json!({"note": " before upgrade ", "protected": true}),
+            "create is the default"
+        );
+        let d = BackupInstance {
+            op: BackupOp::Delete,
+            archive: Some("vzdump-qemu-100-x.vma.zst".into()),
+            ..Default::default()
+        };
+        assert_eq!(serde_json::from_value::<BackupInstance>(d.new_job().payload).unwrap(), d);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The `backup` queue's jobs: a vzdump of the instance's guest in snapshot mode, zstd-compressed,
+//! The `backup` queue's jobs: taking a backup, or deleting one (never a protected one; a backup
+//! already gone is done). Taking one is a vzdump of the instance's guest in snapshot mode, zstd-compressed,
 //! to its plan's backup storage, with the customer's note and the job's id in the archive's
 //! notes (`nimbus_jobs::operations::BackupInstance::notes`), protected if asked. One step, under
 //! the node's backup lane rather than its general cap: vzdump takes a node-wide lock, so one
@@ -10,18 +11,21 @@
 //! instead of backing up again.
 
 use nimbus_db::plans;
-use nimbus_jobs::BackupInstance;
+use nimbus_domain::ErrorCode;
 use nimbus_jobs::operations::read_backup_notes;
+use nimbus_jobs::{BackupInstance, BackupOp};
 use nimbus_proxmox::{ContentQuery, VzdumpParams};
 
 use crate::guest_ops::{self, Target};
 use crate::step_machine::{Operation, Run, StepError, StepInfo};
 
-/// The one step of a backup.
+/// The one step of a backup job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
     /// vzdump the guest.
     Dump,
+    /// Delete an archive.
+    Remove,
 }
 
 impl std::fmt::Display for Step {
@@ -32,11 +36,17 @@ impl std::fmt::Display for Step {
 
 impl StepInfo for Step {
     fn name(self) -> &'static str {
-        "back up"
+        match self {
+            Step::Dump => "back up",
+            Step::Remove => "delete backup",
+        }
     }
 
     fn done_name(self) -> &'static str {
-        "backed_up"
+        match self {
+            Step::Dump => "backed_up",
+            Step::Remove => "backup_deleted",
+        }
     }
 
     fn progress(self) -> u8 {
@@ -49,7 +59,10 @@ impl StepInfo for Step {
     }
 
     fn plain_action(self) -> &'static str {
-        "back up the guest"
+        match self {
+            Step::Dump => "back up the guest",
+            Step::Remove => "delete the backup",
+        }
     }
 }
 
@@ -82,7 +95,10 @@ impl Operation for Backup {
     }
 
     fn steps(&self) -> &'static [Step] {
-        &[Step::Dump]
+        match self.request.op {
+            BackupOp::Create => &[Step::Dump],
+            BackupOp::Delete => &[Step::Remove],
+        }
     }
 
     fn node(&self) -> &str {
@@ -90,6 +106,20 @@ impl Operation for Backup {
     }
 
     async fn execute(&mut self, step: Step) -> Result<(), StepError> {
+        match step {
+            Step::Dump => self.dump(step).await,
+            Step::Remove => self.remove(step).await,
+        }
+    }
+
+    async fn succeeded(&self, _tx: &mut sqlx::PgConnection) -> Result<(), nimbus_db::DbError> {
+        // The archives live on Proxmox; the listing reads them from there.
+        Ok(())
+    }
+}
+
+impl Backup {
+    async fn dump(&self, step: Step) -> Result<(), StepError> {
         let (node, vmid) = self.target.placed()?;
         let env = &self.run.env;
         let api = env.pve.node(node);
@@ -112,8 +142,22 @@ impl Operation for Backup {
         done
     }
 
-    async fn succeeded(&self, _tx: &mut sqlx::PgConnection) -> Result<(), nimbus_db::DbError> {
-        // The archive lives on Proxmox; the listing reads it from there.
-        Ok(())
+    async fn remove(&self, step: Step) -> Result<(), StepError> {
+        let (node, vmid) = self.target.placed()?;
+        let env = &self.run.env;
+        let storage = env.pve.node(node).storage(&self.storage);
+        let archive = self.request.archive.as_deref().unwrap_or_default();
+        let listed = storage.content(&ContentQuery::backups_of(vmid)).await.map_err(StepError::pve(step))?;
+        // Only this guest's archive of that name; gone already is done.
+        let Some(found) = listed.iter().find(|b| b.volid.rsplit('/').next() == Some(archive)) else { return Ok(()) };
+        if found.protected == Some(true) {
+            return Err(StepError::permanent(
+                ErrorCode::Conflict,
+                "the backup is protected; remove its protection first",
+                Some(found.volid.clone()),
+            ));
+        }
+        let upid = storage.delete_volume(&found.volid).await.map_err(StepError::pve(step))?;
+        guest_ops::wait(env, step, &upid).await
     }
 }

@@ -80,6 +80,8 @@ pub const CATALOG: &[RouteSpec] = &[
     // vm_backups.rs
     route("GET", "/v1/vms/{id}/backups", Tenant),
     route("POST", "/v1/vms/{id}/backups", Tenant),
+    route("DELETE", "/v1/vms/{id}/backups/{backup}", Tenant),
+    route("POST", "/v1/vms/{id}/backups/{backup}/protect", Tenant),
     // The console's websocket: its single-use ticket (from the POST) is the credential.
     route("GET", "/v1/vms/{id}/console/ws", Public),
     // jobs.rs

@@ -3,18 +3,21 @@
 //! them (named in the archive's notes), and those made on the Proxmox side (`origin: proxmox`),
 //! which count as the customer's too. `POST /v1/vms/{id}/backups` (`{note?, protected?}`) takes
 //! one: `202` with the job's handle; the instance is busy while it runs.
+//! `DELETE /v1/vms/{id}/backups/{backup}` deletes one (a job too; a protected one is `409`), and
+//! `POST /v1/vms/{id}/backups/{backup}/protect` (`{protected}`) sets its protection at once.
+//! A backup's id is its archive's file name.
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use nimbus_db::instances::{self, Instance};
 use nimbus_db::plans;
 use nimbus_domain::{InstanceId, InstanceStatus, JobId};
-use nimbus_jobs::BackupInstance;
 use nimbus_jobs::operations::read_backup_notes;
-use nimbus_proxmox::ContentQuery;
+use nimbus_jobs::{BackupInstance, BackupOp};
+use nimbus_proxmox::{ContentQuery, VolumeUpdate};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthUser;
@@ -27,7 +30,10 @@ use crate::state::AppState;
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/vms/{id}/backups", get(list).post(create))
+    Router::new()
+        .route("/v1/vms/{id}/backups", get(list).post(create))
+        .route("/v1/vms/{id}/backups/{backup}", delete(remove))
+        .route("/v1/vms/{id}/backups/{backup}/protect", post(protect))
 }
 
 /// Statuses in which a guest exists and can be backed up.
@@ -40,8 +46,10 @@ const MAX_NOTE: usize = 200;
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupView {
-    /// Its id: the Proxmox volume (`local:backup/vzdump-qemu-104-2026_12_06-03_00_00.vma.zst`).
+    /// Its id: the archive's file name (`vzdump-qemu-104-2026_12_06-03_00_00.vma.zst`).
     pub id: String,
+    /// The Proxmox volume (`local:backup/vzdump-qemu-104-2026_12_06-03_00_00.vma.zst`).
+    pub volume: String,
     /// Archive size, bytes.
     pub size: Option<u64>,
     /// When it was taken.
@@ -88,7 +96,8 @@ async fn read(state: &AppState, i: &Instance) -> Result<Vec<BackupView>, ApiErro
             let (note, job_id) = b.notes.as_deref().map(read_backup_notes).unwrap_or((None, None));
             BackupView {
                 created_at: b.ctime.and_then(|t| chrono::DateTime::from_timestamp(t, 0)),
-                id: b.volid,
+                id: b.volid.rsplit('/').next().unwrap_or(&b.volid).to_owned(),
+                volume: b.volid,
                 size: b.size,
                 note,
                 protected: b.protected.unwrap_or(false),
@@ -134,7 +143,66 @@ async fn create(
             return Err(ApiError::field("note", "must not contain {{ or }}"));
         }
     }
-    let job = BackupInstance { note, protected }.new_job();
+    let job = BackupInstance { note, protected, ..BackupInstance::default() }.new_job();
     let fingerprint = Fingerprint { method: "POST", path: format!("/v1/vms/{}/backups", i.id), body: &body.raw };
     accept(&state, &auth, &rid, key, fingerprint, i.id, Request { allowed: LIVE, job, resize: None }).await
+}
+
+/// The instance's backup `backup` (by archive name), or 404.
+async fn find(state: &AppState, i: &Instance, backup: &str) -> Result<BackupView, ApiError> {
+    read(state, i).await?.into_iter().find(|b| b.id == backup).ok_or(ApiError::NotFound("backup"))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    rid: RequestId,
+    IdempotencyKey(key): IdempotencyKey,
+    Path((id, backup)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let i = instance(&state, &auth, &id).await?;
+    let found = find(&state, &i, &backup).await?;
+    if found.protected {
+        return Err(ApiError::ConflictWith {
+            message: "the backup is protected; remove its protection first".into(),
+            details: serde_json::json!({ "backup": found.id }),
+        });
+    }
+    let job = BackupInstance { op: BackupOp::Delete, archive: Some(found.id), ..BackupInstance::default() }.new_job();
+    let path = format!("/v1/vms/{}/backups/{backup}", i.id);
+    let fingerprint = Fingerprint { method: "DELETE", path, body: &serde_json::Value::Null };
+    accept(&state, &auth, &rid, key, fingerprint, i.id, Request { allowed: LIVE, job, resize: None }).await
+}
+
+/// The body of `POST /v1/vms/{id}/backups/{backup}/protect`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProtectBody {
+    protected: bool,
+}
+
+async fn protect(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    rid: RequestId,
+    Path((id, backup)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let i = instance(&state, &auth, &id).await?;
+    let body = decode::<ProtectBody>(&bytes)?;
+    let found = find(&state, &i, &backup).await?;
+    let (Some(node), Some(storage)) = (i.node.as_deref(), found.volume.split(':').next()) else {
+        return Err(ApiError::NotFound("backup"));
+    };
+    let update = VolumeUpdate { protected: Some(body.value.protected), notes: None };
+    state
+        .inventory()
+        .client()
+        .node(node)
+        .storage(storage)
+        .update_volume(&found.volume, &update)
+        .await
+        .map_err(|e| ApiError::ProxmoxUnavailable(format!("protecting {}: {e}", found.volume)))?;
+    tracing::info!(vm.id = %i.id, backup = %found.id, protected = body.value.protected, "backup protection set");
+    Ok(super::data(&rid, find(&state, &i, &backup).await?).into_response())
 }

@@ -77,6 +77,12 @@ const CASES: &[(&str, &str, Case)] = &[
     ("GET", "/v1/vms/{id}/events", Case::ById { id: Fixture::Instance, body: None }),
     ("GET", "/v1/vms/{id}/backups", Case::ById { id: Fixture::Instance, body: None }),
     ("POST", "/v1/vms/{id}/backups", Case::ById { id: Fixture::Instance, body: Some(|_| json!({"note": "x"})) }),
+    ("DELETE", "/v1/vms/{id}/backups/{backup}", Case::ById { id: Fixture::Instance, body: None }),
+    (
+        "POST",
+        "/v1/vms/{id}/backups/{backup}/protect",
+        Case::ById { id: Fixture::Instance, body: Some(|_| json!({"protected": true})) },
+    ),
     ("POST", "/v1/vms/{id}/console", Case::ById { id: Fixture::Instance, body: None }),
     ("GET", "/v1/vms/{id}/console/ws", Case::Public),
     ("GET", "/v1/jobs", Case::Collection { body: None }),

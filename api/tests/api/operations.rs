@@ -552,7 +552,8 @@ async fn backups_are_taken_and_listed_with_their_origin() {
     assert_eq!(ours["jobId"], job["id"]);
     assert_eq!((ours["note"].as_str(), ours["protected"].as_bool()), (Some("before upgrade"), Some(true)));
     assert!(ours["size"].as_u64().is_some_and(|s| s > 0), "{ours}");
-    let volid = ours["id"].as_str().unwrap().to_owned();
+    let volid = ours["volume"].as_str().unwrap().to_owned();
+    assert_eq!(Some(ours["id"].as_str().unwrap()), volid.rsplit('/').next(), "the id is the archive name");
     assert!(volid.starts_with(&format!("local:backup/vzdump-qemu-{vmid}-")), "the plan's storage: {volid}");
     assert_eq!(instance(&app, &id).await["status"], "running", "a snapshot-mode backup keeps the guest running");
 
@@ -577,6 +578,23 @@ async fn backups_are_taken_and_listed_with_their_origin() {
         .collect();
     assert_eq!(origins, [("nimbus", "before upgrade"), ("proxmox", "taken by the provider")], "newest first");
     assert!(listed["data"][1]["jobId"].is_null());
+
+    // Protected: not deletable until its protection is removed; then deleted by a job.
+    let ours_id = listed["data"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(listed["data"][0]["volume"], volid);
+    let one = format!("{path}/{ours_id}");
+    let (status, refused) = call(&app, reqwest::Method::DELETE, &one, None).await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (409, Some("CONFLICT")), "{refused}");
+    let (status, unprotected) = post(&app, &format!("{one}/protect"), json!({"protected": false})).await;
+    assert_eq!((status, unprotected["data"]["protected"].as_bool()), (200, Some(false)), "{unprotected}");
+    let (status, accepted) = call(&app, reqwest::Method::DELETE, &one, None).await;
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(finished(&app, accepted["data"]["id"].as_str().unwrap()).await["status"], "succeeded");
+    let (_, listed) = call(&app, reqwest::Method::GET, &path, None).await;
+    let left: Vec<&str> = listed["data"].as_array().unwrap().iter().map(|b| b["origin"].as_str().unwrap()).collect();
+    assert_eq!(left, ["proxmox"], "{listed}");
+    let (status, _) = call(&app, reqwest::Method::DELETE, &one, None).await;
+    assert_eq!(status, 404, "a deleted backup is gone");
 
     // Notes Proxmox would template, or too long, are refused before anything runs.
     for bad in [json!({"note": "{{guestname}}"}), json!({"note": "x".repeat(201)}), json!({"keep": true})] {

@@ -56,6 +56,7 @@ pub use api::qemu::{AgentInterface, AgentIpAddress, QemuClone, QemuConfig, QemuC
 pub use api::rrd::{Cf, RrdPoint, Timeframe};
 pub use api::storage::{
     Checksum, ContentQuery, DownloadUrl, StorageApi, StorageContent, StorageListQuery, StorageStatus, UploadContent,
+    VolumeUpdate,
 };
 pub use client::{ProxmoxClient, path_segment};
 pub use config::{ApiToken, ClientConfig, PollBackoff, TlsMode};

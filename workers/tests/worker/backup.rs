@@ -18,7 +18,7 @@ use crate::support::{Harness, NODE};
 /// Enqueues a backup of `instance` as the API does, and pushes it.
 async fn back_up(h: &Harness, instance: InstanceId, note: &str) -> Enqueued {
     let mut tx = h.db.pool().begin().await.unwrap();
-    let job = BackupInstance { note: Some(note.into()), protected: false }.new_job();
+    let job = BackupInstance { note: Some(note.into()), ..BackupInstance::default() }.new_job();
     let enqueued = operations::enqueue(&mut tx, h.tenant, instance, job).await.unwrap();
     tx.commit().await.unwrap();
     h.push(&enqueued).await;

@@ -104,6 +104,17 @@ impl ContentQuery {
     }
 }
 
+/// The body of `PUT .../content/{volume}`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VolumeUpdate {
+    /// A backup's notes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    /// Protect a backup from removal (and pruning).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protected: Option<bool>,
+}
+
 /// An item of `GET .../content`.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct StorageContent {
@@ -223,6 +234,15 @@ impl StorageApi {
     /// `GET .../content`.
     pub async fn content(&self, query: &ContentQuery) -> Result<Vec<StorageContent>> {
         self.client.call_with(Method::GET, &self.path("/content"), query).await
+    }
+
+    /// `PUT .../content/{volume}`: sets a volume's attributes (a backup's `protected`, `notes`).
+    pub async fn update_volume(&self, volid: &str, update: &VolumeUpdate) -> Result<()> {
+        let _: Value = self
+            .client
+            .call_with(Method::PUT, &self.path(&format!("/content/{}", path_segment(volid))), update)
+            .await?;
+        Ok(())
     }
 
     /// `DELETE .../content/{volume}`: deletes a volume (e.g. a backup); task `imgdel`.
