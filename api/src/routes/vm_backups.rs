@@ -12,9 +12,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use nimbus_db::instances::{self, Instance};
+use nimbus_db::instances::Instance;
 use nimbus_db::plans;
-use nimbus_domain::{InstanceId, InstanceStatus, JobId};
+use nimbus_domain::{InstanceStatus, JobId};
 use nimbus_jobs::operations::read_backup_notes;
 use nimbus_jobs::{BackupInstance, BackupOp};
 use nimbus_proxmox::{ContentQuery, VolumeUpdate};
@@ -22,10 +22,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthUser;
 use crate::error::ApiError;
-use crate::extract::{IdempotencyKey, decode, parse_id};
+use crate::extract::{IdempotencyKey, decode};
 use crate::middleware::RequestId;
 use crate::routes::vm_actions::{Fingerprint, Request, accept};
-use crate::routes::vms::not_found;
+use crate::routes::vms::tenant_instance;
 use crate::state::AppState;
 
 /// The routes of this module.
@@ -73,11 +73,6 @@ struct CreateBody {
     protected: bool,
 }
 
-async fn instance(state: &AppState, auth: &AuthUser, id: &str) -> Result<Instance, ApiError> {
-    let id: InstanceId = parse_id(id, "vm")?;
-    instances::get(state.db(), auth.tenant(), id).await.map_err(|e| not_found(e, "vm"))
-}
-
 /// The guest's backups on the plan's backup storage, newest first.
 async fn read(state: &AppState, i: &Instance) -> Result<Vec<BackupView>, ApiError> {
     let (Some(node), Some(vmid)) = (i.node.as_deref(), i.vmid) else { return Ok(Vec::new()) };
@@ -116,7 +111,7 @@ async fn list(
     rid: RequestId,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let i = instance(&state, &auth, &id).await?;
+    let i = tenant_instance(&state, &auth, &id).await?;
     Ok(super::data(&rid, read(&state, &i).await?).into_response())
 }
 
@@ -128,7 +123,7 @@ async fn create(
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
-    let i = instance(&state, &auth, &id).await?;
+    let i = tenant_instance(&state, &auth, &id).await?;
     // An empty body takes a backup without a note.
     let body = if bytes.is_empty() { decode::<CreateBody>(b"{}")? } else { decode::<CreateBody>(&bytes)? };
     let CreateBody { note, protected } = body.value;
@@ -160,7 +155,7 @@ async fn remove(
     IdempotencyKey(key): IdempotencyKey,
     Path((id, backup)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let i = instance(&state, &auth, &id).await?;
+    let i = tenant_instance(&state, &auth, &id).await?;
     let found = find(&state, &i, &backup).await?;
     if found.protected {
         return Err(ApiError::ConflictWith {
@@ -188,7 +183,7 @@ async fn protect(
     Path((id, backup)): Path<(String, String)>,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
-    let i = instance(&state, &auth, &id).await?;
+    let i = tenant_instance(&state, &auth, &id).await?;
     let body = decode::<ProtectBody>(&bytes)?;
     let found = find(&state, &i, &backup).await?;
     let (Some(node), Some(storage)) = (i.node.as_deref(), found.volume.split(':').next()) else {

@@ -9,19 +9,19 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use nimbus_db::instances::{self, Instance};
+use nimbus_db::instances::Instance;
 use nimbus_db::operations;
-use nimbus_domain::{ErrorCode, InstanceId, InstanceKind, InstanceStatus};
+use nimbus_domain::{ErrorCode, InstanceKind, InstanceStatus};
 use nimbus_jobs::{SnapshotAction, SnapshotOp};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::auth::AuthUser;
 use crate::error::ApiError;
-use crate::extract::{IdempotencyKey, decode, parse_id};
+use crate::extract::{IdempotencyKey, decode};
 use crate::middleware::RequestId;
 use crate::routes::vm_actions::{Fingerprint, Request, accept};
-use crate::routes::vms::not_found;
+use crate::routes::vms::tenant_instance;
 use crate::state::AppState;
 
 /// The routes of this module.
@@ -99,18 +99,13 @@ async fn read(state: &AppState, i: &Instance) -> Result<Vec<SnapshotView>, ApiEr
     Ok(views)
 }
 
-async fn instance(state: &AppState, auth: &AuthUser, id: &str) -> Result<Instance, ApiError> {
-    let id: InstanceId = parse_id(id, "vm")?;
-    instances::get(state.db(), auth.tenant(), id).await.map_err(|e| not_found(e, "vm"))
-}
-
 async fn list(
     State(state): State<AppState>,
     auth: AuthUser,
     rid: RequestId,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let i = instance(&state, &auth, &id).await?;
+    let i = tenant_instance(&state, &auth, &id).await?;
     Ok(super::data(&rid, read(&state, &i).await?).into_response())
 }
 
@@ -122,7 +117,7 @@ async fn create(
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
-    let i = instance(&state, &auth, &id).await?;
+    let i = tenant_instance(&state, &auth, &id).await?;
     let body = decode::<CreateBody>(&bytes)?;
     let CreateBody { name, description } = body.value;
     if let Err(m) = valid_name(&name) {
@@ -186,7 +181,7 @@ async fn named(
     name: String,
     op: SnapshotOp,
 ) -> Result<Response, ApiError> {
-    let i = instance(&state, &auth, &id).await?;
+    let i = tenant_instance(&state, &auth, &id).await?;
     if !read(&state, &i).await?.iter().any(|s| s.name == name) {
         return Err(ApiError::NotFound("snapshot"));
     }

@@ -112,6 +112,13 @@ async fn show(
     Ok(super::data(&rid, view(vm, operation)).into_response())
 }
 
+/// The caller's instance `id` (as given in the path): 400 when it is no id, 404 when it is not
+/// the caller's tenant's.
+pub(crate) async fn tenant_instance(state: &AppState, auth: &AuthUser, id: &str) -> Result<Instance, ApiError> {
+    let id: InstanceId = parse_id(id, "vm")?;
+    instances::get(state.db(), auth.tenant(), id).await.map_err(|e| not_found(e, "vm"))
+}
+
 /// Each of a page of instances with the operation in progress on it (one query for the page).
 pub(crate) async fn with_operations(
     db: &nimbus_db::PgPool,
