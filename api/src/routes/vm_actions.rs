@@ -26,9 +26,9 @@ use serde_json::{Value, json};
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, FieldError};
-use crate::extract::{IdempotencyKey, decode, parse_id};
+use crate::extract::{IdempotencyKey, decode};
 use crate::middleware::RequestId;
-use crate::routes::vms::{accepted_response, canonical_json, not_found, replay};
+use crate::routes::vms::{accepted_response, canonical_json, not_found, replay, tenant_instance};
 use crate::state::AppState;
 use crate::validation::{self, CORES, DISK_GIB, MAX_SSH_KEYS, MEMORY_MIB};
 
@@ -91,8 +91,8 @@ async fn action(
     Path((id, action)): Path<(String, String)>,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
-    let id: InstanceId = parse_id(&id, "vm")?;
-    let current = instances::get(state.db(), auth.tenant(), id).await.map_err(|e| not_found(e, "vm"))?;
+    let current = tenant_instance(&state, &auth, &id).await?;
+    let id = current.id;
     let (request, raw) = match action.as_str() {
         "start" | "stop" | "reboot" => {
             let (_, raw) = body::<NoOptions>(&bytes)?;
@@ -146,8 +146,7 @@ pub async fn delete(
     IdempotencyKey(key): IdempotencyKey,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id: InstanceId = parse_id(&id, "vm")?;
-    instances::get(state.db(), auth.tenant(), id).await.map_err(|e| not_found(e, "vm"))?;
+    let id = tenant_instance(&state, &auth, &id).await?.id;
     let allowed = &[
         InstanceStatus::Running,
         InstanceStatus::Stopped,

@@ -185,7 +185,7 @@ async fn protect(
 ) -> Result<Response, ApiError> {
     let i = tenant_instance(&state, &auth, &id).await?;
     let body = decode::<ProtectBody>(&bytes)?;
-    let found = find(&state, &i, &backup).await?;
+    let mut found = find(&state, &i, &backup).await?;
     let (Some(node), Some(storage)) = (i.node.as_deref(), found.volume.split(':').next()) else {
         return Err(ApiError::NotFound("backup"));
     };
@@ -199,5 +199,7 @@ async fn protect(
         .await
         .map_err(|e| ApiError::ProxmoxUnavailable(format!("protecting {}: {e}", found.volume)))?;
     tracing::info!(vm.id = %i.id, backup = %found.id, protected = body.value.protected, "backup protection set");
-    Ok(super::data(&rid, find(&state, &i, &backup).await?).into_response())
+    // Proxmox answers the update with nothing; the listing it would give now differs only here.
+    found.protected = body.value.protected;
+    Ok(super::data(&rid, found).into_response())
 }

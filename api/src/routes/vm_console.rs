@@ -27,7 +27,7 @@ use crate::console::{Grant, TICKET_TTL};
 use crate::error::ApiError;
 use crate::extract::{QueryParams, parse_id};
 use crate::middleware::RequestId;
-use crate::routes::vms::not_found;
+use crate::routes::vms::{not_found, tenant_instance};
 use crate::state::AppState;
 
 /// The routes of this module.
@@ -58,8 +58,8 @@ async fn open(
     rid: RequestId,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id: InstanceId = parse_id(&id, "vm")?;
-    let vm = instances::get(state.db(), auth.tenant(), id).await.map_err(|e| not_found(e, "vm"))?;
+    let vm = tenant_instance(&state, &auth, &id).await?;
+    let id = vm.id;
     if vm.status != InstanceStatus::Running {
         return Err(ApiError::Refused {
             code: ErrorCode::InvalidInstanceState,

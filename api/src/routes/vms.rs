@@ -106,8 +106,8 @@ async fn show(
     rid: RequestId,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id: InstanceId = parse_id(&id, "vm")?;
-    let vm = instances::get(state.db(), auth.tenant(), id).await.map_err(|e| not_found(e, "vm"))?;
+    let vm = tenant_instance(&state, &auth, &id).await?;
+    let id = vm.id;
     let operation = operations::active(state.db(), id).await?.map(|j| j.handle());
     Ok(super::data(&rid, view(vm, operation)).into_response())
 }
