@@ -64,6 +64,11 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<JsonBody<T>, ApiError
         };
         return Err(ApiError::Validation(vec![field]));
     }
+    decode_value(raw)
+}
+
+/// [`decode`] of a document already parsed (and checked for NUL characters).
+pub fn decode_value<T: DeserializeOwned>(raw: Value) -> Result<JsonBody<T>, ApiError> {
     let value = serde_path_to_error::deserialize::<_, T>(&raw).map_err(|e| {
         let path = e.path().to_string();
         ApiError::Validation(vec![field_error(&path, &e.into_inner().to_string())])

@@ -57,6 +57,8 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::vm_console::router())
         .merge(routes::vm_events::router())
         .merge(routes::vm_backups::router())
+        .merge(routes::vm_backup_policy::router())
+        .merge(routes::vm_restore::router())
         .merge(routes::admin_schedules::router())
         .merge(routes::jobs::router())
         .merge(routes::templates::router())

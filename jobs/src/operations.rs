@@ -150,6 +150,10 @@ pub struct BackupInstance {
     /// `delete`: the archive's file name (`vzdump-qemu-104-2026_12_06-03_00_00.vma.zst`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<String>,
+    /// Set by the scheduler on the backups of a customer's policy: the policy's retention runs
+    /// after the backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_id: Option<nimbus_domain::ScheduleId>,
 }
 
 /// What a backup job does.

@@ -40,6 +40,10 @@ pub struct ProvisionVm {
     /// The VMID reserved for the guest, once the first step has run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vmid: Option<u32>,
+    /// A restore (job kind `restore`): the backup's Proxmox volume the guest is restored from,
+    /// instead of cloning `template`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_backup: Option<String>,
 }
 
 impl ProvisionVm {
@@ -48,6 +52,20 @@ impl ProvisionVm {
     pub fn new_job(&self) -> NewJob {
         let payload = serde_json::to_value(self).unwrap_or_default();
         NewJob::new(JobKind::Provision, queues::PROVISION, payload)
+    }
+
+    /// A ledger job restoring `from_backup` into a new instance: kind `restore` on
+    /// [`queues::PROVISION`] (the provision's steps, restoring instead of cloning).
+    pub fn restore_as_new_job(&self) -> NewJob {
+        let payload = serde_json::to_value(self).unwrap_or_default();
+        NewJob::new(JobKind::Restore, queues::PROVISION, payload)
+    }
+
+    /// A ledger job restoring `from_backup` over the instance's own guest: kind `restore` on
+    /// [`queues::REBUILD`] (a rebuild's steps, restoring instead of cloning).
+    pub fn restore_in_place_job(&self) -> NewJob {
+        let payload = serde_json::to_value(self).unwrap_or_default();
+        NewJob::new(JobKind::Restore, queues::REBUILD, payload)
     }
 }
 

@@ -67,6 +67,14 @@ impl CronSpec {
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.schedule.after(&t).next()
     }
+
+    /// The shortest time between two consecutive fires after `from`, looking at the next
+    /// 1000 fires or the next 400 days, whichever ends first (`None`: fewer than two fires).
+    pub fn shortest_gap(&self, from: DateTime<Utc>) -> Option<chrono::Duration> {
+        let horizon = from + chrono::Duration::days(400);
+        let fires: Vec<DateTime<Utc>> = self.schedule.after(&from).take(1000).take_while(|t| *t <= horizon).collect();
+        fires.windows(2).map(|w| w[1] - w[0]).min()
+    }
 }
 
 /// The day-of-week field in the `cron` crate's numbering (1 = Sunday ... 7 = Saturday) from
@@ -214,5 +222,18 @@ mod tests {
         let first = plan(&minutely, due, t("2026-12-06T00:00:00Z"), MissedFirePolicy::CatchUpAll).unwrap();
         assert_eq!(first.fires.len(), MAX_FIRES_PER_TICK);
         assert_eq!(first.next, due + chrono::Duration::minutes(MAX_FIRES_PER_TICK as i64));
+    }
+
+    #[test]
+    fn shortest_gap_is_the_tightest_pair_of_fires() {
+        let from = t("2026-12-06T00:00:00Z");
+        let gap = |e: &str| CronSpec::parse(e).unwrap().shortest_gap(from).map(|d| d.num_minutes());
+        assert_eq!(gap("*/5 * * * *"), Some(5));
+        assert_eq!(gap("0 3 * * *"), Some(24 * 60));
+        assert_eq!(gap("daily"), Some(24 * 60));
+        assert_eq!(gap("0 3,4 * * *"), Some(60));
+        assert_eq!(gap("weekly"), Some(7 * 24 * 60));
+        // A leap day fires less than twice in the 400 days looked at.
+        assert_eq!(gap("0 0 29 2 *"), None);
     }
 }

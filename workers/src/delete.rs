@@ -109,6 +109,8 @@ impl Operation for Delete {
         instances::release_vmid(&mut *tx, id).await?;
         if !self.request.cleanup {
             instances::set_status(&mut *tx, id, InstanceStatus::Deleted).await?;
+            // No more scheduled backups of a guest that is gone.
+            nimbus_db::backup_policies::remove_for_deleted(&mut *tx, id).await?;
         }
         Ok(())
     }

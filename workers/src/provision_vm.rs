@@ -24,6 +24,14 @@
 //! Rebuild (`rebuild.rs`) runs the same machine under the same VMID: it first removes the old
 //! guest, then clones, configures, grows, starts and waits as a provision does.
 //!
+//! Restoring a backup runs the same machine too (job kind `restore`), restoring the archive
+//! (`POST /nodes/{node}/qemu` with `archive`, or `/lxc` with `restore=1`: new MACs, the
+//! instance's name and tag) where a provision clones: into a new instance on the provision
+//! queue (a new VMID, [`Step::RESTORE_AS_NEW`]), or over the instance's own guest on the rebuild
+//! queue (old guest removed first, as a rebuild does, [`Step::RESTORE_IN_PLACE`]). Either way the
+//! restored guest carries the instance's tag, so a retry after a crash adopts it instead of
+//! restoring a second one, and configure, grow disk and start bring it to the instance's sizes.
+//!
 //! A provision that fails for good marks its instance failed (which releases its quota) and, in
 //! the same transaction, enqueues the cleanup (`delete` with `cleanup: true`), which removes the
 //! guest if one was created and is ours, and the VMID reservation.
@@ -40,7 +48,7 @@ use nimbus_domain::{ErrorCode, InstanceKind, InstanceStatus, JobId};
 use nimbus_jobs::{DeleteInstance, ProvisionVm, RebuildInstance};
 use nimbus_proxmox::{
     ConfigUpdate, ContentQuery, Guest, GuestKind, IpConfig, LxcApi, LxcCreate, LxcNet, LxcOptions, LxcVolume, QemuApi,
-    QemuClone, QemuOptions, StorageListQuery,
+    QemuClone, QemuCreate, QemuOptions, StorageListQuery,
 };
 use serde_json::{Value, json};
 use sqlx::PgConnection;
@@ -65,6 +73,8 @@ pub enum Step {
     ReserveVmid,
     /// Clone the template into the VMID (adopting a guest already there with our tag).
     Clone,
+    /// Restore the backup into the VMID (adopting a guest already there with our tag).
+    Restore,
     /// cloud-init user, SSH keys, DHCP; cores and memory.
     Configure,
     /// Grow the boot disk to the instance's size.
@@ -84,6 +94,14 @@ impl Step {
     pub const REBUILD: [Step; 6] =
         [Step::Destroy, Step::Clone, Step::Configure, Step::ResizeDisk, Step::Start, Step::WaitForIp];
 
+    /// Restoring a backup into a new instance: a provision that restores instead of cloning.
+    pub const RESTORE_AS_NEW: [Step; 6] =
+        [Step::ReserveVmid, Step::Restore, Step::Configure, Step::ResizeDisk, Step::Start, Step::WaitForIp];
+
+    /// Restoring a backup over the instance's guest: a rebuild that restores instead of cloning.
+    pub const RESTORE_IN_PLACE: [Step; 6] =
+        [Step::Destroy, Step::Restore, Step::Configure, Step::ResizeDisk, Step::Start, Step::WaitForIp];
+
     /// The first provision step not yet done after the ledger recorded `done`.
     pub fn resume_after(done: Option<&str>) -> Option<Step> {
         step_machine::resume_after(&Step::ALL, done)
@@ -96,6 +114,7 @@ impl StepInfo for Step {
             Step::Destroy => "remove old guest",
             Step::ReserveVmid => "reserve VMID",
             Step::Clone => "clone template",
+            Step::Restore => "restore backup",
             Step::Configure => "configure cloud-init",
             Step::ResizeDisk => "grow disk",
             Step::Start => "start",
@@ -108,6 +127,7 @@ impl StepInfo for Step {
             Step::Destroy => "old_guest_removed",
             Step::ReserveVmid => "vmid_reserved",
             Step::Clone => "cloned",
+            Step::Restore => "restored",
             Step::Configure => "configured",
             Step::ResizeDisk => "disk_resized",
             Step::Start => "started",
@@ -119,7 +139,7 @@ impl StepInfo for Step {
         match self {
             Step::Destroy => 20,
             Step::ReserveVmid => 10,
-            Step::Clone => 40,
+            Step::Clone | Step::Restore => 40,
             Step::Configure => 55,
             Step::ResizeDisk => 65,
             Step::Start => 80,
@@ -128,7 +148,7 @@ impl StepInfo for Step {
     }
 
     fn needs_node_permit(self) -> bool {
-        matches!(self, Step::Destroy | Step::Clone | Step::Configure | Step::ResizeDisk | Step::Start)
+        matches!(self, Step::Destroy | Step::Clone | Step::Restore | Step::Configure | Step::ResizeDisk | Step::Start)
     }
 
     fn plain_action(self) -> &'static str {
@@ -136,6 +156,7 @@ impl StepInfo for Step {
             Step::Destroy => "remove the old guest",
             Step::ReserveVmid => "reserve an ID for the guest",
             Step::Clone => "clone the template",
+            Step::Restore => "restore the backup",
             Step::Configure => "configure the guest",
             Step::ResizeDisk => "grow the disk",
             Step::Start => "start the guest",
@@ -157,12 +178,39 @@ pub async fn run(env: &Env, job_id: JobId) -> Result<Outcome, DbError> {
 
 pub use crate::guest_ops::ownership_tag;
 
+/// What a run of the machine does, from the job's kind and queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Provision,
+    Rebuild,
+    RestoreAsNew,
+    RestoreInPlace,
+}
+
+impl Mode {
+    fn of(job: &Job) -> Mode {
+        match (job.kind, job.queue.as_str()) {
+            (nimbus_domain::JobKind::Rebuild, _) => Mode::Rebuild,
+            (nimbus_domain::JobKind::Restore, nimbus_jobs::queues::REBUILD) => Mode::RestoreInPlace,
+            (nimbus_domain::JobKind::Restore, _) => Mode::RestoreAsNew,
+            _ => Mode::Provision,
+        }
+    }
+
+    /// Whether the instance keeps the VMID it has (its guest is replaced under it).
+    fn keeps_vmid(self) -> bool {
+        matches!(self, Mode::Rebuild | Mode::RestoreInPlace)
+    }
+}
+
 /// One provision (or rebuild) attempt in progress.
 pub struct Provision {
     run: Run,
     payload: ProvisionVm,
     /// `Some` for a rebuild: what the request asked for.
     rebuild: Option<RebuildInstance>,
+    /// Which of the machine's runs this is.
+    mode: Mode,
     instance: Instance,
     vmid: Option<u32>,
     ips: Vec<String>,
@@ -182,7 +230,8 @@ impl Operation for Provision {
     async fn load(run: Run) -> Result<Provision, StepError> {
         let id = run.instance_id()?;
         let instance = instances::get_any(run.db(), id).await?;
-        let (payload, rebuild) = if run.job.kind == nimbus_domain::JobKind::Rebuild {
+        let mode = Mode::of(&run.job);
+        let (payload, rebuild) = if mode == Mode::Rebuild {
             let rebuild: RebuildInstance = run.payload()?;
             (crate::rebuild::as_provision(&rebuild, &instance)?, Some(rebuild))
         } else {
@@ -201,7 +250,7 @@ impl Operation for Provision {
         }
         // The reservation is the truth about the VMID (the payload copy is for display).
         let vmid = instances::reservation(run.db(), id).await?.map(|r| r.vmid as u32);
-        Ok(Provision { run, payload, rebuild, instance, vmid, ips: Vec::new() })
+        Ok(Provision { run, payload, rebuild, mode, instance, vmid, ips: Vec::new() })
     }
 
     fn run(&self) -> &Run {
@@ -213,7 +262,12 @@ impl Operation for Provision {
     }
 
     fn steps(&self) -> &'static [Step] {
-        if self.rebuild.is_some() { &Step::REBUILD } else { &Step::ALL }
+        match self.mode {
+            Mode::Provision => &Step::ALL,
+            Mode::Rebuild => &Step::REBUILD,
+            Mode::RestoreAsNew => &Step::RESTORE_AS_NEW,
+            Mode::RestoreInPlace => &Step::RESTORE_IN_PLACE,
+        }
     }
 
     fn node(&self) -> &str {
@@ -223,7 +277,7 @@ impl Operation for Provision {
     /// Without a reservation, the VMID comes first whatever was recorded (it was given up
     /// because a foreign guest took it). A rebuild keeps its reservation.
     fn next_step(&self) -> Option<Step> {
-        if self.vmid.is_none() && self.rebuild.is_none() {
+        if self.vmid.is_none() && !self.mode.keeps_vmid() {
             return Some(Step::ReserveVmid);
         }
         step_machine::resume_after(self.steps(), self.run.job.step.as_deref())
@@ -234,6 +288,7 @@ impl Operation for Provision {
             Step::Destroy => crate::rebuild::remove_old_guest(self).await,
             Step::ReserveVmid => self.reserve_vmid().await,
             Step::Clone => self.clone_template().await,
+            Step::Restore => self.restore_backup().await,
             Step::Configure => self.configure().await,
             Step::ResizeDisk => self.resize_disk().await,
             Step::Start => self.start().await,
@@ -265,7 +320,8 @@ impl Operation for Provision {
     async fn failed(job: &Job, tx: &mut PgConnection) -> Result<(), DbError> {
         let Some(instance) = job.instance() else { return Ok(()) };
         instances::set_status(&mut *tx, instance, InstanceStatus::Failed).await?;
-        if job.kind == nimbus_domain::JobKind::Provision {
+        // A guest made for a new instance (provision, restore as new) is cleaned up.
+        if job.queue == nimbus_jobs::queues::PROVISION {
             let mut cleanup = DeleteInstance { cleanup: true }.new_job();
             cleanup.resources = job.resources.clone();
             cleanup.request_id = job.request_id.clone();
@@ -443,7 +499,7 @@ impl Provision {
     /// next attempt; a rebuild cannot (the instance keeps its VMID) and fails.
     async fn give_up_vmid(&mut self, vmid: u32) -> Result<bool, StepError> {
         let detail = Some(format!("VMID {vmid} on node {} is foreign", self.payload.node));
-        if self.rebuild.is_some() {
+        if self.mode.keeps_vmid() {
             return Err(StepError::permanent(
                 ErrorCode::Conflict,
                 "the instance's guest ID is held by a guest Nimbus does not manage",
@@ -513,6 +569,43 @@ impl Provision {
         Ok(())
     }
 
+    async fn restore_backup(&mut self) -> Result<(), StepError> {
+        let vmid = self.reserved_vmid()?;
+        if self.adopt_or_release(vmid).await? {
+            return Ok(());
+        }
+        let archive = self.payload.from_backup.clone().ok_or_else(|| {
+            StepError::permanent(ErrorCode::Internal, "the restore names no backup", Some("no fromBackup".into()))
+        })?;
+        let api = self.run.env.pve.node(&self.payload.node);
+        let (name, tag) = (self.instance.name.clone(), ownership_tag(self.instance.id));
+        // New MACs, the instance's own name and tag: the guest is the instance's, not the
+        // backup's source.
+        let created = if self.is_lxc() {
+            let mut params = LxcCreate::restore(vmid, archive).unique(true).storage(LXC_ROOTFS_STORAGE.to_owned());
+            params.options = LxcOptions::new().hostname(name).description(tag);
+            api.create_lxc(&params).await
+        } else {
+            let mut params = QemuCreate::restore(vmid, archive).unique(true);
+            params.options = QemuOptions::new().name(name).description(tag);
+            api.create_qemu(&params).await
+        };
+        let upid = match created {
+            Ok(upid) => upid,
+            Err(e) if e.is_already_exists() => {
+                return if self.adopt_or_release(vmid).await? { Ok(()) } else { Err(StepError::pve(Step::Restore)(e)) };
+            }
+            Err(e) => return Err(StepError::pve(Step::Restore)(e)),
+        };
+        self.run
+            .env
+            .pve
+            .wait_task(&upid, self.run.env.settings.task_timeout)
+            .await
+            .map_err(StepError::pve(Step::Restore))?;
+        Ok(())
+    }
+
     /// The volume id of the node's `vztmpl` archive named like the instance's template.
     async fn ostemplate(&self) -> Result<String, StepError> {
         let api = self.run.env.pve.node(&self.payload.node);
@@ -559,11 +652,20 @@ impl Provision {
     }
 
     async fn configure(&mut self) -> Result<(), StepError> {
-        if self.is_lxc() {
-            // Set when the container was created.
-            return Ok(());
-        }
         let i = &self.instance;
+        if self.is_lxc() {
+            if self.payload.from_backup.is_none() {
+                // Set when the container was created.
+                return Ok(());
+            }
+            // A restored container has the backup's sizes; the instance's are what it holds.
+            let options = LxcOptions::new().cores(i.cores.max(1) as u32).memory(i.memory_mib.max(1) as u64);
+            return self
+                .container()?
+                .update_config(&ConfigUpdate::new(options))
+                .await
+                .map_err(StepError::pve(Step::Configure));
+        }
         let mut options = QemuOptions::new()
             .cores(i.cores.max(1) as u32)
             .memory(i.memory_mib.max(1) as u64)
@@ -576,7 +678,7 @@ impl Provision {
     }
 
     async fn resize_disk(&mut self) -> Result<(), StepError> {
-        if self.is_lxc() {
+        if self.is_lxc() && self.payload.from_backup.is_none() {
             // The root filesystem was created at the instance's size.
             return Ok(());
         }

@@ -31,6 +31,7 @@ pub fn as_provision(rebuild: &RebuildInstance, instance: &Instance) -> Result<Pr
         node,
         kind: instance.kind,
         vmid: instance.vmid.map(|v| v as u32),
+        from_backup: None,
     })
 }
 

@@ -125,6 +125,16 @@ pub enum StepError {
     /// The worker is shutting down; the job goes back to the queue.
     #[error("worker shutting down")]
     ShuttingDown,
+    /// The job cannot start its step yet (another job holds what it needs, such as the node's
+    /// one backup slot): it goes back to the queue, showing `reason`, and is tried again after
+    /// `retry_in` without spending an attempt.
+    #[error("waiting: {reason}")]
+    Waiting {
+        /// For the tenant, in plain words.
+        reason: String,
+        /// When to look again.
+        retry_in: Duration,
+    },
 }
 
 fn fmt_detail(detail: &Option<String>) -> String {
@@ -165,7 +175,10 @@ impl StepError {
         match self {
             StepError::Pve { error, .. } => error.is_transient(),
             StepError::Db(e) => e.is_unavailable(),
-            StepError::Transient { .. } | StepError::LeaseLost | StepError::ShuttingDown => true,
+            StepError::Transient { .. }
+            | StepError::LeaseLost
+            | StepError::ShuttingDown
+            | StepError::Waiting { .. } => true,
             StepError::Permanent { .. } => false,
         }
     }
@@ -206,6 +219,7 @@ impl StepError {
             StepError::ShuttingDown => {
                 (ErrorCode::ServiceUnavailable, "the worker shut down; the job resumes elsewhere".to_owned(), None)
             }
+            StepError::Waiting { reason, .. } => (ErrorCode::ServiceUnavailable, reason.clone(), None),
         };
         Failure { error: JobError { code, message, retryable }, detail }
     }
@@ -238,6 +252,9 @@ pub enum Outcome {
     Failed(JobError),
     /// Shutdown: the job went back to the queue at its current step.
     Released,
+    /// The job went back to the queue to wait for something another job holds; due again
+    /// after this delay.
+    Waiting(Duration),
     /// The lease was lost mid-run; whoever holds the job now finishes it.
     LeaseLost,
 }
@@ -519,6 +536,17 @@ async fn settle<O: Operation>(env: &Env, job: &Job, result: Result<O, StepError>
             // it next resumes at the step recorded.
             match jobs::release(&env.db, job.id, worker, "released by a worker shutting down").await {
                 Ok(_) => Ok(Outcome::Released),
+                Err(DbError::LeaseLost(_)) => Ok(Outcome::LeaseLost),
+                Err(e) => Err(e),
+            }
+        }
+        Err(StepError::Waiting { reason, retry_in }) => {
+            // Nothing failed: the job waits its turn in the queue, saying for what.
+            match jobs::wait(&env.db, job.id, worker, &reason, retry_in).await {
+                Ok(_) => {
+                    env.events.publish_job(job.id, job.instance()).await;
+                    Ok(Outcome::Waiting(retry_in))
+                }
                 Err(DbError::LeaseLost(_)) => Ok(Outcome::LeaseLost),
                 Err(e) => Err(e),
             }

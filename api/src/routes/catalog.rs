@@ -82,6 +82,13 @@ pub const CATALOG: &[RouteSpec] = &[
     route("POST", "/v1/vms/{id}/backups", Tenant),
     route("DELETE", "/v1/vms/{id}/backups/{backup}", Tenant),
     route("POST", "/v1/vms/{id}/backups/{backup}/protect", Tenant),
+    // vm_restore.rs (restore as new is POST /v1/vms with fromBackup)
+    route("POST", "/v1/vms/{id}/backups/{backup}/restore", Tenant),
+    // vm_backup_policy.rs
+    route("GET", "/v1/vms/{id}/backup-policy", Tenant),
+    route("PUT", "/v1/vms/{id}/backup-policy", Tenant),
+    route("DELETE", "/v1/vms/{id}/backup-policy", Tenant),
+    route("GET", "/v1/vms/{id}/backup-policy/preview", Tenant),
     // The console's websocket: its single-use ticket (from the POST) is the credential.
     route("GET", "/v1/vms/{id}/console/ws", Public),
     // jobs.rs

@@ -5,7 +5,11 @@
 //! one: `202` with the job's handle; the instance is busy while it runs.
 //! `DELETE /v1/vms/{id}/backups/{backup}` deletes one (a job too; a protected one is `409`), and
 //! `POST /v1/vms/{id}/backups/{backup}/protect` (`{protected}`) sets its protection at once.
-//! A backup's id is its archive's file name.
+//! A backup's id is its archive's file name. Only archives taken since the instance was created
+//! are its own: a VMID freed by a deleted instance may be reserved again, and the archives
+//! of the guest that had it are not the new instance's. Backups count toward the plan's
+//! `max_backups` per instance whoever made them: a backup past it is refused (`BACKUP_LIMIT`).
+//! Restoring is `vm_restore.rs`; the schedule and retention are `vm_backup_policy.rs`.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -14,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use nimbus_db::instances::Instance;
 use nimbus_db::plans;
-use nimbus_domain::{InstanceStatus, JobId};
+use nimbus_domain::{ErrorCode, InstanceStatus, JobId};
 use nimbus_jobs::operations::read_backup_notes;
 use nimbus_jobs::{BackupInstance, BackupOp};
 use nimbus_proxmox::{ContentQuery, VolumeUpdate};
@@ -73,10 +77,21 @@ struct CreateBody {
     protected: bool,
 }
 
+/// A backup's id: the file name of its volume (`local:backup/<file>`).
+pub(crate) fn archive_id(volid: &str) -> &str {
+    volid.rsplit('/').next().unwrap_or(volid)
+}
+
+/// Whether an archive of the instance's VMID taken at `ctime` (Unix seconds) is the instance's:
+/// taken since it was created (a minute's slack for clocks).
+pub(crate) fn belongs_to(i: &Instance, ctime: Option<i64>) -> bool {
+    ctime.is_some_and(|t| t >= i.created_at.timestamp() - 60)
+}
+
 /// The guest's backups on the plan's backup storage, newest first.
-async fn read(state: &AppState, i: &Instance) -> Result<Vec<BackupView>, ApiError> {
+pub(crate) async fn read(state: &AppState, i: &Instance) -> Result<Vec<BackupView>, ApiError> {
     let (Some(node), Some(vmid)) = (i.node.as_deref(), i.vmid) else { return Ok(Vec::new()) };
-    let storage = plans::backup_storage_for_tenant(state.db(), i.tenant_id).await?;
+    let storage = plans::backup_settings_for_tenant(state.db(), i.tenant_id).await?.storage;
     let listed = state
         .inventory()
         .client()
@@ -87,11 +102,12 @@ async fn read(state: &AppState, i: &Instance) -> Result<Vec<BackupView>, ApiErro
         .map_err(|e| ApiError::ProxmoxUnavailable(format!("backups of {node}/{vmid} on {storage}: {e}")))?;
     let mut views: Vec<BackupView> = listed
         .into_iter()
+        .filter(|b| belongs_to(i, b.ctime))
         .map(|b| {
             let (note, job_id) = b.notes.as_deref().map(read_backup_notes).unwrap_or((None, None));
             BackupView {
                 created_at: b.ctime.and_then(|t| chrono::DateTime::from_timestamp(t, 0)),
-                id: b.volid.rsplit('/').next().unwrap_or(&b.volid).to_owned(),
+                id: archive_id(&b.volid).to_owned(),
                 volume: b.volid,
                 size: b.size,
                 note,
@@ -138,13 +154,22 @@ async fn create(
             return Err(ApiError::field("note", "must not contain {{ or }}"));
         }
     }
+    let limit = plans::backup_settings_for_tenant(state.db(), auth.tenant()).await?.max_backups;
+    let held = read(&state, &i).await?.len();
+    if held >= limit.max(0) as usize {
+        return Err(ApiError::Refused {
+            code: ErrorCode::BackupLimit,
+            message: format!("the plan allows {limit} backups per instance; delete one first"),
+            details: serde_json::json!({ "limit": limit, "used": held }),
+        });
+    }
     let job = BackupInstance { note, protected, ..BackupInstance::default() }.new_job();
     let fingerprint = Fingerprint { method: "POST", path: format!("/v1/vms/{}/backups", i.id), body: &body.raw };
     accept(&state, &auth, &rid, key, fingerprint, i.id, Request { allowed: LIVE, job, resize: None }).await
 }
 
 /// The instance's backup `backup` (by archive name), or 404.
-async fn find(state: &AppState, i: &Instance, backup: &str) -> Result<BackupView, ApiError> {
+pub(crate) async fn find(state: &AppState, i: &Instance, backup: &str) -> Result<BackupView, ApiError> {
     read(state, i).await?.into_iter().find(|b| b.id == backup).ok_or(ApiError::NotFound("backup"))
 }
 

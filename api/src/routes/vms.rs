@@ -6,6 +6,9 @@
 //! the quota checked under the tenant's counters' row lock (plus the idempotency record, in one
 //! transaction, when there is a key) → push to Redis (best effort: when Redis is down the job is
 //! given an outbox row for the relay) → 202.
+//!
+//! With `fromBackup` (`{name, fromBackup, sshKeys?}`), the new instance is restored from one of
+//! the tenant's backups (`vm_restore.rs`): same answer, a `restore` job instead of `provision`.
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -14,15 +17,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use nimbus_db::idempotency::{self, Begin};
 use nimbus_db::instances::{self, Instance, NewCreate, NewInstance};
+use nimbus_db::jobs::NewJob;
 use nimbus_db::operations;
 use nimbus_domain::{CreateVm, InstanceId, InstanceView, JobHandle};
 use serde_json::Value;
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, FieldError};
-use crate::extract::{IdempotencyKey, JsonBody, QueryParams, parse_id};
+use crate::extract::{IdempotencyKey, JsonBody, QueryParams, decode_value, parse_id};
 use crate::middleware::RequestId;
 use crate::routes::PageQuery;
+use crate::routes::vm_restore::{self, RestoreAsNew};
 use crate::state::AppState;
 use crate::validation::{self, CORES, DISK_GIB, MAX_SSH_KEYS, MEMORY_MIB};
 
@@ -152,12 +157,21 @@ async fn create(
     auth: AuthUser,
     rid: RequestId,
     IdempotencyKey(key): IdempotencyKey,
-    body: JsonBody<CreateVm>,
+    body: JsonBody<Value>,
 ) -> Result<Response, ApiError> {
-    validate(&body.value)?;
+    let raw = body.raw;
+    let source = if raw.get("fromBackup").is_some() {
+        let req: RestoreAsNew = decode_value(raw.clone())?.value;
+        vm_restore::validate(&req)?;
+        Source::Backup(req)
+    } else {
+        let req: CreateVm = decode_value(raw.clone())?.value;
+        validate(&req)?;
+        Source::Template(req)
+    };
     let tenant = auth.tenant();
     if let Some(key) = &key {
-        let hash = idempotency::request_hash("POST", "/v1/vms", canonical_json(&body.raw).as_bytes());
+        let hash = idempotency::request_hash("POST", "/v1/vms", canonical_json(&raw).as_bytes());
         match idempotency::begin(state.db(), tenant, key, &hash, state.settings().idempotency_lease).await? {
             Begin::Started => {}
             Begin::Replay { status, body } => return Ok(replay(&rid, status, body)),
@@ -165,7 +179,7 @@ async fn create(
             Begin::InProgress => return Err(ApiError::IdempotencyKeyInProgress),
         }
     }
-    let accepted = accept(&state, &auth, &rid, &body.value, key.as_deref()).await;
+    let accepted = accept(&state, &auth, &rid, source, key.as_deref()).await;
     if accepted.is_err()
         && let Some(key) = &key
     {
@@ -183,19 +197,29 @@ async fn create(
     Ok(response)
 }
 
-/// Places the guest, writes instance + job (+ idempotency answer) in one transaction,
-/// then pushes the job.
-async fn accept(
-    state: &AppState,
-    auth: &AuthUser,
-    rid: &RequestId,
-    req: &CreateVm,
-    idempotency_key: Option<&str>,
-) -> Result<JobHandle, ApiError> {
+/// What a new instance's guest is made from.
+enum Source {
+    /// A template (`provision`).
+    Template(CreateVm),
+    /// One of the tenant's backups (`restore`).
+    Backup(RestoreAsNew),
+}
+
+/// A new instance and the job that makes its guest, ready to be written.
+pub(crate) struct Creation {
+    /// The instance row.
+    pub instance: NewInstance,
+    /// Its job (`provision`, or `restore`), without request id and key.
+    pub job: NewJob,
+    /// The node it goes to.
+    pub node: String,
+}
+
+/// A provision from a template: placement chooses the node.
+async fn from_template(state: &AppState, req: &CreateVm) -> Result<Creation, ApiError> {
     let inventory = state.inventory().snapshot().await?;
     let placement = inventory.place(req.kind, &req.template, req.node.as_deref())?;
-
-    let new = NewInstance {
+    let instance = NewInstance {
         name: req.name.clone(),
         kind: req.kind,
         template: req.template.clone(),
@@ -207,14 +231,31 @@ async fn accept(
     };
     // The instance is not in the payload: its id is made in the transaction, and
     // `create_with_job` puts it first in the job's resources (`{type: "instance", id}`).
-    let mut job = nimbus_jobs::ProvisionVm {
+    let job = nimbus_jobs::ProvisionVm {
         template: req.template.clone(),
         template_vmid: placement.template_vmid,
         node: placement.node.clone(),
         kind: req.kind,
         vmid: None,
+        from_backup: None,
     }
     .new_job();
+    Ok(Creation { instance, job, node: placement.node })
+}
+
+/// Writes instance + job (+ idempotency answer) in one transaction, then pushes the job.
+async fn accept(
+    state: &AppState,
+    auth: &AuthUser,
+    rid: &RequestId,
+    source: Source,
+    idempotency_key: Option<&str>,
+) -> Result<JobHandle, ApiError> {
+    let creation = match source {
+        Source::Template(req) => from_template(state, &req).await?,
+        Source::Backup(req) => vm_restore::as_new(state, auth, req).await?,
+    };
+    let Creation { instance: new, mut job, node } = creation;
     job.request_id = Some(rid.0.clone());
     job.idempotency_key = idempotency_key.map(str::to_owned);
 
@@ -223,7 +264,7 @@ async fn accept(
         // pushed with them (`crate::accept`).
         None => {
             let created = state.acceptor().create(NewCreate { tenant: auth.tenant(), instance: new, job }).await?;
-            log_accepted(&created, &placement.node);
+            log_accepted(&created, &node);
             return Ok(created.enqueued.job.handle());
         }
         Some(key) => {
@@ -236,7 +277,7 @@ async fn accept(
             created
         }
     };
-    log_accepted(&created, &placement.node);
+    log_accepted(&created, &node);
     let enqueued = created.enqueued;
     let handle = enqueued.job.handle();
     state.dispatcher().push(state.db(), &enqueued).await;

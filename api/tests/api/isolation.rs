@@ -83,6 +83,22 @@ const CASES: &[(&str, &str, Case)] = &[
         "/v1/vms/{id}/backups/{backup}/protect",
         Case::ById { id: Fixture::Instance, body: Some(|_| json!({"protected": true})) },
     ),
+    (
+        "POST",
+        "/v1/vms/{id}/backups/{backup}/restore",
+        Case::ById { id: Fixture::Instance, body: Some(|_| json!({"confirm": "probe"})) },
+    ),
+    ("GET", "/v1/vms/{id}/backup-policy", Case::ById { id: Fixture::Instance, body: None }),
+    (
+        "PUT",
+        "/v1/vms/{id}/backup-policy",
+        Case::ById {
+            id: Fixture::Instance,
+            body: Some(|_| json!({"schedule": "daily", "retention": {"keepLast": 1}})),
+        },
+    ),
+    ("DELETE", "/v1/vms/{id}/backup-policy", Case::ById { id: Fixture::Instance, body: None }),
+    ("GET", "/v1/vms/{id}/backup-policy/preview", Case::ById { id: Fixture::Instance, body: None }),
     ("POST", "/v1/vms/{id}/console", Case::ById { id: Fixture::Instance, body: None }),
     ("GET", "/v1/vms/{id}/console/ws", Case::Public),
     ("GET", "/v1/jobs", Case::Collection { body: None }),

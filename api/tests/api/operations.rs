@@ -563,7 +563,8 @@ async fn backups_are_taken_and_listed_with_their_origin() {
         let node = cluster.guests[&vmid].node.clone();
         let local = cluster.nodes.get_mut(&node).unwrap().storages.get_mut("local").unwrap();
         let mut theirs = local.volumes[&volid].clone();
-        theirs.ctime -= 86_400;
+        // Older than ours, younger than the instance: archives from before it existed are not its.
+        theirs.ctime -= 20;
         theirs.volid = format!("local:backup/vzdump-qemu-{vmid}-2026_01_01-00_00_00.vma.zst");
         theirs.notes = Some("taken by the provider".into());
         theirs.protected = false;
@@ -601,5 +602,121 @@ async fn backups_are_taken_and_listed_with_their_origin() {
         let (status, body) = post(&app, &path, bad.clone()).await;
         assert_eq!((status, body["error"]["code"].as_str()), (400, Some("VALIDATION_FAILED")), "{bad}: {body}");
     }
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn backup_policies_limits_and_restores_run_end_to_end() {
+    let app = TestApp::new().await;
+    let plan: uuid::Uuid = sqlx::query_scalar("select plan_id from tenants where id = $1")
+        .bind(app.tenant.as_uuid())
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    sqlx::query("update plans set max_backups = 3, min_backup_interval_minutes = 60 where id = $1")
+        .bind(plan)
+        .execute(app.pool())
+        .await
+        .unwrap();
+    let worker = Worker::start(&app, PVE_TIMEOUT).await;
+    let (id, _) = running_instance(&app, "policy-1").await;
+    let policy = format!("/v1/vms/{id}/backup-policy");
+
+    // None yet: the plan's limits and a default retention.
+    let (status, none) = call(&app, reqwest::Method::GET, &policy, None).await;
+    assert_eq!(status, 200, "{none}");
+    assert!(none["data"]["schedule"].is_null());
+    assert_eq!(none["data"]["limits"], json!({"maxBackups": 3, "minIntervalMinutes": 60}));
+
+    // Bad schedules and retentions name their field.
+    for (bad, field) in [
+        (json!({"schedule": "*/5 * * * *", "retention": {"keepLast": 2}}), "schedule"),
+        (json!({"schedule": "at noon", "retention": {"keepLast": 2}}), "schedule"),
+        (json!({"schedule": "daily", "retention": {"keepLast": 2, "keepDaily": 2}}), "retention"),
+        (json!({"schedule": "daily", "retention": {}}), "retention"),
+        (json!({"schedule": "daily", "retention": {"keepYearly": 1}}), "retention.keepYearly"),
+    ] {
+        let (status, body) = call(&app, reqwest::Method::PUT, &policy, Some(bad.clone())).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("VALIDATION_FAILED")), "{bad}: {body}");
+        assert!(crate::support::fields(&body).contains(&Some(field.to_owned())), "{bad}: {body}");
+    }
+    let (status, set) =
+        call(&app, reqwest::Method::PUT, &policy, Some(json!({"schedule": "0 3 * * *", "retention": {"keepLast": 2}})))
+            .await;
+    assert_eq!(status, 200, "{set}");
+    let next: chrono::DateTime<chrono::Utc> = set["data"]["nextRunAt"].as_str().unwrap().parse().unwrap();
+    assert_eq!(next.format("%H:%M").to_string(), "03:00");
+    assert!(next > chrono::Utc::now() && next <= chrono::Utc::now() + chrono::Duration::days(1));
+    let (_, _, schedules) = app.get("/v1/admin/schedules").await;
+    let listed = schedules["data"].as_array().cloned().unwrap_or_default();
+    assert!(
+        listed.iter().any(|s| s["cron"] == "0 3 * * *" && s["missedFirePolicy"] == "latest_only"),
+        "operators see the customer's schedule: {schedules}"
+    );
+
+    // Two backups, the second protected; the preview of keepLast 1 removes the older.
+    let backups = format!("/v1/vms/{id}/backups");
+    run(&app, &backups, json!({"note": "one"})).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    run(&app, &backups, json!({"note": "two", "protected": true})).await;
+    let (status, preview) = call(&app, reqwest::Method::GET, &format!("{policy}/preview?keepLast=1"), None).await;
+    assert_eq!(status, 200, "{preview}");
+    let marks: Vec<&str> =
+        preview["data"]["backups"].as_array().unwrap().iter().map(|b| b["mark"].as_str().unwrap()).collect();
+    assert_eq!(marks, ["protected", "keep"], "the protected one counts for no option: {preview}");
+    let (_, preview) =
+        call(&app, reqwest::Method::GET, &format!("{policy}/preview?keepLast=0&keepDaily=0"), None).await;
+    assert_eq!(preview["error"]["code"], "VALIDATION_FAILED", "{preview}");
+
+    // A third is the plan's last; a fourth is refused.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    run(&app, &backups, json!({})).await;
+    let (status, refused) = post(&app, &backups, json!({})).await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (422, Some("BACKUP_LIMIT")), "{refused}");
+
+    // Restore in place needs the instance's name.
+    let (_, listed) = call(&app, reqwest::Method::GET, &backups, None).await;
+    let oldest = listed["data"].as_array().unwrap().last().unwrap()["id"].as_str().unwrap().to_owned();
+    let restore = format!("{backups}/{oldest}/restore");
+    let (status, wrong) = post(&app, &restore, json!({"confirm": "policy-2"})).await;
+    assert_eq!((status, wrong["error"]["code"].as_str()), (400, Some("VALIDATION_FAILED")), "{wrong}");
+    let job = run(&app, &restore, json!({"confirm": "policy-1"})).await;
+    assert_eq!(job["kind"], "restore");
+    assert_eq!(instance(&app, &id).await["status"], "running");
+
+    // Restore as new: a second instance with its own name; another tenant cannot use the backup.
+    let (_, other_key) = new_tenant(app.pool(), ROOMY).await;
+    let (status, _, not_theirs) = split(
+        app.http
+            .post(app.url("/v1/vms"))
+            .bearer_auth(&other_key)
+            .json(&json!({"name": "stolen", "fromBackup": oldest}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 404, "{not_theirs}");
+    let (status, bad) = post(&app, "/v1/vms", json!({"name": "copy-1", "fromBackup": "../etc/passwd"})).await;
+    assert_eq!((status, bad["error"]["code"].as_str()), (400, Some("VALIDATION_FAILED")), "{bad}");
+    let (status, accepted) = post(&app, "/v1/vms", json!({"name": "copy-1", "fromBackup": oldest})).await;
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(accepted["data"]["kind"], "restore");
+    let copy = accepted["data"]["resources"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(finished(&app, accepted["data"]["id"].as_str().unwrap()).await["status"], "succeeded");
+    let copied = instance(&app, &copy).await;
+    assert_eq!((copied["name"].as_str(), copied["status"].as_str()), (Some("copy-1"), Some("running")), "{copied}");
+    assert_ne!(copied["vmid"], instance(&app, &id).await["vmid"]);
+    let (_, quota) = call(&app, reqwest::Method::GET, "/v1/quota", None).await;
+    assert_eq!(quota["data"]["used"]["instances"], 2, "the copy counts toward the quota: {quota}");
+
+    // Turning the policy off removes its schedule.
+    let removed = app.http.delete(app.url(&policy)).bearer_auth(&app.token).send().await.unwrap();
+    assert_eq!(removed.status().as_u16(), 204);
+    assert!(call(&app, reqwest::Method::GET, &policy, None).await.1["data"]["schedule"].is_null());
+    let (_, _, schedules) = app.get("/v1/admin/schedules").await;
+    assert!(!schedules["data"].as_array().unwrap().iter().any(|s| s["cron"] == "0 3 * * *"), "{schedules}");
+    let (status, _) = call(&app, reqwest::Method::DELETE, &policy, None).await;
+    assert_eq!(status, 404);
     worker.stop().await;
 }

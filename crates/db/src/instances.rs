@@ -290,6 +290,19 @@ pub async fn get(ex: impl PgExecutor<'_>, tenant: TenantId, id: InstanceId) -> R
         .await?)
 }
 
+/// The instance of `tenant` whose guest has VMID `vmid`, unless deleted.
+pub async fn get_by_vmid(ex: impl PgExecutor<'_>, tenant: TenantId, vmid: u32) -> Result<Instance> {
+    Ok(sqlx::query_as(concat!(
+        "select ",
+        columns!(),
+        " from instances where tenant_id = $1 and vmid = $2 and status <> 'deleted' order by created_at desc limit 1"
+    ))
+    .bind(tenant.as_uuid())
+    .bind(i32::try_from(vmid).unwrap_or(i32::MAX))
+    .fetch_one(ex)
+    .await?)
+}
+
 /// An instance of `tenant`, locked until the caller's transaction ends (operations take it
 /// before they enqueue, so status checks and the enqueue see the same row).
 pub async fn get_for_update(ex: impl PgExecutor<'_>, tenant: TenantId, id: InstanceId) -> Result<Instance> {

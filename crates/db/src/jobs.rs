@@ -79,6 +79,8 @@ pub struct Job {
     pub started_at: Option<DateTime<Utc>>,
     /// Final status reached at.
     pub finished_at: Option<DateTime<Utc>>,
+    /// What it waits for, when a worker put it back in the queue to wait ([`wait`]).
+    pub waiting_for: Option<String>,
 }
 
 impl<'r> FromRow<'r, PgRow> for Job {
@@ -103,7 +105,8 @@ macro_rules! job_columns_as {
             $t, ".locked_by as ", $p, "locked_by, ", $t, ".locked_until as ", $p, "locked_until, ",
             $t, ".request_id as ", $p, "request_id, ", $t, ".idempotency_key as ", $p, "idempotency_key, ",
             $t, ".created_at as ", $p, "created_at, ", $t, ".updated_at as ", $p, "updated_at, ",
-            $t, ".started_at as ", $p, "started_at, ", $t, ".finished_at as ", $p, "finished_at"
+            $t, ".started_at as ", $p, "started_at, ", $t, ".finished_at as ", $p, "finished_at, ",
+            $t, ".waiting_for as ", $p, "waiting_for"
         )
     };
 }
@@ -156,6 +159,7 @@ impl Job {
             updated_at: row.try_get(&*col("updated_at"))?,
             started_at: row.try_get(&*col("started_at"))?,
             finished_at: row.try_get(&*col("finished_at"))?,
+            waiting_for: row.try_get(&*col("waiting_for"))?,
         })
     }
 
@@ -174,6 +178,7 @@ impl Job {
             started_at: self.started_at,
             finished_at: self.finished_at,
             request_id: self.request_id.clone(),
+            waiting_for: self.waiting_for.clone().filter(|_| self.status == JobStatus::Queued),
             links: JobLinks::for_job(self.id),
         }
     }
@@ -530,7 +535,7 @@ pub async fn fail_with_detail(
 ) -> Result<Job> {
     let job = sqlx::query_as(concat!(
         "with u as (update jobs set \
-         status = case when $5 and attempts < max_attempts then 'queued' else 'failed' end, \
+         status = case when $5 and attempts < max_attempts then 'queued' else 'failed' end, waiting_for = null, \
          run_after = case when $5 and attempts < max_attempts then now() + make_interval(secs => $6) \
          else run_after end, \
          finished_at = case when $5 and attempts < max_attempts then null else now() end, \
@@ -561,7 +566,7 @@ pub async fn fail_with_detail(
 /// event saying why. `LeaseLost` when the worker no longer holds it.
 pub async fn release(ex: impl PgExecutor<'_>, id: JobId, worker: &str, message: &str) -> Result<Job> {
     let job = sqlx::query_as(concat!(
-        "with u as (update jobs set status = 'queued', attempts = attempts - 1, run_after = now(), \
+        "with u as (update jobs set status = 'queued', attempts = attempts - 1, run_after = now(), waiting_for = null, \
          locked_by = null, locked_until = null \
          where id = $1 and status = 'running' and locked_by = $2 returning *), \
          e as (insert into job_events (job_id, status, progress, step, message) \
@@ -579,6 +584,31 @@ pub async fn release(ex: impl PgExecutor<'_>, id: JobId, worker: &str, message: 
     job.ok_or(DbError::LeaseLost(id))
 }
 
+/// Hands a job `worker` holds back to the queue to wait for `reason` (a node's only backup slot,
+/// held by another job) without counting the attempt: due again in `retry_in`, with an outbox
+/// row for then, and an event saying why. Its handle shows `reason` while it is queued.
+/// `LeaseLost` when the worker no longer holds it.
+pub async fn wait(ex: impl PgExecutor<'_>, id: JobId, worker: &str, reason: &str, retry_in: Duration) -> Result<Job> {
+    let job = sqlx::query_as(concat!(
+        "with u as (update jobs set status = 'queued', attempts = attempts - 1, \
+         run_after = now() + make_interval(secs => $4), waiting_for = $3, locked_by = null, locked_until = null \
+         where id = $1 and status = 'running' and locked_by = $2 returning *), \
+         e as (insert into job_events (job_id, status, progress, step, message) \
+         select id, status, progress, step, $3 from u), \
+         o as (insert into outbox (job_id, queue, payload, available_at) select id, queue, ",
+        dispatch_json!("u"),
+        ", run_after from u) \
+         select * from u"
+    ))
+    .bind(id.as_uuid())
+    .bind(worker)
+    .bind(reason)
+    .bind(secs(retry_in))
+    .fetch_optional(ex)
+    .await?;
+    job.ok_or(DbError::LeaseLost(id))
+}
+
 /// Puts back in the queue every running job whose lease has expired (its worker died or hung),
 /// or fails it with `LEASE_EXPIRED` when that was its last attempt. Safe to run from every
 /// worker at once (`SKIP LOCKED`).
@@ -587,7 +617,7 @@ pub async fn recover_expired_leases(ex: impl PgExecutor<'_>) -> Result<Recovered
         "with x as (select id from jobs where status = 'running' and locked_until < now() \
          for update skip locked), \
          u as (update jobs j set \
-         status = case when j.attempts < j.max_attempts then 'queued' else 'failed' end, \
+         status = case when j.attempts < j.max_attempts then 'queued' else 'failed' end, waiting_for = null, \
          finished_at = case when j.attempts < j.max_attempts then null else now() end, \
          run_after = now(), \
          error_code = case when j.attempts < j.max_attempts then j.error_code else 'LEASE_EXPIRED' end, \
@@ -657,7 +687,7 @@ pub async fn cancel(pool: &sqlx::PgPool, id: JobId, tenant: Option<TenantId>) ->
 /// Its step and payload are kept, so the step machine resumes where it stopped.
 pub async fn retry_failed(conn: &mut sqlx::PgConnection, id: JobId, extra_attempts: i32) -> Result<Enqueued> {
     let row = sqlx::query(concat!(
-        "with u as (update jobs set status = 'queued', max_attempts = attempts + greatest($2, 1), \
+        "with u as (update jobs set status = 'queued', max_attempts = attempts + greatest($2, 1), waiting_for = null, \
          run_after = now(), finished_at = null, error_code = null, error_message = null, error_retryable = null, \
          error_detail = null where id = $1 and status = 'failed' returning *), \
          e as (insert into job_events (job_id, status, progress, step, message) \

@@ -22,6 +22,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod backup_policies;
 pub mod error;
 pub mod idempotency;
 pub mod identities;

@@ -108,13 +108,44 @@ pub async fn for_tenant(ex: impl PgExecutor<'_>, tenant: TenantId) -> Result<Pla
     .await?)
 }
 
-/// The Proxmox storage `tenant`'s plan sends backups to.
-pub async fn backup_storage_for_tenant(ex: impl PgExecutor<'_>, tenant: TenantId) -> Result<String> {
-    sqlx::query_scalar("select p.backup_storage from plans p join tenants t on t.plan_id = p.id where t.id = $1")
-        .bind(tenant.as_uuid())
-        .fetch_optional(ex)
-        .await?
-        .ok_or(crate::DbError::NotFound)
+/// What a tenant's plan says about backups.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupSettings {
+    /// The Proxmox storage backups go to.
+    pub storage: String,
+    /// How many backups each instance may keep (Nimbus's and Proxmox-side ones alike).
+    pub max_backups: i32,
+    /// The shortest time between two scheduled backups of an instance, minutes.
+    pub min_interval_minutes: i32,
+}
+
+/// The backup settings of `tenant`'s plan.
+pub async fn backup_settings_for_tenant(ex: impl PgExecutor<'_>, tenant: TenantId) -> Result<BackupSettings> {
+    let row: Option<(String, i32, i32)> = sqlx::query_as(
+        "select p.backup_storage, p.max_backups, p.min_backup_interval_minutes \
+         from plans p join tenants t on t.plan_id = p.id where t.id = $1",
+    )
+    .bind(tenant.as_uuid())
+    .fetch_optional(ex)
+    .await?;
+    let (storage, max_backups, min_interval_minutes) = row.ok_or(crate::DbError::NotFound)?;
+    Ok(BackupSettings { storage, max_backups, min_interval_minutes })
+}
+
+/// Sets a plan's backup limits.
+pub async fn set_backup_limits(
+    ex: impl PgExecutor<'_>,
+    id: PlanId,
+    max_backups: i32,
+    min_interval_minutes: i32,
+) -> Result<()> {
+    sqlx::query("update plans set max_backups = $2, min_backup_interval_minutes = $3 where id = $1")
+        .bind(id.as_uuid())
+        .bind(max_backups)
+        .bind(min_interval_minutes)
+        .execute(ex)
+        .await?;
+    Ok(())
 }
 
 /// Every plan, by name.

@@ -67,6 +67,8 @@ error_codes! {
     InvalidResize => ("INVALID_RESIZE", 422),
     /// The plan's snapshot limit per instance is reached.
     SnapshotLimit => ("SNAPSHOT_LIMIT", 422),
+    /// The plan's backup limit per instance is reached (backups made on the Proxmox side count).
+    BackupLimit => ("BACKUP_LIMIT", 422),
     /// The `Idempotency-Key` was used with a different request.
     IdempotencyKeyReused => ("IDEMPOTENCY_KEY_REUSED", 422),
     /// The plan's limits would be exceeded; `details` names the limit.

@@ -87,6 +87,10 @@ pub struct JobHandle {
     /// it (the logs of the job and of its request carry it).
     #[serde(default)]
     pub request_id: Option<String>,
+    /// While `queued`: what it waits for before it can run (e.g. the node's one backup slot),
+    /// in plain words; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
     /// `self` and `events`.
     pub links: JobLinks,
 }
@@ -113,6 +117,7 @@ mod tests {
             started_at: None,
             finished_at: None,
             request_id: Some("req-1".into()),
+            waiting_for: None,
             links: JobLinks::for_job(id),
         };
         let json = serde_json::to_value(&handle).unwrap();

@@ -5,6 +5,7 @@
 //! the API and the portal share ([`views`]).
 
 pub mod admin;
+pub mod backup;
 pub mod envelope;
 pub mod error;
 pub mod ids;
@@ -15,6 +16,7 @@ pub mod status;
 pub mod views;
 
 pub use admin::{NodeStats, QueueStats};
+pub use backup::Retention;
 pub use envelope::{ApiError, ApiResponse, ErrorBody, ListResponse, Meta, PageRequest, Pagination};
 pub use error::ErrorCode;
 pub use ids::{ApiKeyId, InstanceId, JobId, PlanId, ScheduleId, TenantId, UserId};

@@ -55,8 +55,8 @@ pub use api::pools::{Pool, PoolDetails, PoolMember, PoolQuery, PoolUpdate};
 pub use api::qemu::{AgentInterface, AgentIpAddress, QemuClone, QemuConfig, QemuConfigUpdate, QemuCreate, QemuOptions};
 pub use api::rrd::{Cf, RrdPoint, Timeframe};
 pub use api::storage::{
-    Checksum, ContentQuery, DownloadUrl, StorageApi, StorageContent, StorageListQuery, StorageStatus, UploadContent,
-    VolumeUpdate,
+    Checksum, ContentQuery, DownloadUrl, PruneMark, PruneQuery, StorageApi, StorageContent, StorageListQuery,
+    StorageStatus, UploadContent, VolumeUpdate,
 };
 pub use client::{ProxmoxClient, path_segment};
 pub use config::{ApiToken, ClientConfig, PollBackoff, TlsMode};

@@ -46,7 +46,10 @@
 //!    `Ok(json!(upid))`. The body runs under the write lock when the duration
 //!    (`SimConfig::task_durations` or `.duration(d)` or the type default, × `time_scale`)
 //!    has passed; `Err(msg)` ends the task `TASK ERROR: msg`. `fail_next_task` faults and
-//!    `DELETE /tasks/{upid}` are handled for you.
+//!    `DELETE /tasks/{upid}` are handled for you. A node-wide lock that only one task may hold
+//!    at a time: `.global_lock(cx.sim.global_lock(node, "/var/run/vzdump.lock", lockwait))`
+//!    (vzdump); checks and guest locks that must happen when such a delayed task really
+//!    starts: `.on_start(|st, log| locks)`.
 //! 6. **Locks**: check with `guest.check_lock()?` (→ 500 `VM is locked (backup)`) before
 //!    starting; `TaskSpec::lock(vmid, "clone")` sets `lock: clone` in the guest config at
 //!    spawn and removes it when the task ends (if still the same lock).

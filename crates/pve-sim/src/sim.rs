@@ -14,7 +14,7 @@ use crate::error::PveResult;
 use crate::faults::FaultControl;
 use crate::model::Cluster;
 use crate::router::Routes;
-use crate::tasks::{TaskLog, TaskSpec};
+use crate::tasks::{GlobalLocks, TaskLog, TaskSpec};
 use crate::tls::CertBundle;
 
 /// Shared state of one simulator instance.
@@ -25,6 +25,8 @@ pub struct Sim {
     generation: AtomicU64,
     pub faults: FaultControl,
     pub(crate) running_tasks: Mutex<HashMap<String, tokio::sync::oneshot::Sender<()>>>,
+    /// Node-wide task locks, e.g. vzdump's `/var/run/vzdump.lock`; see `tasks::GlobalLock`.
+    pub(crate) global_locks: Mutex<GlobalLocks>,
     pub(crate) routes: Routes,
     pub cert: Option<CertBundle>,
     /// SHA-256 fingerprint of `cert` (`AB:CD:..`).
@@ -47,6 +49,7 @@ impl Sim {
             generation: AtomicU64::new(1),
             faults,
             running_tasks: Mutex::new(HashMap::new()),
+            global_locks: Mutex::new(HashMap::new()),
             routes,
             fingerprint: cert.as_ref().and_then(|c| crate::tls::fingerprint(c).ok()),
             cert,

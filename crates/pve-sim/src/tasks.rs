@@ -1,7 +1,8 @@
 //! Asynchronous tasks: UPIDs in PVE's exact format, the task registry (status, log, exit
 //! status), and the runner that waits the task's (scaled) duration, applies the task body to
 //! the cluster under the state lock, clears the guest locks and writes `TASK OK` /
-//! `TASK ERROR: <msg>`.
+//! `TASK ERROR: <msg>`. A task may first have to take a node-wide [`GlobalLock`] (vzdump's
+//! `/var/run/vzdump.lock`); it starts (start log, guest locks, duration) only once it holds it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -237,8 +238,41 @@ impl TaskLog {
     }
 }
 
+/// What a task does when it starts, under the state lock: checks and log lines against the
+/// cluster as it is then, and the guest locks (`(vmid, lock)`) it holds until it ends.
+pub type StartHook = Box<dyn FnOnce(&mut Cluster, &mut TaskLog) -> Vec<(u32, String)> + Send>;
+
+/// A node-wide exclusive lock a task takes before it starts: PVE's `flock` on a file of the
+/// node, as vzdump's `getlock` does on `/var/run/vzdump.lock`. Get one with
+/// [`Sim::global_lock`].
+#[derive(Clone)]
+pub struct GlobalLock {
+    /// The lock file, as named in the error messages.
+    path: String,
+    /// One per (node, path), shared by every task that takes it.
+    mutex: Arc<tokio::sync::Mutex<()>>,
+    /// How long a task waits for it (vzdump's `lockwait`, minutes); 0 = fail at once.
+    wait_minutes: u64,
+}
+
+impl GlobalLock {
+    /// Holds the lock as a vzdump outside the API would (one from the node's cron or shell):
+    /// API tasks that take it wait until the guard is dropped. None while a task holds it.
+    pub fn try_hold(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        self.mutex.clone().try_lock_owned().ok()
+    }
+}
+
+impl std::fmt::Debug for GlobalLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GlobalLock").field("path", &self.path).field("wait_minutes", &self.wait_minutes).finish()
+    }
+}
+
+/// The mutexes behind the [`GlobalLock`]s, by (node, lock file).
+pub(crate) type GlobalLocks = HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>;
+
 /// What to start: node, type, id, user, locks and the base duration.
-#[derive(Debug, Clone)]
 pub struct TaskSpec {
     pub node: String,
     pub ty: String,
@@ -247,6 +281,24 @@ pub struct TaskSpec {
     pub locks: Vec<(u32, String)>,
     pub duration: Option<Duration>,
     pub start_log: Vec<String>,
+    pub global_lock: Option<GlobalLock>,
+    pub on_start: Option<StartHook>,
+}
+
+impl std::fmt::Debug for TaskSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskSpec")
+            .field("node", &self.node)
+            .field("ty", &self.ty)
+            .field("id", &self.id)
+            .field("user", &self.user)
+            .field("locks", &self.locks)
+            .field("duration", &self.duration)
+            .field("start_log", &self.start_log)
+            .field("global_lock", &self.global_lock)
+            .field("on_start", &self.on_start.as_ref().map(|_| "<hook>"))
+            .finish()
+    }
 }
 
 impl TaskSpec {
@@ -261,6 +313,8 @@ impl TaskSpec {
             locks: Vec::new(),
             duration: None,
             start_log: Vec::new(),
+            global_lock: None,
+            on_start: None,
         }
     }
     /// Sets `lock: <lock>` on guest `vmid` when the task starts, removed when it ends.
@@ -277,6 +331,50 @@ impl TaskSpec {
     pub fn log(mut self, line: impl Into<String>) -> TaskSpec {
         self.start_log.push(line.into());
         self
+    }
+    /// Takes `lock` before starting: while another task holds it, this one waits (or fails,
+    /// see [`GlobalLock`]), and its start log, guest locks, start hook and duration wait too.
+    pub fn global_lock(mut self, lock: GlobalLock) -> TaskSpec {
+        self.global_lock = Some(lock);
+        self
+    }
+    /// Runs `hook` when the task starts (after the start log lines); the guest locks it returns
+    /// are set then and held until the task ends. For work that must see the cluster as it is
+    /// when a delayed task really starts (vzdump checks and locks its guests then).
+    pub fn on_start(
+        mut self,
+        hook: impl FnOnce(&mut Cluster, &mut TaskLog) -> Vec<(u32, String)> + Send + 'static,
+    ) -> TaskSpec {
+        self.on_start = Some(Box::new(hook));
+        self
+    }
+}
+
+/// The parts of a spec applied when the task starts.
+struct Start {
+    locks: Vec<(u32, String)>,
+    log: Vec<String>,
+    hook: Option<StartHook>,
+}
+
+impl Start {
+    /// Writes the start log, runs the hook and sets the guest locks (recorded on the task so
+    /// that `finish` releases them).
+    fn apply(self, st: &mut Cluster, upid: &str) {
+        let mut log = TaskLog { lines: self.log };
+        let mut locks = self.locks;
+        if let Some(hook) = self.hook {
+            locks.extend(hook(st, &mut log));
+        }
+        for (vmid, lock) in &locks {
+            if let Some(g) = st.guests.get_mut(vmid) {
+                g.config.insert("lock".into(), lock.clone());
+            }
+        }
+        if let Some(task) = st.tasks.get_mut(upid) {
+            task.log.extend(log.lines);
+            task.locks.extend(locks);
+        }
     }
 }
 
@@ -309,9 +407,25 @@ impl Sim {
         self.scaled(d)
     }
 
+    /// The lock file `path` of `node` (one mutex per node and path), waited for up to
+    /// `wait_minutes` (scaled like task durations; 0 = fail at once).
+    pub fn global_lock(&self, node: &str, path: &str, wait_minutes: u64) -> GlobalLock {
+        let mutex = self.global_locks.lock().entry((node.to_string(), path.to_string())).or_default().clone();
+        GlobalLock { path: path.to_string(), mutex, wait_minutes }
+    }
+
+    /// How long a task waits for a global lock before `got timeout`; None = until it is free.
+    /// With time scale 0 (tests) nothing would be left of the wait, so the waiter waits for
+    /// the holder instead of timing out at once.
+    fn lock_wait_limit(&self, wait_minutes: u64) -> Option<Duration> {
+        (self.config.time_scale > 0.0).then(|| self.scaled(Duration::from_secs(wait_minutes * 60)))
+    }
+
     /// Starts a task: registers it as running, sets the spec's guest locks, and schedules the
     /// body to run under the state lock when the duration has passed. Returns the UPID.
     /// Callers check `Guest::check_lock` first; this sets the locks unconditionally.
+    /// With a [`GlobalLock`] held by another task, the start (log, locks, hook) and the
+    /// duration wait until this task holds it.
     pub fn spawn_task<F>(self: &Arc<Self>, st: &mut Cluster, spec: TaskSpec, body: F) -> PveResult<String>
     where
         F: FnOnce(&mut Cluster, &mut TaskLog) -> Result<(), String> + Send + 'static,
@@ -329,11 +443,6 @@ impl Sim {
             user: spec.user.clone(),
         };
         let upid_s = upid.to_string();
-        for (vmid, lock) in &spec.locks {
-            if let Some(g) = st.guests.get_mut(vmid) {
-                g.config.insert("lock".into(), lock.clone());
-            }
-        }
         st.tasks.push(Task {
             upid: upid_s.clone(),
             node: spec.node.clone(),
@@ -346,17 +455,70 @@ impl Sim {
             running: true,
             exitstatus: None,
             endtime: None,
-            log: spec.start_log.clone(),
-            locks: spec.locks.clone(),
+            log: Vec::new(),
+            locks: Vec::new(),
         });
+        let start = Start { locks: spec.locks, log: spec.start_log, hook: spec.on_start };
+        // Uncontended (the common case) the global lock is taken here and the task starts at
+        // once, exactly like a task without one; else it starts in the runner once it holds it.
+        let mut held = None;
+        let mut waiting = None;
+        match spec.global_lock.map(|gl| (gl.mutex.clone().try_lock_owned(), gl)) {
+            None => start.apply(st, &upid_s),
+            Some((Ok(guard), _)) => {
+                held = Some(guard);
+                start.apply(st, &upid_s);
+            }
+            Some((Err(_), gl)) if gl.wait_minutes == 0 => {
+                let line = format!("ERROR: can't acquire lock '{}' (wait = 0)", gl.path);
+                end_without_status(st, &upid_s, vec![line]);
+                return Ok(upid_s);
+            }
+            Some((Err(_), gl)) => {
+                if let Some(task) = st.tasks.get_mut(&upid_s) {
+                    task.log.push("INFO: trying to get global lock - waiting...".into());
+                }
+                waiting = Some((gl, start));
+            }
+        }
         let duration = self.task_duration(&spec.ty, spec.duration);
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         self.running_tasks.lock().insert(upid_s.clone(), stop_tx);
         let sim = self.clone();
         let upid_task = upid_s.clone();
-        let ty = spec.ty.clone();
+        let ty = spec.ty;
         tracing::debug!(upid = %upid_s, "task started");
         tokio::spawn(async move {
+            let mut global_guard = held;
+            if let Some((gl, start)) = waiting {
+                let limit = sim.lock_wait_limit(gl.wait_minutes);
+                let timeout = async {
+                    match limit {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                // PVE's flock under `alarm(lockwait * 60)`; a stop (SIGTERM) interrupts it too.
+                let failure = tokio::select! {
+                    guard = gl.mutex.clone().lock_owned() => {
+                        global_guard = Some(guard);
+                        None
+                    }
+                    _ = timeout => Some("got timeout"),
+                    _ = &mut stop_rx => Some("interrupted by signal"),
+                };
+                let mut st = sim.write();
+                if let Some(reason) = failure {
+                    sim.running_tasks.lock().remove(&upid_task);
+                    let line = format!("ERROR: can't acquire lock '{}' - {reason}", gl.path);
+                    end_without_status(&mut st, &upid_task, vec![line]);
+                    return;
+                }
+                if let Some(task) = st.tasks.get_mut(&upid_task) {
+                    task.log.push("INFO: got global lock".into());
+                }
+                start.apply(&mut st, &upid_task);
+            }
             let interrupted = tokio::select! {
                 _ = tokio::time::sleep(duration) => false,
                 r = stop_rx => r.is_ok(),
@@ -376,6 +538,10 @@ impl Sim {
                 remove_placeholders(&mut st, &upid_task);
             }
             finish(&mut st, &upid_task, log, result);
+            drop(st);
+            // Held until the task has ended, whichever way (done, failed, stopped): the next
+            // waiter starts now.
+            drop(global_guard);
         });
         Ok(upid_s)
     }
@@ -439,16 +605,23 @@ fn finish(st: &mut Cluster, upid: &str, log: TaskLog, result: Result<(), String>
     }
 }
 
+/// Ends a task whose process exited without writing a final `TASK ...` line (after `lines`),
+/// releasing its locks. PVE reads the status from the log's last line, so it is
+/// `unexpected status`: e.g. vzdump, whose worker `exit`s when `getlock` fails.
+fn end_without_status(st: &mut Cluster, upid: &str, lines: Vec<String>) {
+    finish(st, upid, TaskLog { lines }, Err("unexpected status".into()));
+    if let Some(t) = st.tasks.get_mut(upid) {
+        t.log.pop();
+        t.exitstatus = Some("unexpected status".into());
+    }
+}
+
 /// Marks tasks that were running when the state was saved as ended (the process is gone) and
 /// releases their locks.
 pub fn recover_after_restart(st: &mut Cluster) {
     let running: Vec<String> = st.tasks.iter().filter(|t| t.running).map(|t| t.upid.clone()).collect();
     for upid in running {
-        finish(st, &upid, TaskLog::default(), Err("unexpected status".into()));
-        if let Some(t) = st.tasks.get_mut(&upid) {
-            t.log.pop();
-            t.exitstatus = Some("unexpected status".into());
-        }
+        end_without_status(st, &upid, Vec::new());
     }
 }
 

@@ -8,5 +8,6 @@ mod node_caps;
 mod provision;
 mod pve_rate;
 mod relay;
+mod restore;
 mod scheduler;
 mod support;

@@ -163,10 +163,23 @@ impl Harness {
             ],
             node: Some(NODE.into()),
         };
-        let payload = ProvisionVm { template: template.into(), template_vmid, node: NODE.into(), kind, vmid: None };
+        let payload = ProvisionVm {
+            template: template.into(),
+            template_vmid,
+            node: NODE.into(),
+            kind,
+            vmid: None,
+            from_backup: None,
+        };
         let mut job = payload.new_job();
         job.max_attempts = max_attempts;
-        let mut created = instances::create(self.db.pool(), self.tenant, &new, &job).await.unwrap();
+        self.accept_job(&new, &job).await
+    }
+
+    /// Writes a new instance with the job that makes its guest (a provision, a restore), as the
+    /// API does, with an outbox row; [`Harness::push`] sends it.
+    pub async fn accept_job(&self, new: &NewInstance, job: &nimbus_db::jobs::NewJob) -> (Instance, Enqueued) {
+        let mut created = instances::create(self.db.pool(), self.tenant, new, job).await.unwrap();
         assert_eq!(nimbus_db::outbox::owe(self.db.pool(), &[created.enqueued.job.id]).await.unwrap(), 1);
         let row: i64 = sqlx::query_scalar("select id from outbox where job_id = $1")
             .bind(created.enqueued.job.id.as_uuid())

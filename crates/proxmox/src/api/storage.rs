@@ -221,6 +221,37 @@ impl DownloadUrl {
     }
 }
 
+/// Which backups a retention run looks at (`GET`/`DELETE .../prunebackups`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PruneQuery {
+    /// The retention (`keep-last=3,keep-daily=7`); the storage's own when absent.
+    #[serde(rename = "prune-backups", skip_serializing_if = "Option::is_none")]
+    pub prune_backups: Option<String>,
+    /// Only this guest type (`qemu` or `lxc`).
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub guest_type: Option<String>,
+    /// Only this guest's backups.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vmid: Option<u32>,
+}
+
+/// A backup as the retention dry run marks it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PruneMark {
+    /// The backup's volume id.
+    pub volid: String,
+    /// Creation time, Unix seconds.
+    pub ctime: i64,
+    /// `keep`, `remove`, `protected` or `renamed`.
+    pub mark: String,
+    /// The guest's VMID.
+    #[serde(default)]
+    pub vmid: Option<u32>,
+    /// The guest's type.
+    #[serde(rename = "type", default)]
+    pub guest_type: Option<String>,
+}
+
 impl StorageApi {
     /// Storage id.
     pub fn name(&self) -> &str {
@@ -248,6 +279,16 @@ impl StorageApi {
     /// `DELETE .../content/{volume}`: deletes a volume (e.g. a backup); task `imgdel`.
     pub async fn delete_volume(&self, volid: &str) -> Result<Upid> {
         self.client.call(Method::DELETE, &self.path(&format!("/content/{}", path_segment(volid))), &Params::new()).await
+    }
+
+    /// `GET .../prunebackups`: what a retention run would keep and remove (a dry run).
+    pub async fn prune_preview(&self, query: &PruneQuery) -> Result<Vec<PruneMark>> {
+        self.client.call_with(Method::GET, &self.path("/prunebackups"), query).await
+    }
+
+    /// `DELETE .../prunebackups`: removes what the dry run marks `remove`; task `prunebackups`.
+    pub async fn prune(&self, query: &PruneQuery) -> Result<Upid> {
+        self.client.call_with(Method::DELETE, &self.path("/prunebackups"), query).await
     }
 
     /// `GET .../status`.

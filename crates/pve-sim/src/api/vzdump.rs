@@ -1,6 +1,19 @@
 //! Backups: `POST /nodes/{node}/vzdump` (task `vzdump`, guest lock `backup`, archive volumes on
 //! the target storage with capacity accounting), `GET .../vzdump/defaults` and
 //! `GET .../vzdump/extractconfig`.
+//!
+//! One vzdump at a time per node, as PVE's `getlock` does with a `flock` on
+//! `/var/run/vzdump.lock`: a vzdump started while another runs on the node logs
+//! `INFO: trying to get global lock - waiting...` and waits (up to `lockwait` minutes, default
+//! 180, scaled like task durations; with time scale 0 until the holder ends), then logs
+//! `INFO: got global lock` and starts. Only then does the backup job start (`starting new
+//! backup job`), are its guests checked and locked (`lock: backup`; a waiting job's guests
+//! stay unlocked) and does its duration run. When the lock cannot be had the worker exits
+//! without a `TASK ...` line, so the status is `unexpected status` and the reason is the last
+//! log line: `ERROR: can't acquire lock '/var/run/vzdump.lock' (wait = 0)` (`lockwait=0`),
+//! `... - got timeout`, or `... - interrupted by signal` (task stopped while waiting).
+
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
@@ -9,6 +22,7 @@ use crate::model::{BackupMeta, Cluster, GuestKind, PowerState};
 use crate::params::{P, Params, f, split_list};
 use crate::router::Routes;
 use crate::sim::Ctx;
+use crate::tasks::TaskLog;
 use crate::util::MIB;
 
 /// Registers the routes.
@@ -87,6 +101,12 @@ fn params() -> Vec<P> {
     ]
 }
 
+/// vzdump's node-wide lock file (pve-manager `PVE/VZDump.pm`).
+const LOCK_FILE: &str = "/var/run/vzdump.lock";
+
+/// vzdump's default `lockwait` (minutes).
+const DEFAULT_LOCKWAIT: u64 = 180;
+
 /// What one guest's backup needs.
 struct Job {
     vmid: u32,
@@ -141,48 +161,6 @@ fn vzdump(cx: &Ctx, p: &Params) -> PveResult<Value> {
     let (local, external): (Vec<u32>, Vec<u32>) =
         wanted.iter().partition(|v| st.guests.get(v).is_none_or(|g| g.node == node));
 
-    let now = chrono::Local::now();
-    let template = p.opt_str("notes-template").map(str::to_string);
-    let mut jobs = Vec::new();
-    let mut failures: Vec<(u32, String)> = Vec::new();
-    for &vmid in &local {
-        let Some(g) = st.guests.get(&vmid) else {
-            failures.push((vmid, format!("unable to find configuration file for VM {vmid} on node '{node}'")));
-            continue;
-        };
-        if let Err(e) = g.check_lock() {
-            failures.push((vmid, e));
-            continue;
-        }
-        let disks = g.disk_sizes();
-        let used: u64 = g
-            .config
-            .iter()
-            .filter(|(k, _)| disks.iter().any(|(dk, _)| dk == *k))
-            .filter_map(|(_, v)| st.volume(&node, v.split(',').next().unwrap_or("")))
-            .map(|v| v.used)
-            .sum();
-        let ratio = if compress == "0" { 1.0 } else { 0.45 };
-        let size = (used as f64 * ratio) as u64 + MIB;
-        let mut config = g.config.clone();
-        config.remove("lock");
-        let name = g.name();
-        let notes = template.as_ref().map(|t| {
-            t.replace("{{guestname}}", &name)
-                .replace("{{vmid}}", &vmid.to_string())
-                .replace("{{node}}", &node)
-                .replace("{{cluster}}", &st.cluster_name)
-        });
-        jobs.push(Job {
-            vmid,
-            kind: g.kind,
-            archive: format!("backup/{}", archive_name(g.kind, vmid, now, &compress)),
-            size,
-            meta: BackupMeta { kind: g.kind, vmid, config, disks },
-            name,
-            notes,
-        });
-    }
     let id = if wanted.len() == 1 { wanted[0].to_string() } else { String::new() };
     let mut spec = cx.task(&node, "vzdump", id).log(format!(
         "INFO: starting new backup job: vzdump {} --storage {storage} --mode {mode} --compress {compress} --node {node}",
@@ -194,16 +172,24 @@ fn vzdump(cx: &Ctx, p: &Params) -> PveResult<Value> {
             external.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
         ));
     }
-    for (vmid, err) in &failures {
-        spec = spec.log(format!("ERROR: Backup of VM {vmid} failed - {err}"));
-    }
-    for j in &jobs {
-        spec = spec.lock(j.vmid, "backup");
-    }
-    let failed = !failures.is_empty();
+    // The guests are checked, locked and read when the job starts, which is later than now
+    // when another vzdump holds the node's lock; the body gets what the start prepared.
+    let prepared: Arc<parking_lot::Mutex<Option<Prepared>>> = Arc::default();
+    let template = p.opt_str("notes-template").map(str::to_string);
+    let lockwait = p.opt_u64("lockwait").unwrap_or(DEFAULT_LOCKWAIT);
+    let spec = spec.global_lock(cx.sim.global_lock(&node, LOCK_FILE, lockwait)).on_start({
+        let (node, compress, prepared) = (node.clone(), compress.clone(), prepared.clone());
+        move |st: &mut Cluster, log: &mut TaskLog| {
+            let job = prepare(st, &node, &local, &compress, template.as_deref(), log);
+            let locks = job.jobs.iter().map(|j| (j.vmid, "backup".to_string())).collect();
+            *prepared.lock() = Some(job);
+            locks
+        }
+    });
     let protect = p.bool("protected");
     let path = super::storage::volume_path(s, &format!("{storage}:backup/x")).trim_end_matches("/x").to_string();
     let upid = cx.spawn_task(&mut st, spec, move |st: &mut Cluster, log| {
+        let Prepared { jobs, failed } = prepared.lock().take().unwrap_or_default();
         let mut errors = failed;
         for j in jobs {
             let label = if j.kind == GuestKind::Qemu { "qemu" } else { "lxc" };
@@ -252,6 +238,70 @@ fn vzdump(cx: &Ctx, p: &Params) -> PveResult<Value> {
         Ok(())
     })?;
     Ok(json!(upid))
+}
+
+/// The guests of a backup job as it starts: the backups to make, and whether some guest failed.
+#[derive(Default)]
+struct Prepared {
+    jobs: Vec<Job>,
+    failed: bool,
+}
+
+/// Checks and reads the job's guests of `node` when it starts, logging each that fails
+/// (missing or locked).
+fn prepare(
+    st: &Cluster,
+    node: &str,
+    local: &[u32],
+    compress: &str,
+    template: Option<&str>,
+    log: &mut TaskLog,
+) -> Prepared {
+    let now = chrono::Local::now();
+    let mut out = Prepared::default();
+    for &vmid in local {
+        let Some(g) = st.guests.get(&vmid) else {
+            log.line(format!(
+                "ERROR: Backup of VM {vmid} failed - unable to find configuration file for VM {vmid} on node '{node}'"
+            ));
+            out.failed = true;
+            continue;
+        };
+        if let Err(e) = g.check_lock() {
+            log.line(format!("ERROR: Backup of VM {vmid} failed - {e}"));
+            out.failed = true;
+            continue;
+        }
+        let disks = g.disk_sizes();
+        let used: u64 = g
+            .config
+            .iter()
+            .filter(|(k, _)| disks.iter().any(|(dk, _)| dk == *k))
+            .filter_map(|(_, v)| st.volume(node, v.split(',').next().unwrap_or("")))
+            .map(|v| v.used)
+            .sum();
+        let ratio = if compress == "0" { 1.0 } else { 0.45 };
+        let size = (used as f64 * ratio) as u64 + MIB;
+        let mut config = g.config.clone();
+        config.remove("lock");
+        let name = g.name();
+        let notes = template.map(|t| {
+            t.replace("{{guestname}}", &name)
+                .replace("{{vmid}}", &vmid.to_string())
+                .replace("{{node}}", node)
+                .replace("{{cluster}}", &st.cluster_name)
+        });
+        out.jobs.push(Job {
+            vmid,
+            kind: g.kind,
+            archive: format!("backup/{}", archive_name(g.kind, vmid, now, compress)),
+            size,
+            meta: BackupMeta { kind: g.kind, vmid, config, disks },
+            name,
+            notes,
+        });
+    }
+    out
 }
 
 fn human(bytes: u64) -> String {

@@ -1,0 +1,323 @@
+//! An instance's backup policy: `GET`/`PUT`/`DELETE /v1/vms/{id}/backup-policy`
+//! (`{schedule, retention}`) and `GET /v1/vms/{id}/backup-policy/preview` (the retention's dry
+//! run on the current backups).
+//!
+//! The schedule is a cron expression (UTC; `daily` and `weekly` too) fired by the workers'
+//! scheduler with the `latest_only` policy: after an outage, one backup, not one per missed
+//! time. Each fire starts a backup job named by the schedule, which runs the retention after the
+//! backup (Proxmox `prunebackups`, protected backups never removed). The plan limits both: the
+//! schedule may not fire more often than `minIntervalMinutes`, and the retention may not keep
+//! more than `maxBackups` (backups made on the Proxmox side count toward it, and a backup that
+//! would exceed it is refused).
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use nimbus_db::backup_policies::{self, BackupPolicy};
+use nimbus_db::instances::Instance;
+use nimbus_db::plans::{self, BackupSettings};
+use nimbus_db::schedules::NewSchedule;
+use nimbus_domain::{ErrorCode, InstanceStatus, MissedFirePolicy, ResourceRef, Retention};
+use nimbus_jobs::BackupInstance;
+use nimbus_jobs::schedule::CronSpec;
+use nimbus_proxmox::PruneQuery;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::AuthUser;
+use crate::error::{ApiError, FieldError};
+use crate::extract::{QueryParams, decode};
+use crate::middleware::RequestId;
+use crate::routes::vm_backups::{archive_id, belongs_to};
+use crate::routes::vms::tenant_instance;
+use crate::state::AppState;
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/vms/{id}/backup-policy", get(show).put(put).delete(remove))
+        .route("/v1/vms/{id}/backup-policy/preview", get(preview))
+}
+
+/// The note of scheduled backups.
+const SCHEDULED_NOTE: &str = "scheduled";
+
+/// The plan's limits as the policy shows them.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Limits {
+    max_backups: i32,
+    min_interval_minutes: i32,
+}
+
+/// An instance's policy as the customer sees it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PolicyView {
+    /// The cron expression (UTC), `daily` or `weekly`; `null`: no scheduled backups.
+    schedule: Option<String>,
+    /// What each scheduled backup keeps (the plan's default when there is no policy).
+    retention: Retention,
+    /// Paused by an operator.
+    paused: bool,
+    next_run_at: Option<DateTime<Utc>>,
+    last_run_at: Option<DateTime<Utc>>,
+    limits: Limits,
+}
+
+fn view(policy: Option<BackupPolicy>, plan: &BackupSettings) -> PolicyView {
+    let limits = Limits { max_backups: plan.max_backups, min_interval_minutes: plan.min_interval_minutes };
+    match policy {
+        Some(p) => PolicyView {
+            schedule: Some(p.cron),
+            retention: p.retention,
+            paused: p.paused,
+            next_run_at: Some(p.next_fire_at),
+            last_run_at: p.last_fire_at,
+            limits,
+        },
+        None => PolicyView {
+            schedule: None,
+            retention: Retention { keep_last: plan.max_backups.clamp(0, 7) as u32, ..Retention::default() },
+            paused: false,
+            next_run_at: None,
+            last_run_at: None,
+            limits,
+        },
+    }
+}
+
+async fn show(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    rid: RequestId,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let i = tenant_instance(&state, &auth, &id).await?;
+    let plan = plans::backup_settings_for_tenant(state.db(), auth.tenant()).await?;
+    let policy = backup_policies::get(state.db(), auth.tenant(), i.id).await?;
+    Ok(super::data(&rid, view(policy, &plan)).into_response())
+}
+
+/// The body of `PUT /v1/vms/{id}/backup-policy`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyBody {
+    /// `null` turns scheduled backups off.
+    schedule: Option<String>,
+    retention: Retention,
+}
+
+/// Statuses in which an instance can have scheduled backups.
+const SCHEDULABLE: &[InstanceStatus] =
+    &[InstanceStatus::Provisioning, InstanceStatus::Running, InstanceStatus::Stopped];
+
+/// The schedule and retention, checked against the plan.
+fn check(body: &PolicyBody, plan: &BackupSettings, now: DateTime<Utc>) -> Result<Option<CronSpec>, ApiError> {
+    let mut errors = Vec::new();
+    let spec = match body.schedule.as_deref().map(CronSpec::parse) {
+        None => None,
+        Some(Err(e)) => {
+            errors.push(FieldError::new("schedule", e.to_string()));
+            None
+        }
+        Some(Ok(spec)) => {
+            let min = chrono::Duration::minutes(i64::from(plan.min_interval_minutes.max(0)));
+            if let Some(gap) = spec.shortest_gap(now).filter(|gap| *gap < min) {
+                errors.push(FieldError::new(
+                    "schedule",
+                    format!(
+                        "fires {} minutes apart; the plan allows a backup every {} minutes at most",
+                        gap.num_minutes(),
+                        min.num_minutes()
+                    ),
+                ));
+            }
+            Some(spec)
+        }
+    };
+    let kept = body.retention.most_kept();
+    if kept == 0 {
+        errors.push(FieldError::new("retention", "keep at least one backup (keepLast, keepDaily, ...)"));
+    } else if kept > plan.max_backups.max(0) as u64 {
+        errors.push(FieldError::new(
+            "retention",
+            format!("keeps up to {kept} backups; the plan allows {} per instance", plan.max_backups),
+        ));
+    }
+    if errors.is_empty() { Ok(spec) } else { Err(ApiError::Validation(errors)) }
+}
+
+async fn put(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    rid: RequestId,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let i = tenant_instance(&state, &auth, &id).await?;
+    let body = decode::<PolicyBody>(&bytes)?.value;
+    if !SCHEDULABLE.contains(&i.status) {
+        return Err(ApiError::Refused {
+            code: ErrorCode::InvalidInstanceState,
+            message: format!("a {} instance has no backups to schedule", i.status),
+            details: serde_json::json!({ "status": i.status }),
+        });
+    }
+    let plan = plans::backup_settings_for_tenant(state.db(), auth.tenant()).await?;
+    let now = Utc::now();
+    let Some(spec) = check(&body, &plan, now)? else {
+        backup_policies::remove(state.db(), auth.tenant(), i.id).await?;
+        return Ok(super::data(&rid, view(None, &plan)).into_response());
+    };
+    let first_fire_at = spec.next_after(now).ok_or_else(|| ApiError::field("schedule", "never fires"))?;
+    let mut job = BackupInstance { note: Some(SCHEDULED_NOTE.to_owned()), ..BackupInstance::default() }.new_job();
+    job.resources = vec![ResourceRef::instance(i.id)];
+    let schedule = NewSchedule {
+        tenant: Some(auth.tenant()),
+        name: format!("backups of {}", i.name),
+        cron: spec.as_str().to_owned(),
+        job,
+        policy: MissedFirePolicy::LatestOnly,
+        first_fire_at,
+    };
+    let mut tx = state.db().begin().await.map_err(nimbus_db::DbError::from)?;
+    let policy = backup_policies::put(&mut tx, auth.tenant(), i.id, &schedule, body.retention).await?;
+    tx.commit().await.map_err(nimbus_db::DbError::from)?;
+    tracing::info!(vm.id = %i.id, schedule = %policy.cron, "backup policy set");
+    Ok(super::data(&rid, view(Some(policy), &plan)).into_response())
+}
+
+async fn remove(State(state): State<AppState>, auth: AuthUser, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let i = tenant_instance(&state, &auth, &id).await?;
+    if !backup_policies::remove(state.db(), auth.tenant(), i.id).await? {
+        return Err(ApiError::NotFound("backup policy"));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `?keepLast=&keepDaily=&keepWeekly=&keepMonthly=`; none: the retention `GET` shows.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PreviewQuery {
+    keep_last: Option<u32>,
+    keep_daily: Option<u32>,
+    keep_weekly: Option<u32>,
+    keep_monthly: Option<u32>,
+}
+
+/// One backup as the dry run marks it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Marked {
+    id: String,
+    created_at: Option<DateTime<Utc>>,
+    /// `keep`, `remove` or `protected`.
+    mark: String,
+}
+
+/// The dry run's answer.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Preview {
+    retention: Retention,
+    backups: Vec<Marked>,
+    /// How many it would remove.
+    removes: usize,
+}
+
+async fn preview(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    rid: RequestId,
+    Path(id): Path<String>,
+    QueryParams(q): QueryParams<PreviewQuery>,
+) -> Result<Response, ApiError> {
+    let i = tenant_instance(&state, &auth, &id).await?;
+    let asked = [q.keep_last, q.keep_daily, q.keep_weekly, q.keep_monthly];
+    let retention = if asked.iter().all(Option::is_none) {
+        let plan = plans::backup_settings_for_tenant(state.db(), auth.tenant()).await?;
+        view(backup_policies::get(state.db(), auth.tenant(), i.id).await?, &plan).retention
+    } else {
+        Retention {
+            keep_last: q.keep_last.unwrap_or(0),
+            keep_daily: q.keep_daily.unwrap_or(0),
+            keep_weekly: q.keep_weekly.unwrap_or(0),
+            keep_monthly: q.keep_monthly.unwrap_or(0),
+        }
+    };
+    if retention.most_kept() == 0 {
+        return Err(ApiError::field("keepLast", "keep at least one backup (keepLast, keepDaily, ...)"));
+    }
+    let backups = dry_run(&state, &i, retention).await?;
+    let removes = backups.iter().filter(|b| b.mark == "remove").count();
+    Ok(super::data(&rid, Preview { retention, backups, removes }).into_response())
+}
+
+/// Proxmox's dry run of `retention` on the guest's backups, newest first.
+async fn dry_run(state: &AppState, i: &Instance, retention: Retention) -> Result<Vec<Marked>, ApiError> {
+    let (Some(node), Some(vmid)) = (i.node.as_deref(), i.vmid) else { return Ok(Vec::new()) };
+    let storage = plans::backup_settings_for_tenant(state.db(), i.tenant_id).await?.storage;
+    let query = PruneQuery {
+        prune_backups: retention.prune_backups(),
+        guest_type: Some(i.kind.as_str().to_owned()),
+        vmid: Some(vmid as u32),
+    };
+    let marks =
+        state.inventory().client().node(node).storage(&storage).prune_preview(&query).await.map_err(|e| {
+            ApiError::ProxmoxUnavailable(format!("retention dry run of {node}/{vmid} on {storage}: {e}"))
+        })?;
+    let mut out: Vec<Marked> = marks
+        .into_iter()
+        .filter(|m| belongs_to(i, Some(m.ctime)))
+        .map(|m| Marked {
+            id: archive_id(&m.volid).to_owned(),
+            created_at: DateTime::from_timestamp(m.ctime, 0),
+            mark: if m.mark == "renamed" { "keep".to_owned() } else { m.mark },
+        })
+        .collect();
+    out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(max_backups: i32, min_interval_minutes: i32) -> BackupSettings {
+        BackupSettings { storage: "local".into(), max_backups, min_interval_minutes }
+    }
+
+    fn body(schedule: Option<&str>, keep_last: u32, keep_daily: u32) -> PolicyBody {
+        PolicyBody {
+            schedule: schedule.map(str::to_owned),
+            retention: Retention { keep_last, keep_daily, ..Retention::default() },
+        }
+    }
+
+    fn fields(r: Result<Option<CronSpec>, ApiError>) -> Vec<String> {
+        match r {
+            Err(ApiError::Validation(errors)) => errors.into_iter().filter_map(|e| e.field).collect(),
+            Err(e) => panic!("not a validation error: {e:?}"),
+            Ok(_) => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_plan_limits_schedule_and_retention() {
+        let now = Utc::now();
+        assert!(fields(check(&body(Some("0 3 * * *"), 3, 7), &plan(10, 60), now)).is_empty());
+        // Every 30 minutes is more often than the plan's hour.
+        assert_eq!(fields(check(&body(Some("*/30 * * * *"), 3, 0), &plan(10, 60), now)), ["schedule"]);
+        assert_eq!(fields(check(&body(Some("not cron"), 3, 0), &plan(10, 60), now)), ["schedule"]);
+        // 3 + 8 kept is more than 10.
+        assert_eq!(fields(check(&body(Some("daily"), 3, 8), &plan(10, 60), now)), ["retention"]);
+        // Keeping nothing by any option is Proxmox's keep-all: unbounded.
+        assert_eq!(fields(check(&body(Some("daily"), 0, 0), &plan(10, 60), now)), ["retention"]);
+        // No schedule: nothing to check but the retention.
+        assert!(matches!(check(&body(None, 1, 0), &plan(10, 60), now), Ok(None)));
+    }
+}
