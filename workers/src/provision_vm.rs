@@ -552,20 +552,27 @@ impl Provision {
                 QemuClone::new(vmid).name(self.instance.name.clone()).description(ownership_tag(self.instance.id));
             template.clone_to(&params).await
         };
+        self.await_creation(Step::Clone, vmid, created).await
+    }
+
+    /// Waits for the task that creates the guest (a clone, a create, a restore). A guest
+    /// already there is a concurrent or earlier attempt's, made between our check and the call:
+    /// adopted if ours.
+    async fn await_creation(
+        &mut self,
+        step: Step,
+        vmid: u32,
+        created: Result<nimbus_proxmox::Upid, nimbus_proxmox::PveError>,
+    ) -> Result<(), StepError> {
         let upid = match created {
             Ok(upid) => upid,
-            // A concurrent or earlier attempt created it between our check and the clone.
             Err(e) if e.is_already_exists() => {
-                return if self.adopt_or_release(vmid).await? { Ok(()) } else { Err(StepError::pve(Step::Clone)(e)) };
+                return if self.adopt_or_release(vmid).await? { Ok(()) } else { Err(StepError::pve(step)(e)) };
             }
-            Err(e) => return Err(StepError::pve(Step::Clone)(e)),
+            Err(e) => return Err(StepError::pve(step)(e)),
         };
-        self.run
-            .env
-            .pve
-            .wait_task(&upid, self.run.env.settings.task_timeout)
-            .await
-            .map_err(StepError::pve(Step::Clone))?;
+        let timeout = self.run.env.settings.task_timeout;
+        self.run.env.pve.wait_task(&upid, timeout).await.map_err(StepError::pve(step))?;
         Ok(())
     }
 
@@ -590,20 +597,7 @@ impl Provision {
             params.options = QemuOptions::new().name(name).description(tag);
             api.create_qemu(&params).await
         };
-        let upid = match created {
-            Ok(upid) => upid,
-            Err(e) if e.is_already_exists() => {
-                return if self.adopt_or_release(vmid).await? { Ok(()) } else { Err(StepError::pve(Step::Restore)(e)) };
-            }
-            Err(e) => return Err(StepError::pve(Step::Restore)(e)),
-        };
-        self.run
-            .env
-            .pve
-            .wait_task(&upid, self.run.env.settings.task_timeout)
-            .await
-            .map_err(StepError::pve(Step::Restore))?;
-        Ok(())
+        self.await_creation(Step::Restore, vmid, created).await
     }
 
     /// The volume id of the node's `vztmpl` archive named like the instance's template.

@@ -565,8 +565,30 @@ pub async fn fail_with_detail(
 /// shutting down; nothing went wrong with the job): due at once, with an outbox row, and an
 /// event saying why. `LeaseLost` when the worker no longer holds it.
 pub async fn release(ex: impl PgExecutor<'_>, id: JobId, worker: &str, message: &str) -> Result<Job> {
+    requeue(ex, id, worker, message, Duration::ZERO, false).await
+}
+
+/// Hands a job `worker` holds back to the queue to wait for `reason` (a node's only backup slot,
+/// held by another job) without counting the attempt: due again in `retry_in`, with an outbox
+/// row for then, and an event saying why. Its handle shows `reason` while it is queued.
+/// `LeaseLost` when the worker no longer holds it.
+pub async fn wait(ex: impl PgExecutor<'_>, id: JobId, worker: &str, reason: &str, retry_in: Duration) -> Result<Job> {
+    requeue(ex, id, worker, reason, retry_in, true).await
+}
+
+/// Back to the queue, the attempt not counted, due in `retry_in`, `message` as the event's (and,
+/// when `waiting`, as what the job waits for).
+async fn requeue(
+    ex: impl PgExecutor<'_>,
+    id: JobId,
+    worker: &str,
+    message: &str,
+    retry_in: Duration,
+    waiting: bool,
+) -> Result<Job> {
     let job = sqlx::query_as(concat!(
-        "with u as (update jobs set status = 'queued', attempts = attempts - 1, run_after = now(), waiting_for = null, \
+        "with u as (update jobs set status = 'queued', attempts = attempts - 1, \
+         run_after = now() + make_interval(secs => $4), waiting_for = case when $5 then $3 end, \
          locked_by = null, locked_until = null \
          where id = $1 and status = 'running' and locked_by = $2 returning *), \
          e as (insert into job_events (job_id, status, progress, step, message) \
@@ -579,31 +601,8 @@ pub async fn release(ex: impl PgExecutor<'_>, id: JobId, worker: &str, message: 
     .bind(id.as_uuid())
     .bind(worker)
     .bind(message)
-    .fetch_optional(ex)
-    .await?;
-    job.ok_or(DbError::LeaseLost(id))
-}
-
-/// Hands a job `worker` holds back to the queue to wait for `reason` (a node's only backup slot,
-/// held by another job) without counting the attempt: due again in `retry_in`, with an outbox
-/// row for then, and an event saying why. Its handle shows `reason` while it is queued.
-/// `LeaseLost` when the worker no longer holds it.
-pub async fn wait(ex: impl PgExecutor<'_>, id: JobId, worker: &str, reason: &str, retry_in: Duration) -> Result<Job> {
-    let job = sqlx::query_as(concat!(
-        "with u as (update jobs set status = 'queued', attempts = attempts - 1, \
-         run_after = now() + make_interval(secs => $4), waiting_for = $3, locked_by = null, locked_until = null \
-         where id = $1 and status = 'running' and locked_by = $2 returning *), \
-         e as (insert into job_events (job_id, status, progress, step, message) \
-         select id, status, progress, step, $3 from u), \
-         o as (insert into outbox (job_id, queue, payload, available_at) select id, queue, ",
-        dispatch_json!("u"),
-        ", run_after from u) \
-         select * from u"
-    ))
-    .bind(id.as_uuid())
-    .bind(worker)
-    .bind(reason)
     .bind(secs(retry_in))
+    .bind(waiting)
     .fetch_optional(ex)
     .await?;
     job.ok_or(DbError::LeaseLost(id))
