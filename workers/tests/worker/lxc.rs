@@ -95,3 +95,60 @@ async fn a_retry_after_a_crash_adopts_the_container() {
     assert_eq!(h.instance(instance.id).await.status, InstanceStatus::Running);
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_restored_as_a_new_instance_gets_its_name_sizes_and_a_new_mac() {
+    let h = Harness::new().await;
+    let worker = h.start("w-ct-restore", 4).await;
+    let (source, enqueued) = h.accept_lxc("ct-src", "debian-12-standard").await;
+    h.push(&enqueued).await;
+    assert_eq!(h.final_job(enqueued.job.id, Duration::from_secs(30)).await.status, JobStatus::Succeeded);
+    let source = h.instance(source.id).await;
+    let source_vmid = source.vmid.unwrap() as u32;
+    let mut tx = h.db.pool().begin().await.unwrap();
+    let backup = nimbus_jobs::BackupInstance::default().new_job();
+    let backup = nimbus_db::operations::enqueue(&mut tx, h.tenant, source.id, backup).await.unwrap();
+    tx.commit().await.unwrap();
+    h.push(&backup).await;
+    assert_eq!(h.final_job(backup.job.id, Duration::from_secs(30)).await.status, JobStatus::Succeeded);
+    let query = nimbus_proxmox::ContentQuery::backups_of(source_vmid);
+    let archive = h.pve().node(NODE).storage("local").content(&query).await.unwrap().remove(0).volid;
+    assert!(archive.contains("vzdump-lxc-"), "{archive}");
+
+    // The copy asks for more memory than the source had: the restored container gets it.
+    let new = nimbus_db::instances::NewInstance {
+        name: "ct-copy".into(),
+        kind: source.kind,
+        template: source.template.clone(),
+        cores: 1,
+        memory_mib: 4096,
+        disk_gib: 12,
+        ssh_keys: Vec::new(),
+        node: Some(NODE.into()),
+    };
+    let restore = nimbus_jobs::ProvisionVm {
+        template: source.template.clone(),
+        template_vmid: 0,
+        node: NODE.into(),
+        kind: source.kind,
+        vmid: None,
+        from_backup: Some(archive),
+    };
+    let (copy, enqueued) = h.accept_job(&new, &restore.restore_as_new_job()).await;
+    h.push(&enqueued).await;
+    let job = h.final_job(enqueued.job.id, Duration::from_secs(30)).await;
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    let copy = h.instance(copy.id).await;
+    assert_eq!(copy.status, InstanceStatus::Running);
+    let copy_vmid = copy.vmid.unwrap() as u32;
+    let sim = h.sim.sim().read();
+    let (theirs, ours) = (&sim.guests[&source_vmid].config, &sim.guests[&copy_vmid].config);
+    assert_eq!(ours["hostname"], "ct-copy");
+    assert!(ours["description"].contains(&ownership_tag(copy.id)), "{}", ours["description"]);
+    assert_eq!((ours["cores"].as_str(), ours["memory"].as_str()), ("1", "4096"));
+    assert!(ours["rootfs"].contains("size=12G"), "grown to the instance's disk: {}", ours["rootfs"]);
+    let hwaddr = |net: &str| net.split(',').find(|p| p.starts_with("hwaddr=")).map(str::to_owned);
+    assert_ne!(hwaddr(&ours["net0"]), hwaddr(&theirs["net0"]), "a new MAC");
+    drop(sim);
+    worker.stop().await;
+}
