@@ -98,8 +98,11 @@ pub struct Backup {
 pub const WAITING_FOR_LANE: &str =
     "another backup is running on this instance's node; one backup runs per node at a time";
 
-/// How long a job waits before it looks at the lane again.
-const LANE_RECHECK: Duration = Duration::from_secs(2);
+/// How long a job waits before it looks at the lane again: 2-4 s, spread so that the jobs
+/// waiting for one node do not all look at once.
+fn lane_recheck() -> Duration {
+    Duration::from_millis(2000 + rand::random::<u64>() % 2000)
+}
 
 impl Operation for Backup {
     type Step = Step;
@@ -160,7 +163,9 @@ impl Backup {
         let holder = format!("{}:{}", env.worker_id, job);
         let lane = match env.backup_lanes.try_acquire(node, &holder).await {
             Ok(Some(lane)) => lane,
-            Ok(None) => return Err(StepError::Waiting { reason: WAITING_FOR_LANE.to_owned(), retry_in: LANE_RECHECK }),
+            Ok(None) => {
+                return Err(StepError::Waiting { reason: WAITING_FOR_LANE.to_owned(), retry_in: lane_recheck() });
+            }
             Err(e) => {
                 return Err(StepError::Transient {
                     code: ErrorCode::ServiceUnavailable,

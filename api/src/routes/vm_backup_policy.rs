@@ -2,8 +2,10 @@
 //! (`{schedule, retention}`) and `GET /v1/vms/{id}/backup-policy/preview` (the retention's dry
 //! run on the current backups).
 //!
-//! The schedule is a cron expression (UTC; `daily` and `weekly` too) fired by the workers'
-//! scheduler with the `latest_only` policy: after an outage, one backup, not one per missed
+//! The schedule is a cron expression (UTC; `daily` and `weekly` too, which are placed at a minute
+//! of the night window 00:00-05:59 UTC derived from the instance, Sunday night for `weekly`, so
+//! that a node's backups do not all queue for its one backup slot at midnight) fired by the
+//! workers' scheduler with the `latest_only` policy: after an outage, one backup, not one per missed
 //! time. Each fire starts a backup job named by the schedule, which runs the retention after the
 //! backup (Proxmox `prunebackups`, protected backups never removed). The plan limits both: the
 //! schedule may not fire more often than `minIntervalMinutes`, and the retention may not keep
@@ -21,7 +23,7 @@ use nimbus_db::backup_policies::{self, BackupPolicy};
 use nimbus_db::instances::Instance;
 use nimbus_db::plans::{self, BackupSettings};
 use nimbus_db::schedules::NewSchedule;
-use nimbus_domain::{ErrorCode, InstanceStatus, MissedFirePolicy, ResourceRef, Retention};
+use nimbus_domain::{ErrorCode, InstanceId, InstanceStatus, MissedFirePolicy, ResourceRef, Retention};
 use nimbus_jobs::BackupInstance;
 use nimbus_jobs::schedule::CronSpec;
 use nimbus_proxmox::PruneQuery;
@@ -169,6 +171,7 @@ async fn put(
     }
     let plan = plans::backup_settings_for_tenant(state.db(), auth.tenant()).await?;
     let now = Utc::now();
+    let body = PolicyBody { schedule: body.schedule.map(|s| in_night_window(&s, i.id)), ..body };
     let Some(spec) = check(&body, &plan, now)? else {
         backup_policies::remove(state.db(), auth.tenant(), i.id).await?;
         return Ok(super::data(&rid, view(None, &plan)).into_response());
@@ -189,6 +192,19 @@ async fn put(
     tx.commit().await.map_err(nimbus_db::DbError::from)?;
     tracing::info!(vm.id = %i.id, schedule = %policy.cron, "backup policy set");
     Ok(super::data(&rid, view(Some(policy), &plan)).into_response())
+}
+
+/// `daily` and `weekly` as the cron expression of their time for `instance`; anything else as
+/// given.
+fn in_night_window(schedule: &str, instance: InstanceId) -> String {
+    // The UUID's random end (its start is a timestamp), as a minute of the six-hour window.
+    let minute = (instance.as_uuid().as_u128() & 0xffff_ffff) % (6 * 60);
+    let (h, m) = (minute / 60, minute % 60);
+    match schedule.trim().to_ascii_lowercase().as_str() {
+        "daily" => format!("{m} {h} * * *"),
+        "weekly" => format!("{m} {h} * * 0"),
+        _ => schedule.to_owned(),
+    }
 }
 
 async fn remove(State(state): State<AppState>, auth: AuthUser, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -304,6 +320,23 @@ mod tests {
             Err(e) => panic!("not a validation error: {e:?}"),
             Ok(_) => Vec::new(),
         }
+    }
+
+    #[test]
+    fn daily_and_weekly_are_spread_over_the_night() {
+        let mut minutes = std::collections::HashSet::new();
+        for _ in 0..50 {
+            let id = InstanceId::new();
+            let daily = in_night_window("daily", id);
+            assert_eq!(daily, in_night_window("Daily", id), "the same instance, the same time");
+            let fields: Vec<u32> = daily.split(' ').take(2).map(|f| f.parse().unwrap()).collect();
+            assert!(fields[0] < 60 && fields[1] < 6, "{daily}");
+            assert!(CronSpec::parse(&daily).is_ok());
+            assert_eq!(in_night_window("weekly", id), format!("{} {} * * 0", fields[0], fields[1]));
+            minutes.insert(daily);
+        }
+        assert!(minutes.len() > 25, "spread, not all at one time: {minutes:?}");
+        assert_eq!(in_night_window("0 3 * * *", InstanceId::new()), "0 3 * * *");
     }
 
     #[test]

@@ -586,13 +586,16 @@ async fn requeue(
     retry_in: Duration,
     waiting: bool,
 ) -> Result<Job> {
+    // A job that waits again for the same thing adds no event: one says it waits, not one per look.
     let job = sqlx::query_as(concat!(
-        "with u as (update jobs set status = 'queued', attempts = attempts - 1, \
+        "with before as (select waiting_for from jobs where id = $1), \
+         u as (update jobs set status = 'queued', attempts = attempts - 1, \
          run_after = now() + make_interval(secs => $4), waiting_for = case when $5 then $3 end, \
          locked_by = null, locked_until = null \
          where id = $1 and status = 'running' and locked_by = $2 returning *), \
          e as (insert into job_events (job_id, status, progress, step, message) \
-         select id, status, progress, step, $3 from u), \
+         select id, status, progress, step, $3 from u \
+         where not $5 or (select waiting_for from before) is distinct from $3), \
          o as (insert into outbox (job_id, queue, payload, available_at) select id, queue, ",
         dispatch_json!("u"),
         ", run_after from u) \

@@ -141,14 +141,15 @@ async fn a_container_restored_as_a_new_instance_gets_its_name_sizes_and_a_new_ma
     let copy = h.instance(copy.id).await;
     assert_eq!(copy.status, InstanceStatus::Running);
     let copy_vmid = copy.vmid.unwrap() as u32;
-    let sim = h.sim.sim().read();
-    let (theirs, ours) = (&sim.guests[&source_vmid].config, &sim.guests[&copy_vmid].config);
-    assert_eq!(ours["hostname"], "ct-copy");
-    assert!(ours["description"].contains(&ownership_tag(copy.id)), "{}", ours["description"]);
-    assert_eq!((ours["cores"].as_str(), ours["memory"].as_str()), ("1", "4096"));
-    assert!(ours["rootfs"].contains("size=12G"), "grown to the instance's disk: {}", ours["rootfs"]);
-    let hwaddr = |net: &str| net.split(',').find(|p| p.starts_with("hwaddr=")).map(str::to_owned);
-    assert_ne!(hwaddr(&ours["net0"]), hwaddr(&theirs["net0"]), "a new MAC");
-    drop(sim);
+    {
+        let sim = h.sim.sim().read();
+        let (theirs, ours) = (&sim.guests[&source_vmid].config, &sim.guests[&copy_vmid].config);
+        assert_eq!(ours["hostname"], "ct-copy");
+        assert!(ours["description"].contains(&ownership_tag(copy.id)), "{}", ours["description"]);
+        assert_eq!((ours["cores"].as_str(), ours["memory"].as_str()), ("1", "4096"));
+        assert!(ours["rootfs"].contains("size=12G"), "grown to the instance's disk: {}", ours["rootfs"]);
+        let hwaddr = |net: &str| net.split(',').find(|p| p.starts_with("hwaddr=")).map(str::to_owned);
+        assert_ne!(hwaddr(&ours["net0"]), hwaddr(&theirs["net0"]), "a new MAC");
+    }
     worker.stop().await;
 }
