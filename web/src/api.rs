@@ -146,6 +146,12 @@ pub async fn post<B: Serialize, T: DeserializeOwned>(
     decode::<ApiResponse<T>>(send("POST", path, body, headers).await?).map(|r| r.data)
 }
 
+/// `PUT path` with a JSON body → `data`.
+pub async fn put<T: DeserializeOwned>(path: &str, body: &serde_json::Value) -> Result<T, Failure> {
+    let body = serde_json::to_string(body).map_err(Failure::network)?;
+    decode::<ApiResponse<T>>(send("PUT", path, Some(body), &[]).await?).map(|r| r.data)
+}
+
 /// `DELETE path`, answered `204 No Content`.
 pub async fn delete(path: &str) -> Result<(), Failure> {
     let answer = send("DELETE", path, None, &[]).await?;

@@ -133,11 +133,13 @@ pub struct Destructive {
 
 /// A confirmation that asks for the thing's name to be typed before a destructive action.
 /// Shown while `pending` holds something; Escape or Cancel closes it; `on_confirm` gets the id.
+/// `warning`, when given, says what is lost.
 #[component(inline_props)]
 pub fn ConfirmByName(
     pending: Signal<Option<Destructive>>,
     verb: &'static str,
     on_confirm: std::rc::Rc<dyn Fn(String)>,
+    #[prop(default)] warning: &'static str,
 ) -> View {
     view! {
         (move || match pending.get_clone() {
@@ -171,11 +173,13 @@ pub fn ConfirmByName(
                 let title = format!("{verb} {}?", target.name);
                 let hint = target.name.clone();
                 let button = format!("{verb} {}", target.name);
+                let warning = (!warning.is_empty()).then(|| view! { p(class="warn") { (warning) } });
                 view! {
                     div(class="backdrop") {
                         form(class="dialog card", role="dialog", aria-modal="true", aria-labelledby="confirm-title",
                              on:submit=submit, on:keydown=escape) {
                             h2(id="confirm-title") { (title) }
+                            (warning)
                             p { "This cannot be undone. Type " strong { (hint) } " to confirm." }
                             label(r#for="confirm-name") { "Name" }
                             input(id="confirm-name", r#type="text", autocomplete="off", bind:value=typed, r#ref=focus)

@@ -46,6 +46,11 @@ pub fn time(t: &DateTime<Utc>) -> String {
     format!("{:04}-{:02}-{:02} {:02}:{:02} UTC", t.year(), t.month(), t.day(), t.hour(), t.minute())
 }
 
+/// An RFC 3339 time as the API writes it, shown like [`time`] (as written when it is not one).
+pub fn time_str(s: &str) -> String {
+    s.parse::<DateTime<chrono::FixedOffset>>().map(|t| time(&t.with_timezone(&Utc))).unwrap_or_else(|_| s.to_owned())
+}
+
 /// The serde name of a status (`running`), used for text and CSS classes.
 pub fn instance_status(s: InstanceStatus) -> &'static str {
     s.as_str()
@@ -91,6 +96,8 @@ mod tests {
         assert_eq!(short_id("01a217b7-cec9-7448"), "01a217b7");
         let t = DateTime::parse_from_rfc3339("2026-11-26T09:05:00Z").unwrap().with_timezone(&Utc);
         assert_eq!(time(&t), "2026-11-26 09:05 UTC");
+        assert_eq!(time_str("2026-12-07T03:00:00Z"), "2026-12-07 03:00 UTC");
+        assert_eq!(time_str("soon"), "soon");
     }
 
     #[test]

@@ -246,6 +246,85 @@ flow('a customer opens the console of a VM (noVNC) and of a container (xterm.js)
   assert.deepEqual(page.errors, []);
 });
 
+flow('a customer backs an instance up, restores the backup as a new instance, and schedules backups with a retention preview', async () => {
+  const { page } = alice;
+  await create(page, 'bk-1');
+  await page.waitForURL(/\/jobs\//);
+  await page.locator('.job-head [data-status=succeeded]').waitFor({ timeout: 90_000 });
+  await page.getByTestId('instance-link').click();
+  await page.locator('.page-head [data-status=running]').waitFor();
+  await page.getByRole('tab', { name: 'Backups' }).click();
+  await page.getByText('No backups yet.').waitFor();
+
+  // Back up now: the job shows live in the tab (and in the page head), the list is read again at its end.
+  await page.getByLabel('Note', { exact: true }).fill('before the e2e restore');
+  await page.getByRole('button', { name: 'Back up now' }).click();
+  const row = page.locator('tr[data-backup]').first();
+  await row.waitFor({ timeout: 90_000 });
+  await settled(page);
+  assert.match(await row.textContent(), /before the e2e restore/);
+  assert.match(await row.textContent(), /Nimbus/, 'the origin badge');
+  assert.match(await row.getAttribute('data-backup'), /^vzdump-/, 'a backup is named by its archive');
+  await page.locator('td:text-is("backup")').first().waitFor(); // the backup job is in the history
+  await shot(page, '17-backups');
+
+  // Protection: answered at once; a protected backup cannot be deleted.
+  await row.getByRole('button', { name: 'Protect', exact: true }).click();
+  await row.getByTestId('protected').waitFor();
+  assert.equal(await row.getByRole('button', { name: 'Delete', exact: true }).isDisabled(), true);
+  await row.getByRole('button', { name: 'Unprotect' }).click();
+  await row.getByTestId('protected').waitFor({ state: 'detached' });
+  assert.equal(await row.getByRole('button', { name: 'Delete', exact: true }).isDisabled(), false);
+
+  // Restore as new: a create like the wizard's, followed on its job's page to a running instance.
+  await row.getByRole('button', { name: 'Restore as new' }).click();
+  await page.getByLabel('New instance name').fill('bk-1-copy');
+  await page.getByRole('button', { name: 'Restore to new instance' }).click();
+  await page.waitForURL(/\/jobs\/[0-9a-f-]{36}$/);
+  await page.locator('.job-head [data-status=succeeded]').waitFor({ timeout: 120_000 });
+  assert.equal(await page.getByTestId('job-kind').textContent(), 'restore');
+  await page.getByTestId('instance-link').click();
+  await page.locator('.page-head h1').getByText('bk-1-copy').waitFor();
+  await page.locator('.page-head [data-status=running]').waitFor({ timeout: 60_000 });
+  await page.getByRole('link', { name: 'Instances', exact: true }).click();
+  await page.locator('tr[data-name=bk-1-copy] [data-status=running]').waitFor();
+
+  // The schedule and retention of the original: a refused cron shows the API's field error, the
+  // preview marks the one backup kept, and the saved policy has a next run.
+  await page.locator('tr[data-name=bk-1] a').first().click();
+  await page.locator('.page-head [data-status=running]').waitFor();
+  await page.getByRole('tab', { name: 'Backups' }).click();
+  await page.getByTestId('next-run').waitFor();
+  assert.equal(await page.getByTestId('next-run').textContent(), 'not scheduled');
+  assert.match(await page.getByTestId('policy-limits').textContent(), /at most \d+ backups kept/);
+  const schedule = page.getByLabel('Schedule', { exact: true });
+  await schedule.selectOption('custom');
+  await page.getByLabel('Cron expression (UTC)').fill('* * * * *');
+  await page.getByLabel('Keep last').fill('2');
+  for (const label of ['Keep daily', 'Keep weekly', 'Keep monthly']) await page.getByLabel(label).fill('0');
+  await page.getByRole('button', { name: 'Save schedule' }).click();
+  const refused = page.locator('.banner.error[data-code=VALIDATION_FAILED]');
+  await refused.waitFor();
+  assert.match(await refused.textContent(), /schedule: /, 'the field the API refused');
+  await schedule.selectOption('daily');
+  await page.getByRole('button', { name: 'Preview retention' }).click();
+  const preview = page.getByTestId('retention-preview');
+  await preview.locator('tr[data-preview]').first().waitFor();
+  assert.equal(await preview.locator('tr[data-preview]').count(), 1);
+  assert.equal(await preview.locator('tr[data-preview] [data-status=keep]').count(), 1, 'the backup is kept');
+  assert.equal(await page.getByTestId('prune-removes').getAttribute('data-removes'), '0');
+  await shot(page, '18-backup-policy');
+  await page.getByRole('button', { name: 'Save schedule' }).click();
+  await page.locator('.banner.ok').getByText(/^Saved\. Next run: /).waitFor();
+  assert.match(await page.getByTestId('next-run').textContent(), /^\d{4}-\d\d-\d\d \d\d:\d\d UTC$/);
+  assert.equal(await refused.count(), 0, 'the refusal is gone once saved');
+
+  // Turned off again, so no backup fires while the other flows run.
+  await page.getByRole('button', { name: 'Turn off' }).click();
+  await page.locator('[data-testid=next-run]:text-is("not scheduled")').waitFor();
+  assert.deepEqual(page.errors, []);
+});
+
 flow('an expired session shows a page that says so, and signing in again returns there', async () => {
   const { page, context } = alice;
   await page.getByRole('link', { name: 'Instances', exact: true }).click();

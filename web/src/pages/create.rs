@@ -14,7 +14,8 @@ use crate::format;
 const PRESETS: [(&str, u32, u64, u64); 4] =
     [("Small", 1, 1024, 10), ("Medium", 2, 2048, 20), ("Large", 4, 8192, 80), ("X-Large", 8, 16384, 160)];
 
-fn idempotency_key() -> String {
+/// A fresh `Idempotency-Key` for one submission.
+pub(crate) fn idempotency_key() -> String {
     web_sys::window()
         .and_then(|w| w.crypto().ok())
         .map(|c| c.random_uuid())

@@ -1,6 +1,6 @@
 //! An instance's page: its state followed live (`instance_live`), the operations its state
-//! allows (`instance_manage`), and tabs for its overview, snapshots (`instance_snapshots`) and
-//! console (`instance_console`), with the jobs that acted on it.
+//! allows (`instance_manage`), and tabs for its overview, snapshots (`instance_snapshots`),
+//! backups (`instance_backups`) and console (`instance_console`), with the jobs that acted on it.
 
 use nimbus_domain::{InstanceStatus, InstanceView, JobHandle};
 use sycamore::prelude::*;
@@ -10,6 +10,7 @@ use crate::components::{Badge, CopyId, ErrorBanner, Loading};
 use crate::format;
 use crate::instance_live::{self, LiveInstance};
 use crate::pages::dashboard::JobTable;
+use crate::pages::instance_backups::BackupsTab;
 use crate::pages::instance_console::ConsoleTab;
 use crate::pages::instance_manage::{Manage, PowerActions};
 use crate::pages::instance_snapshots::SnapshotsTab;
@@ -19,13 +20,15 @@ use crate::pages::instance_snapshots::SnapshotsTab;
 enum Tab {
     Overview,
     Snapshots,
+    Backups,
     Console,
 }
 
 impl Tab {
-    const ALL: [(Tab, &'static str, &'static str); 3] = [
+    const ALL: [(Tab, &'static str, &'static str); 4] = [
         (Tab::Overview, "Overview", "tab-overview"),
         (Tab::Snapshots, "Snapshots", "tab-snapshots"),
+        (Tab::Backups, "Backups", "tab-backups"),
         (Tab::Console, "Console", "tab-console"),
     ];
 }
@@ -64,6 +67,7 @@ pub fn InstanceDetail(id: String) -> View {
                     (move || match tab.get() {
                         Tab::Overview => view! { Overview(live=live) Manage(live=live) },
                         Tab::Snapshots => view! { SnapshotsTab(live=live) },
+                        Tab::Backups => view! { BackupsTab(live=live) },
                         Tab::Console => view! { ConsoleTab(live=live) },
                     })
                 }

@@ -7,6 +7,8 @@ pub mod admin_vms;
 pub mod create;
 pub mod dashboard;
 pub mod instance;
+pub mod instance_backup_policy;
+pub mod instance_backups;
 pub mod instance_console;
 pub mod instance_manage;
 pub mod instance_snapshots;
