@@ -69,12 +69,12 @@ base="http://127.0.0.1:$api_port"
 # As in production: migrations as the tables' owner, the API and the workers as `nimbus_app`.
 DATABASE_MIGRATION_URL="$NIMBUS_DATABASE_URL" "$bin/nimbus-api" migrate >"$work/migrate.log" 2>&1
 unset DATABASE_MIGRATION_URL
-# A system schedule that has missed its last two hours: the workers catch each up when they start
-# (its `meter` jobs stay queued: no worker consumes that queue yet); the operator flow shows it.
+# The system's metering schedule, as if it had missed its last two hours: the workers catch each
+# hour up when they start (the `meter` jobs of the `billing` queue); the operator flow shows it.
 psql_bin=$(command -v psql || ls /usr/lib/postgresql/*/bin/psql | tail -1)
 "$psql_bin" -X -q -v ON_ERROR_STOP=1 "$NIMBUS_DATABASE_URL" -c "insert into schedules \
   (id, name, cron, job_kind, queue, missed_fire_policy, next_fire_at) values (gen_random_uuid(), \
-  'hourly metering', '0 * * * *', 'meter', 'meter', 'catch_up_all', date_trunc('hour', now()) - interval '2 hours')" \
+  'hourly metering', 'hourly', 'meter', 'billing', 'catch_up_all', date_trunc('hour', now()) - interval '2 hours')" \
   >"$work/seed.log" 2>&1
 export DATABASE_URL="$NIMBUS_APP_DATABASE_URL" REDIS_URL="$NIMBUS_REDIS_URL"
 export PVE_URL="https://127.0.0.1:$pve_port" PVE_TOKEN="$pve_token" PVE_FINGERPRINT="$fingerprint"

@@ -35,5 +35,5 @@ pub use operations::{
     BackupInstance, BackupOp, DeleteInstance, PowerAction, RebuildInstance, ResizeInstance, Sizes, SnapshotAction,
     SnapshotOp,
 };
-pub use payload::{Dispatch, ProvisionVm};
+pub use payload::{BillingRun, Dispatch, ProvisionVm};
 pub use templates::vztmpl_name;

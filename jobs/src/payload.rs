@@ -69,6 +69,24 @@ impl ProvisionVm {
     }
 }
 
+/// The payload of a `meter` or `invoice` job: the schedule's fire time (the scheduler adds it),
+/// which says what to bill: `meter` the hour that ended then, `invoice` the month that ended then.
+/// Without it, the hour or month that ended last.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BillingRun {
+    /// When the schedule fired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fire_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl BillingRun {
+    /// A ledger job of `kind` (`meter` or `invoice`) on [`queues::BILLING`].
+    pub fn new_job(&self, kind: JobKind) -> NewJob {
+        NewJob::new(kind, queues::BILLING, serde_json::to_value(self).unwrap_or_default())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,8 +28,11 @@ pub const SNAPSHOT: &str = "snapshot";
 /// Backups: vzdump of one guest to its plan's backup storage.
 pub const BACKUP: &str = "backup";
 
+/// Billing: hourly metering and monthly invoicing.
+pub const BILLING: &str = "billing";
+
 /// Every queue a worker process consumes (unless `WORKER_QUEUES` names fewer).
-pub const ALL: &[&str] = &[PROVISION, POWER, RESIZE, REBUILD, DELETE, SNAPSHOT, BACKUP];
+pub const ALL: &[&str] = &[PROVISION, POWER, RESIZE, REBUILD, DELETE, SNAPSHOT, BACKUP, BILLING];
 
 /// The queue a job kind is dispatched on, for the kinds that have a worker.
 pub fn for_kind(kind: JobKind) -> Option<&'static str> {
@@ -41,6 +44,7 @@ pub fn for_kind(kind: JobKind) -> Option<&'static str> {
         JobKind::Delete => Some(DELETE),
         JobKind::Snapshot | JobKind::Restore => Some(SNAPSHOT),
         JobKind::Backup => Some(BACKUP),
+        JobKind::Meter | JobKind::Invoice => Some(BILLING),
         _ => None,
     }
 }

@@ -23,6 +23,7 @@
 //!   wiring `main.rs` runs.
 
 pub mod backup;
+pub mod billing;
 pub mod config;
 pub mod delete;
 pub mod env;

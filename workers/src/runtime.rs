@@ -15,6 +15,7 @@ use nimbus_queue::StreamsBackend;
 use tokio_util::sync::CancellationToken;
 
 use crate::backup::Backup;
+use crate::billing::{self, Billing};
 use crate::config::Config;
 use crate::delete::Delete;
 use crate::env::{Env, Settings};
@@ -118,6 +119,12 @@ pub async fn run(env: Arc<Env>, queues: Queues, options: RuntimeOptions) -> anyh
     let recovery = tokio::spawn(recovery::run(env.db.clone(), options.recovery_every, shutdown.clone()));
     let reconciler =
         options.reconcile_every.map(|every| tokio::spawn(reconciler::run((*env).clone(), every, shutdown.clone())));
+    if options.schedule_every.is_some()
+        && let Err(e) = billing::ensure_schedules(&env.db, options.clock.now()).await
+    {
+        // The next start tries again; meanwhile nothing is metered, and catch-up covers it.
+        tracing::warn!(error = %e, "the billing schedules could not be created");
+    }
     let scheduler = options.schedule_every.map(|every| {
         tokio::spawn(scheduler::run(env.db.clone(), queues.clone(), options.clock.clone(), every, shutdown.clone()))
     });
@@ -177,6 +184,7 @@ async fn pool(env: Arc<Env>, queues: Queues, name: &'static str, concurrency: us
         queues::DELETE => builder.build(handle::<Delete>).run_until(stop).await,
         queues::SNAPSHOT => builder.build(handle::<Snapshot>).run_until(stop).await,
         queues::BACKUP => builder.build(handle::<Backup>).run_until(stop).await,
+        queues::BILLING => builder.build(handle::<Billing>).run_until(stop).await,
         other => {
             tracing::error!(queue = other, "no handler for this queue");
             Ok(())

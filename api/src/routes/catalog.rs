@@ -91,6 +91,11 @@ pub const CATALOG: &[RouteSpec] = &[
     route("GET", "/v1/vms/{id}/backup-policy/preview", Tenant),
     // The console's websocket: its single-use ticket (from the POST) is the credential.
     route("GET", "/v1/vms/{id}/console/ws", Public),
+    // billing.rs
+    route("GET", "/v1/billing/usage", Tenant),
+    route("GET", "/v1/billing/invoices", Tenant),
+    route("GET", "/v1/billing/invoices/{id}", Tenant),
+    route("POST", "/v1/admin/plans/{id}/prices", Operator),
     // jobs.rs
     route("GET", "/v1/jobs", Tenant),
     route("GET", "/v1/jobs/{id}", Tenant),

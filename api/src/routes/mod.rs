@@ -9,6 +9,7 @@ pub mod admin_users;
 pub mod admin_vms;
 pub mod apikeys;
 pub mod auth;
+pub mod billing;
 pub mod catalog;
 pub mod health;
 pub mod jobs;

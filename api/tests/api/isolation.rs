@@ -34,6 +34,8 @@ enum Fixture {
     User,
     Tenant,
     Schedule,
+    Invoice,
+    Plan,
 }
 
 /// A JSON body built from the fixtures (so that a route that wrongly let the call through
@@ -101,6 +103,17 @@ const CASES: &[(&str, &str, Case)] = &[
     ("GET", "/v1/vms/{id}/backup-policy/preview", Case::ById { id: Fixture::Instance, body: None }),
     ("POST", "/v1/vms/{id}/console", Case::ById { id: Fixture::Instance, body: None }),
     ("GET", "/v1/vms/{id}/console/ws", Case::Public),
+    ("GET", "/v1/billing/usage", Case::Collection { body: None }),
+    ("GET", "/v1/billing/invoices", Case::Collection { body: None }),
+    ("GET", "/v1/billing/invoices/{id}", Case::ById { id: Fixture::Invoice, body: None }),
+    (
+        "POST",
+        "/v1/admin/plans/{id}/prices",
+        Case::Operator {
+            id: Some(Fixture::Plan),
+            body: Some(|_| json!({"currency": "EUR", "vcpuHour": "0.01", "memoryGibHour": "0", "diskGibHour": "0"})),
+        },
+    ),
     ("GET", "/v1/jobs", Case::Collection { body: None }),
     ("GET", "/v1/jobs/{id}", Case::ById { id: Fixture::Job, body: None }),
     ("GET", "/v1/jobs/{id}/events", Case::ById { id: Fixture::Job, body: None }),
@@ -161,6 +174,8 @@ struct World {
     other_plan: String,
     /// A schedule of tenant A.
     a_schedule: String,
+    /// An invoice of tenant A (this month's usage so far).
+    a_invoice: String,
 }
 
 impl World {
@@ -213,8 +228,16 @@ impl World {
         .unwrap()
         .id
         .to_string();
+        let hour = chrono::DurationRound::duration_trunc(chrono::Utc::now(), chrono::Duration::hours(1)).unwrap();
+        nimbus_db::usage::meter_hour(app.pool(), hour).await.unwrap();
+        let (from, to) = nimbus_db::invoices::month_of(hour);
+        let mut tx = app.pool().begin().await.unwrap();
+        let invoice = nimbus_db::invoices::issue(&mut tx, a, from, to).await.unwrap().expect("A has usage");
+        tx.commit().await.unwrap();
+        let a_invoice = invoice.id.to_string();
         World {
             a_schedule,
+            a_invoice,
             a_admin: app.token.clone(),
             a,
             a_instance,
@@ -238,6 +261,8 @@ impl World {
             Fixture::User => self.a_user.to_string(),
             Fixture::Tenant => self.a.to_string(),
             Fixture::Schedule => self.a_schedule.clone(),
+            Fixture::Invoice => self.a_invoice.clone(),
+            Fixture::Plan => self.other_plan.clone(),
         }
     }
 
@@ -250,6 +275,7 @@ impl World {
             self.a_key.clone(),
             self.a_user.to_string(),
             self.a_schedule.clone(),
+            self.a_invoice.clone(),
         ]
     }
 }

@@ -7,6 +7,7 @@ mod admin_users;
 mod apikeys;
 mod audit;
 mod auth_and_errors;
+mod billing;
 mod bootstrap;
 mod hardening;
 mod health;

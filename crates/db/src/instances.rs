@@ -290,6 +290,16 @@ pub async fn get(ex: impl PgExecutor<'_>, tenant: TenantId, id: InstanceId) -> R
         .await?)
 }
 
+/// The ids of `tenant`'s instances that are not deleted (nor failed): those still billed.
+pub async fn live_ids(ex: impl PgExecutor<'_>, tenant: TenantId) -> Result<Vec<InstanceId>> {
+    let ids: Vec<uuid::Uuid> =
+        sqlx::query_scalar("select id from instances where tenant_id = $1 and status not in ('deleted', 'failed')")
+            .bind(tenant.as_uuid())
+            .fetch_all(ex)
+            .await?;
+    Ok(ids.into_iter().map(Into::into).collect())
+}
+
 /// The instance of `tenant` whose guest has VMID `vmid`, unless deleted.
 pub async fn get_by_vmid(ex: impl PgExecutor<'_>, tenant: TenantId, vmid: u32) -> Result<Instance> {
     Ok(sqlx::query_as(concat!(

@@ -27,6 +27,7 @@ pub mod error;
 pub mod idempotency;
 pub mod identities;
 pub mod instances;
+pub mod invoices;
 pub mod jobs;
 pub mod operations;
 pub mod outbox;
@@ -36,6 +37,7 @@ mod rows;
 pub mod schedules;
 pub mod seed;
 pub mod tenants;
+pub mod usage;
 pub mod users;
 
 use std::time::Duration;

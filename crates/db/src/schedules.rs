@@ -120,6 +120,27 @@ pub async fn create(ex: impl PgExecutor<'_>, new: &NewSchedule) -> Result<Schedu
     .await?)
 }
 
+/// Creates the system schedule `new` unless a system schedule of that name exists; true when
+/// it created it. Replicas starting together take turns on a transaction-scoped advisory lock
+/// of the name, so each name is created once.
+pub async fn create_system_unless_named(pool: &sqlx::PgPool, new: &NewSchedule) -> Result<bool> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("select pg_advisory_xact_lock(hashtext('nimbus schedule ' || $1))")
+        .bind(&new.name)
+        .execute(&mut *tx)
+        .await?;
+    let exists: bool =
+        sqlx::query_scalar("select exists (select 1 from schedules where tenant_id is null and name = $1)")
+            .bind(&new.name)
+            .fetch_one(&mut *tx)
+            .await?;
+    if !exists {
+        create(&mut *tx, &NewSchedule { tenant: None, ..new.clone() }).await?;
+    }
+    tx.commit().await?;
+    Ok(!exists)
+}
+
 /// Locks up to `limit` unpaused schedules due at `now`, oldest first, skipping those another
 /// replica holds; with `after`, only those past that `(next_fire_at, id)` position (the last of
 /// the previous batch of the same tick). Call inside the transaction that then calls [`fire`].

@@ -22,9 +22,26 @@ impl Money {
         self.0
     }
 
-    /// Rounded to `dp` decimal places, half away from zero (how invoices round).
+    /// Rounded to `dp` decimal places, half to even (how invoice lines round: no bias over
+    /// many lines).
     pub fn round(self, dp: u32) -> Money {
-        Money(self.0.round_dp_with_strategy(dp, rust_decimal::RoundingStrategy::MidpointAwayFromZero))
+        Money(self.0.round_dp_with_strategy(dp, rust_decimal::RoundingStrategy::MidpointNearestEven))
+    }
+
+    /// Rounded to `currency`'s minor unit.
+    pub fn round_to_minor_unit(self, currency: &str) -> Money {
+        self.round(minor_units(currency))
+    }
+}
+
+/// The decimal places of a currency's minor unit (ISO 4217): 0 for the yen and its like, 3 for
+/// the dinars, 2 otherwise.
+pub fn minor_units(currency: &str) -> u32 {
+    match currency {
+        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX" | "UYI" | "VND"
+        | "VUV" | "XAF" | "XOF" | "XPF" => 0,
+        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
+        _ => 2,
     }
 }
 
@@ -72,6 +89,10 @@ mod tests {
         assert_eq!(a + b, Money(Decimal::from_str("0.3").unwrap()));
         assert_eq!(serde_json::to_string(&(a + b)).unwrap(), "\"0.3\"");
         let parsed: Money = serde_json::from_str("\"12.3450\"").unwrap();
-        assert_eq!(parsed.round(2).to_string(), "12.35");
+        assert_eq!(parsed.round(2).to_string(), "12.34", "half to even");
+        let odd: Money = serde_json::from_str("\"12.3350\"").unwrap();
+        assert_eq!(odd.round(2).to_string(), "12.34");
+        assert_eq!(odd.round_to_minor_unit("JPY").to_string(), "12");
+        assert_eq!(odd.round_to_minor_unit("KWD").to_string(), "12.335");
     }
 }

@@ -2,6 +2,7 @@
 //! (nimbus-testkit) and an in-process pve-sim cluster with fault injection.
 
 mod backup;
+mod billing;
 mod crash;
 mod lxc;
 mod node_caps;

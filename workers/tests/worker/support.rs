@@ -314,3 +314,11 @@ impl Drop for Workers {
         }
     }
 }
+
+/// A second tenant on the harness tenant's plan; returns its id and name.
+pub async fn another_tenant(h: &Harness) -> (TenantId, String) {
+    let plan = nimbus_db::plans::for_tenant(h.db.pool(), h.tenant).await.unwrap();
+    let name = format!("other-{}", uuid::Uuid::new_v4().simple());
+    let tenant = nimbus_db::tenants::create(h.db.pool(), &name, plan.id).await.unwrap();
+    (tenant.id, name)
+}

@@ -1,0 +1,298 @@
+//! Billing for customers: `GET /v1/billing/usage` (the month to date per instance and in total,
+//! each instance's monthly cap applied, with the forecast to the month's end at the current
+//! rate), `GET /v1/billing/invoices` and `GET /v1/billing/invoices/{id}` (JSON with its lines;
+//! `{id}.csv` for the lines as CSV). For operators: `POST /v1/admin/plans/{id}/prices`, a new
+//! price version of a plan from a given time (what was rated before keeps its price).
+//!
+//! Amounts are decimal strings with their currency, never floats.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, Duration, DurationRound, Utc};
+use nimbus_db::invoices::{self, Invoice, Line};
+use nimbus_db::usage::{self, NewPrice};
+use nimbus_db::{instances, plans};
+use nimbus_domain::{InstanceId, Money, PlanId};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::auth::{AdminUser, AuthUser};
+use crate::error::{ApiError, FieldError};
+use crate::extract::{decode, parse_id};
+use crate::middleware::RequestId;
+use crate::routes::vms::not_found;
+use crate::state::AppState;
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/billing/usage", get(usage_to_date))
+        .route("/v1/billing/invoices", get(list_invoices))
+        .route("/v1/billing/invoices/{id}", get(show_invoice))
+        .route("/v1/admin/plans/{id}/prices", post(add_price))
+}
+
+/// One instance's month to date.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InstanceLine {
+    instance_id: InstanceId,
+    name: String,
+    hours: i64,
+    /// Usage before the cap.
+    usage: Money,
+    monthly_cap: Option<Money>,
+    /// What it costs so far: the usage, at most the cap.
+    amount: Money,
+    /// Its cost at the month's end at its current rate (capped); its rate is 0 once deleted.
+    forecast: Money,
+}
+
+/// `GET /v1/billing/usage`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UsageView {
+    period_start: DateTime<Utc>,
+    period_end: DateTime<Utc>,
+    /// Usage is metered hourly: the month to date ends with the last hour metered.
+    currency: Option<String>,
+    instances: Vec<InstanceLine>,
+    total: Money,
+    forecast: Money,
+}
+
+async fn usage_to_date(State(state): State<AppState>, auth: AuthUser, rid: RequestId) -> Result<Response, ApiError> {
+    let now = Utc::now();
+    let (from, to) = invoices::month_of(now);
+    let hour = now.duration_trunc(Duration::hours(1)).unwrap_or(now);
+    let metered = usage::by_instance(state.db(), auth.tenant(), from, to).await?;
+    // The hours left in the month after the current one, at each live instance's last hourly rate.
+    let hours_left = (to - hour).num_hours().max(0);
+    let live: std::collections::HashSet<InstanceId> =
+        instances::live_ids(state.db(), auth.tenant()).await?.into_iter().collect();
+    let rates = usage::last_hour_rates(state.db(), auth.tenant(), from, to).await?;
+    let mut lines = Vec::new();
+    for u in metered {
+        let amount = cap(u.amount, u.monthly_cap);
+        let rate = if live.contains(&u.instance_id) {
+            rates.iter().find(|(id, _)| *id == u.instance_id).map(|(_, r)| *r).unwrap_or(Money::ZERO)
+        } else {
+            Money::ZERO
+        };
+        let forecast = cap(u.amount + rate * rust_decimal::Decimal::from(hours_left), u.monthly_cap);
+        lines.push(InstanceLine {
+            instance_id: u.instance_id,
+            name: u.name,
+            hours: u.hours,
+            usage: u.amount,
+            monthly_cap: u.monthly_cap,
+            amount,
+            forecast,
+        });
+    }
+    let currency = usage::price_at(state.db(), auth.tenant(), now).await?.map(|p| p.currency);
+    let total = lines.iter().map(|l| l.amount).sum();
+    let forecast = lines.iter().map(|l| l.forecast).sum();
+    let view = UsageView { period_start: from, period_end: to, currency, instances: lines, total, forecast };
+    Ok(super::data(&rid, view).into_response())
+}
+
+fn cap(amount: Money, cap: Option<Money>) -> Money {
+    match cap {
+        Some(c) if c < amount => c,
+        _ => amount,
+    }
+}
+
+/// An invoice as customers see it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InvoiceView {
+    id: Uuid,
+    number: String,
+    kind: String,
+    corrects: Option<Uuid>,
+    period_start: DateTime<Utc>,
+    period_end: DateTime<Utc>,
+    currency: String,
+    subtotal: Money,
+    tax_rate: Money,
+    tax_reverse_charge: bool,
+    tax_id: Option<String>,
+    tax: Money,
+    total: Money,
+    issued_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lines: Option<Vec<LineView>>,
+}
+
+/// One line of an invoice.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LineView {
+    position: i32,
+    instance_id: Option<Uuid>,
+    description: String,
+    hours: i32,
+    uncapped: Money,
+    amount: Money,
+}
+
+fn invoice_view(i: Invoice, lines: Option<Vec<Line>>) -> InvoiceView {
+    let currency = i.currency.trim().to_owned();
+    // Stored with four decimals; shown at the currency's minor unit, as issued.
+    let unit = currency.clone();
+    let shown = move |d: rust_decimal::Decimal| Money(d).round_to_minor_unit(&unit);
+    InvoiceView {
+        id: i.id,
+        number: i.number,
+        kind: i.kind,
+        corrects: i.corrects,
+        period_start: i.period_start,
+        period_end: i.period_end,
+        subtotal: shown(i.subtotal),
+        tax_rate: Money(i.tax_rate),
+        tax_reverse_charge: i.tax_reverse_charge,
+        tax_id: i.tax_id,
+        tax: shown(i.tax),
+        total: shown(i.total),
+        issued_at: i.issued_at,
+        currency,
+        lines: lines.map(|ls| {
+            ls.into_iter()
+                .map(|l| LineView {
+                    position: l.position,
+                    instance_id: l.instance_id,
+                    description: l.description,
+                    hours: l.hours,
+                    uncapped: Money(l.uncapped.normalize()),
+                    amount: shown(l.amount),
+                })
+                .collect()
+        }),
+    }
+}
+
+async fn list_invoices(State(state): State<AppState>, auth: AuthUser, rid: RequestId) -> Result<Response, ApiError> {
+    let listed = invoices::list(state.db(), auth.tenant()).await?;
+    let views: Vec<InvoiceView> = listed.into_iter().map(|i| invoice_view(i, None)).collect();
+    Ok(super::data(&rid, views).into_response())
+}
+
+async fn show_invoice(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    rid: RequestId,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (id, csv) = match id.strip_suffix(".csv") {
+        Some(id) => (id.to_owned(), true),
+        None => (id, false),
+    };
+    let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("invoice"))?;
+    let mut conn = state.db().acquire().await.map_err(nimbus_db::DbError::from)?;
+    let (invoice, lines) = invoices::get(&mut conn, auth.tenant(), id).await.map_err(|e| not_found(e, "invoice"))?;
+    if csv {
+        let mut response = as_csv(&invoice, &lines).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+        if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}.csv\"", invoice.number)) {
+            response.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+        }
+        return Ok(response);
+    }
+    Ok(super::data(&rid, invoice_view(invoice, Some(lines))).into_response())
+}
+
+/// The invoice's lines and totals as CSV (RFC 4180: fields with commas or quotes quoted).
+fn as_csv(invoice: &Invoice, lines: &[Line]) -> String {
+    fn field(s: &str) -> String {
+        if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
+    }
+    let currency = invoice.currency.trim();
+    let mut out = String::from("invoice,position,description,hours,amount,currency\r\n");
+    for l in lines {
+        out.push_str(&format!(
+            "{},{},{},{},{},{currency}\r\n",
+            invoice.number,
+            l.position,
+            field(&l.description),
+            l.hours,
+            l.amount.normalize()
+        ));
+    }
+    for (label, amount) in [("subtotal", invoice.subtotal), ("tax", invoice.tax), ("total", invoice.total)] {
+        out.push_str(&format!("{},,{label},,{},{currency}\r\n", invoice.number, amount.normalize()));
+    }
+    out
+}
+
+/// The body of `POST /v1/admin/plans/{id}/prices`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PriceBody {
+    /// Applies from (default: now); not before the plan's newest version.
+    valid_from: Option<DateTime<Utc>>,
+    currency: String,
+    vcpu_hour: Money,
+    memory_gib_hour: Money,
+    disk_gib_hour: Money,
+    monthly_cap: Option<Money>,
+}
+
+async fn add_price(
+    State(state): State<AppState>,
+    AdminUser(_admin): AdminUser,
+    rid: RequestId,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let plan: PlanId = parse_id(&id, "plan")?;
+    plans::get(state.db(), plan).await.map_err(|e| not_found(e, "plan"))?;
+    let body = decode::<PriceBody>(&bytes)?.value;
+    let mut errors = Vec::new();
+    if !(body.currency.len() == 3 && body.currency.bytes().all(|b| b.is_ascii_uppercase())) {
+        errors.push(FieldError::new("currency", "an ISO 4217 code such as EUR"));
+    }
+    for (field, amount) in [
+        ("vcpuHour", Some(body.vcpu_hour)),
+        ("memoryGibHour", Some(body.memory_gib_hour)),
+        ("diskGibHour", Some(body.disk_gib_hour)),
+        ("monthlyCap", body.monthly_cap),
+    ] {
+        if amount.is_some_and(|a| a.0.is_sign_negative()) {
+            errors.push(FieldError::new(field, "must not be negative"));
+        }
+    }
+    // Rated hours keep their price: a version may not start before the current hour.
+    let now = Utc::now();
+    let valid_from = body.valid_from.unwrap_or(now);
+    if valid_from < now.duration_trunc(Duration::hours(1)).unwrap_or(now) {
+        errors.push(FieldError::new("validFrom", "must not be in an hour already metered"));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let new = NewPrice {
+        valid_from,
+        currency: body.currency,
+        vcpu_hour: body.vcpu_hour,
+        memory_gib_hour: body.memory_gib_hour,
+        disk_gib_hour: body.disk_gib_hour,
+        monthly_cap: body.monthly_cap,
+    };
+    let price = usage::add_price(state.db(), plan, &new).await.map_err(|e| match e {
+        nimbus_db::DbError::Conflict { .. } => ApiError::field("validFrom", "the plan has a price version from then"),
+        e => e.into(),
+    })?;
+    tracing::info!(plan.id = %plan, price.id = %price.id, valid_from = %price.valid_from, "price version added");
+    let view = serde_json::json!({
+        "id": price.id, "planId": plan, "validFrom": price.valid_from, "currency": price.currency,
+        "vcpuHour": price.vcpu_hour, "memoryGibHour": price.memory_gib_hour, "diskGibHour": price.disk_gib_hour,
+        "monthlyCap": price.monthly_cap,
+    });
+    Ok((StatusCode::CREATED, super::data(&rid, view)).into_response())
+}

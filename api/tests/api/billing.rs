@@ -1,0 +1,88 @@
+//! Billing routes over real services: the month to date and its forecast, invoices as JSON and
+//! CSV and only the caller's, and price versions that only operators add and that cannot reach
+//! back into metered hours.
+
+use chrono::{DurationRound, Utc};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use std::str::FromStr;
+
+use crate::support::{ROOMY, TestApp, new_tenant, split, vm_body};
+
+fn amount(v: &Value) -> Decimal {
+    Decimal::from_str(v.as_str().unwrap_or_else(|| panic!("an amount as a string: {v}"))).unwrap()
+}
+
+#[tokio::test]
+async fn customers_see_usage_forecasts_and_only_their_invoices() {
+    let app = TestApp::new().await;
+    let plan: uuid::Uuid = sqlx::query_scalar("select plan_id from tenants where id = $1")
+        .bind(app.tenant.as_uuid())
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    let (status, _, created) = app.create_vm(&vm_body("billed-1"), &[]).await;
+    assert_eq!(status, 202, "{created}");
+    let instance = created["data"]["resources"][0]["id"].as_str().unwrap().to_owned();
+
+    // Operators price the plan from now: 0.01 per vCPU-hour (the instance has 2), capped at 5.
+    let prices = format!("/v1/admin/plans/{plan}/prices");
+    let post = |path: String, token: String, body: Value| {
+        let req = app.http.post(app.url(&path)).bearer_auth(token).json(&body);
+        async move { split(req.send().await.unwrap()).await }
+    };
+    let past = (Utc::now() - chrono::Duration::hours(2)).to_rfc3339();
+    let body = |from: &str| {
+        json!({"validFrom": from, "currency": "EUR", "vcpuHour": "0.01", "memoryGibHour": "0",
+               "diskGibHour": "0", "monthlyCap": "5"})
+    };
+    let (status, _, refused) = post(prices.clone(), app.token.clone(), body(&past)).await;
+    assert_eq!(status, 400, "a metered hour keeps its price: {refused}");
+    let hour = Utc::now().duration_trunc(chrono::Duration::hours(1)).unwrap();
+    let (status, _, added) = post(prices.clone(), app.token.clone(), body(&hour.to_rfc3339())).await;
+    assert_eq!(status, 201, "{added}");
+    let (status, _, twice) = post(prices.clone(), app.token.clone(), body(&hour.to_rfc3339())).await;
+    assert_eq!(status, 400, "one version per time: {twice}");
+    let (_, b_admin) = new_tenant(app.pool(), ROOMY).await;
+
+    nimbus_db::usage::meter_hour(app.pool(), hour).await.unwrap();
+    let (status, _, usage) = app.get("/v1/billing/usage").await;
+    assert_eq!(status, 200, "{usage}");
+    let line = &usage["data"]["instances"][0];
+    assert_eq!(line["instanceId"], instance.as_str());
+    assert_eq!((line["hours"].as_i64(), amount(&line["amount"])), (Some(1), Decimal::from_str("0.02").unwrap()));
+    assert_eq!(amount(&usage["data"]["total"]), Decimal::from_str("0.02").unwrap());
+    let forecast = amount(&usage["data"]["forecast"]);
+    let period_end: chrono::DateTime<Utc> = usage["data"]["periodEnd"].as_str().unwrap().parse().unwrap();
+    let hours_left = Decimal::from((period_end - hour).num_hours());
+    let expected = (Decimal::from_str("0.02").unwrap() * hours_left).min(Decimal::from(5));
+    assert_eq!(forecast, expected, "the rest of the month at the current rate, capped: {usage}");
+    let (_, _, b_usage) = app.get_as(&b_admin, "/v1/billing/usage").await;
+    assert_eq!(b_usage["data"]["instances"], json!([]), "{b_usage}");
+
+    // This month's invoice so far, issued as the monthly run would.
+    let (from, to) = nimbus_db::invoices::month_of(hour);
+    let mut tx = app.pool().begin().await.unwrap();
+    let issued = nimbus_db::invoices::issue(&mut tx, app.tenant, from, to).await.unwrap().unwrap();
+    tx.commit().await.unwrap();
+    let (_, _, listed) = app.get("/v1/billing/invoices").await;
+    assert_eq!(listed["data"][0]["number"], issued.number.as_str(), "{listed}");
+    let one = format!("/v1/billing/invoices/{}", issued.id);
+    let (status, _, shown) = app.get(&one).await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["data"]["lines"][0]["amount"], "0.02", "{shown}");
+    assert_eq!(amount(&shown["data"]["total"]), Decimal::from_str("0.02").unwrap());
+    let csv = app.http.get(app.url(&format!("{one}.csv"))).bearer_auth(&app.token).send().await.unwrap();
+    assert_eq!(csv.status(), 200);
+    assert!(csv.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    let text = csv.text().await.unwrap();
+    assert!(text.starts_with("invoice,position,description,hours,amount,currency\r\n"), "{text}");
+    assert!(text.contains(&format!("{},1,billed-1 (1 h),1,0.02,EUR", issued.number)), "{text}");
+    assert!(text.contains(&format!("{},,total,,0.02,EUR", issued.number)), "{text}");
+    for path in [one.clone(), format!("{one}.csv")] {
+        let (status, _, body) = app.get_as(&b_admin, &path).await;
+        assert_eq!(status, 404, "another tenant's invoice is missing: {body}");
+    }
+    let (_, _, b_list) = app.get_as(&b_admin, "/v1/billing/invoices").await;
+    assert_eq!(b_list["data"], json!([]));
+}

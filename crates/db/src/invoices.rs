@@ -1,0 +1,293 @@
+//! Invoices (DESIGN §10): one per tenant and month, issued from the month's usage with each
+//! instance's monthly cap applied. Amounts are exact decimals; each line is rounded half to even
+//! to the currency's minor unit, the subtotal is the sum of the rounded lines, the tax is the
+//! rounded subtotal × rate (none under reverse charge), the total their sum. Numbers are gapless
+//! per year (`NMB-2026-000123`): the year's counter row is taken in the issuing transaction.
+//! Issued invoices and lines are immutable (the database refuses UPDATE, DELETE, TRUNCATE).
+
+use chrono::{DateTime, Datelike, Utc};
+use nimbus_domain::{InstanceId, Money, TenantId};
+use rust_decimal::Decimal;
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::usage::{self, InstanceUsage};
+use crate::{DbError, Result};
+
+/// An issued invoice.
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+pub struct Invoice {
+    /// Id.
+    pub id: Uuid,
+    /// The tenant billed.
+    pub tenant_id: Uuid,
+    /// `NMB-<year>-<nnnnnn>`.
+    pub number: String,
+    /// `invoice` or `credit_note`.
+    pub kind: String,
+    /// The invoice a credit note corrects.
+    pub corrects: Option<Uuid>,
+    /// The period billed, `[start, end)`.
+    pub period_start: DateTime<Utc>,
+    /// Its end.
+    pub period_end: DateTime<Utc>,
+    /// ISO 4217.
+    pub currency: String,
+    /// Sum of the lines.
+    pub subtotal: Decimal,
+    /// The tenant's tax rate when issued (0.19 = 19 %).
+    pub tax_rate: Decimal,
+    /// The customer accounts for the tax (no tax charged).
+    pub tax_reverse_charge: bool,
+    /// The customer's tax id.
+    pub tax_id: Option<String>,
+    /// Tax charged.
+    pub tax: Decimal,
+    /// Subtotal plus tax.
+    pub total: Decimal,
+    /// Issued at.
+    pub issued_at: DateTime<Utc>,
+}
+
+/// One line of an invoice.
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+pub struct Line {
+    /// Its place on the invoice, from 1.
+    pub position: i32,
+    /// The instance billed.
+    pub instance_id: Option<Uuid>,
+    /// What it is for.
+    pub description: String,
+    /// Hours billed.
+    pub hours: i32,
+    /// The usage before the cap.
+    pub uncapped: Decimal,
+    /// What is charged (capped, rounded).
+    pub amount: Decimal,
+}
+
+/// A line before it is written: an instance's month, capped and rounded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DraftLine {
+    /// The instance.
+    pub instance_id: InstanceId,
+    /// What it is for.
+    pub description: String,
+    /// Hours billed.
+    pub hours: i64,
+    /// The usage before the cap.
+    pub uncapped: Money,
+    /// Charged: the usage, at most the cap, rounded half to even to the minor unit.
+    pub amount: Money,
+}
+
+/// The lines of a month's usage.
+pub fn draft_lines(usage: &[InstanceUsage]) -> Vec<DraftLine> {
+    usage
+        .iter()
+        .map(|u| {
+            let capped = match u.monthly_cap {
+                Some(cap) if cap < u.amount => cap,
+                _ => u.amount,
+            };
+            DraftLine {
+                instance_id: u.instance_id,
+                description: format!("{} ({} h)", u.name, u.hours),
+                hours: u.hours,
+                uncapped: u.amount,
+                amount: capped.round_to_minor_unit(&u.currency),
+            }
+        })
+        .collect()
+}
+
+/// Subtotal, tax and total of rounded lines: the tax is rounded once, on the subtotal.
+pub fn totals(lines: &[DraftLine], tax_rate: Decimal, reverse_charge: bool, currency: &str) -> (Money, Money, Money) {
+    let subtotal: Money = lines.iter().map(|l| l.amount).sum();
+    let tax = if reverse_charge { Money::ZERO } else { (subtotal * tax_rate).round_to_minor_unit(currency) };
+    (subtotal, tax, subtotal + tax)
+}
+
+/// The first instant of the month of `at`, and of the next month.
+pub fn month_of(at: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let first = |y: i32, m: u32| {
+        chrono::NaiveDate::from_ymd_opt(y, m, 1).and_then(|d| d.and_hms_opt(0, 0, 0)).map(|d| d.and_utc())
+    };
+    let start = first(at.year(), at.month()).unwrap_or(at);
+    let (y, m) = if at.month() == 12 { (at.year() + 1, 1) } else { (at.year(), at.month() + 1) };
+    (start, first(y, m).unwrap_or(at))
+}
+
+/// Issues `tenant`'s invoice for the month `[from, to)` from its usage, unless it has one or
+/// had no usage (`None`). Call in a transaction: the year's counter row stays locked until it
+/// ends, so numbers are gapless and concurrent runs take turns.
+pub async fn issue(
+    tx: &mut PgConnection,
+    tenant: TenantId,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Option<Invoice>> {
+    // The tenant's row, locked: two runs for one tenant take turns, the second finds the invoice.
+    let tax: Option<(Decimal, bool, Option<String>)> =
+        sqlx::query_as("select tax_rate, tax_reverse_charge, tax_id from tenants where id = $1 for update")
+            .bind(tenant.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await?;
+    let (tax_rate, reverse_charge, tax_id) = tax.ok_or(DbError::NotFound)?;
+    let issued: Option<Uuid> =
+        sqlx::query_scalar("select id from invoices where tenant_id = $1 and period_start = $2 and kind = 'invoice'")
+            .bind(tenant.as_uuid())
+            .bind(from)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if issued.is_some() {
+        return Ok(None);
+    }
+    let usage = usage::by_instance(&mut *tx, tenant, from, to).await?;
+    let Some(currency) = usage.first().map(|u| u.currency.clone()) else { return Ok(None) };
+    let lines = draft_lines(&usage);
+    let (subtotal, tax, total) = totals(&lines, tax_rate, reverse_charge, &currency);
+    let year = from.year();
+    let seq: i32 = sqlx::query_scalar(
+        "insert into invoice_numbers (year, last) values ($1, 1) \
+         on conflict (year) do update set last = invoice_numbers.last + 1 returning last",
+    )
+    .bind(year)
+    .fetch_one(&mut *tx)
+    .await?;
+    let invoice: Invoice = sqlx::query_as(
+        "insert into invoices (id, tenant_id, number, period_start, period_end, currency, subtotal, tax_rate, \
+         tax_reverse_charge, tax_id, tax, total) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         returning *",
+    )
+    .bind(Uuid::now_v7())
+    .bind(tenant.as_uuid())
+    .bind(format!("NMB-{year}-{seq:06}"))
+    .bind(from)
+    .bind(to)
+    .bind(&currency)
+    .bind(subtotal.0)
+    .bind(tax_rate)
+    .bind(reverse_charge)
+    .bind(tax_id)
+    .bind(tax.0)
+    .bind(total.0)
+    .fetch_one(&mut *tx)
+    .await?;
+    let positions: Vec<i32> = (1..=lines.len() as i32).collect();
+    let instances: Vec<Uuid> = lines.iter().map(|l| l.instance_id.as_uuid()).collect();
+    let descriptions: Vec<&str> = lines.iter().map(|l| l.description.as_str()).collect();
+    let hours: Vec<i32> = lines.iter().map(|l| i32::try_from(l.hours).unwrap_or(i32::MAX)).collect();
+    let uncapped: Vec<Decimal> = lines.iter().map(|l| l.uncapped.0).collect();
+    let amounts: Vec<Decimal> = lines.iter().map(|l| l.amount.0).collect();
+    sqlx::query(
+        "insert into invoice_lines (invoice_id, position, instance_id, description, hours, uncapped, amount) \
+         select $1, * from unnest($2::int[], $3::uuid[], $4::text[], $5::int[], $6::numeric[], $7::numeric[])",
+    )
+    .bind(invoice.id)
+    .bind(&positions)
+    .bind(&instances)
+    .bind(&descriptions)
+    .bind(&hours)
+    .bind(&uncapped)
+    .bind(&amounts)
+    .execute(&mut *tx)
+    .await?;
+    Ok(Some(invoice))
+}
+
+/// `tenant`'s invoices, newest first.
+pub async fn list(ex: impl PgExecutor<'_>, tenant: TenantId) -> Result<Vec<Invoice>> {
+    Ok(sqlx::query_as("select * from invoices where tenant_id = $1 order by issued_at desc, number desc")
+        .bind(tenant.as_uuid())
+        .fetch_all(ex)
+        .await?)
+}
+
+/// `tenant`'s invoice `id` with its lines.
+pub async fn get(ex: &mut PgConnection, tenant: TenantId, id: Uuid) -> Result<(Invoice, Vec<Line>)> {
+    let invoice: Invoice = sqlx::query_as("select * from invoices where tenant_id = $1 and id = $2")
+        .bind(tenant.as_uuid())
+        .bind(id)
+        .fetch_one(&mut *ex)
+        .await?;
+    let lines = sqlx::query_as(
+        "select position, instance_id, description, hours, uncapped, amount from invoice_lines \
+         where invoice_id = $1 order by position",
+    )
+    .bind(id)
+    .fetch_all(&mut *ex)
+    .await?;
+    Ok((invoice, lines))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn usage(amount: &str, cap: Option<&str>) -> InstanceUsage {
+        InstanceUsage {
+            instance_id: InstanceId::new(),
+            name: "web-1".into(),
+            hours: 10,
+            amount: Money(Decimal::from_str(amount).unwrap()),
+            currency: "EUR".into(),
+            monthly_cap: cap.map(|c| Money(Decimal::from_str(c).unwrap())),
+        }
+    }
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn lines_are_capped_then_rounded_half_to_even_and_totals_sum_the_rounded_lines() {
+        let lines = draft_lines(&[usage("1.005", None), usage("1.015", None), usage("9.999", Some("5.00"))]);
+        let amounts: Vec<Decimal> = lines.iter().map(|l| l.amount.0).collect();
+        assert_eq!(amounts, [d("1.00"), d("1.02"), d("5.00")]);
+        assert_eq!(lines[2].uncapped.0, d("9.999"));
+        let (subtotal, tax, total) = totals(&lines, d("0.19"), false, "EUR");
+        assert_eq!((subtotal.0, tax.0, total.0), (d("7.02"), d("1.33"), d("8.35")));
+        let (_, tax, total) = totals(&lines, d("0.19"), true, "EUR");
+        assert_eq!((tax.0, total.0), (d("0"), d("7.02")), "reverse charge: no tax");
+    }
+
+    #[test]
+    fn the_sum_of_rounded_lines_is_the_subtotal_for_any_amounts() {
+        // A deterministic spread of awkward amounts (many half-cent ties among them).
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..500 {
+            let n = (seed % 12 + 1) as usize;
+            let all: Vec<InstanceUsage> = (0..n)
+                .map(|i| {
+                    seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                    // Up to 10,000 with three decimals; every tenth ends in a half cent.
+                    let milli = ((seed >> 33) % 10_000_000) as i64 / 10 * 10 + if i % 2 == 0 { 5 } else { 0 };
+                    InstanceUsage { amount: Money(Decimal::new(milli, 3)), ..usage("0", None) }
+                })
+                .collect();
+            let lines = draft_lines(&all);
+            let (subtotal, tax, total) = totals(&lines, d("0.21"), false, "EUR");
+            let summed: Decimal = lines.iter().map(|l| l.amount.0).sum();
+            assert_eq!(subtotal.0, summed);
+            assert_eq!(total.0, subtotal.0 + tax.0);
+            assert!(lines.iter().all(|l| l.amount.0.scale() <= 2), "{lines:?}");
+        }
+    }
+
+    #[test]
+    fn months_have_their_own_lengths() {
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        for (inside, days) in [
+            ("2026-02-14T10:00:00Z", 28),
+            ("2028-02-29T23:59:59Z", 29),
+            ("2026-04-30T00:00:00Z", 30),
+            ("2026-12-31T23:00:00Z", 31),
+        ] {
+            let (start, end) = month_of(at(inside));
+            assert_eq!((end - start).num_days(), days, "{inside}");
+            assert_eq!(start.day(), 1);
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Prices and hourly usage (DESIGN §10).
+//!
+//! Rule: an instance is billed for every hour it existed in, from its creation to its deletion,
+//! in any power state but `failed` (a guest never delivered), a started hour counting whole. Each
+//! hour is rated at the sizes the instance has when the hour is metered (a resize counts from the
+//! hour it is metered in) and at the price version valid at the hour's start. One row per
+//! (instance, hour), unique: metering an hour twice, from two replicas or in a catch-up, inserts
+//! nothing the second time.
+
+use chrono::{DateTime, Utc};
+use nimbus_domain::{InstanceId, Money, PlanId, TenantId};
+use rust_decimal::Decimal;
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use crate::Result;
+
+/// A plan's price version.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Price {
+    /// Id (usage rows name it).
+    pub id: Uuid,
+    /// Applies from.
+    pub valid_from: DateTime<Utc>,
+    /// ISO 4217.
+    pub currency: String,
+    /// Per vCPU and hour.
+    pub vcpu_hour: Money,
+    /// Per GiB of memory and hour.
+    pub memory_gib_hour: Money,
+    /// Per GiB of disk and hour.
+    pub disk_gib_hour: Money,
+    /// The most one instance costs in a month.
+    pub monthly_cap: Option<Money>,
+}
+
+/// A price version to add.
+#[derive(Clone, Debug)]
+pub struct NewPrice {
+    /// Applies from (what was rated before it keeps its price).
+    pub valid_from: DateTime<Utc>,
+    /// ISO 4217.
+    pub currency: String,
+    /// Per vCPU and hour.
+    pub vcpu_hour: Money,
+    /// Per GiB of memory and hour.
+    pub memory_gib_hour: Money,
+    /// Per GiB of disk and hour.
+    pub disk_gib_hour: Money,
+    /// The most one instance costs in a month.
+    pub monthly_cap: Option<Money>,
+}
+
+type PriceRow = (Uuid, DateTime<Utc>, String, Decimal, Decimal, Decimal, Option<Decimal>);
+
+fn price(r: PriceRow) -> Price {
+    Price {
+        id: r.0,
+        valid_from: r.1,
+        currency: r.2.trim().to_owned(),
+        vcpu_hour: Money(r.3),
+        memory_gib_hour: Money(r.4),
+        disk_gib_hour: Money(r.5),
+        monthly_cap: r.6.map(Money),
+    }
+}
+
+/// Adds a price version to `plan`. A second version at the same time is
+/// `Conflict { constraint: "plan_prices_plan_valid_from_key" }`. A version valid already also
+/// becomes the plan's listed prices (what the create wizard estimates with).
+pub async fn add_price(ex: impl PgExecutor<'_>, plan: PlanId, new: &NewPrice) -> Result<Price> {
+    let row: PriceRow = sqlx::query_as(
+        "with p as (insert into plan_prices (id, plan_id, valid_from, currency, vcpu_hour, memory_gib_hour, \
+                    disk_gib_hour, monthly_cap) values ($1, $2, $3, $4, $5, $6, $7, $8) returning *), \
+         listed as (update plans set currency = p.currency, price_vcpu_hour = p.vcpu_hour, \
+                    price_memory_gib_hour = p.memory_gib_hour, price_disk_gib_hour = p.disk_gib_hour \
+                    from p where plans.id = p.plan_id and p.valid_from <= now()) \
+         select id, valid_from, currency, vcpu_hour, memory_gib_hour, disk_gib_hour, monthly_cap from p",
+    )
+    .bind(Uuid::now_v7())
+    .bind(plan.as_uuid())
+    .bind(new.valid_from)
+    .bind(&new.currency)
+    .bind(new.vcpu_hour.0)
+    .bind(new.memory_gib_hour.0)
+    .bind(new.disk_gib_hour.0)
+    .bind(new.monthly_cap.map(|m| m.0))
+    .fetch_one(ex)
+    .await?;
+    Ok(price(row))
+}
+
+/// The price version of `tenant`'s plan valid at `at`.
+pub async fn price_at(ex: impl PgExecutor<'_>, tenant: TenantId, at: DateTime<Utc>) -> Result<Option<Price>> {
+    let row: Option<PriceRow> = sqlx::query_as(
+        "select p.id, p.valid_from, p.currency, p.vcpu_hour, p.memory_gib_hour, p.disk_gib_hour, p.monthly_cap \
+         from plan_prices p join tenants t on t.plan_id = p.plan_id \
+         where t.id = $1 and p.valid_from <= $2 order by p.valid_from desc limit 1",
+    )
+    .bind(tenant.as_uuid())
+    .bind(at)
+    .fetch_optional(ex)
+    .await?;
+    Ok(row.map(price))
+}
+
+/// Meters the hour starting at `hour` (a whole UTC hour) for every instance, in one transaction
+/// with the hour's `metered_hours` row: inserts the rows not yet there and returns how many.
+pub async fn meter_hour(pool: &sqlx::PgPool, hour: DateTime<Utc>) -> Result<u64> {
+    let mut tx = pool.begin().await?;
+    let inserted = sqlx::query(
+        "insert into usage_records (instance_id, hour, tenant_id, price_id, vcpus, memory_mib, disk_gib, amount, currency) \
+         select i.id, $1, i.tenant_id, p.id, i.cores, i.memory_mib, i.disk_gib, \
+                i.cores * p.vcpu_hour + i.memory_mib / 1024.0 * p.memory_gib_hour + i.disk_gib * p.disk_gib_hour, \
+                p.currency \
+         from instances i \
+         join tenants t on t.id = i.tenant_id \
+         join lateral (select * from plan_prices pp where pp.plan_id = t.plan_id and pp.valid_from <= $1 \
+                       order by pp.valid_from desc limit 1) p on true \
+         where i.created_at < $1 + interval '1 hour' and (i.deleted_at is null or i.deleted_at > $1) \
+           and i.status <> 'failed' \
+         on conflict do nothing",
+    )
+    .bind(hour)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    sqlx::query(
+        "insert into metered_hours (hour, records) values ($1, $2) \
+         on conflict (hour) do update set records = metered_hours.records + excluded.records",
+    )
+    .bind(hour)
+    .bind(i64::try_from(inserted).unwrap_or(i64::MAX))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(inserted)
+}
+
+/// The whole hours of `[from, to)` not metered yet, oldest first.
+pub async fn unmetered_hours(
+    ex: impl PgExecutor<'_>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<DateTime<Utc>>> {
+    Ok(sqlx::query_scalar(
+        "select h from generate_series($1::timestamptz, $2::timestamptz - interval '1 hour', interval '1 hour') h \
+         where not exists (select 1 from metered_hours m where m.hour = h) order by h",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(ex)
+    .await?)
+}
+
+/// One instance's usage in a period.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InstanceUsage {
+    /// The instance.
+    pub instance_id: InstanceId,
+    /// Its name.
+    pub name: String,
+    /// Hours billed.
+    pub hours: i64,
+    /// What they cost, before any cap.
+    pub amount: Money,
+    /// The currency.
+    pub currency: String,
+    /// The monthly cap of the newest price version it was rated at.
+    pub monthly_cap: Option<Money>,
+}
+
+/// `tenant`'s usage per instance in `[from, to)`, by instance name.
+pub async fn by_instance(
+    ex: impl PgExecutor<'_>,
+    tenant: TenantId,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<InstanceUsage>> {
+    type Row = (Uuid, String, i64, Decimal, String, Option<Decimal>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "select u.instance_id, i.name, count(*), sum(u.amount), min(u.currency), \
+                (array_agg(p.monthly_cap order by u.hour desc))[1] \
+         from usage_records u join instances i on i.id = u.instance_id join plan_prices p on p.id = u.price_id \
+         where u.tenant_id = $1 and u.hour >= $2 and u.hour < $3 \
+         group by u.instance_id, i.name order by i.name, u.instance_id",
+    )
+    .bind(tenant.as_uuid())
+    .bind(from)
+    .bind(to)
+    .fetch_all(ex)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| InstanceUsage {
+            instance_id: r.0.into(),
+            name: r.1,
+            hours: r.2,
+            amount: Money(r.3),
+            currency: r.4.trim().to_owned(),
+            monthly_cap: r.5.map(Money),
+        })
+        .collect())
+}
+
+/// The tenants with usage in `[from, to)` and no invoice for the period starting at `from`.
+pub async fn tenants_to_invoice(
+    ex: impl PgExecutor<'_>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<TenantId>> {
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "select distinct u.tenant_id from usage_records u \
+         where u.hour >= $1 and u.hour < $2 \
+           and not exists (select 1 from invoices v where v.tenant_id = u.tenant_id and v.period_start = $1 \
+                           and v.kind = 'invoice') \
+         order by 1",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(ex)
+    .await?;
+    Ok(ids.into_iter().map(Into::into).collect())
+}
+
+/// Each of `tenant`'s instances' amount for its latest metered hour in `[from, to)`: its current
+/// hourly rate, for forecasts.
+pub async fn last_hour_rates(
+    ex: impl PgExecutor<'_>,
+    tenant: TenantId,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<(InstanceId, Money)>> {
+    let rows: Vec<(Uuid, Decimal)> = sqlx::query_as(
+        "select distinct on (instance_id) instance_id, amount from usage_records \
+         where tenant_id = $1 and hour >= $2 and hour < $3 order by instance_id, hour desc",
+    )
+    .bind(tenant.as_uuid())
+    .bind(from)
+    .bind(to)
+    .fetch_all(ex)
+    .await?;
+    Ok(rows.into_iter().map(|(id, amount)| (id.into(), Money(amount))).collect())
+}

@@ -1,0 +1,184 @@
+//! The `billing` queue's jobs (DESIGN §10), both started by system schedules
+//! ([`ensure_schedules`]) with the `catch_up_all` policy, so an outage is billed hour by hour:
+//!
+//! * `meter` (hourly, at each hour's end): one usage row per instance for the hour that just
+//!   ended (`nimbus_db::usage::meter_hour`, unique per instance and hour: a re-run, a replica or
+//!   a catch-up adds nothing), each rated at the price version valid at the hour's start.
+//! * `invoice` (monthly, the 1st at 00:00 UTC): first meters the month's hours no `meter` run
+//!   covered yet (the last hour's run fires at the same moment), then issues each tenant's
+//!   invoice for the month in its own transaction (`nimbus_db::invoices::issue`: one per tenant
+//!   and period, gapless numbers). A retry issues only the invoices still missing.
+//!
+//! Neither touches Proxmox: no node permit, no instance lock.
+
+use chrono::{DateTime, Duration, DurationRound, Utc};
+use nimbus_db::schedules::{self, NewSchedule};
+use nimbus_db::{DbError, PgPool, invoices, usage};
+use nimbus_domain::{JobKind, MissedFirePolicy};
+use nimbus_jobs::BillingRun;
+use nimbus_jobs::schedule::CronSpec;
+use sqlx::PgConnection;
+
+use crate::step_machine::{Operation, Run, StepError, StepInfo};
+
+/// The steps of the billing jobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Meter one hour (`meter`), or the month's unmetered hours (`invoice`).
+    Meter,
+    /// Issue the month's invoices.
+    Issue,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl StepInfo for Step {
+    fn name(self) -> &'static str {
+        match self {
+            Step::Meter => "meter usage",
+            Step::Issue => "issue invoices",
+        }
+    }
+
+    fn done_name(self) -> &'static str {
+        match self {
+            Step::Meter => "metered",
+            Step::Issue => "invoiced",
+        }
+    }
+
+    fn progress(self) -> u8 {
+        match self {
+            Step::Meter => 50,
+            Step::Issue => 95,
+        }
+    }
+
+    fn needs_node_permit(self) -> bool {
+        false
+    }
+
+    fn plain_action(self) -> &'static str {
+        match self {
+            Step::Meter => "meter usage",
+            Step::Issue => "issue the invoices",
+        }
+    }
+}
+
+/// The name of the system schedule that meters each hour.
+pub const METERING: &str = "hourly metering";
+/// The name of the system schedule that invoices each month.
+pub const INVOICING: &str = "monthly invoicing";
+
+/// Creates the system's billing schedules unless they exist (every worker does at start; the
+/// name is unique among the system's schedules, so replicas create each once). The first fire
+/// is the next hour's, or the next month's, after `now`.
+pub async fn ensure_schedules(db: &PgPool, now: DateTime<Utc>) -> Result<(), DbError> {
+    for (name, cron, kind) in [(METERING, "hourly", JobKind::Meter), (INVOICING, "monthly", JobKind::Invoice)] {
+        let Ok(spec) = CronSpec::parse(cron) else { continue };
+        let Some(first_fire_at) = spec.next_after(now) else { continue };
+        let new = NewSchedule {
+            tenant: None,
+            name: name.to_owned(),
+            cron: cron.to_owned(),
+            job: BillingRun::default().new_job(kind),
+            policy: MissedFirePolicy::CatchUpAll,
+            first_fire_at,
+        };
+        schedules::create_system_unless_named(db, &new).await?;
+    }
+    Ok(())
+}
+
+/// One billing job in progress.
+#[derive(Debug)]
+pub struct Billing {
+    run: Run,
+    kind: JobKind,
+    /// The end of what it bills: the metered hour's, or the invoiced month's.
+    until: DateTime<Utc>,
+}
+
+impl Operation for Billing {
+    type Step = Step;
+    const NAME: &'static str = "billing";
+
+    async fn load(run: Run) -> Result<Billing, StepError> {
+        let request: BillingRun = run.payload()?;
+        let kind = run.job.kind;
+        // Without a fire time, what ended last: this hour's start, this month's start.
+        let fired = request.fire_at.unwrap_or_else(Utc::now);
+        let hour = fired.duration_trunc(Duration::hours(1)).unwrap_or(fired);
+        let until = match kind {
+            JobKind::Invoice => invoices::month_of(hour).0,
+            _ => hour,
+        };
+        Ok(Billing { run, kind, until })
+    }
+
+    fn run(&self) -> &Run {
+        &self.run
+    }
+
+    fn run_mut(&mut self) -> &mut Run {
+        &mut self.run
+    }
+
+    fn steps(&self) -> &'static [Step] {
+        match self.kind {
+            JobKind::Invoice => &[Step::Meter, Step::Issue],
+            _ => &[Step::Meter],
+        }
+    }
+
+    fn node(&self) -> &str {
+        ""
+    }
+
+    async fn execute(&mut self, step: Step) -> Result<(), StepError> {
+        let db = self.run.db().clone();
+        match (step, self.kind) {
+            (Step::Meter, JobKind::Invoice) => {
+                let (from, to) = self.month();
+                for hour in usage::unmetered_hours(&db, from, to).await? {
+                    usage::meter_hour(&db, hour).await?;
+                }
+            }
+            (Step::Meter, _) => {
+                let hour = self.until - Duration::hours(1);
+                let rows = usage::meter_hour(&db, hour).await?;
+                tracing::info!(job.id = %self.run.job.id, hour = %hour, rows, "hour metered");
+            }
+            (Step::Issue, _) => {
+                let (from, to) = self.month();
+                let mut issued = 0;
+                for tenant in usage::tenants_to_invoice(&db, from, to).await? {
+                    self.run.check_stop()?;
+                    let mut tx = db.begin().await.map_err(DbError::from)?;
+                    if invoices::issue(&mut tx, tenant, from, to).await?.is_some() {
+                        issued += 1;
+                    }
+                    tx.commit().await.map_err(DbError::from)?;
+                }
+                tracing::info!(job.id = %self.run.job.id, period = %from, issued, "invoices issued");
+            }
+        }
+        Ok(())
+    }
+
+    async fn succeeded(&self, _tx: &mut PgConnection) -> Result<(), DbError> {
+        Ok(())
+    }
+}
+
+impl Billing {
+    /// The month an invoice job bills: the one that ended at `until`.
+    fn month(&self) -> (DateTime<Utc>, DateTime<Utc>) {
+        invoices::month_of(self.until - Duration::hours(1))
+    }
+}
