@@ -70,6 +70,9 @@ impl StepInfo for Step {
     }
 }
 
+/// Tenants invoiced per transaction: one commit per batch rather than per invoice.
+const INVOICES_PER_TRANSACTION: usize = 100;
+
 /// The name of the system schedule that meters each hour.
 pub const METERING: &str = "hourly metering";
 /// The name of the system schedule that invoices each month.
@@ -156,15 +159,7 @@ impl Operation for Billing {
             }
             (Step::Issue, _) => {
                 let (from, to) = self.month();
-                let mut issued = 0;
-                for tenant in usage::tenants_to_invoice(&db, from, to).await? {
-                    self.run.check_stop()?;
-                    let mut tx = db.begin().await.map_err(DbError::from)?;
-                    if invoices::issue(&mut tx, tenant, from, to).await?.is_some() {
-                        issued += 1;
-                    }
-                    tx.commit().await.map_err(DbError::from)?;
-                }
+                let issued = invoices::issue_all(&db, from, to, INVOICES_PER_TRANSACTION).await?;
                 tracing::info!(job.id = %self.run.job.id, period = %from, issued, "invoices issued");
             }
         }

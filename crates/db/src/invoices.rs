@@ -196,6 +196,37 @@ pub async fn issue(
     Ok(Some(invoice))
 }
 
+/// Issues the month `[from, to)`'s missing invoices of every tenant with usage, `per_transaction`
+/// tenants to a transaction (a commit each, not one per invoice); returns how many it issued.
+/// Each transaction first takes the year's number counter, so concurrent runs queue on it
+/// rather than deadlock over tenants taken in different orders.
+pub async fn issue_all(
+    pool: &sqlx::PgPool,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    per_transaction: usize,
+) -> Result<usize> {
+    let tenants = usage::tenants_to_invoice(pool, from, to).await?;
+    let mut issued = 0;
+    for batch in tenants.chunks(per_transaction.max(1)) {
+        let mut tx = pool.begin().await?;
+        sqlx::query(
+            "insert into invoice_numbers (year, last) values ($1, 0) \
+             on conflict (year) do update set last = invoice_numbers.last",
+        )
+        .bind(from.year())
+        .execute(&mut *tx)
+        .await?;
+        for tenant in batch {
+            if issue(&mut tx, *tenant, from, to).await?.is_some() {
+                issued += 1;
+            }
+        }
+        tx.commit().await?;
+    }
+    Ok(issued)
+}
+
 /// `tenant`'s invoices, newest first.
 pub async fn list(ex: impl PgExecutor<'_>, tenant: TenantId) -> Result<Vec<Invoice>> {
     Ok(sqlx::query_as("select * from invoices where tenant_id = $1 order by issued_at desc, number desc")
