@@ -133,7 +133,7 @@ create table invoice_lines (
 create function refuse_issued_change() returns trigger
 language plpgsql as $$
 begin
-    raise exception 'issued invoices and their lines cannot be changed; issue a credit note'
+    raise exception '% is append-only: % refused (correct an invoice with a credit note)', tg_table_name, tg_op
         using errcode = 'integrity_constraint_violation';
 end;
 $$;
@@ -144,4 +144,28 @@ create trigger invoices_no_truncate before truncate on invoices
 create trigger invoice_lines_immutable before update or delete on invoice_lines
     for each row execute function refuse_issued_change();
 create trigger invoice_lines_no_truncate before truncate on invoice_lines
+    for each statement execute function refuse_issued_change();
+
+-- Prepaid credit: a ledger per tenant whose sum is the balance (never a stored number). Credits
+-- are positive (top-ups, credit notes, adjustments up), debits negative (issued invoices,
+-- adjustments down). Append-only, like the invoices.
+create table balance_entries (
+    id bigint generated always as identity primary key,
+    tenant_id uuid not null constraint balance_entries_tenant_fkey references tenants (id),
+    kind text not null,
+    amount numeric(20, 4) not null,
+    currency char(3) not null,
+    invoice_id uuid constraint balance_entries_invoice_fkey references invoices (id),
+    reason text,
+    created_by uuid,
+    created_at timestamptz not null default now(),
+    constraint balance_entries_kind_check check (kind in ('top_up', 'invoice', 'credit_note', 'adjustment')),
+    constraint balance_entries_invoice_check check ((kind in ('invoice', 'credit_note')) = (invoice_id is not null)),
+    constraint balance_entries_reason_check check (kind <> 'adjustment' or length(trim(coalesce(reason, ''))) > 0),
+    constraint balance_entries_top_up_check check (kind <> 'top_up' or amount > 0)
+);
+create index balance_entries_tenant_idx on balance_entries (tenant_id, id);
+create trigger balance_entries_immutable before update or delete on balance_entries
+    for each row execute function refuse_issued_change();
+create trigger balance_entries_no_truncate before truncate on balance_entries
     for each statement execute function refuse_issued_change();

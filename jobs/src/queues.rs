@@ -67,7 +67,8 @@ mod tests {
     fn names_are_stable() {
         assert_eq!(PROVISION, "provision");
         assert_eq!(for_kind(JobKind::Provision), Some("provision"));
-        assert_eq!(for_kind(JobKind::Invoice), None);
+        assert_eq!(for_kind(JobKind::Invoice), Some(BILLING));
+        assert_eq!(for_kind(JobKind::Notify), None);
         assert_eq!(for_kind(JobKind::Reboot), Some(POWER));
         assert_eq!(for_kind(JobKind::Restore), Some(SNAPSHOT));
         for kind in JobKind::ALL {

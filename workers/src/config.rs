@@ -283,9 +283,9 @@ mod tests {
         let c = with(&[("WORKER_QUEUES", " snapshot, power ,power"), ("QUEUE_CONCURRENCY", "power=32")]).unwrap();
         assert_eq!(c.queues, vec!["power", "snapshot"]);
         assert_eq!(c.queue_concurrency.get("power"), Some(&32));
-        assert_eq!(with(&[("WORKER_QUEUES", "provision,billing")]).unwrap_err().var, "WORKER_QUEUES");
+        assert_eq!(with(&[("WORKER_QUEUES", "provision,notify")]).unwrap_err().var, "WORKER_QUEUES");
         assert_eq!(with(&[("WORKER_QUEUES", " , ")]).unwrap_err().var, "WORKER_QUEUES");
         assert_eq!(with(&[("QUEUE_CONCURRENCY", "power=0")]).unwrap_err().var, "QUEUE_CONCURRENCY");
-        assert_eq!(with(&[("QUEUE_CONCURRENCY", "billing=2")]).unwrap_err().var, "QUEUE_CONCURRENCY");
+        assert_eq!(with(&[("QUEUE_CONCURRENCY", "notify=2")]).unwrap_err().var, "QUEUE_CONCURRENCY");
     }
 }

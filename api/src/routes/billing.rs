@@ -1,8 +1,10 @@
 //! Billing for customers: `GET /v1/billing/usage` (the month to date per instance and in total,
 //! each instance's monthly cap applied, with the forecast to the month's end at the current
 //! rate), `GET /v1/billing/invoices` and `GET /v1/billing/invoices/{id}` (JSON with its lines;
-//! `{id}.csv` for the lines as CSV). For operators: `POST /v1/admin/plans/{id}/prices`, a new
-//! price version of a plan from a given time (what was rated before keeps its price).
+//! `{id}.csv` for the lines as CSV), `GET /v1/billing/balance` (the prepaid balance and its
+//! latest entries). For operators: `POST /v1/admin/plans/{id}/prices`, a new price version of a
+//! plan from a given time (what was rated before keeps its price), and
+//! `POST /v1/admin/tenants/{id}/credit`, a top-up or an adjustment (with its reason).
 //!
 //! Amounts are decimal strings with their currency, never floats.
 
@@ -33,7 +35,9 @@ pub fn router() -> Router<AppState> {
         .route("/v1/billing/usage", get(usage_to_date))
         .route("/v1/billing/invoices", get(list_invoices))
         .route("/v1/billing/invoices/{id}", get(show_invoice))
+        .route("/v1/billing/balance", get(show_balance))
         .route("/v1/admin/plans/{id}/prices", post(add_price))
+        .route("/v1/admin/tenants/{id}/credit", post(add_credit))
 }
 
 /// One instance's month to date.
@@ -295,4 +299,101 @@ async fn add_price(
         "monthlyCap": price.monthly_cap,
     });
     Ok((StatusCode::CREATED, super::data(&rid, view)).into_response())
+}
+
+/// The entries `GET /v1/billing/balance` shows.
+const ENTRIES_SHOWN: i64 = 100;
+
+/// One ledger entry as the tenant sees it (not which operator added it).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EntryView {
+    id: i64,
+    kind: String,
+    amount: Money,
+    currency: String,
+    invoice_id: Option<Uuid>,
+    reason: Option<String>,
+    created_at: DateTime<Utc>,
+}
+
+fn entry_view(e: nimbus_db::balance::Entry) -> EntryView {
+    let currency = e.currency.trim().to_owned();
+    EntryView {
+        id: e.id,
+        kind: e.kind,
+        amount: Money(e.amount).round_to_minor_unit(&currency),
+        currency,
+        invoice_id: e.invoice_id,
+        reason: e.reason,
+        created_at: e.created_at,
+    }
+}
+
+async fn show_balance(State(state): State<AppState>, auth: AuthUser, rid: RequestId) -> Result<Response, ApiError> {
+    let balance = nimbus_db::balance::balance(state.db(), auth.tenant()).await?;
+    let entries = nimbus_db::balance::entries(state.db(), auth.tenant(), ENTRIES_SHOWN).await?;
+    let currency = match usage::price_at(state.db(), auth.tenant(), Utc::now()).await? {
+        Some(p) => p.currency,
+        None => entries.first().map(|e| e.currency.trim().to_owned()).unwrap_or_default(),
+    };
+    let view = serde_json::json!({
+        "balance": balance.round_to_minor_unit(&currency),
+        "currency": currency,
+        "entries": entries.into_iter().map(entry_view).collect::<Vec<_>>(),
+    });
+    Ok(super::data(&rid, view).into_response())
+}
+
+/// The body of `POST /v1/admin/tenants/{id}/credit`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreditBody {
+    /// `top_up` (default; positive) or `adjustment` (either sign, with a reason).
+    #[serde(default)]
+    kind: Option<String>,
+    amount: Money,
+    reason: Option<String>,
+}
+
+async fn add_credit(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    rid: RequestId,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let tenant: nimbus_domain::TenantId = parse_id(&id, "tenant")?;
+    nimbus_db::tenants::get(state.db(), tenant).await.map_err(|e| not_found(e, "tenant"))?;
+    let body = decode::<CreditBody>(&bytes)?.value;
+    let reason = body.reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
+    let kind = match body.kind.as_deref().unwrap_or("top_up") {
+        "top_up" => "top_up",
+        "adjustment" => "adjustment",
+        _ => return Err(ApiError::field("kind", "top_up or adjustment")),
+    };
+    let mut errors = Vec::new();
+    if kind == "top_up" && body.amount.0 <= rust_decimal::Decimal::ZERO {
+        errors.push(FieldError::new("amount", "a top-up is positive"));
+    }
+    if body.amount.0.is_zero() {
+        errors.push(FieldError::new("amount", "must not be zero"));
+    }
+    if kind == "adjustment" && reason.is_none() {
+        errors.push(FieldError::new("reason", "an adjustment says why"));
+    }
+    if reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
+        errors.push(FieldError::new("reason", "at most 500 characters"));
+    }
+    if body.amount.0.scale() > 4 {
+        errors.push(FieldError::new("amount", "at most four decimal places"));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let currency = usage::price_at(state.db(), tenant, Utc::now()).await?.map(|p| p.currency).unwrap_or_default();
+    let credit = nimbus_db::balance::Credit { kind, amount: body.amount, currency, reason, by: admin.user.id };
+    let entry = nimbus_db::balance::add(state.db(), tenant, &credit).await?;
+    tracing::info!(tenant.id = %tenant, kind, amount = %body.amount, "balance entry added");
+    Ok((StatusCode::CREATED, super::data(&rid, entry_view(entry))).into_response())
 }

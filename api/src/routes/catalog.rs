@@ -95,7 +95,9 @@ pub const CATALOG: &[RouteSpec] = &[
     route("GET", "/v1/billing/usage", Tenant),
     route("GET", "/v1/billing/invoices", Tenant),
     route("GET", "/v1/billing/invoices/{id}", Tenant),
+    route("GET", "/v1/billing/balance", Tenant),
     route("POST", "/v1/admin/plans/{id}/prices", Operator),
+    route("POST", "/v1/admin/tenants/{id}/credit", Operator),
     // jobs.rs
     route("GET", "/v1/jobs", Tenant),
     route("GET", "/v1/jobs/{id}", Tenant),

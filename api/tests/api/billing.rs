@@ -85,4 +85,39 @@ async fn customers_see_usage_forecasts_and_only_their_invoices() {
     }
     let (_, _, b_list) = app.get_as(&b_admin, "/v1/billing/invoices").await;
     assert_eq!(b_list["data"], json!([]));
+
+    // The prepaid balance: the invoice debited it; an operator's top-up and adjustment credit it.
+    let (_, _, balance) = app.get("/v1/billing/balance").await;
+    assert_eq!(amount(&balance["data"]["balance"]), Decimal::from_str("-0.02").unwrap(), "{balance}");
+    assert_eq!(balance["data"]["entries"][0]["kind"], "invoice");
+    assert_eq!(balance["data"]["entries"][0]["invoiceId"], issued.id.to_string());
+    let credit = format!("/v1/admin/tenants/{}/credit", app.tenant);
+    for (bad, field) in [
+        (json!({"amount": "-5"}), "amount"),
+        (json!({"amount": "0"}), "amount"),
+        (json!({"kind": "adjustment", "amount": "-1"}), "reason"),
+        (json!({"kind": "gift", "amount": "1"}), "kind"),
+    ] {
+        let (status, _, body) = post(credit.clone(), app.token.clone(), bad.clone()).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(crate::support::fields(&body).contains(&Some(field.to_owned())), "{bad}: {body}");
+    }
+    let (status, _, topped) = post(credit.clone(), app.token.clone(), json!({"amount": "10"})).await;
+    assert_eq!(status, 201, "{topped}");
+    let (status, _, _) = post(
+        credit.clone(),
+        app.token.clone(),
+        json!({"kind": "adjustment", "amount": "-0.5", "reason": "goodwill reversed"}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (_, _, balance) = app.get("/v1/billing/balance").await;
+    assert_eq!(amount(&balance["data"]["balance"]), Decimal::from_str("9.48").unwrap(), "{balance}");
+    let kinds: Vec<&str> =
+        balance["data"]["entries"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["adjustment", "top_up", "invoice"], "newest first");
+    let (_, _, b_balance) = app.get_as(&b_admin, "/v1/billing/balance").await;
+    assert_eq!((amount(&b_balance["data"]["balance"]), &b_balance["data"]["entries"]), (Decimal::ZERO, &json!([])));
+    let refused = sqlx::query("update balance_entries set amount = 1000").execute(app.pool()).await;
+    assert!(refused.is_err(), "the ledger is append-only");
 }

@@ -105,6 +105,12 @@ const CASES: &[(&str, &str, Case)] = &[
     ("GET", "/v1/vms/{id}/console/ws", Case::Public),
     ("GET", "/v1/billing/usage", Case::Collection { body: None }),
     ("GET", "/v1/billing/invoices", Case::Collection { body: None }),
+    ("GET", "/v1/billing/balance", Case::Collection { body: None }),
+    (
+        "POST",
+        "/v1/admin/tenants/{id}/credit",
+        Case::Operator { id: Some(Fixture::Tenant), body: Some(|_| json!({"amount": "10", "reason": "probe"})) },
+    ),
     ("GET", "/v1/billing/invoices/{id}", Case::ById { id: Fixture::Invoice, body: None }),
     (
         "POST",

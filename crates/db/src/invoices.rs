@@ -3,7 +3,8 @@
 //! to the currency's minor unit, the subtotal is the sum of the rounded lines, the tax is the
 //! rounded subtotal × rate (none under reverse charge), the total their sum. Numbers are gapless
 //! per year (`NMB-2026-000123`): the year's counter row is taken in the issuing transaction.
-//! Issued invoices and lines are immutable (the database refuses UPDATE, DELETE, TRUNCATE).
+//! Issued invoices and lines are immutable (the database refuses UPDATE, DELETE, TRUNCATE). An
+//! issued invoice debits its total from the tenant's prepaid balance in the same transaction.
 
 use chrono::{DateTime, Datelike, Utc};
 use nimbus_domain::{InstanceId, Money, TenantId};
@@ -193,6 +194,8 @@ pub async fn issue(
     .bind(&amounts)
     .execute(&mut *tx)
     .await?;
+    // Settled from the prepaid balance at once (the balance may go below zero).
+    crate::balance::debit_invoice(&mut *tx, tenant, invoice.id, total, &currency).await?;
     Ok(Some(invoice))
 }
 

@@ -23,6 +23,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod backup_policies;
+pub mod balance;
 pub mod error;
 pub mod idempotency;
 pub mod identities;

@@ -1,0 +1,105 @@
+//! Prepaid credit (DESIGN §10): a ledger per tenant whose sum is the balance. Operators add
+//! top-ups and adjustments (with a reason); an issued invoice debits its total in the
+//! transaction that issues it. Append-only: the database refuses to change an entry.
+
+use chrono::{DateTime, Utc};
+use nimbus_domain::{Money, TenantId, UserId};
+use rust_decimal::Decimal;
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use crate::Result;
+
+/// One ledger entry.
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+pub struct Entry {
+    /// Its place in the ledger.
+    pub id: i64,
+    /// `top_up`, `invoice`, `credit_note` or `adjustment`.
+    pub kind: String,
+    /// Credit (positive) or debit (negative).
+    pub amount: Decimal,
+    /// ISO 4217.
+    pub currency: String,
+    /// The invoice or credit note it settles.
+    pub invoice_id: Option<Uuid>,
+    /// Why (adjustments must say).
+    pub reason: Option<String>,
+    /// The operator who added it.
+    pub created_by: Option<Uuid>,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+/// What an operator adds.
+#[derive(Clone, Debug)]
+pub struct Credit {
+    /// `top_up` (positive) or `adjustment` (either sign, with a reason).
+    pub kind: &'static str,
+    /// The amount.
+    pub amount: Money,
+    /// ISO 4217.
+    pub currency: String,
+    /// Why.
+    pub reason: Option<String>,
+    /// Who.
+    pub by: UserId,
+}
+
+/// Adds an operator's entry to `tenant`'s ledger. A non-positive top-up or an adjustment
+/// without a reason is `Check { .. }`.
+pub async fn add(ex: impl PgExecutor<'_>, tenant: TenantId, credit: &Credit) -> Result<Entry> {
+    Ok(sqlx::query_as(
+        "insert into balance_entries (tenant_id, kind, amount, currency, reason, created_by) \
+         values ($1, $2, $3, $4, $5, $6) returning id, kind, amount, currency, invoice_id, reason, created_by, created_at",
+    )
+    .bind(tenant.as_uuid())
+    .bind(credit.kind)
+    .bind(credit.amount.0)
+    .bind(&credit.currency)
+    .bind(&credit.reason)
+    .bind(credit.by.as_uuid())
+    .fetch_one(ex)
+    .await?)
+}
+
+/// Debits an issued invoice's total (in the issuing transaction).
+pub async fn debit_invoice(
+    ex: impl PgExecutor<'_>,
+    tenant: TenantId,
+    invoice: Uuid,
+    total: Money,
+    currency: &str,
+) -> Result<()> {
+    sqlx::query(
+        "insert into balance_entries (tenant_id, kind, amount, currency, invoice_id) values ($1, 'invoice', $2, $3, $4)",
+    )
+    .bind(tenant.as_uuid())
+    .bind(-total.0)
+    .bind(currency)
+    .bind(invoice)
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+/// `tenant`'s balance: the sum of its ledger.
+pub async fn balance(ex: impl PgExecutor<'_>, tenant: TenantId) -> Result<Money> {
+    let sum: Option<Decimal> = sqlx::query_scalar("select sum(amount) from balance_entries where tenant_id = $1")
+        .bind(tenant.as_uuid())
+        .fetch_one(ex)
+        .await?;
+    Ok(Money(sum.unwrap_or_default()))
+}
+
+/// `tenant`'s latest `limit` entries, newest first.
+pub async fn entries(ex: impl PgExecutor<'_>, tenant: TenantId, limit: i64) -> Result<Vec<Entry>> {
+    Ok(sqlx::query_as(
+        "select id, kind, amount, currency, invoice_id, reason, created_by, created_at from balance_entries \
+         where tenant_id = $1 order by id desc limit $2",
+    )
+    .bind(tenant.as_uuid())
+    .bind(limit)
+    .fetch_all(ex)
+    .await?)
+}
