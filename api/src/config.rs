@@ -15,6 +15,9 @@
 //! | `PVE_ALLOW_HTTP` | `1`/`true`: accept an `http://` `PVE_URL` (labs only: the token travels in clear; warned at start) | `false`: refused |
 //! | `LISTEN` | address to serve on | `127.0.0.1:8080` |
 //! | `NIMBUS_WEB_DIST` | the built portal (`web/dist`) to serve at `/`; unset: no portal | unset |
+//! | `BILLING_ISSUER_NAME` | who issues the invoices (printed on them) | `Nimbus` |
+//! | `BILLING_ISSUER_ADDRESS` | the issuer's address, lines separated by `\|` | empty |
+//! | `BILLING_ISSUER_LOGO_URL` | an `https://` or `data:image/` URL of the logo on printed invoices | none |
 //! | `RUST_LOG` | log filter | `info` |
 //! | `RATE_LIMIT_PER_MINUTE` | requests per minute per user (all their keys, sessions and tokens together) or anonymous client address (also the burst) | `300` |
 //! | `AUTH_FAILURES_PER_MINUTE` | failed authentications per minute per client address, then 429 before any lookup | `30` |
@@ -82,6 +85,8 @@ pub struct Config {
     pub oidc: Option<crate::auth::oidc::OidcConfig>,
     /// `NIMBUS_WEB_DIST`.
     pub web_dist: Option<std::path::PathBuf>,
+    /// `BILLING_ISSUER_NAME`, `BILLING_ISSUER_ADDRESS`, `BILLING_ISSUER_LOGO_URL`.
+    pub invoice_issuer: crate::invoice_html::Issuer,
 }
 
 /// A variable that is missing or wrong.
@@ -184,6 +189,12 @@ impl Config {
             pve_allow_http: pve.allow_http,
             listen,
             web_dist: get("NIMBUS_WEB_DIST").map(std::path::PathBuf::from),
+            invoice_issuer: crate::invoice_html::Issuer::from_vars(
+                get("BILLING_ISSUER_NAME"),
+                get("BILLING_ISSUER_ADDRESS"),
+                get("BILLING_ISSUER_LOGO_URL"),
+            )
+            .map_err(|problem| ConfigError { var: "BILLING_ISSUER_LOGO_URL", problem })?,
         })
     }
 }

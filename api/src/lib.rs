@@ -29,6 +29,7 @@ pub mod error;
 pub mod extract;
 pub mod html;
 pub mod inventory;
+pub mod invoice_html;
 pub mod middleware;
 pub mod ratelimit;
 pub mod routes;

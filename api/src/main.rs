@@ -94,6 +94,7 @@ async fn serve() -> Result<(), BoxError> {
             ..Default::default()
         },
         web_dist: config.web_dist.clone(),
+        invoice_issuer: config.invoice_issuer.clone(),
         api_keys_per_user: config.api_keys_per_user,
         ..Settings::default()
     };

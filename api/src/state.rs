@@ -38,6 +38,8 @@ pub struct Settings {
     /// How often an open event stream checks that its credential still holds (a revoked key, a
     /// deactivated user or an ended session closes it within this).
     pub stream_auth_check: Duration,
+    /// Who issues invoices, as printed on them.
+    pub invoice_issuer: crate::invoice_html::Issuer,
 }
 
 impl Default for Settings {
@@ -54,6 +56,7 @@ impl Default for Settings {
             api_key_cache_ttl: Duration::from_secs(10),
             api_keys_per_user: 50,
             stream_auth_check: Duration::from_secs(2),
+            invoice_issuer: crate::invoice_html::Issuer::default(),
         }
     }
 }

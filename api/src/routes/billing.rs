@@ -1,7 +1,7 @@
 //! Billing for customers: `GET /v1/billing/usage` (the month to date per instance and in total,
 //! each instance's monthly cap applied, with the forecast to the month's end at the current
 //! rate), `GET /v1/billing/invoices` and `GET /v1/billing/invoices/{id}` (JSON with its lines;
-//! `{id}.csv` for the lines as CSV), `GET /v1/billing/balance` (the prepaid balance and its
+//! `{id}.csv` for the lines as CSV; `{id}.html` or `Accept: text/html` for the printable page), `GET /v1/billing/balance` (the prepaid balance and its
 //! latest entries). For operators: `POST /v1/admin/plans/{id}/prices`, a new price version of a
 //! plan from a given time (what was rated before keeps its price), and
 //! `POST /v1/admin/tenants/{id}/credit`, a top-up or an adjustment (with its reason).
@@ -187,20 +187,52 @@ async fn list_invoices(State(state): State<AppState>, auth: AuthUser, rid: Reque
     Ok(super::data(&rid, views).into_response())
 }
 
+/// The forms an invoice is served in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Form {
+    Json,
+    Csv,
+    Html,
+}
+
 async fn show_invoice(
     State(state): State<AppState>,
     auth: AuthUser,
     rid: RequestId,
+    headers: axum::http::HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let (id, csv) = match id.strip_suffix(".csv") {
-        Some(id) => (id.to_owned(), true),
-        None => (id, false),
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .and_then(|a| a.split(',').next())
+        .is_some_and(|first| first.trim().starts_with("text/html"));
+    let (id, form) = if let Some(id) = id.strip_suffix(".csv") {
+        (id.to_owned(), Form::Csv)
+    } else if let Some(id) = id.strip_suffix(".html") {
+        (id.to_owned(), Form::Html)
+    } else {
+        (id, if wants_html { Form::Html } else { Form::Json })
     };
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound("invoice"))?;
     let mut conn = state.db().acquire().await.map_err(nimbus_db::DbError::from)?;
     let (invoice, lines) = invoices::get(&mut conn, auth.tenant(), id).await.map_err(|e| not_found(e, "invoice"))?;
-    if csv {
+    if form == Form::Html {
+        let tenant = nimbus_db::tenants::get(state.db(), auth.tenant()).await?;
+        let issuer = &state.settings().invoice_issuer;
+        let html = crate::invoice_html::render(issuer, &tenant.name, &invoice, &lines).map_err(ApiError::Internal)?;
+        let mut response = html.into_response();
+        let h = response.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        // Its own styles and the issuer's logo; nothing else, no script.
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; img-src https: data:"),
+        );
+        return Ok(response);
+    }
+    if form == Form::Csv {
         let mut response = as_csv(&invoice, &lines).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
         if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}.csv\"", invoice.number)) {

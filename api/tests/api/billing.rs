@@ -79,7 +79,14 @@ async fn customers_see_usage_forecasts_and_only_their_invoices() {
     assert!(text.starts_with("invoice,position,description,hours,amount,currency\r\n"), "{text}");
     assert!(text.contains(&format!("{},1,billed-1 (1 h),1,0.02,EUR", issued.number)), "{text}");
     assert!(text.contains(&format!("{},,total,,0.02,EUR", issued.number)), "{text}");
-    for path in [one.clone(), format!("{one}.csv")] {
+    let html = app.http.get(app.url(&one)).bearer_auth(&app.token).header("accept", "text/html").send().await.unwrap();
+    assert_eq!(html.status(), 200);
+    assert!(html.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
+    let page = html.text().await.unwrap();
+    assert!(page.contains(&format!("Invoice {}", issued.number)) && page.contains("billed-1 (1 h)"), "{page}");
+    let printable = app.http.get(app.url(&format!("{one}.html"))).bearer_auth(&app.token).send().await.unwrap();
+    assert!(printable.text().await.unwrap().contains("0.02 EUR"));
+    for path in [one.clone(), format!("{one}.csv"), format!("{one}.html")] {
         let (status, _, body) = app.get_as(&b_admin, &path).await;
         assert_eq!(status, 404, "another tenant's invoice is missing: {body}");
     }
