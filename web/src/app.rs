@@ -22,6 +22,10 @@ pub enum AppRoute {
     Job { id: String },
     #[to("/keys")]
     Keys,
+    #[to("/billing")]
+    Billing,
+    #[to("/billing/invoices/<id>")]
+    Invoice { id: String },
     #[to("/admin/queues")]
     Queues,
     #[to("/admin/nodes")]
@@ -71,6 +75,7 @@ fn Layout(route: ReadSignal<AppRoute>) -> View {
                         a(href="/", class=nav_class(AppRoute::Dashboard)) { "Dashboard" }
                         a(href="/instances", class=nav_class(AppRoute::Instances)) { "Instances" }
                         a(href="/instances/new", class=nav_class(AppRoute::Create)) { "Create" }
+                        a(href="/billing", class=nav_class(AppRoute::Billing)) { "Billing" }
                         a(href="/keys", class=nav_class(AppRoute::Keys)) { "API keys" }
                         (move || if is_admin.get() {
                             view! {
@@ -107,6 +112,8 @@ fn Page(route: ReadSignal<AppRoute>) -> View {
             AppRoute::Instance { id } => view! { pages::instance::InstanceDetail(id=id) },
             AppRoute::Job { id } => view! { pages::job::JobPage(id=id) },
             AppRoute::Keys => view! { pages::keys::Keys() },
+            AppRoute::Billing => view! { pages::billing::Billing() },
+            AppRoute::Invoice { id } => view! { pages::billing::InvoicePage(id=id) },
             AppRoute::Queues => view! { pages::admin_queues::Queues() },
             AppRoute::Nodes => view! { pages::admin_nodes::Nodes() },
             AppRoute::AdminInstances => view! { pages::admin_vms::AdminVms() },

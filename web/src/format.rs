@@ -51,6 +51,20 @@ pub fn time_str(s: &str) -> String {
     s.parse::<DateTime<chrono::FixedOffset>>().map(|t| time(&t.with_timezone(&Utc))).unwrap_or_else(|_| s.to_owned())
 }
 
+/// A billing period as the API writes it (RFC 3339, its end excluded) as the days it covers:
+/// `2026-11-01 – 2026-11-30` (a time that is not one is shown as written).
+pub fn period(start: &str, end: &str) -> String {
+    let day = |s: &str, back: i64| {
+        s.parse::<DateTime<chrono::FixedOffset>>()
+            .map(|t| {
+                let t = t.with_timezone(&Utc) - chrono::Duration::seconds(back);
+                format!("{:04}-{:02}-{:02}", t.year(), t.month(), t.day())
+            })
+            .unwrap_or_else(|_| s.to_owned())
+    };
+    format!("{} – {}", day(start, 0), day(end, 1))
+}
+
 /// The serde name of a status (`running`), used for text and CSS classes.
 pub fn instance_status(s: InstanceStatus) -> &'static str {
     s.as_str()
@@ -98,6 +112,8 @@ mod tests {
         assert_eq!(time(&t), "2026-11-26 09:05 UTC");
         assert_eq!(time_str("2026-12-07T03:00:00Z"), "2026-12-07 03:00 UTC");
         assert_eq!(time_str("soon"), "soon");
+        assert_eq!(period("2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z"), "2026-11-01 – 2026-11-30");
+        assert_eq!(period("2026-12-01T00:00:00+00:00", "2027-01-01T00:00:00Z"), "2026-12-01 – 2026-12-31");
     }
 
     #[test]

@@ -370,6 +370,39 @@ flow('a customer creates an API key, sees its token once, and revokes it after t
   assert.deepEqual(page.errors, []);
 });
 
+flow('a customer sees the month to date on the dashboard and, on the Billing page, the breakdown, the invoices and the prepaid balance', async () => {
+  const { page } = alice;
+  // The stack's plans are free and no month has ended yet: amounts are zero (written as the API
+  // writes them, with the plan's currency) and there is no invoice and no balance entry.
+  const amount = /^\d+(\.\d+)?( [A-Z]{3})?$/;
+  await page.getByRole('link', { name: 'Dashboard', exact: true }).click();
+  const spend = page.getByTestId('month-spend');
+  await spend.waitFor();
+  assert.match(await spend.textContent(), /^This month: \d+(\.\d+)?( [A-Z]{3})?, forecast \d+(\.\d+)?( [A-Z]{3})?$/);
+  await spend.click();
+  await page.waitForURL(`${BASE}/billing`);
+  await page.getByRole('heading', { name: 'Billing', exact: true }).waitFor();
+  await page.getByRole('heading', { name: 'Month to date' }).waitFor();
+  assert.match(await page.getByTestId('month-total').textContent(), amount);
+  assert.match(await page.getByTestId('forecast').textContent(), amount);
+  assert.match(await page.getByTestId('period').textContent(), /^\d{4}-\d\d-01 – \d{4}-\d\d-\d\d$/, 'the month, its days');
+  await page.getByRole('heading', { name: 'Invoices' }).waitFor();
+  await page.getByTestId('no-invoices').waitFor();
+  assert.equal(await page.locator('tr[data-invoice]').count(), 0);
+  await page.getByRole('heading', { name: 'Balance' }).waitFor();
+  assert.match(await page.getByTestId('balance').textContent(), /^0(\.0+)?( [A-Z]{3})?$/);
+  await page.getByTestId('no-entries').waitFor();
+  await shot(page, '19-billing');
+
+  // The navigation leads there too.
+  await page.getByRole('link', { name: 'Dashboard', exact: true }).click();
+  await page.getByTestId('month-spend').waitFor();
+  await page.getByRole('link', { name: 'Billing', exact: true }).click();
+  await page.waitForURL(`${BASE}/billing`);
+  await page.getByTestId('month-total').waitFor();
+  assert.deepEqual(page.errors, []);
+});
+
 flow('an operator sees the queues, retries a failed job and sees the nodes', async () => {
   const { page } = await browser();
   await signIn(page, 'admin@nimbus.test', 'admin-pass');

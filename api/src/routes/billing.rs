@@ -92,17 +92,22 @@ async fn usage_to_date(State(state): State<AppState>, auth: AuthUser, rid: Reque
             instance_id: u.instance_id,
             name: u.name,
             hours: u.hours,
-            usage: u.amount,
-            monthly_cap: u.monthly_cap,
-            amount,
-            forecast,
+            usage: exact(u.amount),
+            monthly_cap: u.monthly_cap.map(exact),
+            amount: exact(amount),
+            forecast: exact(forecast),
         });
     }
     let currency = usage::price_at(state.db(), auth.tenant(), now).await?.map(|p| p.currency);
-    let total = lines.iter().map(|l| l.amount).sum();
-    let forecast = lines.iter().map(|l| l.forecast).sum();
+    let total = exact(lines.iter().map(|l| l.amount).sum());
+    let forecast = exact(lines.iter().map(|l| l.forecast).sum());
     let view = UsageView { period_start: from, period_end: to, currency, instances: lines, total, forecast };
     Ok(super::data(&rid, view).into_response())
+}
+
+/// An unrounded amount (usage is rated to 10 places) without its trailing zeros: `13`, `0.031`.
+fn exact(m: Money) -> Money {
+    Money(m.0.normalize())
 }
 
 fn cap(amount: Money, cap: Option<Money>) -> Money {

@@ -1,4 +1,5 @@
-//! The dashboard: the tenant's instances by status and its most recent jobs.
+//! The dashboard: the tenant's instances by status, the month's spend so far (linking to the
+//! Billing page) and its most recent jobs.
 
 use nimbus_domain::{InstanceStatus, InstanceView, JobHandle};
 use sycamore::prelude::*;
@@ -6,6 +7,7 @@ use sycamore::prelude::*;
 use crate::api::{self, Failure};
 use crate::components::{Badge, CopyId, ErrorBanner, Loading};
 use crate::format;
+use crate::pages::billing;
 
 const STATUSES: [InstanceStatus; 4] =
     [InstanceStatus::Running, InstanceStatus::Provisioning, InstanceStatus::Stopped, InstanceStatus::Failed];
@@ -15,6 +17,9 @@ pub fn Dashboard() -> View {
     let instances = create_signal(None::<Vec<InstanceView>>);
     let jobs = create_signal(None::<Vec<JobHandle>>);
     let failure = create_signal(None::<Failure>);
+    let spend = create_signal(None::<serde_json::Value>);
+    billing::load("/v1/billing/usage".into(), spend, failure);
+    let spend = billing::part(spend, "Loading this month…", billing::spend_card);
     crate::task::spawn(async move {
         loop {
             match api::list::<InstanceView>("/v1/vms?perPage=100").await {
@@ -55,6 +60,7 @@ pub fn Dashboard() -> View {
                     }
                 }
             })
+            (spend)
             h2 { "Recent jobs" }
             (move || match jobs.get_clone() {
                 None => view! { Loading(label="Loading jobs…") },
