@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use nimbus_domain::InstanceView;
+use nimbus_domain::{InstanceStatus, InstanceView};
 use sycamore::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
@@ -25,6 +25,17 @@ pub struct LiveInstance {
 }
 
 impl LiveInstance {
+    /// `Some(true)` while the instance has no operation: a tab reads its lists again each time
+    /// this becomes true (an operation of its ended).
+    pub fn settled(self) -> ReadSignal<Option<bool>> {
+        create_selector(move || self.instance.with(|i| i.as_ref().map(|i| i.operation.is_none())))
+    }
+
+    /// Whether operations are offered now ([`idle`]).
+    pub fn usable(self) -> ReadSignal<bool> {
+        create_selector(move || self.instance.with(|i| i.as_ref().is_some_and(idle)))
+    }
+
     /// Reads the instance now (after an action, before its first event arrives).
     pub async fn reload(self, id: &str) {
         match api::get::<InstanceView>(&format!("/v1/vms/{id}")).await {
@@ -32,6 +43,11 @@ impl LiveInstance {
             Err(f) => self.failure.set(Some(f)),
         }
     }
+}
+
+/// Whether operations are offered: the guest exists and nothing else runs on it.
+pub fn idle(i: &InstanceView) -> bool {
+    i.operation.is_none() && matches!(i.status, InstanceStatus::Running | InstanceStatus::Stopped)
 }
 
 /// Follows instance `id` for as long as the calling scope lives.

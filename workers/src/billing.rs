@@ -5,7 +5,8 @@
 //!   ended (`nimbus_db::usage::meter_hour`, unique per instance and hour: a re-run, a replica or
 //!   a catch-up adds nothing), each rated at the price version valid at the hour's start.
 //! * `invoice` (monthly, the 1st at 00:00 UTC): first meters the month's hours no `meter` run
-//!   covered yet (the last hour's run fires at the same moment), then issues each tenant's
+//!   covered since metering began (the last hour's run fires at the same moment; hours before the
+//!   first ever metered are not billed), then issues each tenant's
 //!   invoice for the month in its own transaction (`nimbus_db::invoices::issue`: one per tenant
 //!   and period, gapless numbers). A retry issues only the invoices still missing.
 //!

@@ -137,14 +137,16 @@ pub async fn meter_hour(pool: &sqlx::PgPool, hour: DateTime<Utc>) -> Result<u64>
     Ok(inserted)
 }
 
-/// The whole hours of `[from, to)` not metered yet, oldest first.
+/// The whole hours of `[from, to)` not metered yet since metering began (the first hour ever
+/// metered), oldest first: the gaps to fill. Hours before metering began are not billed.
 pub async fn unmetered_hours(
     ex: impl PgExecutor<'_>,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<DateTime<Utc>>> {
     Ok(sqlx::query_scalar(
-        "select h from generate_series($1::timestamptz, $2::timestamptz - interval '1 hour', interval '1 hour') h \
+        "select h from generate_series(greatest($1::timestamptz, coalesce((select min(hour) from metered_hours), $2)), \
+                                       $2::timestamptz - interval '1 hour', interval '1 hour') h \
          where not exists (select 1 from metered_hours m where m.hour = h) order by h",
     )
     .bind(from)

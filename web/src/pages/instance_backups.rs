@@ -9,7 +9,7 @@
 
 use std::rc::Rc;
 
-use nimbus_domain::{InstanceStatus, JobHandle, JobKind, JobStatus};
+use nimbus_domain::{JobHandle, JobKind, JobStatus};
 use serde_json::{Value, json};
 use sycamore::prelude::*;
 use wasm_bindgen::JsCast;
@@ -47,14 +47,7 @@ pub fn BackupsTab(live: LiveInstance) -> View {
     let deleting = create_signal(None::<Destructive>);
     let copying = create_signal(None::<String>);
     // Read again each time the instance settles (a backup, restore or delete job ended).
-    let settled = create_selector(move || live.instance.with(|i| i.as_ref().map(|i| i.operation.is_none())));
-    let usable = create_selector(move || {
-        live.instance.with(|i| {
-            i.as_ref().is_some_and(|i| {
-                i.operation.is_none() && matches!(i.status, InstanceStatus::Running | InstanceStatus::Stopped)
-            })
-        })
-    });
+    let (settled, usable) = (live.settled(), live.usable());
     {
         let id = id.clone();
         create_effect(move || {

@@ -22,11 +22,6 @@ fn act(live: LiveInstance, id: String, path: String, body: Value, failure: Signa
     });
 }
 
-/// Whether operations are offered: the guest exists and nothing else runs on it.
-fn idle(i: &InstanceView) -> bool {
-    i.operation.is_none() && matches!(i.status, InstanceStatus::Running | InstanceStatus::Stopped)
-}
-
 /// The power actions that make sense in the instance's status, disabled while an operation runs.
 #[component(inline_props)]
 pub fn PowerActions(live: LiveInstance) -> View {
@@ -75,7 +70,7 @@ pub fn Manage(live: LiveInstance) -> View {
             }
         });
     });
-    let usable = create_selector(move || live.instance.with(|i| i.as_ref().is_some_and(idle)));
+    let usable = live.usable();
     let deletable = create_selector(move || {
         live.instance.with(|i| {
             i.as_ref().is_some_and(|i| {

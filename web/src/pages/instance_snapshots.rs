@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 
-use nimbus_domain::{InstanceStatus, JobHandle};
+use nimbus_domain::JobHandle;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sycamore::prelude::*;
@@ -33,14 +33,7 @@ pub fn SnapshotsTab(live: LiveInstance) -> View {
     let rolling_back = create_signal(None::<Destructive>);
     let deleting = create_signal(None::<Destructive>);
     // Read again each time the instance settles (a snapshot job ended).
-    let settled = create_selector(move || live.instance.with(|i| i.as_ref().map(|i| i.operation.is_none())));
-    let usable = create_selector(move || {
-        live.instance.with(|i| {
-            i.as_ref().is_some_and(|i| {
-                i.operation.is_none() && matches!(i.status, InstanceStatus::Running | InstanceStatus::Stopped)
-            })
-        })
-    });
+    let (settled, usable) = (live.settled(), live.usable());
     {
         let id = id.clone();
         create_effect(move || {

@@ -153,7 +153,10 @@ async fn invoices_cap_round_number_without_gaps_and_cannot_be_changed() {
     let (other, _) = crate::support::another_tenant(&h).await;
     let theirs = instance(&h, other, "theirs", "2026-02-28T21:00:00Z", None).await;
     let (feb, mar) = invoices::month_of(at("2026-02-10T00:00:00Z"));
-    for hour in usage::unmetered_hours(h.db.pool(), at("2026-02-27T00:00:00Z"), mar).await.unwrap() {
+    // Metering began on Feb 27th; the gaps after that are what an invoice run fills.
+    usage::meter_hour(h.db.pool(), at("2026-02-27T00:00:00Z")).await.unwrap();
+    assert!(usage::unmetered_hours(h.db.pool(), feb, at("2026-02-27T01:00:00Z")).await.unwrap().is_empty());
+    for hour in usage::unmetered_hours(h.db.pool(), feb, mar).await.unwrap() {
         usage::meter_hour(h.db.pool(), hour).await.unwrap();
     }
     // An issue rolled back gives its number back.
