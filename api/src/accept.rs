@@ -176,6 +176,7 @@ async fn write_tenant(db: &PgPool, group: &[NewCreate]) -> Vec<Result<Created, D
 fn refused_by_one_create(e: &DbError) -> bool {
     match e {
         DbError::QuotaExceeded(_)
+        | DbError::PaymentRequired { .. }
         | DbError::Conflict { .. }
         | DbError::Check { .. }
         | DbError::ForeignKey { .. }

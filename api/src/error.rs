@@ -238,6 +238,11 @@ impl From<DbError> for ApiError {
         match e {
             DbError::NotFound => ApiError::NotFound("resource"),
             DbError::QuotaExceeded(q) => ApiError::QuotaExceeded(q),
+            DbError::PaymentRequired { balance } => ApiError::Refused {
+                code: ErrorCode::PaymentRequired,
+                message: "the prepaid balance is used up; top it up to create instances".into(),
+                details: json!({ "balance": balance }),
+            },
             DbError::Conflict { constraint } if constraint == "instances_tenant_name_key" => ApiError::NameTaken,
             DbError::InstanceBusy(job) => ApiError::Refused {
                 code: ErrorCode::InstanceBusy,

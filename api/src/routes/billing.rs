@@ -4,7 +4,10 @@
 //! `{id}.csv` for the lines as CSV; `{id}.html` or `Accept: text/html` for the printable page), `GET /v1/billing/balance` (the prepaid balance and its
 //! latest entries). For operators: `POST /v1/admin/plans/{id}/prices`, a new price version of a
 //! plan from a given time (what was rated before keeps its price), and
-//! `POST /v1/admin/tenants/{id}/credit`, a top-up or an adjustment (with its reason).
+//! `POST /v1/admin/tenants/{id}/credit`, a top-up or an adjustment (with its reason), and
+//! `PUT /v1/admin/tenants/{id}/billing`, a tenant's terms (prepaid, tax rate, reverse charge,
+//! tax id). A prepaid tenant whose balance is used up cannot create instances
+//! (`402 PAYMENT_REQUIRED`, checked by the database with the quota).
 //!
 //! Amounts are decimal strings with their currency, never floats.
 
@@ -38,6 +41,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/billing/balance", get(show_balance))
         .route("/v1/admin/plans/{id}/prices", post(add_price))
         .route("/v1/admin/tenants/{id}/credit", post(add_credit))
+        .route("/v1/admin/tenants/{id}/billing", axum::routing::put(set_terms))
 }
 
 /// One instance's month to date.
@@ -433,4 +437,58 @@ async fn add_credit(
     let entry = nimbus_db::balance::add(state.db(), tenant, &credit).await?;
     tracing::info!(tenant.id = %tenant, kind, amount = %body.amount, "balance entry added");
     Ok((StatusCode::CREATED, super::data(&rid, entry_view(entry))).into_response())
+}
+
+/// The body of `PUT /v1/admin/tenants/{id}/billing` (and its answer).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TermsBody {
+    prepaid: bool,
+    /// `0.19` for 19 %.
+    tax_rate: Money,
+    #[serde(default)]
+    tax_reverse_charge: bool,
+    tax_id: Option<String>,
+}
+
+async fn set_terms(
+    State(state): State<AppState>,
+    AdminUser(_admin): AdminUser,
+    rid: RequestId,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let tenant: nimbus_domain::TenantId = parse_id(&id, "tenant")?;
+    let body = decode::<TermsBody>(&bytes)?.value;
+    let mut errors = Vec::new();
+    if body.tax_rate.0.is_sign_negative()
+        || body.tax_rate.0 >= rust_decimal::Decimal::ONE
+        || body.tax_rate.0.scale() > 4
+    {
+        errors.push(FieldError::new("taxRate", "a fraction from 0 up to 1 with at most four decimals (0.19 for 19 %)"));
+    }
+    let tax_id = body.tax_id.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+    if let Some(t) = &tax_id
+        && (t.chars().count() > 50 || crate::validation::display_text(t).is_err())
+    {
+        errors.push(FieldError::new("taxId", "one line of at most 50 characters"));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let terms = nimbus_db::balance::Terms {
+        prepaid: body.prepaid,
+        tax_rate: body.tax_rate.0,
+        tax_reverse_charge: body.tax_reverse_charge,
+        tax_id,
+    };
+    let set = nimbus_db::balance::set_terms(state.db(), tenant, &terms).await.map_err(|e| not_found(e, "tenant"))?;
+    tracing::info!(tenant.id = %tenant, prepaid = set.prepaid, "billing terms set");
+    let view = TermsBody {
+        prepaid: set.prepaid,
+        tax_rate: Money(set.tax_rate.normalize()),
+        tax_reverse_charge: set.tax_reverse_charge,
+        tax_id: set.tax_id,
+    };
+    Ok(super::data(&rid, view).into_response())
 }

@@ -98,6 +98,7 @@ pub const CATALOG: &[RouteSpec] = &[
     route("GET", "/v1/billing/balance", Tenant),
     route("POST", "/v1/admin/plans/{id}/prices", Operator),
     route("POST", "/v1/admin/tenants/{id}/credit", Operator),
+    route("PUT", "/v1/admin/tenants/{id}/billing", Operator),
     // jobs.rs
     route("GET", "/v1/jobs", Tenant),
     route("GET", "/v1/jobs/{id}", Tenant),

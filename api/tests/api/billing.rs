@@ -128,3 +128,57 @@ async fn customers_see_usage_forecasts_and_only_their_invoices() {
     let refused = sqlx::query("update balance_entries set amount = 1000").execute(app.pool()).await;
     assert!(refused.is_err(), "the ledger is append-only");
 }
+
+#[tokio::test]
+async fn a_prepaid_tenant_with_no_balance_left_cannot_create_until_it_is_topped_up() {
+    let app = TestApp::new().await;
+    let put = |path: String, body: Value| {
+        let req = app.http.put(app.url(&path)).bearer_auth(&app.token).json(&body);
+        async move { split(req.send().await.unwrap()).await }
+    };
+    let terms = format!("/v1/admin/tenants/{}/billing", app.tenant);
+    let (status, _, bad) = put(terms.clone(), json!({"prepaid": true, "taxRate": "1.5"})).await;
+    assert_eq!(status, 400, "{bad}");
+    let (status, _, set) = put(terms.clone(), json!({"prepaid": true, "taxRate": "0.19", "taxId": "DE123"})).await;
+    assert_eq!(status, 200, "{set}");
+    assert_eq!(set["data"], json!({"prepaid": true, "taxRate": "0.19", "taxReverseCharge": false, "taxId": "DE123"}));
+
+    // Nothing on the balance: refused, nothing written.
+    let (status, _, refused) = app.create_vm(&vm_body("unpaid-1"), &[]).await;
+    assert_eq!((status.as_u16(), refused["error"]["code"].as_str()), (402, Some("PAYMENT_REQUIRED")), "{refused}");
+    assert_eq!(app.count("instances").await, 0);
+
+    // Topped up: creates go through again.
+    let credit = format!("/v1/admin/tenants/{}/credit", app.tenant);
+    let req = app.http.post(app.url(&credit)).bearer_auth(&app.token).json(&json!({"amount": "5"}));
+    assert_eq!(split(req.send().await.unwrap()).await.0, 201);
+    let (status, _, accepted) = app.create_vm(&vm_body("paid-1"), &[]).await;
+    assert_eq!(status, 202, "{accepted}");
+
+    // Another tenant, not prepaid, is never asked.
+    let (_, other) = new_tenant(app.pool(), ROOMY).await;
+    let req = app.http.post(app.url("/v1/vms")).bearer_auth(&other).json(&vm_body("postpaid-1"));
+    assert_eq!(split(req.send().await.unwrap()).await.0, 202);
+
+    // Its invoice used up the balance and more: refused again.
+    let hour = Utc::now().duration_trunc(chrono::Duration::hours(1)).unwrap();
+    let plan: uuid::Uuid = sqlx::query_scalar("select plan_id from tenants where id = $1")
+        .bind(app.tenant.as_uuid())
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    sqlx::query("update plan_prices set vcpu_hour = 10 where plan_id = $1")
+        .bind(plan)
+        .execute(app.pool())
+        .await
+        .unwrap();
+    nimbus_db::usage::meter_hour(app.pool(), hour).await.unwrap();
+    let (from, to) = nimbus_db::invoices::month_of(hour);
+    let mut tx = app.pool().begin().await.unwrap();
+    let invoice = nimbus_db::invoices::issue(&mut tx, app.tenant, from, to).await.unwrap().unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(invoice.tax_rate.normalize(), Decimal::from_str("0.19").unwrap(), "the terms reach the invoice");
+    assert_eq!(invoice.tax_id.as_deref(), Some("DE123"));
+    let (status, _, refused) = app.create_vm(&vm_body("unpaid-2"), &[]).await;
+    assert_eq!(status.as_u16(), 402, "{refused}");
+}

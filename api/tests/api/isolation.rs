@@ -111,6 +111,11 @@ const CASES: &[(&str, &str, Case)] = &[
         "/v1/admin/tenants/{id}/credit",
         Case::Operator { id: Some(Fixture::Tenant), body: Some(|_| json!({"amount": "10", "reason": "probe"})) },
     ),
+    (
+        "PUT",
+        "/v1/admin/tenants/{id}/billing",
+        Case::Operator { id: Some(Fixture::Tenant), body: Some(|_| json!({"prepaid": true, "taxRate": "0.19"})) },
+    ),
     ("GET", "/v1/billing/invoices/{id}", Case::ById { id: Fixture::Invoice, body: None }),
     (
         "POST",

@@ -103,3 +103,31 @@ pub async fn entries(ex: impl PgExecutor<'_>, tenant: TenantId, limit: i64) -> R
     .fetch_all(ex)
     .await?)
 }
+
+/// A tenant's billing terms.
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+pub struct Terms {
+    /// Pays ahead: no new instances once the balance is used up.
+    pub prepaid: bool,
+    /// Tax rate on its invoices (0.19 = 19 %).
+    pub tax_rate: Decimal,
+    /// The customer accounts for the tax.
+    pub tax_reverse_charge: bool,
+    /// Its tax id, shown on invoices.
+    pub tax_id: Option<String>,
+}
+
+/// Sets `tenant`'s billing terms; `NotFound` for an unknown tenant, `Check` for a rate outside [0, 1).
+pub async fn set_terms(ex: impl PgExecutor<'_>, tenant: TenantId, terms: &Terms) -> Result<Terms> {
+    Ok(sqlx::query_as(
+        "update tenants set prepaid = $2, tax_rate = $3, tax_reverse_charge = $4, tax_id = $5 where id = $1 \
+         returning prepaid, tax_rate, tax_reverse_charge, tax_id",
+    )
+    .bind(tenant.as_uuid())
+    .bind(terms.prepaid)
+    .bind(terms.tax_rate)
+    .bind(terms.tax_reverse_charge)
+    .bind(&terms.tax_id)
+    .fetch_one(ex)
+    .await?)
+}

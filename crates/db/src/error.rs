@@ -30,6 +30,12 @@ pub enum DbError {
     /// The plan's limits would be exceeded.
     #[error(transparent)]
     QuotaExceeded(#[from] QuotaExceeded),
+    /// A prepaid tenant's balance is exhausted: no new instances.
+    #[error("payment required: the prepaid balance is {balance}")]
+    PaymentRequired {
+        /// The balance (at or below zero), as the database wrote it.
+        balance: String,
+    },
     /// The worker no longer holds the job's lease (it expired and the job moved on).
     #[error("job {0} is not running under this worker's lease")]
     LeaseLost(JobId),
@@ -69,6 +75,14 @@ impl From<sqlx::Error> for DbError {
                 Some("23505") => return DbError::Conflict { constraint },
                 Some("23514") => return DbError::Check { constraint },
                 Some("23503") => return DbError::ForeignKey { constraint },
+                Some(PAYMENT_REQUIRED_SQLSTATE) => {
+                    let detail = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().and_then(|e| e.detail());
+                    let balance = detail
+                        .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+                        .and_then(|v| v["balance"].as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                    return DbError::PaymentRequired { balance };
+                }
                 Some(QUOTA_EXCEEDED_SQLSTATE) => {
                     if let Some(exceeded) = quota_exceeded(db) {
                         return DbError::QuotaExceeded(exceeded);
@@ -91,6 +105,7 @@ impl DbError {
             DbError::Check { .. } => ErrorCode::ValidationFailed,
             DbError::ForeignKey { .. } => ErrorCode::NotFound,
             DbError::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
+            DbError::PaymentRequired { .. } => ErrorCode::PaymentRequired,
             DbError::LeaseLost(_) => ErrorCode::Conflict,
             DbError::InvalidJobState { .. } => ErrorCode::InvalidJobState,
             DbError::InstanceBusy(_) => ErrorCode::InstanceBusy,
@@ -119,6 +134,9 @@ impl DbError {
 /// Raised by `tenant_usage_add` (through `tenant_quota_exceeded`) when new instances would take
 /// their tenant over a plan limit.
 const QUOTA_EXCEEDED_SQLSTATE: &str = "NQ001";
+
+/// Raised by `refuse_unpaid_creates` when a prepaid tenant with no balance left creates.
+const PAYMENT_REQUIRED_SQLSTATE: &str = "NQ002";
 
 /// The `QuotaExceeded` carried as JSON in the error's DETAIL.
 fn quota_exceeded(db: &dyn sqlx::error::DatabaseError) -> Option<QuotaExceeded> {

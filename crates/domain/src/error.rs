@@ -73,6 +73,8 @@ error_codes! {
     IdempotencyKeyReused => ("IDEMPOTENCY_KEY_REUSED", 422),
     /// The plan's limits would be exceeded; `details` names the limit.
     QuotaExceeded => ("QUOTA_EXCEEDED", 422),
+    /// A prepaid tenant's balance is exhausted: top it up to create instances again.
+    PaymentRequired => ("PAYMENT_REQUIRED", 402),
     /// The template does not exist.
     UnknownTemplate => ("UNKNOWN_TEMPLATE", 422),
     /// The node does not exist.
