@@ -16,11 +16,7 @@ fn amount(v: &Value) -> Decimal {
 #[tokio::test]
 async fn customers_see_usage_forecasts_and_only_their_invoices() {
     let app = TestApp::new().await;
-    let plan: uuid::Uuid = sqlx::query_scalar("select plan_id from tenants where id = $1")
-        .bind(app.tenant.as_uuid())
-        .fetch_one(app.pool())
-        .await
-        .unwrap();
+    let plan = app.plan_id().await;
     let (status, _, created) = app.create_vm(&vm_body("billed-1"), &[]).await;
     assert_eq!(status, 202, "{created}");
     let instance = created["data"]["resources"][0]["id"].as_str().unwrap().to_owned();
@@ -162,11 +158,7 @@ async fn a_prepaid_tenant_with_no_balance_left_cannot_create_until_it_is_topped_
 
     // Its invoice used up the balance and more: refused again.
     let hour = Utc::now().duration_trunc(chrono::Duration::hours(1)).unwrap();
-    let plan: uuid::Uuid = sqlx::query_scalar("select plan_id from tenants where id = $1")
-        .bind(app.tenant.as_uuid())
-        .fetch_one(app.pool())
-        .await
-        .unwrap();
+    let plan = app.plan_id().await;
     sqlx::query("update plan_prices set vcpu_hour = 10 where plan_id = $1")
         .bind(plan)
         .execute(app.pool())

@@ -608,11 +608,7 @@ async fn backups_are_taken_and_listed_with_their_origin() {
 #[tokio::test]
 async fn backup_policies_limits_and_restores_run_end_to_end() {
     let app = TestApp::new().await;
-    let plan: uuid::Uuid = sqlx::query_scalar("select plan_id from tenants where id = $1")
-        .bind(app.tenant.as_uuid())
-        .fetch_one(app.pool())
-        .await
-        .unwrap();
+    let plan = app.plan_id().await;
     sqlx::query("update plans set max_backups = 3, min_backup_interval_minutes = 60 where id = $1")
         .bind(plan)
         .execute(app.pool())

@@ -218,6 +218,15 @@ impl TestApp {
     }
 
     /// Rows in `table`.
+    /// The id of the app tenant's plan.
+    pub async fn plan_id(&self) -> uuid::Uuid {
+        sqlx::query_scalar("select plan_id from tenants where id = $1")
+            .bind(self.tenant.as_uuid())
+            .fetch_one(self.pool())
+            .await
+            .unwrap()
+    }
+
     pub async fn count(&self, table: &str) -> i64 {
         sqlx::query_scalar(sqlx::AssertSqlSafe(format!("select count(*) from {table}")))
             .fetch_one(self.pool())
