@@ -433,17 +433,27 @@ async fn stop_impersonation(
 /// A plan as operators see it.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct PlanView {
+pub(crate) struct PlanView {
     id: PlanId,
     name: String,
     limits: PlanLimits,
+    /// Its listed prices (what the current version charges, once valid).
     prices: PlanPrices,
     created_at: DateTime<Utc>,
+    /// Set once archived: it takes no new tenants.
+    archived_at: Option<DateTime<Utc>>,
 }
 
 impl From<Plan> for PlanView {
     fn from(p: Plan) -> Self {
-        PlanView { id: p.id, name: p.name, limits: p.limits, prices: p.prices, created_at: p.created_at }
+        PlanView {
+            id: p.id,
+            name: p.name,
+            limits: p.limits,
+            prices: p.prices,
+            created_at: p.created_at,
+            archived_at: p.archived_at,
+        }
     }
 }
 
@@ -525,6 +535,9 @@ async fn assign_plan(
         Err(DbError::NotFound) => return Err(ApiError::field("planId", "no such plan")),
         Err(e) => return Err(e.into()),
     };
+    if plan.archived_at.is_some() {
+        return Err(ApiError::field("planId", "the plan is archived: it takes no new tenants"));
+    }
     let over = over_limits(&plan.limits, &used);
     if !over.is_empty() && !force {
         return Err(ApiError::ConflictWith {

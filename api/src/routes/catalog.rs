@@ -129,6 +129,10 @@ pub const CATALOG: &[RouteSpec] = &[
     // Also reached by the impersonated session it ends (see admin_users.rs).
     route("DELETE", "/v1/admin/impersonation", Operator),
     route("GET", "/v1/admin/plans", Operator),
+    // admin_plans.rs
+    route("POST", "/v1/admin/plans", Operator),
+    route("PATCH", "/v1/admin/plans/{id}", Operator),
+    route("POST", "/v1/admin/plans/{id}/archive", Operator),
     route("PUT", "/v1/admin/tenants/{id}/plan", Operator),
     // admin_audit.rs
     route("GET", "/v1/admin/audit-logs", Operator),

@@ -174,3 +174,68 @@ async fn a_prepaid_tenant_with_no_balance_left_cannot_create_until_it_is_topped_
     let (status, _, refused) = app.create_vm(&vm_body("unpaid-2"), &[]).await;
     assert_eq!(status.as_u16(), 402, "{refused}");
 }
+
+#[tokio::test]
+async fn operators_create_change_and_archive_plans() {
+    let app = TestApp::new().await;
+    let send = |method: reqwest::Method, path: String, body: Option<Value>| {
+        let mut req = app.http.request(method, app.url(&path)).bearer_auth(&app.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move { split(req.send().await.unwrap()).await }
+    };
+    let body = json!({
+        "name": "small", "maxBackups": 3, "minBackupIntervalMinutes": 120,
+        "limits": {"maxInstances": 2, "maxVcpus": 4, "maxMemoryMib": 4096, "maxDiskGib": 50},
+        "prices": {"currency": "EUR", "vcpuHour": "0.005", "memoryGibHour": "0.002", "diskGibHour": "0.0001"}
+    });
+    let (status, _, created) = send(reqwest::Method::POST, "/v1/admin/plans".into(), Some(body.clone())).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(amount(&created["data"]["prices"]["vcpuHour"]), Decimal::from_str("0.005").unwrap());
+    let id = created["data"]["id"].as_str().unwrap().to_owned();
+    let (status, _, taken) = send(reqwest::Method::POST, "/v1/admin/plans".into(), Some(body.clone())).await;
+    assert_eq!(status, 400, "the name is taken: {taken}");
+    let mut negative = body.clone();
+    negative["name"] = json!("other");
+    negative["limits"]["maxVcpus"] = json!(-1);
+    let (status, _, _) = send(reqwest::Method::POST, "/v1/admin/plans".into(), Some(negative)).await;
+    assert_eq!(status, 400);
+    // Its first price version is the prices it was created with.
+    let versions: i64 = sqlx::query_scalar("select count(*) from plan_prices where plan_id = $1::uuid")
+        .bind(&id)
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(versions, 1);
+    let (max_backups, interval): (i32, i32) =
+        sqlx::query_as("select max_backups, min_backup_interval_minutes from plans where id = $1::uuid")
+            .bind(&id)
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+    assert_eq!((max_backups, interval), (3, 120));
+
+    let (status, _, changed) = send(
+        reqwest::Method::PATCH,
+        format!("/v1/admin/plans/{id}"),
+        Some(json!({"limits": {"maxInstances": 5, "maxVcpus": 8, "maxMemoryMib": 8192, "maxDiskGib": 100}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(
+        (changed["data"]["limits"]["maxInstances"].as_i64(), changed["data"]["name"].as_str()),
+        (Some(5), Some("small"))
+    );
+
+    // Archived: kept, listed as such, and no tenant moves onto it.
+    let (status, _, archived) = send(reqwest::Method::POST, format!("/v1/admin/plans/{id}/archive"), None).await;
+    assert_eq!(status, 200, "{archived}");
+    assert!(archived["data"]["archivedAt"].is_string());
+    let (status, _, refused) =
+        send(reqwest::Method::PUT, format!("/v1/admin/tenants/{}/plan", app.tenant), Some(json!({"planId": id}))).await;
+    assert_eq!(status, 400, "{refused}");
+    let (_, _, listed) = app.get("/v1/admin/plans").await;
+    let small = listed["data"].as_array().unwrap().iter().find(|p| p["id"] == id.as_str()).cloned().unwrap();
+    assert!(small["archivedAt"].is_string(), "{small}");
+}

@@ -125,6 +125,23 @@ const CASES: &[(&str, &str, Case)] = &[
             body: Some(|_| json!({"currency": "EUR", "vcpuHour": "0.01", "memoryGibHour": "0", "diskGibHour": "0"})),
         },
     ),
+    (
+        "POST",
+        "/v1/admin/plans",
+        Case::Operator {
+            id: None,
+            body: Some(|_| {
+                json!({"name": "probe", "limits": {"maxInstances": 1, "maxVcpus": 1, "maxMemoryMib": 1024, "maxDiskGib": 10},
+                       "prices": {"currency": "EUR", "vcpuHour": "0", "memoryGibHour": "0", "diskGibHour": "0"}})
+            }),
+        },
+    ),
+    (
+        "PATCH",
+        "/v1/admin/plans/{id}",
+        Case::Operator { id: Some(Fixture::Plan), body: Some(|_| json!({"maxBackups": 3})) },
+    ),
+    ("POST", "/v1/admin/plans/{id}/archive", Case::Operator { id: Some(Fixture::Plan), body: None }),
     ("GET", "/v1/jobs", Case::Collection { body: None }),
     ("GET", "/v1/jobs/{id}", Case::ById { id: Fixture::Job, body: None }),
     ("GET", "/v1/jobs/{id}/events", Case::ById { id: Fixture::Job, body: None }),

@@ -21,6 +21,8 @@ pub struct Plan {
     pub prices: PlanPrices,
     /// Created at.
     pub created_at: DateTime<Utc>,
+    /// Archived at: no tenant may be moved onto it any more.
+    pub archived_at: Option<DateTime<Utc>>,
 }
 
 impl<'r> FromRow<'r, PgRow> for Plan {
@@ -41,6 +43,7 @@ impl<'r> FromRow<'r, PgRow> for Plan {
                 disk_gib_hour: Money(row.try_get::<Decimal, _>("price_disk_gib_hour")?),
             },
             created_at: row.try_get("created_at")?,
+            archived_at: row.try_get("archived_at")?,
         })
     }
 }
@@ -69,7 +72,7 @@ pub async fn create_with_id(ex: impl PgExecutor<'_>, id: PlanId, new: &NewPlan) 
          price_vcpu_hour, price_memory_gib_hour, price_disk_gib_hour) \
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
          returning id, name, max_instances, max_vcpus, max_memory_mib, max_disk_gib, currency, \
-         price_vcpu_hour, price_memory_gib_hour, price_disk_gib_hour, created_at",
+         price_vcpu_hour, price_memory_gib_hour, price_disk_gib_hour, created_at, archived_at",
     )
     .bind(id.as_uuid())
     .bind(&new.name)
@@ -89,7 +92,7 @@ pub async fn create_with_id(ex: impl PgExecutor<'_>, id: PlanId, new: &NewPlan) 
 pub async fn get(ex: impl PgExecutor<'_>, id: PlanId) -> Result<Plan> {
     Ok(sqlx::query_as(
         "select id, name, max_instances, max_vcpus, max_memory_mib, max_disk_gib, currency, \
-         price_vcpu_hour, price_memory_gib_hour, price_disk_gib_hour, created_at from plans where id = $1",
+         price_vcpu_hour, price_memory_gib_hour, price_disk_gib_hour, created_at, archived_at from plans where id = $1",
     )
     .bind(id.as_uuid())
     .fetch_one(ex)
@@ -100,7 +103,7 @@ pub async fn get(ex: impl PgExecutor<'_>, id: PlanId) -> Result<Plan> {
 pub async fn for_tenant(ex: impl PgExecutor<'_>, tenant: TenantId) -> Result<Plan> {
     Ok(sqlx::query_as(
         "select p.id, p.name, p.max_instances, p.max_vcpus, p.max_memory_mib, p.max_disk_gib, p.currency, \
-         p.price_vcpu_hour, p.price_memory_gib_hour, p.price_disk_gib_hour, p.created_at \
+         p.price_vcpu_hour, p.price_memory_gib_hour, p.price_disk_gib_hour, p.created_at, p.archived_at \
          from plans p join tenants t on t.plan_id = p.id where t.id = $1",
     )
     .bind(tenant.as_uuid())
@@ -152,7 +155,7 @@ pub async fn set_backup_limits(
 pub async fn list(ex: impl PgExecutor<'_>) -> Result<Vec<Plan>> {
     Ok(sqlx::query_as(
         "select id, name, max_instances, max_vcpus, max_memory_mib, max_disk_gib, currency, \
-         price_vcpu_hour, price_memory_gib_hour, price_disk_gib_hour, created_at from plans order by name",
+         price_vcpu_hour, price_memory_gib_hour, price_disk_gib_hour, created_at, archived_at from plans order by name",
     )
     .fetch_all(ex)
     .await?)
@@ -165,13 +168,62 @@ pub async fn update_limits(ex: impl PgExecutor<'_>, id: PlanId, limits: PlanLimi
         "update plans set max_instances = $2, max_vcpus = $3, max_memory_mib = $4, max_disk_gib = $5 \
          where id = $1 \
          returning id, name, max_instances, max_vcpus, max_memory_mib, max_disk_gib, currency, \
-         price_vcpu_hour, price_memory_gib_hour, price_disk_gib_hour, created_at",
+         price_vcpu_hour, price_memory_gib_hour, price_disk_gib_hour, created_at, archived_at",
     )
     .bind(id.as_uuid())
     .bind(limits.max_instances)
     .bind(limits.max_vcpus)
     .bind(limits.max_memory_mib)
     .bind(limits.max_disk_gib)
+    .fetch_one(ex)
+    .await?)
+}
+
+/// What [`update`] changes; `None` keeps the value.
+#[derive(Clone, Debug, Default)]
+pub struct PlanUpdate {
+    /// A new unique name.
+    pub name: Option<String>,
+    /// New limits.
+    pub limits: Option<PlanLimits>,
+    /// Backups kept per instance.
+    pub max_backups: Option<i32>,
+    /// Minutes between scheduled backups, at least.
+    pub min_backup_interval_minutes: Option<i32>,
+}
+
+/// Changes a plan's name, limits and backup limits (its prices change by versions,
+/// `usage::add_price`). A taken name is `Conflict { constraint: "plans_name_key" }`.
+pub async fn update(ex: impl PgExecutor<'_>, id: PlanId, u: &PlanUpdate) -> Result<Plan> {
+    let l = u.limits;
+    Ok(sqlx::query_as(
+        "update plans set name = coalesce($2, name), max_instances = coalesce($3, max_instances), \
+         max_vcpus = coalesce($4, max_vcpus), max_memory_mib = coalesce($5, max_memory_mib), \
+         max_disk_gib = coalesce($6, max_disk_gib), max_backups = coalesce($7, max_backups), \
+         min_backup_interval_minutes = coalesce($8, min_backup_interval_minutes) where id = $1 \
+         returning id, name, max_instances, max_vcpus, max_memory_mib, max_disk_gib, currency, \
+         price_vcpu_hour, price_memory_gib_hour, price_disk_gib_hour, created_at, archived_at",
+    )
+    .bind(id.as_uuid())
+    .bind(&u.name)
+    .bind(l.map(|l| l.max_instances))
+    .bind(l.map(|l| l.max_vcpus))
+    .bind(l.map(|l| l.max_memory_mib))
+    .bind(l.map(|l| l.max_disk_gib))
+    .bind(u.max_backups)
+    .bind(u.min_backup_interval_minutes)
+    .fetch_one(ex)
+    .await?)
+}
+
+/// Archives a plan (once; archiving again keeps the first time).
+pub async fn archive(ex: impl PgExecutor<'_>, id: PlanId) -> Result<Plan> {
+    Ok(sqlx::query_as(
+        "update plans set archived_at = coalesce(archived_at, now()) where id = $1 \
+         returning id, name, max_instances, max_vcpus, max_memory_mib, max_disk_gib, currency, \
+         price_vcpu_hour, price_memory_gib_hour, price_disk_gib_hour, created_at, archived_at",
+    )
+    .bind(id.as_uuid())
     .fetch_one(ex)
     .await?)
 }
