@@ -67,14 +67,17 @@ async fn three_worker_processes_start_one_job_per_fire() {
         workers.spawn(&h, name);
     }
     let pool = h.db.pool().clone();
+    let queue = h.queues().queue("meter").await.unwrap();
+    // Fired (committed) and pushed: a replica pushes its batch right after the commit, so the
+    // processes are stopped only once the messages are there.
     let all_fired = wait_until(Duration::from_secs(30), || {
-        let pool = pool.clone();
+        let (pool, queue) = (pool.clone(), queue.clone());
         async move {
             let n: i64 = sqlx::query_scalar("select count(*) from schedules where last_fire_at is not null")
                 .fetch_one(&pool)
                 .await
                 .unwrap();
-            n == 300
+            n == 300 && queue.stats().await.unwrap().waiting >= 300
         }
     })
     .await;
@@ -104,7 +107,7 @@ async fn three_worker_processes_start_one_job_per_fire() {
     let due_trunc = due.timestamp();
     assert!(first.values().all(|at| at.timestamp() == due_trunc), "the first fire of each is its due time");
     // Each job was pushed to Redis once, right after its fire committed: no outbox row was owed.
-    let waiting = h.queues().queue("meter").await.unwrap().stats().await.unwrap().waiting;
+    let waiting = queue.stats().await.unwrap().waiting;
     assert_eq!(waiting as usize, per_fire.len(), "one message per job");
     let owed: i64 = sqlx::query_scalar("select count(*) from outbox").fetch_one(h.db.pool()).await.unwrap();
     assert_eq!(owed, 0);
