@@ -190,27 +190,14 @@ fn poll(live: Live, path: String) {
     });
 }
 
-/// Why queued job `job` has not started, read every 2 s until it leaves the queue; nothing
-/// while there is no reason to give. Render it only while the job is queued.
+/// Why a queued job has not started (its handle's `waitingFor`, only while it is queued).
+pub fn waiting_for(job: &nimbus_domain::JobHandle) -> Option<String> {
+    job.waiting_for.clone().filter(|_| job.status == nimbus_domain::JobStatus::Queued)
+}
+
+/// The line that says why a queued job waits ([`waiting_for`]).
 #[component(inline_props)]
-pub fn WaitingFor(job: String) -> View {
-    let why = create_signal(None::<String>);
-    crate::task::spawn(async move {
-        let path = format!("/v1/jobs/{job}");
-        // Read as a JSON value: `waitingFor` is newer than the handle this crate decodes.
-        while let Ok(h) = api::get::<serde_json::Value>(&path).await {
-            let queued = h["status"] == "queued";
-            why.set(h["waitingFor"].as_str().filter(|_| queued).map(str::to_owned));
-            if !queued {
-                return;
-            }
-            gloo_timers::future::TimeoutFuture::new(2000).await;
-        }
-    });
-    view! {
-        (move || why.get_clone().map(|w| {
-            let text = format!("Queued: {w}");
-            view! { p(class="waiting", role="status", data-testid="waiting-for") { (text) } }
-        }))
-    }
+pub fn WaitingFor(why: String) -> View {
+    let text = format!("Queued: {why}");
+    view! { p(class="waiting", role="status", data-testid="waiting-for") { (text) } }
 }

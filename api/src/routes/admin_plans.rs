@@ -102,12 +102,15 @@ fn check(
         errors.push(FieldError::new("limits", "no limit may be negative"));
     }
     if let Some(p) = prices {
-        if !(p.currency.len() == 3 && p.currency.bytes().all(|b| b.is_ascii_uppercase())) {
-            errors.push(FieldError::new("prices.currency", "an ISO 4217 code such as EUR"));
-        }
-        if [p.vcpu_hour, p.memory_gib_hour, p.disk_gib_hour].iter().any(|m| m.0.is_sign_negative()) {
-            errors.push(FieldError::new("prices", "no price may be negative"));
-        }
+        errors.extend(crate::routes::billing::price_errors(
+            "prices.",
+            &p.currency,
+            &[
+                ("vcpuHour", Some(p.vcpu_hour)),
+                ("memoryGibHour", Some(p.memory_gib_hour)),
+                ("diskGibHour", Some(p.disk_gib_hour)),
+            ],
+        ));
     }
     if backups.0.is_some_and(|n| n < 0) {
         errors.push(FieldError::new("maxBackups", "must not be negative"));

@@ -275,6 +275,21 @@ fn as_csv(invoice: &Invoice, lines: &[Line]) -> String {
     out
 }
 
+/// The problems with prices: a currency that is no ISO 4217 code, a negative amount; each
+/// field named under `prefix` (`prices.` for a plan's, empty for a price version's).
+pub(crate) fn price_errors(prefix: &str, currency: &str, amounts: &[(&str, Option<Money>)]) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if !(currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase())) {
+        errors.push(FieldError::new(format!("{prefix}currency"), "an ISO 4217 code such as EUR"));
+    }
+    for (field, amount) in amounts {
+        if amount.is_some_and(|a| a.0.is_sign_negative()) {
+            errors.push(FieldError::new(format!("{prefix}{field}"), "must not be negative"));
+        }
+    }
+    errors
+}
+
 /// The body of `POST /v1/admin/plans/{id}/prices`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -298,20 +313,16 @@ async fn add_price(
     let plan: PlanId = parse_id(&id, "plan")?;
     plans::get(state.db(), plan).await.map_err(|e| not_found(e, "plan"))?;
     let body = decode::<PriceBody>(&bytes)?.value;
-    let mut errors = Vec::new();
-    if !(body.currency.len() == 3 && body.currency.bytes().all(|b| b.is_ascii_uppercase())) {
-        errors.push(FieldError::new("currency", "an ISO 4217 code such as EUR"));
-    }
-    for (field, amount) in [
-        ("vcpuHour", Some(body.vcpu_hour)),
-        ("memoryGibHour", Some(body.memory_gib_hour)),
-        ("diskGibHour", Some(body.disk_gib_hour)),
-        ("monthlyCap", body.monthly_cap),
-    ] {
-        if amount.is_some_and(|a| a.0.is_sign_negative()) {
-            errors.push(FieldError::new(field, "must not be negative"));
-        }
-    }
+    let mut errors = price_errors(
+        "",
+        &body.currency,
+        &[
+            ("vcpuHour", Some(body.vcpu_hour)),
+            ("memoryGibHour", Some(body.memory_gib_hour)),
+            ("diskGibHour", Some(body.disk_gib_hour)),
+            ("monthlyCap", body.monthly_cap),
+        ],
+    );
     // Rated hours keep their price: a version may not start before the current hour.
     let now = Utc::now();
     let valid_from = body.valid_from.unwrap_or(now);

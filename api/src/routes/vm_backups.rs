@@ -90,13 +90,18 @@ pub(crate) fn belongs_to(i: &Instance, ctime: Option<i64>) -> bool {
 
 /// The guest's backups on the plan's backup storage, newest first.
 pub(crate) async fn read(state: &AppState, i: &Instance) -> Result<Vec<BackupView>, ApiError> {
-    let (Some(node), Some(vmid)) = (i.node.as_deref(), i.vmid) else { return Ok(Vec::new()) };
     let storage = plans::backup_settings_for_tenant(state.db(), i.tenant_id).await?.storage;
+    read_on(state, i, &storage).await
+}
+
+/// [`read`] with the plan's backup storage already known.
+async fn read_on(state: &AppState, i: &Instance, storage: &str) -> Result<Vec<BackupView>, ApiError> {
+    let (Some(node), Some(vmid)) = (i.node.as_deref(), i.vmid) else { return Ok(Vec::new()) };
     let listed = state
         .inventory()
         .client()
         .node(node)
-        .storage(&storage)
+        .storage(storage)
         .content(&ContentQuery::backups_of(vmid as u32))
         .await
         .map_err(|e| ApiError::ProxmoxUnavailable(format!("backups of {node}/{vmid} on {storage}: {e}")))?;
@@ -154,8 +159,8 @@ async fn create(
             return Err(ApiError::field("note", "must not contain {{ or }}"));
         }
     }
-    let limit = plans::backup_settings_for_tenant(state.db(), auth.tenant()).await?.max_backups;
-    let held = read(&state, &i).await?.len();
+    let plan = plans::backup_settings_for_tenant(state.db(), auth.tenant()).await?;
+    let (limit, held) = (plan.max_backups, read_on(&state, &i, &plan.storage).await?.len());
     if held >= limit.max(0) as usize {
         return Err(ApiError::Refused {
             code: ErrorCode::BackupLimit,

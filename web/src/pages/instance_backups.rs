@@ -9,7 +9,7 @@
 
 use std::rc::Rc;
 
-use nimbus_domain::{JobHandle, JobKind, JobStatus};
+use nimbus_domain::{JobHandle, JobKind};
 use serde_json::{Value, json};
 use sycamore::prelude::*;
 use wasm_bindgen::JsCast;
@@ -19,7 +19,7 @@ use crate::components::{Badge, ConfirmByName, Destructive, ErrorBanner, Loading}
 use crate::format;
 use crate::instance_live::LiveInstance;
 use crate::pages::instance_backup_policy::BackupPolicy;
-use crate::progress::WaitingFor;
+use crate::progress::{self, WaitingFor};
 
 /// Starts a job (`POST` with `body`, or `DELETE` without), then reads the instance again so its
 /// operation shows at once.
@@ -204,11 +204,8 @@ pub fn BackupsTab(live: LiveInstance) -> View {
             let href = format!("/jobs/{}", j.id);
             let text = format!("{} · {}%", j.kind, j.progress);
             let step = j.step.clone().unwrap_or_default();
-            // While it is queued, what it waits for (read from its handle).
-            let waiting = (j.status == JobStatus::Queued).then(|| {
-                let job = j.id.to_string();
-                view! { WaitingFor(job=job) }
-            });
+            // While it is queued, what it waits for.
+            let waiting = progress::waiting_for(&j).map(|why| view! { WaitingFor(why=why) });
             view! {
                 p(class="job-line", data-testid="backup-job") { Badge(status=status) " " a(href=href) { (text) } " " span(class="muted") { (step) } }
                 (waiting)

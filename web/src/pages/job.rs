@@ -1,7 +1,6 @@
 //! A job's live progress: percentage, current step, the steps so far and the error, over SSE
 //! with polling as fallback (see [`crate::progress`]).
 
-use nimbus_domain::JobStatus;
 use sycamore::prelude::*;
 
 use crate::components::{Badge, CopyId, ErrorBanner, Loading};
@@ -11,9 +10,8 @@ use crate::progress::{self, WaitingFor};
 #[component(inline_props)]
 pub fn JobPage(id: String) -> View {
     let live = progress::follow(id.clone());
-    // Why it waits, read while it is queued.
-    let queued = create_selector(move || live.job.with(|j| j.as_ref().is_some_and(|j| j.status == JobStatus::Queued)));
-    let waiting = id.clone();
+    // Why it waits, while it is queued.
+    let why = create_selector(move || live.job.with(|j| j.as_ref().and_then(progress::waiting_for)));
     let steps = move || {
         live.steps
             .get_clone()
@@ -43,10 +41,7 @@ pub fn JobPage(id: String) -> View {
                 span(class="muted transport", data-testid="transport") { (move || live.transport.get()) }
             }
             ErrorBanner(failure=live.failure)
-            (move || {
-                let job = waiting.clone();
-                queued.get().then(|| view! { WaitingFor(job=job) })
-            })
+            (move || why.get_clone().map(|why| view! { WaitingFor(why=why) }))
             (move || match live.job.get_clone() {
                 None => view! { Loading(label="Loading job…") },
                 Some(job) => {
