@@ -238,10 +238,10 @@ impl From<DbError> for ApiError {
         match e {
             DbError::NotFound => ApiError::NotFound("resource"),
             DbError::QuotaExceeded(q) => ApiError::QuotaExceeded(q),
-            DbError::PaymentRequired { balance } => ApiError::Refused {
+            DbError::PaymentRequired { balance, state } => ApiError::Refused {
                 code: ErrorCode::PaymentRequired,
                 message: "the prepaid balance is used up; top it up to create instances".into(),
-                details: json!({ "balance": balance }),
+                details: json!({ "balance": balance, "billingState": state }),
             },
             DbError::Conflict { constraint } if constraint == "instances_tenant_name_key" => ApiError::NameTaken,
             DbError::InstanceBusy(job) => ApiError::Refused {

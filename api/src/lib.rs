@@ -59,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::vm_events::router())
         .merge(routes::vm_backups::router())
         .merge(routes::billing::router())
+        .merge(routes::admin_billing::router())
         .merge(routes::admin_plans::router())
         .merge(routes::vm_backup_policy::router())
         .merge(routes::vm_restore::router())

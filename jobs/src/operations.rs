@@ -25,6 +25,16 @@ impl PowerAction {
     /// The seconds a shutdown waits when the request names none.
     pub const DEFAULT_SHUTDOWN_SECS: u32 = 60;
 
+    /// The jobs the prepaid ladder enqueues: on suspension a shutdown that forces the guest off
+    /// after the default wait, and a start when the suspension is lifted.
+    pub fn ladder_jobs() -> nimbus_db::ladder::PowerJobs {
+        let stop = PowerAction { timeout_secs: Some(Self::DEFAULT_SHUTDOWN_SECS), force: true };
+        nimbus_db::ladder::PowerJobs {
+            stop: stop.new_job(JobKind::Shutdown),
+            start: PowerAction::default().new_job(JobKind::Start),
+        }
+    }
+
     /// A ledger job of `kind` (one of the power kinds) on [`queues::POWER`].
     pub fn new_job(&self, kind: JobKind) -> NewJob {
         NewJob::new(kind, queues::POWER, serde_json::to_value(self).unwrap_or_default())

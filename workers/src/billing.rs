@@ -3,7 +3,10 @@
 //!
 //! * `meter` (hourly, at each hour's end): one usage row per instance for the hour that just
 //!   ended (`nimbus_db::usage::meter_hour`, unique per instance and hour: a re-run, a replica or
-//!   a catch-up adds nothing), each rated at the price version valid at the hour's start.
+//!   a catch-up adds nothing), each rated at the price version valid at the hour's start; then
+//!   moves every prepaid tenant along the ladder (`nimbus_db::ladder`) as of the hour's end:
+//!   `balance.low`, creates refused, suspension after the grace period (its running instances
+//!   stopped by shutdown jobs), and back.
 //! * `invoice` (monthly, the 1st at 00:00 UTC): first meters the month's hours no `meter` run
 //!   covered since metering began (the last hour's run fires at the same moment; hours before the
 //!   first ever metered are not billed), then issues each tenant's
@@ -14,9 +17,9 @@
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use nimbus_db::schedules::{self, NewSchedule};
-use nimbus_db::{DbError, PgPool, invoices, usage};
+use nimbus_db::{DbError, PgPool, invoices, ladder, usage};
 use nimbus_domain::{JobKind, MissedFirePolicy};
-use nimbus_jobs::BillingRun;
+use nimbus_jobs::{BillingRun, PowerAction};
 use nimbus_jobs::schedule::CronSpec;
 use sqlx::PgConnection;
 
@@ -29,6 +32,8 @@ pub enum Step {
     Meter,
     /// Issue the month's invoices.
     Issue,
+    /// Move prepaid tenants along the ladder.
+    Ladder,
 }
 
 impl std::fmt::Display for Step {
@@ -42,6 +47,7 @@ impl StepInfo for Step {
         match self {
             Step::Meter => "meter usage",
             Step::Issue => "issue invoices",
+            Step::Ladder => "check prepaid balances",
         }
     }
 
@@ -49,13 +55,14 @@ impl StepInfo for Step {
         match self {
             Step::Meter => "metered",
             Step::Issue => "invoiced",
+            Step::Ladder => "balances checked",
         }
     }
 
     fn progress(self) -> u8 {
         match self {
             Step::Meter => 50,
-            Step::Issue => 95,
+            Step::Issue | Step::Ladder => 95,
         }
     }
 
@@ -67,6 +74,7 @@ impl StepInfo for Step {
         match self {
             Step::Meter => "meter usage",
             Step::Issue => "issue the invoices",
+            Step::Ladder => "check the prepaid balances",
         }
     }
 }
@@ -136,7 +144,7 @@ impl Operation for Billing {
     fn steps(&self) -> &'static [Step] {
         match self.kind {
             JobKind::Invoice => &[Step::Meter, Step::Issue],
-            _ => &[Step::Meter],
+            _ => &[Step::Meter, Step::Ladder],
         }
     }
 
@@ -157,6 +165,17 @@ impl Operation for Billing {
                 let hour = self.until - Duration::hours(1);
                 let rows = usage::meter_hour(&db, hour).await?;
                 tracing::info!(job.id = %self.run.job.id, hour = %hour, rows, "hour metered");
+            }
+            (Step::Ladder, _) => {
+                let steps = ladder::evaluate_all(&db, self.until, &PowerAction::ladder_jobs()).await?;
+                for (tenant, outcome) in &steps {
+                    if let Some((from, to)) = outcome.changed {
+                        tracing::info!(tenant.id = %tenant, from = from.as_str(), to = to.as_str(), "ladder step");
+                    }
+                    if !outcome.enqueued.is_empty() {
+                        tracing::info!(tenant.id = %tenant, jobs = outcome.enqueued.len(), "ladder power jobs enqueued");
+                    }
+                }
             }
             (Step::Issue, _) => {
                 let (from, to) = self.month();

@@ -44,6 +44,7 @@ pub mod jwt;
 pub mod key_cache;
 pub mod oidc;
 pub mod session;
+pub mod suspension;
 
 /// What an API key may be limited to. A key without scopes has its owner's full role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,6 +199,11 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
         Ok(caller) => caller,
         Err(e) => return e.into_response(),
     };
+    if let Some(caller) = &caller
+        && let Err(e) = suspension::refuse_writes(&state, caller, request.method(), request.uri().path()).await
+    {
+        return e.into_response();
+    }
     let impersonator = caller.as_ref().and_then(|c| c.impersonator.as_ref()).map(|admin| admin.id);
     if let Some(caller) = caller {
         request.extensions_mut().insert(caller);
@@ -298,6 +304,26 @@ impl FromRequestParts<AppState> for AuthUser {
         let user = parts.extensions.get::<AuthUser>().cloned().ok_or(ApiError::Unauthenticated)?;
         user.require_scope(Scope::for_method(&parts.method))?;
         Ok(user)
+    }
+}
+
+/// A caller with the `admin` or the `billing-admin` role (and, for API keys, the `admin`
+/// scope): the provider's operators who manage prices, credit, terms, credit notes and
+/// suspensions across tenants. A `billing-admin` reaches no other `/v1/admin` route.
+#[derive(Clone, Debug)]
+pub struct BillingOperator(pub AuthUser);
+
+impl FromRequestParts<AppState> for BillingOperator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
+        let user = parts.extensions.get::<AuthUser>().cloned().ok_or(ApiError::Unauthenticated)?;
+        impersonation::refuse_admin_routes(&user)?;
+        if user.role() != Role::BillingAdmin {
+            user.require_role(Role::Admin)?;
+        }
+        user.require_scope(Scope::Admin)?;
+        Ok(BillingOperator(user))
     }
 }
 

@@ -102,7 +102,7 @@ fn check(
         errors.push(FieldError::new("limits", "no limit may be negative"));
     }
     if let Some(p) = prices {
-        errors.extend(crate::routes::billing::price_errors(
+        errors.extend(crate::routes::admin_billing::price_errors(
             "prices.",
             &p.currency,
             &[

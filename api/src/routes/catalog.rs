@@ -18,6 +18,9 @@ pub enum Access {
     Tenant,
     /// The provider's operators (`AdminUser`): deliberately across tenants.
     Operator,
+    /// The provider's operators of billing (`BillingOperator`: role `admin` or `billing-admin`),
+    /// across tenants; a `billing-admin` reaches nothing else under `/v1/admin`.
+    BillingOperator,
 }
 
 /// One route: a method on a path template (axum syntax, `{id}` for a parameter).
@@ -47,7 +50,7 @@ const fn route(method: &'static str, path: &'static str, access: Access) -> Rout
     RouteSpec { method, path, access }
 }
 
-use Access::{Operator, Public, Tenant};
+use Access::{BillingOperator, Operator, Public, Tenant};
 
 /// Every route, grouped as the modules are.
 pub const CATALOG: &[RouteSpec] = &[
@@ -96,9 +99,15 @@ pub const CATALOG: &[RouteSpec] = &[
     route("GET", "/v1/billing/invoices", Tenant),
     route("GET", "/v1/billing/invoices/{id}", Tenant),
     route("GET", "/v1/billing/balance", Tenant),
-    route("POST", "/v1/admin/plans/{id}/prices", Operator),
-    route("POST", "/v1/admin/tenants/{id}/credit", Operator),
-    route("PUT", "/v1/admin/tenants/{id}/billing", Operator),
+    // admin_billing.rs
+    route("POST", "/v1/admin/plans/{id}/prices", BillingOperator),
+    route("POST", "/v1/admin/tenants/{id}/credit", BillingOperator),
+    route("PUT", "/v1/admin/tenants/{id}/billing", BillingOperator),
+    route("POST", "/v1/admin/tenants/{id}/suspend", BillingOperator),
+    route("POST", "/v1/admin/tenants/{id}/unsuspend", BillingOperator),
+    route("POST", "/v1/admin/invoices/{id}/credit-notes", BillingOperator),
+    route("GET", "/v1/admin/billing/tenants", BillingOperator),
+    route("GET", "/v1/admin/billing/revenue", BillingOperator),
     // jobs.rs
     route("GET", "/v1/jobs", Tenant),
     route("GET", "/v1/jobs/{id}", Tenant),
@@ -160,10 +169,17 @@ mod tests {
     }
 
     #[test]
-    fn admin_paths_need_an_administrator() {
+    fn admin_paths_need_an_operator_and_only_billing_is_open_to_billing_admins() {
         for r in catalog() {
             if r.path.starts_with("/v1/admin/") {
-                assert_eq!(r.access, Access::Operator, "{} {}", r.method, r.path);
+                assert!(matches!(r.access, Access::Operator | Access::BillingOperator), "{} {}", r.method, r.path);
+            }
+            if r.access == Access::BillingOperator {
+                let billing = r.path.starts_with("/v1/admin/billing/")
+                    || r.path.starts_with("/v1/admin/invoices/")
+                    || r.path.ends_with("/prices")
+                    || ["/credit", "/billing", "/suspend", "/unsuspend"].iter().any(|end| r.path.ends_with(end));
+                assert!(billing, "{} {} is open to billing admins", r.method, r.path);
             }
         }
     }

@@ -137,7 +137,11 @@ async fn a_prepaid_tenant_with_no_balance_left_cannot_create_until_it_is_topped_
     assert_eq!(status, 400, "{bad}");
     let (status, _, set) = put(terms.clone(), json!({"prepaid": true, "taxRate": "0.19", "taxId": "DE123"})).await;
     assert_eq!(status, 200, "{set}");
-    assert_eq!(set["data"], json!({"prepaid": true, "taxRate": "0.19", "taxReverseCharge": false, "taxId": "DE123"}));
+    assert_eq!(
+        set["data"],
+        json!({"prepaid": true, "taxRate": "0.19", "taxReverseCharge": false, "taxId": "DE123",
+               "lowBalanceThreshold": "0", "gracePeriodHours": 72})
+    );
 
     // Nothing on the balance: refused, nothing written.
     let (status, _, refused) = app.create_vm(&vm_body("unpaid-1"), &[]).await;

@@ -119,6 +119,19 @@ const CASES: &[(&str, &str, Case)] = &[
     ("GET", "/v1/billing/invoices/{id}", Case::ById { id: Fixture::Invoice, body: None }),
     (
         "POST",
+        "/v1/admin/tenants/{id}/suspend",
+        Case::Operator { id: Some(Fixture::Tenant), body: Some(|_| json!({"reason": "probe"})) },
+    ),
+    ("POST", "/v1/admin/tenants/{id}/unsuspend", Case::Operator { id: Some(Fixture::Tenant), body: None }),
+    (
+        "POST",
+        "/v1/admin/invoices/{id}/credit-notes",
+        Case::Operator { id: Some(Fixture::Invoice), body: Some(|_| json!({"reason": "probe"})) },
+    ),
+    ("GET", "/v1/admin/billing/tenants", Case::Operator { id: None, body: None }),
+    ("GET", "/v1/admin/billing/revenue", Case::Operator { id: None, body: None }),
+    (
+        "POST",
         "/v1/admin/plans/{id}/prices",
         Case::Operator {
             id: Some(Fixture::Plan),
@@ -198,6 +211,8 @@ struct World {
     a_admin2: UserId,
     /// Tenant B's administrator (full key).
     b_admin: String,
+    /// A full key of tenant A's `billing-admin`.
+    a_billing_key: String,
     /// A plan no tenant is on.
     other_plan: String,
     /// A schedule of tenant A.
@@ -224,6 +239,8 @@ impl World {
         };
         let a_user = user("ann@a.test", Role::User).await;
         let a_user_key = api_keys::create(app.pool(), a, a_user.id, "full", &[], None).await.unwrap().1;
+        let billing = user("bill@a.test", Role::BillingAdmin).await;
+        let a_billing_key = api_keys::create(app.pool(), a, billing.id, "full", &[], None).await.unwrap().1;
         let rw = user("rw@a.test", Role::Admin).await;
         let rw_scopes = ["read".to_owned(), "write".to_owned()];
         let a_admin_rw_key = api_keys::create(app.pool(), a, rw.id, "rw", &rw_scopes, None).await.unwrap().1;
@@ -273,6 +290,7 @@ impl World {
             a_key,
             a_user: a_user.id,
             a_user_key,
+            a_billing_key,
             a_admin_rw_key,
             a_admin2,
             b_admin,
@@ -404,7 +422,7 @@ fn case_fits(spec: &RouteSpec, case: &Case) -> bool {
         (Access::Public, Case::Public) => true,
         (Access::Tenant, Case::Collection { .. }) => !spec.takes_id(),
         (Access::Tenant, Case::ById { .. }) => spec.takes_id(),
-        (Access::Operator, Case::Operator { id, .. }) => id.is_some() == spec.takes_id(),
+        (Access::Operator | Access::BillingOperator, Case::Operator { id, .. }) => id.is_some() == spec.takes_id(),
         _ => false,
     }
 }
@@ -517,11 +535,18 @@ async fn every_route_refuses_the_wrong_callers_and_another_tenants_ids_look_miss
             assert_eq!(a.body.as_ref().unwrap()["error"]["code"], "UNAUTHENTICATED", "{route}");
         }
 
-        if spec.access == Access::Operator {
+        if matches!(spec.access, Access::Operator | Access::BillingOperator) {
             let mut refused = vec![
                 ("a plain user", world.a_user_key.as_str(), &[][..]),
                 ("an admin key without the admin scope", world.a_admin_rw_key.as_str(), &[][..]),
             ];
+            // A billing admin reaches the billing operators' routes only.
+            if spec.access == Access::Operator {
+                refused.push(("a billing admin", world.a_billing_key.as_str(), &[][..]));
+            } else if spec.method == "GET" {
+                let a = call(&world, "GET", &own_path, Some(&world.a_billing_key), None, &[]).await;
+                assert!(a.status.is_success(), "{route} as a billing admin: {}", a.status);
+            }
             // The way out of a session's impersonation answers a bearer request with 400 instead.
             if spec.path != "/v1/admin/impersonation" {
                 refused.push(("an impersonated admin", world.a_admin.as_str(), &impersonate[..]));

@@ -8,6 +8,7 @@ mod apikeys;
 mod audit;
 mod auth_and_errors;
 mod billing;
+mod billing_ops;
 mod bootstrap;
 mod hardening;
 mod health;

@@ -71,15 +71,36 @@ pub async fn debit_invoice(
     total: Money,
     currency: &str,
 ) -> Result<()> {
-    sqlx::query(
-        "insert into balance_entries (tenant_id, kind, amount, currency, invoice_id) values ($1, 'invoice', $2, $3, $4)",
-    )
-    .bind(tenant.as_uuid())
-    .bind(-total.0)
-    .bind(currency)
-    .bind(invoice)
-    .execute(ex)
-    .await?;
+    settle(ex, tenant, "invoice", invoice, Money(-total.0), currency).await
+}
+
+/// Credits a credit note's total (in the issuing transaction).
+pub async fn credit_note(
+    ex: impl PgExecutor<'_>,
+    tenant: TenantId,
+    note: Uuid,
+    total: Money,
+    currency: &str,
+) -> Result<()> {
+    settle(ex, tenant, "credit_note", note, total, currency).await
+}
+
+async fn settle(
+    ex: impl PgExecutor<'_>,
+    tenant: TenantId,
+    kind: &str,
+    document: Uuid,
+    amount: Money,
+    currency: &str,
+) -> Result<()> {
+    sqlx::query("insert into balance_entries (tenant_id, kind, amount, currency, invoice_id) values ($1, $2, $3, $4, $5)")
+        .bind(tenant.as_uuid())
+        .bind(kind)
+        .bind(amount.0)
+        .bind(currency)
+        .bind(document)
+        .execute(ex)
+        .await?;
     Ok(())
 }
 
@@ -115,19 +136,46 @@ pub struct Terms {
     pub tax_reverse_charge: bool,
     /// Its tax id, shown on invoices.
     pub tax_id: Option<String>,
+    /// The ladder's `balance.low` below this available balance (0: never).
+    pub low_balance_threshold: Decimal,
+    /// Hours from an exhausted balance to suspension.
+    pub grace_period_hours: i32,
 }
 
-/// Sets `tenant`'s billing terms; `NotFound` for an unknown tenant, `Check` for a rate outside [0, 1).
-pub async fn set_terms(ex: impl PgExecutor<'_>, tenant: TenantId, terms: &Terms) -> Result<Terms> {
-    Ok(sqlx::query_as(
-        "update tenants set prepaid = $2, tax_rate = $3, tax_reverse_charge = $4, tax_id = $5 where id = $1 \
-         returning prepaid, tax_rate, tax_reverse_charge, tax_id",
+/// A change of a tenant's terms: the ladder's settings are kept when not given.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TermsChange {
+    /// Pays ahead.
+    pub prepaid: bool,
+    /// Tax rate.
+    pub tax_rate: Decimal,
+    /// Reverse charge.
+    pub tax_reverse_charge: bool,
+    /// Tax id.
+    pub tax_id: Option<String>,
+    /// The low-balance threshold, if it changes.
+    pub low_balance_threshold: Option<Decimal>,
+    /// The grace period, if it changes.
+    pub grace_period_hours: Option<i32>,
+}
+
+/// Sets `tenant`'s billing terms; `NotFound` for an unknown tenant, `Check` for a rate outside
+/// [0, 1), a negative threshold or a grace period outside 0-8760 hours.
+pub async fn set_terms(ex: impl PgExecutor<'_>, tenant: TenantId, terms: &TermsChange) -> Result<Terms> {
+    sqlx::query_as(
+        "update tenants set prepaid = $2, tax_rate = $3, tax_reverse_charge = $4, tax_id = $5, \
+         low_balance_threshold = coalesce($6, low_balance_threshold), \
+         grace_period_hours = coalesce($7, grace_period_hours) where id = $1 \
+         returning prepaid, tax_rate, tax_reverse_charge, tax_id, low_balance_threshold, grace_period_hours",
     )
     .bind(tenant.as_uuid())
     .bind(terms.prepaid)
     .bind(terms.tax_rate)
     .bind(terms.tax_reverse_charge)
     .bind(&terms.tax_id)
-    .fetch_one(ex)
-    .await?)
+    .bind(terms.low_balance_threshold)
+    .bind(terms.grace_period_hours)
+    .fetch_optional(ex)
+    .await?
+    .ok_or(crate::DbError::NotFound)
 }

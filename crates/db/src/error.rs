@@ -31,10 +31,13 @@ pub enum DbError {
     #[error(transparent)]
     QuotaExceeded(#[from] QuotaExceeded),
     /// A prepaid tenant's balance is exhausted: no new instances.
-    #[error("payment required: the prepaid balance is {balance}")]
+    #[error("payment required: the prepaid balance is {balance} ({state})")]
     PaymentRequired {
-        /// The balance (at or below zero), as the database wrote it.
+        /// The ledger's balance, as the database wrote it.
         balance: String,
+        /// The tenant's step on the ladder (`exhausted`, `suspended`, or `ok` when the ledger
+        /// alone is used up).
+        state: String,
     },
     /// The worker no longer holds the job's lease (it expired and the job moved on).
     #[error("job {0} is not running under this worker's lease")]
@@ -77,11 +80,11 @@ impl From<sqlx::Error> for DbError {
                 Some("23503") => return DbError::ForeignKey { constraint },
                 Some(PAYMENT_REQUIRED_SQLSTATE) => {
                     let detail = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().and_then(|e| e.detail());
-                    let balance = detail
-                        .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
-                        .and_then(|v| v["balance"].as_str().map(str::to_owned))
-                        .unwrap_or_default();
-                    return DbError::PaymentRequired { balance };
+                    let detail = detail.and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok());
+                    let field = |name: &str| {
+                        detail.as_ref().and_then(|v| v[name].as_str()).map(str::to_owned).unwrap_or_default()
+                    };
+                    return DbError::PaymentRequired { balance: field("balance"), state: field("state") };
                 }
                 Some(QUOTA_EXCEEDED_SQLSTATE) => {
                     if let Some(exceeded) = quota_exceeded(db) {

@@ -12,8 +12,12 @@ use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
+use crate::events::{self, NewEvent};
 use crate::usage::{self, InstanceUsage};
 use crate::{DbError, Result};
+
+/// The check a credit note's amount fails: not positive, or more than the invoice has left.
+pub const CREDIT_NOTE_AMOUNT: &str = "credit_note_amount";
 
 /// An issued invoice.
 #[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
@@ -196,7 +200,120 @@ pub async fn issue(
     .await?;
     // Settled from the prepaid balance at once (the balance may go below zero).
     crate::balance::debit_invoice(&mut *tx, tenant, invoice.id, total, &currency).await?;
+    record_issued(&mut *tx, events::types::INVOICE_ISSUED, &invoice).await?;
     Ok(Some(invoice))
+}
+
+/// Records the event of an issued invoice or credit note.
+async fn record_issued(ex: impl PgExecutor<'_>, kind: &str, doc: &Invoice) -> Result<()> {
+    let event = NewEvent {
+        kind,
+        at: doc.issued_at,
+        tenant: Some(doc.tenant_id.into()),
+        resource: Some((doc.kind.as_str(), doc.id.to_string())),
+        data: serde_json::json!({
+            "number": doc.number,
+            "corrects": doc.corrects,
+            "periodStart": doc.period_start,
+            "periodEnd": doc.period_end,
+            "currency": doc.currency.trim(),
+            "total": doc.total.to_string(),
+        }),
+    };
+    events::record(ex, &event).await?;
+    Ok(())
+}
+
+/// A correction to an issued invoice.
+#[derive(Clone, Debug)]
+pub struct NewCreditNote {
+    /// The net amount credited (before tax); `None` credits all the invoice has left.
+    pub amount: Option<Money>,
+    /// Why (printed on the credit note's line).
+    pub reason: String,
+    /// When it is issued.
+    pub at: DateTime<Utc>,
+}
+
+/// Issues a credit note for `tenant`'s invoice `invoice`: a document of its own (kind
+/// `credit_note`, a number from the same gapless sequence, the year of issue), taxed at the
+/// invoice's rate, credited to the prepaid balance. Credit notes of one invoice never add up to
+/// more than it: an amount that is not positive or exceeds what is left is
+/// `Check { constraint: CREDIT_NOTE_AMOUNT }`; crediting what is left credits its tax exactly.
+pub async fn issue_credit_note(
+    tx: &mut PgConnection,
+    tenant: TenantId,
+    invoice: Uuid,
+    note: &NewCreditNote,
+) -> Result<Invoice> {
+    sqlx::query("select 1 from tenants where id = $1 for update").bind(tenant.as_uuid()).execute(&mut *tx).await?;
+    let original: Invoice =
+        sqlx::query_as("select * from invoices where id = $1 and tenant_id = $2 and kind = 'invoice'")
+            .bind(invoice)
+            .bind(tenant.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(DbError::NotFound)?;
+    let (credited, credited_tax): (Decimal, Decimal) = sqlx::query_as(
+        "select coalesce(sum(subtotal), 0), coalesce(sum(tax), 0) from invoices where corrects = $1 and kind = 'credit_note'",
+    )
+    .bind(invoice)
+    .fetch_one(&mut *tx)
+    .await?;
+    let currency = original.currency.trim().to_owned();
+    let left = original.subtotal - credited;
+    let amount = note.amount.map_or(left, |m| m.round_to_minor_unit(&currency).0);
+    if amount <= Decimal::ZERO || amount > left {
+        return Err(DbError::Check { constraint: CREDIT_NOTE_AMOUNT.into() });
+    }
+    let tax = if amount == left {
+        original.tax - credited_tax
+    } else if original.tax_reverse_charge {
+        Decimal::ZERO
+    } else {
+        (Money(amount) * original.tax_rate).round_to_minor_unit(&currency).0
+    };
+    let year = note.at.year();
+    let seq: i32 = sqlx::query_scalar(
+        "insert into invoice_numbers (year, last) values ($1, 1) \
+         on conflict (year) do update set last = invoice_numbers.last + 1 returning last",
+    )
+    .bind(year)
+    .fetch_one(&mut *tx)
+    .await?;
+    let credit: Invoice = sqlx::query_as(
+        "insert into invoices (id, tenant_id, number, kind, corrects, period_start, period_end, currency, subtotal, \
+         tax_rate, tax_reverse_charge, tax_id, tax, total, issued_at) \
+         values ($1, $2, $3, 'credit_note', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) returning *",
+    )
+    .bind(Uuid::now_v7())
+    .bind(tenant.as_uuid())
+    .bind(format!("NMB-{year}-{seq:06}"))
+    .bind(invoice)
+    .bind(original.period_start)
+    .bind(original.period_end)
+    .bind(&currency)
+    .bind(amount)
+    .bind(original.tax_rate)
+    .bind(original.tax_reverse_charge)
+    .bind(&original.tax_id)
+    .bind(tax)
+    .bind(amount + tax)
+    .bind(note.at)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(
+        "insert into invoice_lines (invoice_id, position, instance_id, description, hours, uncapped, amount) \
+         values ($1, 1, null, $2, 0, $3, $3)",
+    )
+    .bind(credit.id)
+    .bind(format!("Credit for {}: {}", original.number, note.reason.trim()))
+    .bind(amount)
+    .execute(&mut *tx)
+    .await?;
+    crate::balance::credit_note(&mut *tx, tenant, credit.id, Money(amount + tax), &currency).await?;
+    record_issued(&mut *tx, events::types::CREDIT_NOTE_ISSUED, &credit).await?;
+    Ok(credit)
 }
 
 /// Issues the month `[from, to)`'s missing invoices of every tenant with usage, `per_transaction`
@@ -228,6 +345,13 @@ pub async fn issue_all(
         tx.commit().await?;
     }
     Ok(issued)
+}
+
+/// The tenant an invoice or credit note belongs to (for operators, whose routes span tenants).
+pub async fn tenant_of(ex: impl PgExecutor<'_>, id: Uuid) -> Result<TenantId> {
+    let tenant: Option<Uuid> =
+        sqlx::query_scalar("select tenant_id from invoices where id = $1").bind(id).fetch_optional(ex).await?;
+    tenant.map(Into::into).ok_or(DbError::NotFound)
 }
 
 /// `tenant`'s invoices, newest first.

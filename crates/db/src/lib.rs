@@ -13,6 +13,9 @@
 //! * [`queue_stats`]: queue health from the ledger (the operator's queue dashboard).
 //! * [`idempotency`]: `Idempotency-Key` records (DESIGN §6).
 //! * [`audit`]: the append-only audit log.
+//! * [`events`]: domain events, written with the change they report (DESIGN §11).
+//! * [`usage`], [`invoices`], [`balance`], [`ladder`]: metering, invoices, the prepaid ledger and
+//!   the ladder from a low balance to suspension (DESIGN §10); [`revenue`]: the operators' view.
 //! * [`seed`]: the demo tenant for `make dev`.
 //!
 //! The schema lives in `migrations/` at the workspace root; [`MIGRATOR`] embeds it. Migrations
@@ -25,15 +28,18 @@ pub mod audit;
 pub mod backup_policies;
 pub mod balance;
 pub mod error;
+pub mod events;
 pub mod idempotency;
 pub mod identities;
 pub mod instances;
 pub mod invoices;
 pub mod jobs;
+pub mod ladder;
 pub mod operations;
 pub mod outbox;
 pub mod plans;
 pub mod queue_stats;
+pub mod revenue;
 mod rows;
 pub mod schedules;
 pub mod seed;

@@ -75,6 +75,9 @@ error_codes! {
     QuotaExceeded => ("QUOTA_EXCEEDED", 422),
     /// A prepaid tenant's balance is exhausted: top it up to create instances again.
     PaymentRequired => ("PAYMENT_REQUIRED", 402),
+    /// The tenant is suspended for an unpaid balance (or by an operator): the API is read-only
+    /// but for billing and deleting instances until it is lifted.
+    TenantSuspended => ("TENANT_SUSPENDED", 402),
     /// The template does not exist.
     UnknownTemplate => ("UNKNOWN_TEMPLATE", 422),
     /// The node does not exist.

@@ -4,6 +4,7 @@
 mod backup;
 mod billing;
 mod crash;
+mod ladder;
 mod lxc;
 mod node_caps;
 mod provision;
