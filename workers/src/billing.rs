@@ -4,6 +4,8 @@
 //! * `meter` (hourly, at each hour's end): one usage row per instance for the hour that just
 //!   ended (`nimbus_db::usage::meter_hour`, unique per instance and hour: a re-run, a replica or
 //!   a catch-up adds nothing), each rated at the price version valid at the hour's start; then
+//!   the hour's backup storage (`nimbus_db::usage::meter_backups`: the archives Proxmox lists on
+//!   each instance's plan backup storage now, in GiB-hours, one listing per node and storage); then
 //!   moves every prepaid tenant along the ladder (`nimbus_db::ladder`) as of the hour's end:
 //!   `balance.low`, creates refused, suspension after the grace period (its running instances
 //!   stopped by shutdown jobs), and back.
@@ -13,14 +15,19 @@
 //!   invoice for the month in its own transaction (`nimbus_db::invoices::issue`: one per tenant
 //!   and period, gapless numbers). A retry issues only the invoices still missing.
 //!
-//! Neither touches Proxmox: no node permit, no instance lock.
+//! Neither takes a node permit or an instance lock; only `meter` reads Proxmox (storage listings).
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use nimbus_db::schedules::{self, NewSchedule};
 use nimbus_db::{DbError, PgPool, invoices, ladder, usage};
+use nimbus_domain::backup::archive_taken_since;
 use nimbus_domain::{JobKind, MissedFirePolicy};
-use nimbus_jobs::{BillingRun, PowerAction};
 use nimbus_jobs::schedule::CronSpec;
+use nimbus_jobs::{BillingRun, PowerAction};
+use nimbus_proxmox::{ContentQuery, ProxmoxClient, StorageContent};
 use sqlx::PgConnection;
 
 use crate::step_machine::{Operation, Run, StepError, StepInfo};
@@ -32,6 +39,8 @@ pub enum Step {
     Meter,
     /// Issue the month's invoices.
     Issue,
+    /// Meter the hour's backup storage (`meter`).
+    Backups,
     /// Move prepaid tenants along the ladder.
     Ladder,
 }
@@ -47,6 +56,7 @@ impl StepInfo for Step {
         match self {
             Step::Meter => "meter usage",
             Step::Issue => "issue invoices",
+            Step::Backups => "meter backup storage",
             Step::Ladder => "check prepaid balances",
         }
     }
@@ -55,13 +65,15 @@ impl StepInfo for Step {
         match self {
             Step::Meter => "metered",
             Step::Issue => "invoiced",
+            Step::Backups => "backup storage metered",
             Step::Ladder => "balances checked",
         }
     }
 
     fn progress(self) -> u8 {
         match self {
-            Step::Meter => 50,
+            Step::Meter => 40,
+            Step::Backups => 70,
             Step::Issue | Step::Ladder => 95,
         }
     }
@@ -74,6 +86,7 @@ impl StepInfo for Step {
         match self {
             Step::Meter => "meter usage",
             Step::Issue => "issue the invoices",
+            Step::Backups => "meter the backup storage",
             Step::Ladder => "check the prepaid balances",
         }
     }
@@ -144,7 +157,7 @@ impl Operation for Billing {
     fn steps(&self) -> &'static [Step] {
         match self.kind {
             JobKind::Invoice => &[Step::Meter, Step::Issue],
-            _ => &[Step::Meter, Step::Ladder],
+            _ => &[Step::Meter, Step::Backups, Step::Ladder],
         }
     }
 
@@ -165,6 +178,13 @@ impl Operation for Billing {
                 let hour = self.until - Duration::hours(1);
                 let rows = usage::meter_hour(&db, hour).await?;
                 tracing::info!(job.id = %self.run.job.id, hour = %hour, rows, "hour metered");
+            }
+            (Step::Backups, _) => {
+                let hour = self.until - Duration::hours(1);
+                let sources = usage::backup_sources(&db, hour).await?;
+                let footprints = backup_footprints(&self.run.env.pve, &sources, step).await?;
+                let rows = usage::meter_backups(&db, hour, &footprints).await?;
+                tracing::info!(job.id = %self.run.job.id, hour = %hour, rows, "backup storage metered");
             }
             (Step::Ladder, _) => {
                 let steps = ladder::evaluate_all(&db, self.until, &PowerAction::ladder_jobs()).await?;
@@ -189,6 +209,38 @@ impl Operation for Billing {
     async fn succeeded(&self, _tx: &mut PgConnection) -> Result<(), DbError> {
         Ok(())
     }
+}
+
+/// Each instance's backup archives on its plan's backup storage, as Proxmox lists them now: one
+/// listing per node and storage, the archives of each instance's VMID taken since it was created.
+async fn backup_footprints(
+    pve: &ProxmoxClient,
+    sources: &[usage::BackupSource],
+    step: Step,
+) -> Result<Vec<usage::BackupFootprint>, StepError> {
+    let mut listed: HashMap<(&str, &str), Vec<StorageContent>> = HashMap::new();
+    let mut footprints = Vec::new();
+    for source in sources {
+        let key = (source.node.as_str(), source.storage.as_str());
+        if let Entry::Vacant(slot) = listed.entry(key) {
+            let storage = pve.node(&source.node).storage(&source.storage);
+            slot.insert(storage.content(&ContentQuery::content("backup")).await.map_err(StepError::pve(step))?);
+        }
+        let archives: Vec<&StorageContent> = listed[&key]
+            .iter()
+            .filter(|a| a.vmid == u32::try_from(source.vmid).ok())
+            .filter(|a| archive_taken_since(source.created_at, a.ctime))
+            .collect();
+        let bytes: u64 = archives.iter().filter_map(|a| a.size).sum();
+        if bytes > 0 {
+            footprints.push(usage::BackupFootprint {
+                instance_id: source.instance_id,
+                archives: i32::try_from(archives.len()).unwrap_or(i32::MAX),
+                bytes: i64::try_from(bytes).unwrap_or(i64::MAX),
+            });
+        }
+    }
+    Ok(footprints)
 }
 
 impl Billing {

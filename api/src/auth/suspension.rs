@@ -35,8 +35,10 @@ pub async fn refuse_writes(state: &AppState, caller: &AuthUser, method: &Method,
             code: ErrorCode::TenantSuspended,
             message: match &reason {
                 Some(_) => "the account is suspended by the provider; billing stays available".into(),
-                None => "the account is suspended for an unpaid balance; top it up to lift it (billing stays available)"
-                    .into(),
+                None => {
+                    "the account is suspended for an unpaid balance; top it up to lift it (billing stays available)"
+                        .into()
+                }
             },
             details: json!({ "billingState": state, "reason": reason }),
         }),

@@ -101,6 +101,8 @@ struct PriceBody {
     vcpu_hour: Money,
     memory_gib_hour: Money,
     disk_gib_hour: Money,
+    /// Per GiB of backup archives and hour (default 0; not under the cap).
+    backup_gib_hour: Option<Money>,
     monthly_cap: Option<Money>,
 }
 
@@ -121,6 +123,7 @@ async fn add_price(
             ("vcpuHour", Some(body.vcpu_hour)),
             ("memoryGibHour", Some(body.memory_gib_hour)),
             ("diskGibHour", Some(body.disk_gib_hour)),
+            ("backupGibHour", body.backup_gib_hour),
             ("monthlyCap", body.monthly_cap),
         ],
     );
@@ -139,6 +142,7 @@ async fn add_price(
         vcpu_hour: body.vcpu_hour,
         memory_gib_hour: body.memory_gib_hour,
         disk_gib_hour: body.disk_gib_hour,
+        backup_gib_hour: body.backup_gib_hour.unwrap_or(Money::ZERO),
         monthly_cap: body.monthly_cap,
     };
     let price = usage::add_price(state.db(), plan, &new).await.map_err(|e| match e {
@@ -149,7 +153,7 @@ async fn add_price(
     let view = serde_json::json!({
         "id": price.id, "planId": plan, "validFrom": price.valid_from, "currency": price.currency,
         "vcpuHour": price.vcpu_hour, "memoryGibHour": price.memory_gib_hour, "diskGibHour": price.disk_gib_hour,
-        "monthlyCap": price.monthly_cap,
+        "backupGibHour": price.backup_gib_hour, "monthlyCap": price.monthly_cap,
     });
     Ok((StatusCode::CREATED, super::data(&rid, view)).into_response())
 }

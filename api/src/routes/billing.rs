@@ -1,5 +1,5 @@
 //! Billing for customers: `GET /v1/billing/usage` (the month to date per instance and in total,
-//! each instance's monthly cap applied, with the forecast to the month's end at the current
+//! each instance's monthly cap applied, backup storage beside it, with the forecast to the month's end at the current
 //! rate), `GET /v1/billing/invoices` and `GET /v1/billing/invoices/{id}` (JSON with its lines;
 //! `{id}.csv` for the lines as CSV; `{id}.html` or `Accept: text/html` for the printable page;
 //! credit notes too), `GET /v1/billing/balance` (the ledger's balance, the available balance
@@ -60,7 +60,24 @@ struct UsageView {
     /// Usage is metered hourly: the month to date ends with the last hour metered.
     currency: Option<String>,
     instances: Vec<InstanceLine>,
+    /// Backup storage per instance (not under the cap).
+    backups: Vec<BackupLine>,
     total: Money,
+    forecast: Money,
+}
+
+/// One instance's backup storage, month to date.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BackupLine {
+    instance_id: InstanceId,
+    name: String,
+    /// Hours with archives.
+    hours: i64,
+    /// The sum over those hours of the archives' GiB.
+    gib_hours: rust_decimal::Decimal,
+    amount: Money,
+    /// At the month's end at the last hour's rate (0 once the instance is deleted).
     forecast: Money,
 }
 
@@ -73,15 +90,18 @@ async fn usage_to_date(State(state): State<AppState>, auth: AuthUser, rid: Reque
     let hours_left = (to - hour).num_hours().max(0);
     let live: std::collections::HashSet<InstanceId> =
         instances::live_ids(state.db(), auth.tenant()).await?.into_iter().collect();
-    let rates = usage::last_hour_rates(state.db(), auth.tenant(), from, to).await?;
+    let rates = usage::last_hour_rates(state.db(), auth.tenant(), from, to, false).await?;
+    let rate_of = |rates: &[(InstanceId, Money)], id: InstanceId| {
+        if live.contains(&id) {
+            rates.iter().find(|(i, _)| *i == id).map(|(_, r)| *r).unwrap_or(Money::ZERO)
+        } else {
+            Money::ZERO
+        }
+    };
     let mut lines = Vec::new();
     for u in metered {
         let amount = cap(u.amount, u.monthly_cap);
-        let rate = if live.contains(&u.instance_id) {
-            rates.iter().find(|(id, _)| *id == u.instance_id).map(|(_, r)| *r).unwrap_or(Money::ZERO)
-        } else {
-            Money::ZERO
-        };
+        let rate = rate_of(&rates, u.instance_id);
         let forecast = cap(u.amount + rate * rust_decimal::Decimal::from(hours_left), u.monthly_cap);
         lines.push(InstanceLine {
             instance_id: u.instance_id,
@@ -93,10 +113,26 @@ async fn usage_to_date(State(state): State<AppState>, auth: AuthUser, rid: Reque
             forecast: exact(forecast),
         });
     }
+    let backup_rates = usage::last_hour_rates(state.db(), auth.tenant(), from, to, true).await?;
+    let backups: Vec<BackupLine> = usage::backups_by_instance(state.db(), auth.tenant(), from, to)
+        .await?
+        .into_iter()
+        .map(|b| {
+            let rate = rate_of(&backup_rates, b.instance_id);
+            BackupLine {
+                instance_id: b.instance_id,
+                name: b.name,
+                hours: b.hours,
+                gib_hours: b.gib_hours,
+                amount: exact(b.amount),
+                forecast: exact(b.amount + rate * rust_decimal::Decimal::from(hours_left)),
+            }
+        })
+        .collect();
     let currency = usage::price_at(state.db(), auth.tenant(), now).await?.map(|p| p.currency);
-    let total = exact(lines.iter().map(|l| l.amount).sum());
-    let forecast = exact(lines.iter().map(|l| l.forecast).sum());
-    let view = UsageView { period_start: from, period_end: to, currency, instances: lines, total, forecast };
+    let total = exact(lines.iter().map(|l| l.amount).chain(backups.iter().map(|b| b.amount)).sum());
+    let forecast = exact(lines.iter().map(|l| l.forecast).chain(backups.iter().map(|b| b.forecast)).sum());
+    let view = UsageView { period_start: from, period_end: to, currency, instances: lines, backups, total, forecast };
     Ok(super::data(&rid, view).into_response())
 }
 
@@ -312,4 +348,3 @@ async fn show_balance(State(state): State<AppState>, auth: AuthUser, rid: Reques
     });
     Ok(super::data(&rid, view).into_response())
 }
-

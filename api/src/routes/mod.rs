@@ -2,8 +2,8 @@
 
 pub mod admin;
 pub mod admin_audit;
-pub mod admin_nodes;
 pub mod admin_billing;
+pub mod admin_nodes;
 pub mod admin_plans;
 pub mod admin_queues;
 pub mod admin_schedules;

@@ -82,10 +82,9 @@ pub(crate) fn archive_id(volid: &str) -> &str {
     volid.rsplit('/').next().unwrap_or(volid)
 }
 
-/// Whether an archive of the instance's VMID taken at `ctime` (Unix seconds) is the instance's:
-/// taken since it was created (a minute's slack for clocks).
+/// Whether an archive of the instance's VMID taken at `ctime` (Unix seconds) is the instance's.
 pub(crate) fn belongs_to(i: &Instance, ctime: Option<i64>) -> bool {
-    ctime.is_some_and(|t| t >= i.created_at.timestamp() - 60)
+    nimbus_domain::backup::archive_taken_since(i.created_at, ctime)
 }
 
 /// The guest's backups on the plan's backup storage, newest first.

@@ -30,10 +30,12 @@ async fn call(app: &TestApp, method: Method, path: &str, token: &str, body: Opti
 async fn invoiced(app: &TestApp) -> (String, String) {
     let hour = Utc::now().duration_trunc(chrono::Duration::hours(1)).unwrap();
     let prices = format!("/v1/admin/plans/{}/prices", app.plan_id().await);
-    let price = json!({"validFrom": hour, "currency": "EUR", "vcpuHour": "1", "memoryGibHour": "0", "diskGibHour": "0"});
+    let price =
+        json!({"validFrom": hour, "currency": "EUR", "vcpuHour": "1", "memoryGibHour": "0", "diskGibHour": "0"});
     assert_eq!(call(app, Method::POST, &prices, &app.token, Some(price)).await.0, 201);
     let terms = format!("/v1/admin/tenants/{}/billing", app.tenant);
-    let (status, set) = call(app, Method::PUT, &terms, &app.token, Some(json!({"prepaid": false, "taxRate": "0.19"}))).await;
+    let (status, set) =
+        call(app, Method::PUT, &terms, &app.token, Some(json!({"prepaid": false, "taxRate": "0.19"}))).await;
     assert_eq!(status, 200, "{set}");
     let (status, _, created) = app.create_vm(&vm_body("billed"), &[]).await;
     assert_eq!(status, 202, "{created}");
@@ -52,7 +54,8 @@ async fn credit_notes_correct_an_invoice_up_to_its_total_and_credit_the_balance(
     let (invoice, number) = invoiced(&app).await;
     let notes = format!("/v1/admin/invoices/{invoice}/credit-notes");
 
-    let (status, refused) = call(&app, Method::POST, &notes, &app.token, Some(json!({"amount": "2.01", "reason": "outage"}))).await;
+    let (status, refused) =
+        call(&app, Method::POST, &notes, &app.token, Some(json!({"amount": "2.01", "reason": "outage"}))).await;
     assert_eq!(status, 400, "more than the invoice: {refused}");
     let (status, refused) = call(&app, Method::POST, &notes, &app.token, Some(json!({"amount": "1"}))).await;
     assert_eq!(status, 400, "a reason is required: {refused}");
@@ -60,11 +63,16 @@ async fn credit_notes_correct_an_invoice_up_to_its_total_and_credit_the_balance(
     assert_eq!(call(&app, Method::POST, &missing, &app.token, Some(json!({"reason": "x"}))).await.0, 404);
 
     // Part of it: 0.50 net, taxed at the invoice's 19 % (0.095 rounds half to even: 0.10).
-    let (status, part) = call(&app, Method::POST, &notes, &app.token, Some(json!({"amount": "0.5", "reason": "outage on the 3rd"}))).await;
+    let (status, part) =
+        call(&app, Method::POST, &notes, &app.token, Some(json!({"amount": "0.5", "reason": "outage on the 3rd"})))
+            .await;
     assert_eq!(status, 201, "{part}");
     let part = &part["data"];
     assert_eq!((part["kind"].as_str(), part["corrects"].as_str()), (Some("credit_note"), Some(invoice.as_str())));
-    assert_eq!((amount(&part["subtotal"]), amount(&part["tax"])), (Decimal::from_str("0.5").unwrap(), Decimal::from_str("0.10").unwrap()));
+    assert_eq!(
+        (amount(&part["subtotal"]), amount(&part["tax"])),
+        (Decimal::from_str("0.5").unwrap(), Decimal::from_str("0.10").unwrap())
+    );
     assert_eq!(part["lines"][0]["description"], format!("Credit for {number}: outage on the 3rd"));
     assert_ne!(part["number"], number.as_str(), "a number of its own");
 
@@ -72,7 +80,8 @@ async fn credit_notes_correct_an_invoice_up_to_its_total_and_credit_the_balance(
     let (status, rest) = call(&app, Method::POST, &notes, &app.token, Some(json!({"reason": "goodwill"}))).await;
     assert_eq!(status, 201, "{rest}");
     assert_eq!(amount(&rest["data"]["total"]), Decimal::from_str("1.78").unwrap());
-    let (status, refused) = call(&app, Method::POST, &notes, &app.token, Some(json!({"amount": "0.01", "reason": "more"}))).await;
+    let (status, refused) =
+        call(&app, Method::POST, &notes, &app.token, Some(json!({"amount": "0.01", "reason": "more"}))).await;
     assert_eq!(status, 400, "fully credited: {refused}");
 
     // The customer sees both, and its ledger is even again (-2.38 + 0.60 + 1.78).
@@ -80,7 +89,8 @@ async fn credit_notes_correct_an_invoice_up_to_its_total_and_credit_the_balance(
     assert_eq!(listed["data"].as_array().unwrap().len(), 3, "{listed}");
     let (_, _, balance) = app.get("/v1/billing/balance").await;
     assert_eq!(amount(&balance["data"]["balance"]), Decimal::ZERO, "{balance}");
-    let kinds: Vec<String> = events::for_tenant(app.pool(), app.tenant, None).await.unwrap().into_iter().map(|e| e.kind).collect();
+    let kinds: Vec<String> =
+        events::for_tenant(app.pool(), app.tenant, None).await.unwrap().into_iter().map(|e| e.kind).collect();
     assert_eq!(kinds, ["invoice.issued", "credit_note.issued", "credit_note.issued"]);
     // Issued documents stay immutable, credit notes included.
     let changed = sqlx::query("update invoices set total = 0 where kind = 'credit_note'").execute(app.pool()).await;
@@ -101,9 +111,13 @@ async fn a_suspended_tenant_reads_and_pays_but_changes_nothing_until_it_is_lifte
     let suspend = format!("/v1/admin/tenants/{tenant}/suspend");
     let (status, refused) = call(&app, Method::POST, &suspend, &app.token, Some(json!({"reason": ""}))).await;
     assert_eq!(status, 400, "{refused}");
-    let (status, held) = call(&app, Method::POST, &suspend, &app.token, Some(json!({"reason": "chargeback under review"}))).await;
+    let (status, held) =
+        call(&app, Method::POST, &suspend, &app.token, Some(json!({"reason": "chargeback under review"}))).await;
     assert_eq!(status, 200, "{held}");
-    assert_eq!((held["data"]["state"].as_str(), held["data"]["suspensionReason"].as_str()), (Some("suspended"), Some("chargeback under review")));
+    assert_eq!(
+        (held["data"]["state"].as_str(), held["data"]["suspensionReason"].as_str()),
+        (Some("suspended"), Some("chargeback under review"))
+    );
 
     // Writes are refused, reads, billing and deletes are not.
     let (status, refused) = call(&app, Method::POST, "/v1/vms", &customer, Some(vm_body("more"))).await;
@@ -124,7 +138,8 @@ async fn a_suspended_tenant_reads_and_pays_but_changes_nothing_until_it_is_lifte
     let (status, lifted) = call(&app, Method::POST, &unsuspend, &app.token, None).await;
     assert_eq!((status, lifted["data"]["state"].as_str()), (200, Some("ok")), "{lifted}");
     assert_eq!(call(&app, Method::POST, "/v1/vms", &customer, Some(vm_body("more"))).await.0, 202);
-    let kinds: Vec<String> = events::for_tenant(app.pool(), tenant, None).await.unwrap().into_iter().map(|e| e.kind).collect();
+    let kinds: Vec<String> =
+        events::for_tenant(app.pool(), tenant, None).await.unwrap().into_iter().map(|e| e.kind).collect();
     assert_eq!(kinds, ["tenant.suspended", "tenant.resumed"]);
     let unknown = format!("/v1/admin/tenants/{}/suspend", uuid::Uuid::now_v7());
     assert_eq!(call(&app, Method::POST, &unknown, &app.token, Some(json!({"reason": "x"}))).await.0, 404);
@@ -150,7 +165,10 @@ async fn billing_admins_see_revenue_and_balances_but_not_user_administration() {
     let (status, revenue) = call(&app, Method::GET, "/v1/admin/billing/revenue", &billing, None).await;
     assert_eq!(status, 200, "{revenue}");
     let month = &revenue["data"]["months"][0];
-    assert_eq!((month["invoices"].as_i64(), amount(&month["invoiced"]), amount(&month["tax"])), (Some(1), Decimal::from(2), Decimal::from_str("0.38").unwrap()));
+    assert_eq!(
+        (month["invoices"].as_i64(), amount(&month["invoiced"]), amount(&month["tax"])),
+        (Some(1), Decimal::from(2), Decimal::from_str("0.38").unwrap())
+    );
     let plan = &revenue["data"]["plans"][0];
     assert_eq!((plan["instances"].as_i64(), amount(&plan["invoiced"])), (Some(1), Decimal::from(2)), "{revenue}");
     assert_eq!(plan["planId"], app.plan_id().await.to_string());
@@ -161,7 +179,10 @@ async fn billing_admins_see_revenue_and_balances_but_not_user_administration() {
     assert_eq!(status, 200, "{attention}");
     let listed = attention["data"].as_array().unwrap();
     assert_eq!(listed.len(), 1, "{attention}");
-    assert_eq!((listed[0]["id"].as_str(), amount(&listed[0]["balance"])), (Some(app.tenant.to_string().as_str()), Decimal::from_str("-2.38").unwrap()));
+    assert_eq!(
+        (listed[0]["id"].as_str(), amount(&listed[0]["balance"])),
+        (Some(app.tenant.to_string().as_str()), Decimal::from_str("-2.38").unwrap())
+    );
     assert!(listed[0]["unpaidSince"].is_string(), "{attention}");
     // A billing admin credits; the payment settles it.
     let credit = format!("/v1/admin/tenants/{}/credit", app.tenant);

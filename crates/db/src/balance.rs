@@ -93,14 +93,16 @@ async fn settle(
     amount: Money,
     currency: &str,
 ) -> Result<()> {
-    sqlx::query("insert into balance_entries (tenant_id, kind, amount, currency, invoice_id) values ($1, $2, $3, $4, $5)")
-        .bind(tenant.as_uuid())
-        .bind(kind)
-        .bind(amount.0)
-        .bind(currency)
-        .bind(document)
-        .execute(ex)
-        .await?;
+    sqlx::query(
+        "insert into balance_entries (tenant_id, kind, amount, currency, invoice_id) values ($1, $2, $3, $4, $5)",
+    )
+    .bind(tenant.as_uuid())
+    .bind(kind)
+    .bind(amount.0)
+    .bind(currency)
+    .bind(document)
+    .execute(ex)
+    .await?;
     Ok(())
 }
 

@@ -106,6 +106,29 @@ pub fn draft_lines(usage: &[InstanceUsage]) -> Vec<DraftLine> {
         .collect()
 }
 
+/// The lines of `tenant`'s usage in `[from, to)` and their currency (`None` without usage): each
+/// instance's compute, capped, then each instance's backup storage (not capped), rounded.
+pub async fn month_lines(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Option<(String, Vec<DraftLine>)>> {
+    let compute = usage::by_instance(&mut *conn, tenant, from, to).await?;
+    let Some(currency) = compute.first().map(|u| u.currency.clone()) else { return Ok(None) };
+    let mut lines = draft_lines(&compute);
+    for b in usage::backups_by_instance(&mut *conn, tenant, from, to).await? {
+        lines.push(DraftLine {
+            instance_id: b.instance_id,
+            description: format!("{} backup storage ({} GiB-h)", b.name, b.gib_hours),
+            hours: b.hours,
+            uncapped: b.amount,
+            amount: b.amount.round_to_minor_unit(&b.currency),
+        });
+    }
+    Ok(Some((currency, lines)))
+}
+
 /// Subtotal, tax and total of rounded lines: the tax is rounded once, on the subtotal.
 pub fn totals(lines: &[DraftLine], tax_rate: Decimal, reverse_charge: bool, currency: &str) -> (Money, Money, Money) {
     let subtotal: Money = lines.iter().map(|l| l.amount).sum();
@@ -148,9 +171,7 @@ pub async fn issue(
     if issued.is_some() {
         return Ok(None);
     }
-    let usage = usage::by_instance(&mut *tx, tenant, from, to).await?;
-    let Some(currency) = usage.first().map(|u| u.currency.clone()) else { return Ok(None) };
-    let lines = draft_lines(&usage);
+    let Some((currency, lines)) = month_lines(&mut *tx, tenant, from, to).await? else { return Ok(None) };
     let (subtotal, tax, total) = totals(&lines, tax_rate, reverse_charge, &currency);
     let year = from.year();
     let seq: i32 = sqlx::query_scalar(

@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::events::{self, NewEvent, types};
 use crate::jobs::{Enqueued, NewJob};
-use crate::{DbError, Result, invoices, operations, usage};
+use crate::{DbError, Result, invoices, operations};
 
 /// A tenant's step on the ladder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,15 +156,14 @@ pub async fn standing_for_update(conn: &mut PgConnection, tenant: TenantId) -> R
 
 async fn read_standing(conn: &mut PgConnection, tenant: TenantId, query: &'static str) -> Result<Standing> {
     type Row = (bool, String, DateTime<Utc>, Decimal, i32, Option<String>, Decimal, bool);
-    let row: Option<Row> = sqlx::query_as(query)
-    .bind(tenant.as_uuid())
-    .fetch_optional(&mut *conn)
-    .await?;
-    let (prepaid, state, since, threshold, grace_hours, hold, tax_rate, reverse_charge) = row.ok_or(DbError::NotFound)?;
-    let ledger: Decimal = sqlx::query_scalar("select coalesce(sum(amount), 0) from balance_entries where tenant_id = $1")
-        .bind(tenant.as_uuid())
-        .fetch_one(&mut *conn)
-        .await?;
+    let row: Option<Row> = sqlx::query_as(query).bind(tenant.as_uuid()).fetch_optional(&mut *conn).await?;
+    let (prepaid, state, since, threshold, grace_hours, hold, tax_rate, reverse_charge) =
+        row.ok_or(DbError::NotFound)?;
+    let ledger: Decimal =
+        sqlx::query_scalar("select coalesce(sum(amount), 0) from balance_entries where tenant_id = $1")
+            .bind(tenant.as_uuid())
+            .fetch_one(&mut *conn)
+            .await?;
     let unbilled = unbilled(conn, tenant, tax_rate, reverse_charge).await?;
     Ok(Standing {
         prepaid,
@@ -192,9 +191,7 @@ async fn unbilled(conn: &mut PgConnection, tenant: TenantId, tax_rate: Decimal, 
     let mut total = Money::ZERO;
     let (mut from, mut to) = invoices::month_of(first);
     while from <= last {
-        let used = usage::by_instance(&mut *conn, tenant, from, to).await?;
-        if let Some(currency) = used.first().map(|u| u.currency.clone()) {
-            let lines = invoices::draft_lines(&used);
+        if let Some((currency, lines)) = invoices::month_lines(&mut *conn, tenant, from, to).await? {
             total = total + invoices::totals(&lines, tax_rate, reverse_charge, &currency).2;
         }
         (from, to) = invoices::month_of(to);
@@ -205,7 +202,12 @@ async fn unbilled(conn: &mut PgConnection, tenant: TenantId, tax_rate: Decimal, 
 /// Moves `tenant` to the state its standing calls for at `now`, records the step's events and
 /// stops or starts its instances as that state requires. Call in a transaction; push
 /// [`Outcome::enqueued`] after the commit.
-pub async fn evaluate(conn: &mut PgConnection, tenant: TenantId, now: DateTime<Utc>, jobs: &PowerJobs) -> Result<Outcome> {
+pub async fn evaluate(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    now: DateTime<Utc>,
+    jobs: &PowerJobs,
+) -> Result<Outcome> {
     let standing = standing_for_update(conn, tenant).await?;
     let next = standing.next_state(now);
     let mut outcome = Outcome::default();
@@ -283,7 +285,12 @@ fn exact(m: Money) -> String {
 
 /// Records each running instance of a suspended `tenant` and stops those not busy with another
 /// operation (a busy one is stopped by a later evaluation).
-async fn stop_running(conn: &mut PgConnection, tenant: TenantId, now: DateTime<Utc>, stop: &NewJob) -> Result<Vec<Enqueued>> {
+async fn stop_running(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    now: DateTime<Utc>,
+    stop: &NewJob,
+) -> Result<Vec<Enqueued>> {
     let running: Vec<Uuid> = sqlx::query_scalar(
         "select id from instances where tenant_id = $1 and status = 'running' and deleted_at is null order by id",
     )
@@ -377,7 +384,11 @@ pub async fn tenants_to_evaluate(pool: &sqlx::PgPool) -> Result<Vec<TenantId>> {
 
 /// Evaluates every tenant on the ladder at `now`, each in its own transaction; returns the
 /// steps taken and the jobs enqueued (their outbox rows are committed: the relay pushes them).
-pub async fn evaluate_all(pool: &sqlx::PgPool, now: DateTime<Utc>, jobs: &PowerJobs) -> Result<Vec<(TenantId, Outcome)>> {
+pub async fn evaluate_all(
+    pool: &sqlx::PgPool,
+    now: DateTime<Utc>,
+    jobs: &PowerJobs,
+) -> Result<Vec<(TenantId, Outcome)>> {
     let mut outcomes = Vec::new();
     for tenant in tenants_to_evaluate(pool).await? {
         let mut tx = pool.begin().await?;
@@ -417,7 +428,12 @@ pub async fn hold(
 }
 
 /// Lifts an operator's hold and lets the balance decide again.
-pub async fn release(conn: &mut PgConnection, tenant: TenantId, now: DateTime<Utc>, jobs: &PowerJobs) -> Result<Outcome> {
+pub async fn release(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    now: DateTime<Utc>,
+    jobs: &PowerJobs,
+) -> Result<Outcome> {
     sqlx::query("update tenants set suspension_reason = null where id = $1")
         .bind(tenant.as_uuid())
         .execute(&mut *conn)

@@ -76,7 +76,11 @@ pub async fn by_plan(ex: impl PgExecutor<'_>, since: DateTime<Utc>) -> Result<Ve
 
 /// What `[from, to)` has accrued, not invoiced yet, per currency: each instance's usage at most
 /// its monthly cap (before rounding and tax).
-pub async fn accrued(ex: impl PgExecutor<'_>, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<(String, Decimal)>> {
+pub async fn accrued(
+    ex: impl PgExecutor<'_>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<(String, Decimal)>> {
     Ok(sqlx::query_as(
         "select currency, sum(least(amount, coalesce(cap, amount))) from ( \
            select trim(min(u.currency)) as currency, sum(u.amount) as amount, \

@@ -6,6 +6,12 @@
 //! hour it is metered in) and at the price version valid at the hour's start. One row per
 //! (instance, hour), unique: metering an hour twice, from two replicas or in a catch-up, inserts
 //! nothing the second time.
+//!
+//! Backup storage: each hour an instance is billed for, the archives of it Proxmox holds on its
+//! plan's backup storage when the hour is metered, in GiB-hours at the version's
+//! `backup_gib_hour` ([`meter_backups`]; one row per instance and hour, unique too). Snapshots are
+//! not metered by size: Proxmox's API gives none (a snapshot's data lives inside its disk's
+//! volume); the plan limits how many an instance keeps.
 
 use chrono::{DateTime, Utc};
 use nimbus_domain::{InstanceId, Money, PlanId, TenantId};
@@ -30,7 +36,9 @@ pub struct Price {
     pub memory_gib_hour: Money,
     /// Per GiB of disk and hour.
     pub disk_gib_hour: Money,
-    /// The most one instance costs in a month.
+    /// Per GiB of backup archives and hour (not under the cap).
+    pub backup_gib_hour: Money,
+    /// The most one instance's compute costs in a month.
     pub monthly_cap: Option<Money>,
 }
 
@@ -47,11 +55,13 @@ pub struct NewPrice {
     pub memory_gib_hour: Money,
     /// Per GiB of disk and hour.
     pub disk_gib_hour: Money,
-    /// The most one instance costs in a month.
+    /// Per GiB of backup archives and hour.
+    pub backup_gib_hour: Money,
+    /// The most one instance's compute costs in a month.
     pub monthly_cap: Option<Money>,
 }
 
-type PriceRow = (Uuid, DateTime<Utc>, String, Decimal, Decimal, Decimal, Option<Decimal>);
+type PriceRow = (Uuid, DateTime<Utc>, String, Decimal, Decimal, Decimal, Decimal, Option<Decimal>);
 
 fn price(r: PriceRow) -> Price {
     Price {
@@ -61,7 +71,8 @@ fn price(r: PriceRow) -> Price {
         vcpu_hour: Money(r.3),
         memory_gib_hour: Money(r.4),
         disk_gib_hour: Money(r.5),
-        monthly_cap: r.6.map(Money),
+        backup_gib_hour: Money(r.6),
+        monthly_cap: r.7.map(Money),
     }
 }
 
@@ -71,11 +82,11 @@ fn price(r: PriceRow) -> Price {
 pub async fn add_price(ex: impl PgExecutor<'_>, plan: PlanId, new: &NewPrice) -> Result<Price> {
     let row: PriceRow = sqlx::query_as(
         "with p as (insert into plan_prices (id, plan_id, valid_from, currency, vcpu_hour, memory_gib_hour, \
-                    disk_gib_hour, monthly_cap) values ($1, $2, $3, $4, $5, $6, $7, $8) returning *), \
+                    disk_gib_hour, backup_gib_hour, monthly_cap) values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning *), \
          listed as (update plans set currency = p.currency, price_vcpu_hour = p.vcpu_hour, \
                     price_memory_gib_hour = p.memory_gib_hour, price_disk_gib_hour = p.disk_gib_hour \
                     from p where plans.id = p.plan_id and p.valid_from <= now()) \
-         select id, valid_from, currency, vcpu_hour, memory_gib_hour, disk_gib_hour, monthly_cap from p",
+         select id, valid_from, currency, vcpu_hour, memory_gib_hour, disk_gib_hour, backup_gib_hour, monthly_cap from p",
     )
     .bind(Uuid::now_v7())
     .bind(plan.as_uuid())
@@ -84,6 +95,7 @@ pub async fn add_price(ex: impl PgExecutor<'_>, plan: PlanId, new: &NewPrice) ->
     .bind(new.vcpu_hour.0)
     .bind(new.memory_gib_hour.0)
     .bind(new.disk_gib_hour.0)
+    .bind(new.backup_gib_hour.0)
     .bind(new.monthly_cap.map(|m| m.0))
     .fetch_one(ex)
     .await?;
@@ -93,7 +105,8 @@ pub async fn add_price(ex: impl PgExecutor<'_>, plan: PlanId, new: &NewPrice) ->
 /// The price version of `tenant`'s plan valid at `at`.
 pub async fn price_at(ex: impl PgExecutor<'_>, tenant: TenantId, at: DateTime<Utc>) -> Result<Option<Price>> {
     let row: Option<PriceRow> = sqlx::query_as(
-        "select p.id, p.valid_from, p.currency, p.vcpu_hour, p.memory_gib_hour, p.disk_gib_hour, p.monthly_cap \
+        "select p.id, p.valid_from, p.currency, p.vcpu_hour, p.memory_gib_hour, p.disk_gib_hour, p.backup_gib_hour, \
+                p.monthly_cap \
          from plan_prices p join tenants t on t.plan_id = p.plan_id \
          where t.id = $1 and p.valid_from <= $2 order by p.valid_from desc limit 1",
     )
@@ -135,6 +148,128 @@ pub async fn meter_hour(pool: &sqlx::PgPool, hour: DateTime<Utc>) -> Result<u64>
     .await?;
     tx.commit().await?;
     Ok(inserted)
+}
+
+/// An instance billed for an hour, with where its backups are: what [`meter_backups`] needs
+/// Proxmox to be asked about.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackupSource {
+    /// The instance.
+    pub instance_id: InstanceId,
+    /// Its node.
+    pub node: String,
+    /// Its guest's VMID.
+    pub vmid: i32,
+    /// When it was created: only archives taken since are its own (a VMID can be reused).
+    pub created_at: DateTime<Utc>,
+    /// Its plan's backup storage.
+    pub storage: String,
+}
+
+/// The instances the hour starting at `hour` bills (as [`meter_hour`] does) that have a guest,
+/// with their plan's backup storage.
+pub async fn backup_sources(ex: impl PgExecutor<'_>, hour: DateTime<Utc>) -> Result<Vec<BackupSource>> {
+    let rows: Vec<(Uuid, String, i32, DateTime<Utc>, String)> = sqlx::query_as(
+        "select i.id, i.node, i.vmid, i.created_at, pl.backup_storage from instances i \
+         join tenants t on t.id = i.tenant_id join plans pl on pl.id = t.plan_id \
+         where i.created_at < $1 + interval '1 hour' and (i.deleted_at is null or i.deleted_at > $1) \
+           and i.status <> 'failed' and i.node is not null and i.vmid is not null order by i.node, i.id",
+    )
+    .bind(hour)
+    .fetch_all(ex)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| BackupSource { instance_id: r.0.into(), node: r.1, vmid: r.2, created_at: r.3, storage: r.4 })
+        .collect())
+}
+
+/// An instance's backup archives as Proxmox reported them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackupFootprint {
+    /// The instance.
+    pub instance_id: InstanceId,
+    /// How many archives.
+    pub archives: i32,
+    /// Their size in bytes.
+    pub bytes: i64,
+}
+
+/// Meters the backup storage of the hour starting at `hour`: one row per instance with archives,
+/// `bytes / 2^30` GiB rated at the price version valid at the hour's start. Rows already there
+/// stay as they are (a re-run or a replica adds nothing). Returns how many it wrote.
+pub async fn meter_backups(pool: &sqlx::PgPool, hour: DateTime<Utc>, footprints: &[BackupFootprint]) -> Result<u64> {
+    let ids: Vec<Uuid> = footprints.iter().map(|f| f.instance_id.as_uuid()).collect();
+    let archives: Vec<i32> = footprints.iter().map(|f| f.archives).collect();
+    let bytes: Vec<i64> = footprints.iter().map(|f| f.bytes).collect();
+    let inserted = sqlx::query(
+        "insert into backup_usage_records (instance_id, hour, tenant_id, price_id, archives, bytes, amount, currency) \
+         select i.id, $1, i.tenant_id, p.id, f.archives, f.bytes, \
+                round(f.bytes / 1073741824.0 * p.backup_gib_hour, 10), p.currency \
+         from unnest($2::uuid[], $3::int[], $4::bigint[]) as f(instance_id, archives, bytes) \
+         join instances i on i.id = f.instance_id join tenants t on t.id = i.tenant_id \
+         join lateral (select * from plan_prices pp where pp.plan_id = t.plan_id and pp.valid_from <= $1 \
+                       order by pp.valid_from desc limit 1) p on true \
+         where f.bytes > 0 and f.archives > 0 \
+         on conflict do nothing",
+    )
+    .bind(hour)
+    .bind(&ids)
+    .bind(&archives)
+    .bind(&bytes)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(inserted)
+}
+
+/// One instance's backup storage in a period.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackupUsage {
+    /// The instance.
+    pub instance_id: InstanceId,
+    /// Its name.
+    pub name: String,
+    /// GiB-hours (the sum of each hour's GiB).
+    pub gib_hours: Decimal,
+    /// Hours with archives.
+    pub hours: i64,
+    /// What they cost.
+    pub amount: Money,
+    /// The currency.
+    pub currency: String,
+}
+
+/// `tenant`'s backup storage per instance in `[from, to)`, by instance name.
+pub async fn backups_by_instance(
+    ex: impl PgExecutor<'_>,
+    tenant: TenantId,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<BackupUsage>> {
+    type Row = (Uuid, String, Decimal, i64, Decimal, String);
+    let rows: Vec<Row> = sqlx::query_as(
+        "select u.instance_id, i.name, round(sum(u.bytes) / 1073741824.0, 4), count(*), sum(u.amount), min(u.currency) \
+         from backup_usage_records u join instances i on i.id = u.instance_id \
+         where u.tenant_id = $1 and u.hour >= $2 and u.hour < $3 \
+         group by u.instance_id, i.name order by i.name, u.instance_id",
+    )
+    .bind(tenant.as_uuid())
+    .bind(from)
+    .bind(to)
+    .fetch_all(ex)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| BackupUsage {
+            instance_id: r.0.into(),
+            name: r.1,
+            gib_hours: r.2.normalize(),
+            hours: r.3,
+            amount: Money(r.4),
+            currency: r.5.trim().to_owned(),
+        })
+        .collect())
 }
 
 /// The whole hours of `[from, to)` not metered yet since metering began (the first hour ever
@@ -226,21 +361,26 @@ pub async fn tenants_to_invoice(
 }
 
 /// Each of `tenant`'s instances' amount for its latest metered hour in `[from, to)`: its current
-/// hourly rate, for forecasts.
+/// hourly rate, for forecasts. With `backups`, the rate of its backup storage instead.
 pub async fn last_hour_rates(
     ex: impl PgExecutor<'_>,
     tenant: TenantId,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
+    backups: bool,
 ) -> Result<Vec<(InstanceId, Money)>> {
-    let rows: Vec<(Uuid, Decimal)> = sqlx::query_as(
-        "select distinct on (instance_id) instance_id, amount from usage_records \
-         where tenant_id = $1 and hour >= $2 and hour < $3 order by instance_id, hour desc",
-    )
-    .bind(tenant.as_uuid())
-    .bind(from)
-    .bind(to)
-    .fetch_all(ex)
-    .await?;
+    macro_rules! latest_per_instance {
+        ($table:literal) => {
+            concat!(
+                "select distinct on (instance_id) instance_id, amount from ",
+                $table,
+                " where tenant_id = $1 and hour >= $2 and hour < $3 order by instance_id, hour desc"
+            )
+        };
+    }
+    let query =
+        if backups { latest_per_instance!("backup_usage_records") } else { latest_per_instance!("usage_records") };
+    let rows: Vec<(Uuid, Decimal)> =
+        sqlx::query_as(query).bind(tenant.as_uuid()).bind(from).bind(to).fetch_all(ex).await?;
     Ok(rows.into_iter().map(|(id, amount)| (id.into(), Money(amount))).collect())
 }

@@ -2,6 +2,13 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Whether an archive of an instance's VMID taken at `ctime` (Unix seconds) is that instance's:
+/// taken since it was created (a minute's slack for clocks). A VMID freed by a deleted instance
+/// can be reserved again, and the old guest's archives belong to no one who holds it now.
+pub fn archive_taken_since(created_at: chrono::DateTime<chrono::Utc>, ctime: Option<i64>) -> bool {
+    ctime.is_some_and(|t| t >= created_at.timestamp() - 60)
+}
+
 /// How many backups to keep, by Proxmox's `prune-backups` rules: the newest `keepLast`, then the
 /// newest of each of the last `keepDaily` days, `keepWeekly` ISO weeks and `keepMonthly` months
 /// that nothing kept yet. Protected backups are always kept and counted by no option.

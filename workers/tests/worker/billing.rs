@@ -83,6 +83,7 @@ async fn price(h: &Harness, from: &str, vcpu: &str, memory: &str, disk: &str, ca
         vcpu_hour: money(vcpu),
         memory_gib_hour: money(memory),
         disk_gib_hour: money(disk),
+        backup_gib_hour: Money::ZERO,
         monthly_cap: cap.map(money),
     };
     usage::add_price(h.db.pool(), plan.id, &new).await.unwrap();
@@ -270,5 +271,76 @@ async fn the_meter_and_invoice_jobs_bill_what_their_fire_times_name() {
     // Again: nothing more.
     assert_eq!(run(JobKind::Invoice, "2026-05-01T00:00:00Z").await.status, JobStatus::Succeeded);
     assert_eq!(invoices::list(h.db.pool(), h.tenant).await.unwrap().len(), 1);
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_storage_is_metered_in_gib_hours_from_the_sizes_proxmox_reports() {
+    let h = Harness::new().await;
+    let worker = h.start("billing-backups", 2).await;
+    let (instance, enqueued) = h.accept("archived", 3).await;
+    h.push(&enqueued).await;
+    assert_eq!(h.final_job(enqueued.job.id, Duration::from_secs(60)).await.status, JobStatus::Succeeded);
+    let mut tx = h.db.pool().begin().await.unwrap();
+    let backup = nimbus_jobs::BackupInstance::default().new_job();
+    let backup = nimbus_db::operations::enqueue(&mut tx, h.tenant, instance.id, backup).await.unwrap();
+    tx.commit().await.unwrap();
+    h.push(&backup).await;
+    let done = h.final_job(backup.job.id, Duration::from_secs(60)).await;
+    assert_eq!(done.status, JobStatus::Succeeded, "{:?}", done.error);
+
+    // What Proxmox reports for the guest's archive.
+    let storage = plans::backup_settings_for_tenant(h.db.pool(), h.tenant).await.unwrap().storage;
+    let backups = nimbus_proxmox::ContentQuery::content("backup");
+    let listed = h.pve().node(NODE).storage(&storage).content(&backups).await.unwrap();
+    let vmid = h.instance(instance.id).await.vmid.map(|v| v as u32);
+    let sizes: Vec<u64> = listed.iter().filter(|a| a.vmid == vmid).filter_map(|a| a.size).collect();
+    assert_eq!(sizes.len(), 1, "{listed:?}");
+
+    // Priced from the next hour: 0.01 per GiB-hour of archives, compute free.
+    let base = chrono::DurationRound::duration_trunc(Utc::now(), chrono::Duration::hours(1)).unwrap()
+        + chrono::Duration::hours(1);
+    let plan = plans::for_tenant(h.db.pool(), h.tenant).await.unwrap();
+    let new = NewPrice {
+        valid_from: base,
+        currency: "EUR".into(),
+        vcpu_hour: Money::ZERO,
+        memory_gib_hour: Money::ZERO,
+        disk_gib_hour: Money::ZERO,
+        backup_gib_hour: money("0.01"),
+        monthly_cap: Some(money("0")),
+    };
+    usage::add_price(h.db.pool(), plan.id, &new).await.unwrap();
+    let meter = |fire_at: DateTime<Utc>| {
+        let h = &h;
+        async move {
+            let job = BillingRun { fire_at: Some(fire_at) }.new_job(JobKind::Meter);
+            let enqueued = nimbus_db::jobs::enqueue(h.db.pool(), None, &job).await.unwrap();
+            let done = h.final_job(enqueued.job.id, Duration::from_secs(30)).await;
+            assert_eq!(done.status, JobStatus::Succeeded, "{:?}", done.error);
+        }
+    };
+    let end = base + chrono::Duration::hours(1);
+    meter(end).await;
+    meter(end).await;
+    let rows: Vec<(DateTime<Utc>, i32, i64, Decimal)> =
+        sqlx::query_as("select hour, archives, bytes, amount from backup_usage_records where instance_id = $1")
+            .bind(instance.id.as_uuid())
+            .fetch_all(h.db.pool())
+            .await
+            .unwrap();
+    let bytes = sizes[0] as i64;
+    let expected = (Decimal::from(bytes) / Decimal::from(1u64 << 30) * Decimal::from_str("0.01").unwrap()).round_dp(10);
+    assert_eq!(rows, [(base, 1, bytes, expected)], "once, whoever meters the hour again");
+
+    // On the invoice: the compute line, capped at 0, and the storage line, not capped.
+    let (from, to) = invoices::month_of(base);
+    let mut conn = h.db.pool().acquire().await.unwrap();
+    let (_, lines) = invoices::month_lines(&mut conn, h.tenant, from, to).await.unwrap().unwrap();
+    let storage_line = lines.iter().find(|l| l.description.contains("backup storage")).expect("a backup storage line");
+    assert_eq!(storage_line.uncapped, Money(expected));
+    assert_eq!(storage_line.hours, 1);
+    let compute = lines.iter().find(|l| l.description.starts_with("archived (")).unwrap();
+    assert_eq!(compute.amount, Money::ZERO);
     worker.stop().await;
 }

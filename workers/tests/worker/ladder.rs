@@ -84,6 +84,7 @@ async fn the_ladder_goes_from_low_balance_to_suspension_and_back_on_payment() {
         vcpu_hour: money("1"),
         memory_gib_hour: money("0"),
         disk_gib_hour: money("0"),
+        backup_gib_hour: money("0"),
         monthly_cap: None,
     };
     usage::add_price(h.db.pool(), plan.id, &price).await.unwrap();
@@ -133,11 +134,12 @@ async fn the_ladder_goes_from_low_balance_to_suspension_and_back_on_payment() {
     assert_eq!(state_of(&h).await, ("suspended".into(), hour(5)));
     assert_eq!(settle(&h, busy).await, InstanceStatus::Stopped);
     assert_eq!(h.instance(idle).await.status, InstanceStatus::Stopped);
-    let stopped: Vec<uuid::Uuid> = sqlx::query_scalar("select instance_id from suspended_instances where tenant_id = $1")
-        .bind(h.tenant.as_uuid())
-        .fetch_all(h.db.pool())
-        .await
-        .unwrap();
+    let stopped: Vec<uuid::Uuid> =
+        sqlx::query_scalar("select instance_id from suspended_instances where tenant_id = $1")
+            .bind(h.tenant.as_uuid())
+            .fetch_all(h.db.pool())
+            .await
+            .unwrap();
     assert_eq!(stopped, [busy.as_uuid()]);
     // Metering the hour again changes nothing and enqueues nothing.
     meter(&h, hour(5)).await;
@@ -159,7 +161,8 @@ async fn the_ladder_goes_from_low_balance_to_suspension_and_back_on_payment() {
     assert_eq!(suspended.data["available"], "-10");
     assert_eq!(suspended.occurred_at, hour(5));
     assert!(h.accept_job_result("third").await.is_ok(), "creates are allowed again");
-    let left: i64 = sqlx::query_scalar("select count(*) from suspended_instances").fetch_one(h.db.pool()).await.unwrap();
+    let left: i64 =
+        sqlx::query_scalar("select count(*) from suspended_instances").fetch_one(h.db.pool()).await.unwrap();
     assert_eq!(left, 0);
     worker.stop().await;
 }
