@@ -1,7 +1,7 @@
 //! Billing for operators (role `admin` or `billing-admin`, [`BillingOperator`]):
 //!
 //! * `POST /v1/admin/plans/{id}/prices`: a new price version of a plan from a given time (what
-//!   was rated before keeps its price).
+//!   was rated before keeps its price): per resource, backup storage, and flat size tiers.
 //! * `POST /v1/admin/tenants/{id}/credit`: a top-up or an adjustment (with its reason).
 //! * `PUT /v1/admin/tenants/{id}/billing`: a tenant's terms (prepaid, tax, the ladder's
 //!   threshold and grace period).
@@ -36,9 +36,10 @@ use crate::auth::BillingOperator;
 use crate::error::{ApiError, FieldError};
 use crate::extract::{QueryParams, decode, parse_id};
 use crate::middleware::RequestId;
-use crate::routes::billing::{entry_view, invoice_view};
+use crate::routes::billing::{entry_view, exact, invoice_view};
 use crate::routes::vms::not_found;
 use crate::state::AppState;
+use crate::validation::{CORES, DISK_GIB, MEMORY_MIB};
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
@@ -71,7 +72,7 @@ pub(crate) fn standing_view(s: &ladder::Standing, currency: &str) -> serde_json:
         "prepaid": s.prepaid,
         "available": s.available().round_to_minor_unit(currency),
         "unbilled": s.unbilled.round_to_minor_unit(currency),
-        "lowBalanceThreshold": Money(s.threshold.0.normalize()),
+        "lowBalanceThreshold": exact(s.threshold),
         "gracePeriodHours": s.grace_hours,
     })
 }
@@ -104,6 +105,71 @@ struct PriceBody {
     /// Per GiB of backup archives and hour (default 0; not under the cap).
     backup_gib_hour: Option<Money>,
     monthly_cap: Option<Money>,
+    /// Flat prices for exact sizes.
+    #[serde(default)]
+    tiers: Vec<TierBody>,
+}
+
+/// A size tier: an instance of exactly this size costs `hourPrice` an hour, at most `monthlyCap`
+/// a month.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TierBody {
+    name: String,
+    cores: u32,
+    /// MiB.
+    memory: u64,
+    /// GiB.
+    disk: u64,
+    hour_price: Money,
+    monthly_cap: Option<Money>,
+}
+
+/// Tiers a price version may list.
+const MAX_TIERS: usize = 50;
+
+/// The problems with a version's tiers, each named by its place (`tiers[2].cores`).
+fn tier_errors(tiers: &[TierBody]) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if tiers.len() > MAX_TIERS {
+        errors.push(FieldError::new("tiers", format!("at most {MAX_TIERS}")));
+    }
+    let mut names = std::collections::HashSet::new();
+    let mut sizes = std::collections::HashSet::new();
+    for (i, t) in tiers.iter().enumerate() {
+        let field = |name: &str| format!("tiers[{i}].{name}");
+        let name = t.name.trim();
+        if name.is_empty() || name.chars().count() > 40 || crate::validation::display_text(name).is_err() {
+            errors.push(FieldError::new(field("name"), "one line of 1-40 characters"));
+        } else if !names.insert(name.to_owned()) {
+            errors.push(FieldError::new(field("name"), "another tier has this name"));
+        }
+        if !CORES.contains(&t.cores) {
+            errors.push(FieldError::new(field("cores"), format!("{}-{}", CORES.start(), CORES.end())));
+        }
+        if !MEMORY_MIB.contains(&t.memory) {
+            errors.push(FieldError::new(field("memory"), format!("{}-{} MiB", MEMORY_MIB.start(), MEMORY_MIB.end())));
+        }
+        if !DISK_GIB.contains(&t.disk) {
+            errors.push(FieldError::new(field("disk"), format!("{}-{} GiB", DISK_GIB.start(), DISK_GIB.end())));
+        }
+        if !sizes.insert((t.cores, t.memory, t.disk)) {
+            errors.push(FieldError::new(field("cores"), "another tier has this size"));
+        }
+        for (name, amount) in [("hourPrice", Some(t.hour_price)), ("monthlyCap", t.monthly_cap)] {
+            if amount.is_some_and(|a| a.0.is_sign_negative()) {
+                errors.push(FieldError::new(field(name), "must not be negative"));
+            }
+        }
+    }
+    errors
+}
+
+fn tier_view(t: &usage::Tier) -> serde_json::Value {
+    json!({
+        "name": t.name, "cores": t.cores, "memory": t.memory_mib, "disk": t.disk_gib,
+        "hourPrice": exact(Money(t.hour_price)), "monthlyCap": t.monthly_cap.map(|c| exact(Money(c))),
+    })
 }
 
 async fn add_price(
@@ -127,6 +193,7 @@ async fn add_price(
             ("monthlyCap", body.monthly_cap),
         ],
     );
+    errors.extend(tier_errors(&body.tiers));
     // Rated hours keep their price: a version may not start before the current hour.
     let now = Utc::now();
     let valid_from = body.valid_from.unwrap_or(now);
@@ -144,16 +211,31 @@ async fn add_price(
         disk_gib_hour: body.disk_gib_hour,
         backup_gib_hour: body.backup_gib_hour.unwrap_or(Money::ZERO),
         monthly_cap: body.monthly_cap,
+        tiers: body
+            .tiers
+            .iter()
+            .map(|t| usage::Tier {
+                name: t.name.trim().to_owned(),
+                cores: i32::try_from(t.cores).unwrap_or(i32::MAX),
+                memory_mib: i64::try_from(t.memory).unwrap_or(i64::MAX),
+                disk_gib: i64::try_from(t.disk).unwrap_or(i64::MAX),
+                hour_price: t.hour_price.0,
+                monthly_cap: t.monthly_cap.map(|m| m.0),
+            })
+            .collect(),
     };
     let price = usage::add_price(state.db(), plan, &new).await.map_err(|e| match e {
         nimbus_db::DbError::Conflict { .. } => ApiError::field("validFrom", "the plan has a price version from then"),
         e => e.into(),
     })?;
     tracing::info!(plan.id = %plan, price.id = %price.id, valid_from = %price.valid_from, "price version added");
+    let tiers = usage::tiers(state.db(), price.id).await?;
     let view = serde_json::json!({
         "id": price.id, "planId": plan, "validFrom": price.valid_from, "currency": price.currency,
-        "vcpuHour": price.vcpu_hour, "memoryGibHour": price.memory_gib_hour, "diskGibHour": price.disk_gib_hour,
-        "backupGibHour": price.backup_gib_hour, "monthlyCap": price.monthly_cap,
+        "vcpuHour": exact(price.vcpu_hour), "memoryGibHour": exact(price.memory_gib_hour),
+        "diskGibHour": exact(price.disk_gib_hour), "backupGibHour": exact(price.backup_gib_hour),
+        "monthlyCap": price.monthly_cap.map(exact),
+        "tiers": tiers.iter().map(tier_view).collect::<Vec<_>>(),
     });
     Ok((StatusCode::CREATED, super::data(&rid, view)).into_response())
 }

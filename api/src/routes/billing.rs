@@ -137,7 +137,7 @@ async fn usage_to_date(State(state): State<AppState>, auth: AuthUser, rid: Reque
 }
 
 /// An unrounded amount (usage is rated to 10 places) without its trailing zeros: `13`, `0.031`.
-fn exact(m: Money) -> Money {
+pub(crate) fn exact(m: Money) -> Money {
     Money(m.0.normalize())
 }
 

@@ -200,3 +200,30 @@ async fn billing_admins_see_revenue_and_balances_but_not_user_administration() {
         assert_eq!(call(&app, Method::GET, path, &plain, None).await.0, 403, "{path}");
     }
 }
+
+#[tokio::test]
+async fn price_versions_take_backup_storage_and_size_tiers() {
+    let app = TestApp::new().await;
+    let prices = format!("/v1/admin/plans/{}/prices", app.plan_id().await);
+    let body = |tiers: Value| {
+        json!({"validFrom": Utc::now() + chrono::Duration::hours(2), "currency": "EUR", "vcpuHour": "0.01",
+               "memoryGibHour": "0", "diskGibHour": "0.0001", "backupGibHour": "0.00005", "tiers": tiers})
+    };
+    let small =
+        json!({"name": "S", "cores": 2, "memory": 2048, "disk": 20, "hourPrice": "0.006", "monthlyCap": "3.79"});
+    let twin = json!({"name": "S2", "cores": 2, "memory": 2048, "disk": 20, "hourPrice": "0.007"});
+    let bad = json!({"name": "", "cores": 0, "memory": 2048, "disk": 20, "hourPrice": "-1"});
+    let (status, refused) = call(&app, Method::POST, &prices, &app.token, Some(body(json!([small, twin, bad])))).await;
+    assert_eq!(status, 400, "{refused}");
+    let fields: Vec<&str> =
+        refused["error"]["details"]["fields"].as_array().unwrap().iter().filter_map(|f| f["field"].as_str()).collect();
+    assert_eq!(fields, ["tiers[1].cores", "tiers[2].name", "tiers[2].cores", "tiers[2].hourPrice"], "{refused}");
+
+    let (status, added) = call(&app, Method::POST, &prices, &app.token, Some(body(json!([small])))).await;
+    assert_eq!(status, 201, "{added}");
+    assert_eq!(added["data"]["backupGibHour"], "0.00005");
+    assert_eq!(
+        added["data"]["tiers"],
+        json!([{"name": "S", "cores": 2, "memory": 2048, "disk": 20, "hourPrice": "0.006", "monthlyCap": "3.79"}])
+    );
+}

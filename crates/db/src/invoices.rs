@@ -97,7 +97,10 @@ pub fn draft_lines(usage: &[InstanceUsage]) -> Vec<DraftLine> {
             };
             DraftLine {
                 instance_id: u.instance_id,
-                description: format!("{} ({} h)", u.name, u.hours),
+                description: match &u.tier {
+                    Some(tier) => format!("{} ({tier}, {} h)", u.name, u.hours),
+                    None => format!("{} ({} h)", u.name, u.hours),
+                },
                 hours: u.hours,
                 uncapped: u.amount,
                 amount: capped.round_to_minor_unit(&u.currency),
@@ -413,6 +416,7 @@ mod tests {
             amount: Money(Decimal::from_str(amount).unwrap()),
             currency: "EUR".into(),
             monthly_cap: cap.map(|c| Money(Decimal::from_str(c).unwrap())),
+            tier: None,
         }
     }
 

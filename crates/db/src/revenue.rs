@@ -84,8 +84,8 @@ pub async fn accrued(
     Ok(sqlx::query_as(
         "select currency, sum(least(amount, coalesce(cap, amount))) from ( \
            select trim(min(u.currency)) as currency, sum(u.amount) as amount, \
-                  (array_agg(p.monthly_cap order by u.hour desc))[1] as cap \
-           from usage_records u join plan_prices p on p.id = u.price_id \
+                  (array_agg(u.monthly_cap order by u.hour desc))[1] as cap \
+           from usage_records u \
            where u.hour >= $1 and u.hour < $2 group by u.instance_id) per_instance \
          group by currency order by currency",
     )

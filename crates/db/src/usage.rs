@@ -5,7 +5,8 @@
 //! hour is rated at the sizes the instance has when the hour is metered (a resize counts from the
 //! hour it is metered in) and at the price version valid at the hour's start. One row per
 //! (instance, hour), unique: metering an hour twice, from two replicas or in a catch-up, inserts
-//! nothing the second time.
+//! nothing the second time. An instance whose sizes are exactly one of the version's size tiers is
+//! rated at the tier's flat hourly price and capped at the tier's monthly cap instead.
 //!
 //! Backup storage: each hour an instance is billed for, the archives of it Proxmox holds on its
 //! plan's backup storage when the hour is metered, in GiB-hours at the version's
@@ -59,6 +60,37 @@ pub struct NewPrice {
     pub backup_gib_hour: Money,
     /// The most one instance's compute costs in a month.
     pub monthly_cap: Option<Money>,
+    /// Flat prices for exact sizes (an instance of another size is rated per resource).
+    pub tiers: Vec<Tier>,
+}
+
+/// A size tier of a price version: an instance of exactly this size costs `hour_price` an hour,
+/// at most `monthly_cap` a month, instead of its per-resource price.
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+pub struct Tier {
+    /// Its name, shown on invoices (`S`, `CX22`).
+    pub name: String,
+    /// vCPUs.
+    pub cores: i32,
+    /// Memory, MiB.
+    pub memory_mib: i64,
+    /// Disk, GiB.
+    pub disk_gib: i64,
+    /// Per hour.
+    pub hour_price: Decimal,
+    /// The most it costs in a month.
+    pub monthly_cap: Option<Decimal>,
+}
+
+/// The size tiers of price version `price`, smallest first.
+pub async fn tiers(ex: impl PgExecutor<'_>, price: Uuid) -> Result<Vec<Tier>> {
+    Ok(sqlx::query_as(
+        "select name, cores, memory_mib, disk_gib, hour_price, monthly_cap from plan_price_tiers \
+         where price_id = $1 order by cores, memory_mib, disk_gib",
+    )
+    .bind(price)
+    .fetch_all(ex)
+    .await?)
 }
 
 type PriceRow = (Uuid, DateTime<Utc>, String, Decimal, Decimal, Decimal, Decimal, Option<Decimal>);
@@ -76,8 +108,9 @@ fn price(r: PriceRow) -> Price {
     }
 }
 
-/// Adds a price version to `plan`. A second version at the same time is
-/// `Conflict { constraint: "plan_prices_plan_valid_from_key" }`. A version valid already also
+/// Adds a price version to `plan`, with its size tiers. A second version at the same time is
+/// `Conflict { constraint: "plan_prices_plan_valid_from_key" }`; two tiers of one size or name
+/// `Conflict { constraint: "plan_price_tiers_pkey" | "plan_price_tiers_name_key" }`. A version valid already also
 /// becomes the plan's listed prices (what the create wizard estimates with).
 pub async fn add_price(ex: impl PgExecutor<'_>, plan: PlanId, new: &NewPrice) -> Result<Price> {
     let row: PriceRow = sqlx::query_as(
@@ -85,7 +118,10 @@ pub async fn add_price(ex: impl PgExecutor<'_>, plan: PlanId, new: &NewPrice) ->
                     disk_gib_hour, backup_gib_hour, monthly_cap) values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning *), \
          listed as (update plans set currency = p.currency, price_vcpu_hour = p.vcpu_hour, \
                     price_memory_gib_hour = p.memory_gib_hour, price_disk_gib_hour = p.disk_gib_hour \
-                    from p where plans.id = p.plan_id and p.valid_from <= now()) \
+                    from p where plans.id = p.plan_id and p.valid_from <= now()), \
+         tiers as (insert into plan_price_tiers (price_id, name, cores, memory_mib, disk_gib, hour_price, monthly_cap) \
+                   select p.id, t.* from p, unnest($10::text[], $11::int[], $12::bigint[], $13::bigint[], \
+                                                    $14::numeric[], $15::numeric[]) as t) \
          select id, valid_from, currency, vcpu_hour, memory_gib_hour, disk_gib_hour, backup_gib_hour, monthly_cap from p",
     )
     .bind(Uuid::now_v7())
@@ -97,6 +133,12 @@ pub async fn add_price(ex: impl PgExecutor<'_>, plan: PlanId, new: &NewPrice) ->
     .bind(new.disk_gib_hour.0)
     .bind(new.backup_gib_hour.0)
     .bind(new.monthly_cap.map(|m| m.0))
+    .bind(new.tiers.iter().map(|t| t.name.as_str()).collect::<Vec<_>>())
+    .bind(new.tiers.iter().map(|t| t.cores).collect::<Vec<_>>())
+    .bind(new.tiers.iter().map(|t| t.memory_mib).collect::<Vec<_>>())
+    .bind(new.tiers.iter().map(|t| t.disk_gib).collect::<Vec<_>>())
+    .bind(new.tiers.iter().map(|t| t.hour_price).collect::<Vec<_>>())
+    .bind(new.tiers.iter().map(|t| t.monthly_cap).collect::<Vec<_>>())
     .fetch_one(ex)
     .await?;
     Ok(price(row))
@@ -122,14 +164,18 @@ pub async fn price_at(ex: impl PgExecutor<'_>, tenant: TenantId, at: DateTime<Ut
 pub async fn meter_hour(pool: &sqlx::PgPool, hour: DateTime<Utc>) -> Result<u64> {
     let mut tx = pool.begin().await?;
     let inserted = sqlx::query(
-        "insert into usage_records (instance_id, hour, tenant_id, price_id, vcpus, memory_mib, disk_gib, amount, currency) \
+        "insert into usage_records (instance_id, hour, tenant_id, price_id, vcpus, memory_mib, disk_gib, amount, \
+                                    currency, tier, monthly_cap) \
          select i.id, $1, i.tenant_id, p.id, i.cores, i.memory_mib, i.disk_gib, \
-                i.cores * p.vcpu_hour + i.memory_mib / 1024.0 * p.memory_gib_hour + i.disk_gib * p.disk_gib_hour, \
-                p.currency \
+                coalesce(tr.hour_price, \
+                         i.cores * p.vcpu_hour + i.memory_mib / 1024.0 * p.memory_gib_hour + i.disk_gib * p.disk_gib_hour), \
+                p.currency, tr.name, case when tr.name is null then p.monthly_cap else tr.monthly_cap end \
          from instances i \
          join tenants t on t.id = i.tenant_id \
          join lateral (select * from plan_prices pp where pp.plan_id = t.plan_id and pp.valid_from <= $1 \
                        order by pp.valid_from desc limit 1) p on true \
+         left join plan_price_tiers tr on tr.price_id = p.id and tr.cores = i.cores \
+                                      and tr.memory_mib = i.memory_mib and tr.disk_gib = i.disk_gib \
          where i.created_at < $1 + interval '1 hour' and (i.deleted_at is null or i.deleted_at > $1) \
            and i.status <> 'failed' \
          on conflict do nothing",
@@ -303,8 +349,10 @@ pub struct InstanceUsage {
     pub amount: Money,
     /// The currency.
     pub currency: String,
-    /// The monthly cap of the newest price version it was rated at.
+    /// The monthly cap its latest hour was rated with (its tier's, or its price version's).
     pub monthly_cap: Option<Money>,
+    /// The size tier its latest hour was rated as, if any.
+    pub tier: Option<String>,
 }
 
 /// `tenant`'s usage per instance in `[from, to)`, by instance name.
@@ -314,11 +362,11 @@ pub async fn by_instance(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<InstanceUsage>> {
-    type Row = (Uuid, String, i64, Decimal, String, Option<Decimal>);
+    type Row = (Uuid, String, i64, Decimal, String, Option<Decimal>, Option<String>);
     let rows: Vec<Row> = sqlx::query_as(
         "select u.instance_id, i.name, count(*), sum(u.amount), min(u.currency), \
-                (array_agg(p.monthly_cap order by u.hour desc))[1] \
-         from usage_records u join instances i on i.id = u.instance_id join plan_prices p on p.id = u.price_id \
+                (array_agg(u.monthly_cap order by u.hour desc))[1], (array_agg(u.tier order by u.hour desc))[1] \
+         from usage_records u join instances i on i.id = u.instance_id \
          where u.tenant_id = $1 and u.hour >= $2 and u.hour < $3 \
          group by u.instance_id, i.name order by i.name, u.instance_id",
     )
@@ -336,6 +384,7 @@ pub async fn by_instance(
             amount: Money(r.3),
             currency: r.4.trim().to_owned(),
             monthly_cap: r.5.map(Money),
+            tier: r.6,
         })
         .collect())
 }

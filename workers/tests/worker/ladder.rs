@@ -37,8 +37,8 @@ async fn event_types(h: &Harness) -> Vec<String> {
 /// Runs the `meter` job fired at `fire_at` (metering the hour before it, then the ladder).
 async fn meter(h: &Harness, fire_at: DateTime<Utc>) {
     let job = BillingRun { fire_at: Some(fire_at) }.new_job(JobKind::Meter);
+    // Enqueued with its outbox row, which the worker's relay pushes.
     let enqueued = nimbus_db::jobs::enqueue(h.db.pool(), None, &job).await.unwrap();
-    assert_eq!(nimbus_db::outbox::owe(h.db.pool(), &[enqueued.job.id]).await.unwrap(), 1);
     let done = h.final_job(enqueued.job.id, Duration::from_secs(30)).await;
     assert_eq!(done.status, JobStatus::Succeeded, "{:?}", done.error);
 }
@@ -68,9 +68,8 @@ async fn the_ladder_goes_from_low_balance_to_suspension_and_back_on_payment() {
     let (busy, idle) = (ids[0], ids[1]);
     let mut tx = h.db.pool().begin().await.unwrap();
     let stop = PowerAction::default().new_job(JobKind::Stop);
-    let stopping = operations::enqueue(&mut tx, h.tenant, idle, stop).await.unwrap();
+    operations::enqueue(&mut tx, h.tenant, idle, stop).await.unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(nimbus_db::outbox::owe(h.db.pool(), &[stopping.job.id]).await.unwrap(), 1);
     assert_eq!(settle(&h, idle).await, InstanceStatus::Stopped);
 
     // From the next hour: 1 EUR per vCPU-hour, so each hour costs 4 EUR (2 instances x 2 vCPUs,
@@ -86,6 +85,7 @@ async fn the_ladder_goes_from_low_balance_to_suspension_and_back_on_payment() {
         disk_gib_hour: money("0"),
         backup_gib_hour: money("0"),
         monthly_cap: None,
+        tiers: Vec::new(),
     };
     usage::add_price(h.db.pool(), plan.id, &price).await.unwrap();
     sqlx::query(
