@@ -100,13 +100,17 @@ async fn seed(owner: &PgPool, tenants: usize, instances: usize, hour: DateTime<U
 async fn floor(owner: &PgPool, hour: DateTime<Utc>) -> anyhow::Result<(std::time::Duration, u64)> {
     let started = Instant::now();
     let rows = sqlx::query(
-        "insert into usage_records (instance_id, hour, tenant_id, price_id, vcpus, memory_mib, disk_gib, amount, currency) \
+        "insert into usage_records (instance_id, hour, tenant_id, price_id, vcpus, memory_mib, disk_gib, amount, \
+                                    currency, tier, monthly_cap) \
          select i.id, $1, i.tenant_id, p.id, i.cores, i.memory_mib, i.disk_gib, \
-                i.cores * p.vcpu_hour + i.memory_mib / 1024.0 * p.memory_gib_hour + i.disk_gib * p.disk_gib_hour, \
-                p.currency \
+                coalesce(tr.hour_price, \
+                         i.cores * p.vcpu_hour + i.memory_mib / 1024.0 * p.memory_gib_hour + i.disk_gib * p.disk_gib_hour), \
+                p.currency, tr.name, case when tr.name is null then p.monthly_cap else tr.monthly_cap end \
          from instances i join tenants t on t.id = i.tenant_id \
          join lateral (select * from plan_prices pp where pp.plan_id = t.plan_id and pp.valid_from <= $1 \
-                       order by pp.valid_from desc limit 1) p on true",
+                       order by pp.valid_from desc limit 1) p on true \
+         left join plan_price_tiers tr on tr.price_id = p.id and tr.cores = i.cores \
+                                      and tr.memory_mib = i.memory_mib and tr.disk_gib = i.disk_gib",
     )
     .bind(hour)
     .execute(owner)
@@ -151,9 +155,10 @@ async fn run(args: &Args, services: &Services) -> anyhow::Result<()> {
     // A day of usage per instance: 21 more hours by plain statements (the hour's rows again, one
     // hour apart), then every tenant invoiced as the `invoice` job does.
     sqlx::query(
-        "insert into usage_records (instance_id, hour, tenant_id, price_id, vcpus, memory_mib, disk_gib, amount, currency) \
+        "insert into usage_records (instance_id, hour, tenant_id, price_id, vcpus, memory_mib, disk_gib, amount, currency, \
+                                    tier, monthly_cap) \
          select u.instance_id, u.hour - h * interval '1 hour', u.tenant_id, u.price_id, u.vcpus, u.memory_mib, \
-                u.disk_gib, u.amount, u.currency \
+                u.disk_gib, u.amount, u.currency, u.tier, u.monthly_cap \
          from usage_records u, generate_series(3, 23) as h where u.hour = $1",
     )
     .bind(hour)
