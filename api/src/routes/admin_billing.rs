@@ -396,13 +396,7 @@ async fn suspend(
     if reason.is_empty() || reason.chars().count() > 500 || crate::validation::display_text(reason).is_err() {
         return Err(ApiError::field("reason", "one line of 1-500 characters"));
     }
-    let mut tx = state.db().begin().await.map_err(DbError::from)?;
-    let step = ladder::hold(&mut tx, tenant, reason, Utc::now(), &PowerAction::ladder_jobs()).await?;
-    let standing = ladder::standing(&mut tx, tenant).await?;
-    tx.commit().await.map_err(DbError::from)?;
-    push(&state, &step.enqueued).await;
-    log_step(tenant, &step);
-    standing_answer(&state, &rid, tenant, &standing, step.enqueued.len()).await
+    change_hold(&state, &rid, tenant, Some(reason)).await
 }
 
 /// Lifts an operator's hold; the balance decides again (a prepaid tenant still exhausted stays
@@ -415,26 +409,30 @@ async fn unsuspend(
 ) -> Result<Response, ApiError> {
     let tenant: TenantId = parse_id(&id, "tenant")?;
     nimbus_db::tenants::get(state.db(), tenant).await.map_err(|e| not_found(e, "tenant"))?;
-    let mut tx = state.db().begin().await.map_err(DbError::from)?;
-    let step = ladder::release(&mut tx, tenant, Utc::now(), &PowerAction::ladder_jobs()).await?;
-    let standing = ladder::standing(&mut tx, tenant).await?;
-    tx.commit().await.map_err(DbError::from)?;
-    push(&state, &step.enqueued).await;
-    log_step(tenant, &step);
-    standing_answer(&state, &rid, tenant, &standing, step.enqueued.len()).await
+    change_hold(&state, &rid, tenant, None).await
 }
 
-async fn standing_answer(
+/// Puts an operator's hold on `tenant` (with its reason) or lifts it, and answers its standing.
+async fn change_hold(
     state: &AppState,
     rid: &RequestId,
     tenant: TenantId,
-    standing: &ladder::Standing,
-    jobs: usize,
+    reason: Option<&str>,
 ) -> Result<Response, ApiError> {
+    let jobs = PowerAction::ladder_jobs();
+    let mut tx = state.db().begin().await.map_err(DbError::from)?;
+    let step = match reason {
+        Some(reason) => ladder::hold(&mut tx, tenant, reason, Utc::now(), &jobs).await?,
+        None => ladder::release(&mut tx, tenant, Utc::now(), &jobs).await?,
+    };
+    let standing = ladder::standing(&mut tx, tenant).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    push(state, &step.enqueued).await;
+    log_step(tenant, &step);
     let currency = usage::price_at(state.db(), tenant, Utc::now()).await?.map(|p| p.currency).unwrap_or_default();
-    let mut view = standing_view(standing, &currency);
+    let mut view = standing_view(&standing, &currency);
     view["tenantId"] = json!(tenant);
-    view["powerJobs"] = json!(jobs);
+    view["powerJobs"] = json!(step.enqueued.len());
     Ok(super::data(rid, view).into_response())
 }
 

@@ -176,14 +176,7 @@ pub async fn issue(
     }
     let Some((currency, lines)) = month_lines(&mut *tx, tenant, from, to).await? else { return Ok(None) };
     let (subtotal, tax, total) = totals(&lines, tax_rate, reverse_charge, &currency);
-    let year = from.year();
-    let seq: i32 = sqlx::query_scalar(
-        "insert into invoice_numbers (year, last) values ($1, 1) \
-         on conflict (year) do update set last = invoice_numbers.last + 1 returning last",
-    )
-    .bind(year)
-    .fetch_one(&mut *tx)
-    .await?;
+    let number = next_number(&mut *tx, from.year()).await?;
     let invoice: Invoice = sqlx::query_as(
         "insert into invoices (id, tenant_id, number, period_start, period_end, currency, subtotal, tax_rate, \
          tax_reverse_charge, tax_id, tax, total) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
@@ -191,7 +184,7 @@ pub async fn issue(
     )
     .bind(Uuid::now_v7())
     .bind(tenant.as_uuid())
-    .bind(format!("NMB-{year}-{seq:06}"))
+    .bind(number)
     .bind(from)
     .bind(to)
     .bind(&currency)
@@ -226,6 +219,19 @@ pub async fn issue(
     crate::balance::debit_invoice(&mut *tx, tenant, invoice.id, total, &currency).await?;
     record_issued(&mut *tx, events::types::INVOICE_ISSUED, &invoice).await?;
     Ok(Some(invoice))
+}
+
+/// The next number of `year` (`NMB-2026-000123`). Its counter row stays locked until the
+/// transaction ends: numbers are gapless and concurrent issues take turns.
+async fn next_number(ex: impl PgExecutor<'_>, year: i32) -> Result<String> {
+    let seq: i32 = sqlx::query_scalar(
+        "insert into invoice_numbers (year, last) values ($1, 1) \
+         on conflict (year) do update set last = invoice_numbers.last + 1 returning last",
+    )
+    .bind(year)
+    .fetch_one(ex)
+    .await?;
+    Ok(format!("NMB-{year}-{seq:06}"))
 }
 
 /// Records the event of an issued invoice or credit note.
@@ -297,14 +303,7 @@ pub async fn issue_credit_note(
     } else {
         (Money(amount) * original.tax_rate).round_to_minor_unit(&currency).0
     };
-    let year = note.at.year();
-    let seq: i32 = sqlx::query_scalar(
-        "insert into invoice_numbers (year, last) values ($1, 1) \
-         on conflict (year) do update set last = invoice_numbers.last + 1 returning last",
-    )
-    .bind(year)
-    .fetch_one(&mut *tx)
-    .await?;
+    let number = next_number(&mut *tx, note.at.year()).await?;
     let credit: Invoice = sqlx::query_as(
         "insert into invoices (id, tenant_id, number, kind, corrects, period_start, period_end, currency, subtotal, \
          tax_rate, tax_reverse_charge, tax_id, tax, total, issued_at) \
@@ -312,7 +311,7 @@ pub async fn issue_credit_note(
     )
     .bind(Uuid::now_v7())
     .bind(tenant.as_uuid())
-    .bind(format!("NMB-{year}-{seq:06}"))
+    .bind(number)
     .bind(invoice)
     .bind(original.period_start)
     .bind(original.period_end)
