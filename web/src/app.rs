@@ -34,6 +34,8 @@ pub enum AppRoute {
     AdminInstances,
     #[to("/admin/schedules")]
     Schedules,
+    #[to("/admin/billing")]
+    AdminBilling,
     #[not_found]
     NotFound,
 }
@@ -61,8 +63,9 @@ fn Layout(route: ReadSignal<AppRoute>) -> View {
         SessionState::Expired => 2,
         SessionState::SignedIn(_) => 3,
     });
-    let is_admin =
-        create_selector(move || session.state.with(|s| matches!(s, SessionState::SignedIn(me) if me.is_admin())));
+    let operator = create_selector(move || {
+        session.state.with(|s| if let SessionState::SignedIn(me) = s { me.operator_level() } else { 0 })
+    });
     let nav_class = move |r: AppRoute| {
         move || if route.with(|cur| std::mem::discriminant(cur) == std::mem::discriminant(&r)) { "active" } else { "" }
     };
@@ -77,14 +80,20 @@ fn Layout(route: ReadSignal<AppRoute>) -> View {
                         a(href="/instances/new", class=nav_class(AppRoute::Create)) { "Create" }
                         a(href="/billing", class=nav_class(AppRoute::Billing)) { "Billing" }
                         a(href="/keys", class=nav_class(AppRoute::Keys)) { "API keys" }
-                        (move || if is_admin.get() {
-                            view! {
+                        // A billing administrator sees the billing operations alone.
+                        (move || match operator.get() {
+                            0 => view! {},
+                            1 => view! {
+                                a(href="/admin/billing", class=nav_class(AppRoute::AdminBilling)) { "Revenue" }
+                            },
+                            _ => view! {
                                 a(href="/admin/queues", class=nav_class(AppRoute::Queues)) { "Queues" }
                                 a(href="/admin/nodes", class=nav_class(AppRoute::Nodes)) { "Nodes" }
                                 a(href="/admin/instances", class=nav_class(AppRoute::AdminInstances)) { "All instances" }
                                 a(href="/admin/schedules", class=nav_class(AppRoute::Schedules)) { "Schedules" }
-                            }
-                        } else { view! {} })
+                                a(href="/admin/billing", class=nav_class(AppRoute::AdminBilling)) { "Revenue" }
+                            },
+                        })
                     }
                     UserBox()
                 }
@@ -118,6 +127,7 @@ fn Page(route: ReadSignal<AppRoute>) -> View {
             AppRoute::Nodes => view! { pages::admin_nodes::Nodes() },
             AppRoute::AdminInstances => view! { pages::admin_vms::AdminVms() },
             AppRoute::Schedules => view! { pages::admin_schedules::AdminSchedules() },
+            AppRoute::AdminBilling => view! { pages::admin_billing::AdminBilling() },
             AppRoute::NotFound => view! {
                 section {
                     h1 { "Page not found" }

@@ -24,7 +24,7 @@ pub struct Me {
     pub tenant: String,
     /// Tenant id.
     pub tenant_id: String,
-    /// `admin` or `member`.
+    /// `admin`, `billing-admin` or `user`.
     pub role: String,
     /// The CSRF token of the session (none for API keys).
     pub csrf_token: Option<String>,
@@ -56,9 +56,15 @@ impl Me {
         })
     }
 
-    /// Whether the user may see the operator pages.
-    pub fn is_admin(&self) -> bool {
-        self.role == "admin"
+    /// Which operator pages the user may see: 2 for an `admin` (all of them), 1 for a
+    /// `billing-admin` (the billing operations alone; every other `/v1/admin` route refuses
+    /// them), 0 for anyone else.
+    pub fn operator_level(&self) -> u8 {
+        match self.role.as_str() {
+            "admin" => 2,
+            "billing-admin" => 1,
+            _ => 0,
+        }
     }
 }
 
@@ -206,7 +212,7 @@ mod tests {
         assert_eq!(me.tenant, "Acme");
         assert_eq!(me.tenant_id, "01a217b7-cec9-7448-8945-442910b55dec");
         assert_eq!(me.csrf_token.as_deref(), Some("tok"));
-        assert!(!me.is_admin());
+        assert_eq!(me.operator_level(), 0);
     }
 
     #[test]
@@ -221,6 +227,20 @@ mod tests {
         }));
         assert_eq!(me.name, "ops@acme.test");
         assert_eq!(me.csrf_token, None);
-        assert!(me.is_admin());
+        assert_eq!(me.operator_level(), 2);
+    }
+
+    #[test]
+    fn a_billing_administrator_sees_the_billing_operations_alone() {
+        let me = me(json!({
+            "user": {"id": "01a217b7-cec9-7448-8945-442910b55ded", "email": "bill@nimbus.test", "name": "Bill",
+                "role": "billing-admin"},
+            "tenant": {"id": "01a217b7-cec9-7448-8945-442910b55dec", "name": "Ops"},
+            "role": "billing-admin",
+            "authMethod": "session",
+            "csrfToken": "tok"
+        }));
+        assert_eq!(me.role, "billing-admin");
+        assert_eq!(me.operator_level(), 1);
     }
 }

@@ -469,6 +469,62 @@ flow('an operator sees the queues, retries a failed job and sees the nodes', asy
   assert.deepEqual(page.errors, []);
 });
 
+flow('a billing operator credits a tenant and suspends it; the tenant is told why on its Billing page', async () => {
+  // Bob's first sign-in makes his tenant: one without instances, safe to suspend.
+  const { page: bob } = await browser();
+  await signIn(bob, 'bob@globex.test', 'bob-pass');
+  const { page } = await browser();
+  await signIn(page, 'admin@nimbus.test', 'admin-pass');
+  await page.getByRole('link', { name: 'Revenue' }).click();
+  await page.getByRole('heading', { name: 'Revenue and balances' }).waitFor();
+  await page.getByTestId('accrued').waitFor();
+  const row = page.locator('tr[data-tenant="Bob Globex"]');
+  await page.getByTestId('no-tenants').waitFor(); // nobody needs attention yet
+  await page.getByLabel('Only those that need attention').uncheck();
+  await row.locator('[data-status=ok]').waitFor();
+
+  // An adjustment without a reason is refused in the dialog, with the field the API named.
+  await row.getByRole('button', { name: 'Add credit' }).click();
+  await page.getByLabel('Amount').fill('25');
+  await page.getByLabel('Kind').selectOption('adjustment');
+  await page.getByTestId('tenant-submit').click();
+  const refused = page.locator('.dialog .banner.error[data-code=VALIDATION_FAILED]');
+  await refused.waitFor();
+  assert.match(await refused.textContent(), /reason: /);
+  await page.getByLabel('Reason').fill('goodwill');
+  await page.getByTestId('tenant-submit').click();
+  await page.locator('.banner.ok').getByText('Credit added to Bob Globex.').waitFor();
+  await row.locator('td:text-is("25")').waitFor();
+
+  await row.getByRole('button', { name: 'Suspend' }).click();
+  await page.getByLabel('Reason').fill('e2e hold');
+  await page.getByTestId('tenant-submit').click();
+  await row.locator('[data-status=suspended]').waitFor();
+  assert.match(await row.textContent(), /e2e hold/);
+  await page.getByLabel('Only those that need attention').check();
+  await page.locator('tr[data-tenant="Alice Acme"]').waitFor({ state: 'detached' });
+  await row.locator('[data-status=suspended]').waitFor();
+  await shot(page, '20-admin-billing');
+
+  // The tenant sees the suspension and its reason, and its writes are refused.
+  await bob.getByRole('link', { name: 'Billing', exact: true }).click();
+  assert.match(await bob.getByTestId('standing').textContent(), /suspended \(e2e hold\)/);
+  await shot(bob, '21-billing-suspended');
+  await bob.getByRole('link', { name: 'API keys' }).click();
+  await bob.locator('#key-name').fill('ci');
+  await bob.getByRole('button', { name: 'Create key' }).click();
+  await bob.locator('.banner.error[data-code=TENANT_SUSPENDED]').waitFor();
+
+  await row.getByRole('button', { name: 'Unsuspend' }).click();
+  await page.locator('.banner.ok').getByText('Bob Globex unsuspended.').waitFor();
+  await row.waitFor({ state: 'detached' }); // fine again: out of the attention list
+  await bob.getByRole('link', { name: 'Billing', exact: true }).click();
+  await bob.getByTestId('balance').getByText(/^25/).waitFor();
+  assert.equal(await bob.getByTestId('standing').count(), 0);
+  assert.deepEqual(page.errors, []);
+  assert.deepEqual(bob.errors, []);
+});
+
 flow('an API key signs in too, and job progress falls back to polling (EventSource cannot send it)', async () => {
   const { page } = await browser();
   await page.goto(`${BASE}/`);

@@ -1,33 +1,39 @@
 //! The operator's queue dashboard: per queue depth, running, failed and dead jobs and the
 //! throughput of the last hour (`GET /v1/admin/queues`); the failed jobs with their error and a
 //! retry button (`GET /v1/admin/jobs?status=failed`, `POST /v1/admin/jobs/{id}/retry`).
+//! Queues and jobs are read as JSON values: typed answers would add their own decoders to the
+//! first load.
 
-use nimbus_domain::{AdminJobView, JobHandle, QueueStats};
+use serde_json::Value;
 use sycamore::prelude::*;
 
 use crate::api::{self, Failure};
 use crate::components::{CopyId, ErrorBanner, Loading, Notice};
 use crate::format;
+use crate::pages::billing::text;
 use crate::session::Me;
 
 const REFRESH_MS: u32 = 4000;
 
 async fn load(
-    queues: Signal<Option<Vec<QueueStats>>>,
-    failed: Signal<Option<Vec<AdminJobView>>>,
+    queues: Signal<Option<Vec<Value>>>,
+    failed: Signal<Option<Vec<Value>>>,
     failure: Signal<Option<Failure>>,
 ) {
-    match api::get::<Vec<QueueStats>>("/v1/admin/queues").await {
-        Ok(q) => queues.set(Some(q)),
+    match api::get::<Value>("/v1/admin/queues").await {
+        Ok(Value::Array(q)) => queues.set(Some(q)),
+        Ok(_) => queues.set(Some(Vec::new())),
         Err(f) => failure.set(Some(f)),
     }
-    match api::list::<AdminJobView>("/v1/admin/jobs?status=failed&perPage=50").await {
+    match api::list::<Value>("/v1/admin/jobs?status=failed&perPage=50").await {
         Ok((items, _)) => failed.set(Some(items)),
         Err(f) => failure.set(Some(f)),
     }
 }
 
-fn sparkline(slots: &[i64]) -> View {
+fn sparkline(slots: &Value) -> View {
+    let slots =
+        slots.as_array().map(|s| s.iter().map(|n| n.as_i64().unwrap_or(0)).collect::<Vec<_>>()).unwrap_or_default();
     let max = slots.iter().copied().max().unwrap_or(0).max(1);
     let bars = slots
         .iter()
@@ -42,8 +48,8 @@ fn sparkline(slots: &[i64]) -> View {
 
 #[component]
 pub fn Queues() -> View {
-    let queues = create_signal(None::<Vec<QueueStats>>);
-    let failed = create_signal(None::<Vec<AdminJobView>>);
+    let queues = create_signal(None::<Vec<Value>>);
+    let failed = create_signal(None::<Vec<Value>>);
     let failure = create_signal(None::<Failure>);
     let notice = create_signal(None::<String>);
     let retrying = create_signal(None::<String>);
@@ -56,12 +62,12 @@ pub fn Queues() -> View {
     let retry = move |id: String| {
         retrying.set(Some(id.clone()));
         crate::task::spawn(async move {
-            match api::post::<(), JobHandle>(&format!("/v1/admin/jobs/{id}/retry"), None, &[]).await {
+            match api::post::<Value, Value>(&format!("/v1/admin/jobs/{id}/retry"), None, &[]).await {
                 Ok(job) => {
                     notice.set(Some(format!(
                         "Job {} re-queued (attempt {} of its new budget).",
                         format::short_id(&id),
-                        job.attempts + 1
+                        job["attempts"].as_u64().unwrap_or(0) + 1
                     )));
                     failure.set(None);
                 }
@@ -81,12 +87,12 @@ pub fn Queues() -> View {
                 Some(list) if list.is_empty() => view! { p(class="empty") { "No job has been queued yet." } },
                 Some(list) => {
                     let rows = list.into_iter().map(|q| {
-                        let (queue_attr, queue) = (q.queue.clone(), q.queue.clone());
-                        let depth = if q.retrying > 0 { format!("{} ({} retrying)", q.depth, q.retrying) } else { q.depth.to_string() };
-                        let (running, failed, dead) = (q.running, q.failed, q.dead);
-                        let failed_class = if q.failed > 0 { "error-text" } else { "" };
-                        let hour = format!("{} finished, {} failed", q.finished_last_hour, q.failed_last_hour);
-                        let spark = sparkline(&q.throughput);
+                        let (queue_attr, queue) = (text(&q["queue"]), text(&q["queue"]));
+                        let depth = if q["retrying"].as_i64() > Some(0) { format!("{} ({} retrying)", q["depth"], q["retrying"]) } else { q["depth"].to_string() };
+                        let (running, failed, dead) = (q["running"].to_string(), q["failed"].to_string(), q["dead"].to_string());
+                        let failed_class = if q["failed"].as_i64() > Some(0) { "error-text" } else { "" };
+                        let hour = format!("{} finished, {} failed", q["finishedLastHour"], q["failedLastHour"]);
+                        let spark = sparkline(&q["throughput"]);
                         view! {
                             tr(data-queue=queue_attr) {
                                 td { strong { (queue) } }
@@ -117,26 +123,26 @@ pub fn Queues() -> View {
                     // The job page reads the caller's own tenant's jobs only.
                     let own_tenant = Me::current().map(|me| me.tenant_id);
                     let rows = list.into_iter().map(|j| {
-                        let own = j.tenant_id.map(|t| t.to_string()) == own_tenant;
-                        let id = j.handle.id.to_string();
-                        let error = j.handle.error.clone();
-                        let message = error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+                        let tenant_id = j["tenantId"].as_str().map(str::to_owned);
+                        let own = tenant_id == own_tenant;
+                        let id = text(&j["id"]);
+                        let message = text(&j["error"]["message"]);
                         // Proxmox's own text: operators only, tenants see the message alone.
-                        let detail = match j.error_detail.clone() {
-                            Some(d) => view! { div(class="muted", data-testid="error-detail") { (d) } },
+                        let detail = match j["errorDetail"].as_str() {
+                            Some(d) => { let d = d.to_owned(); view! { div(class="muted", data-testid="error-detail") { (d) } } },
                             None => view! {},
                         };
-                        let code = error.and_then(|e| serde_json::to_value(e.code).ok()).and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-                        let rid = match j.handle.request_id.clone() { Some(r) => view! { CopyId(id=r) }, None => view! {} };
+                        let code = text(&j["error"]["code"]);
+                        let rid = match j["requestId"].as_str() { Some(r) => view! { CopyId(id=r.to_owned()) }, None => view! {} };
                         // Operators see every tenant's jobs: name whose each one is.
-                        let tenant = match j.tenant_id { Some(t) => view! { CopyId(id=t.to_string()) }, None => view! { "—" } };
+                        let tenant = match tenant_id { Some(t) => view! { CopyId(id=t) }, None => view! { "—" } };
                         let button_id = id.clone();
                         let busy = move || retrying.with(|r| r.as_deref() == Some(button_id.as_str()));
                         let on_retry = { let id = id.clone(); move |_| retry(id.clone()) };
                         let (row_attr, href, short, copy) = (id.clone(), format!("/jobs/{id}"), format::short_id(&id), id.clone());
-                        let queue = j.queue.clone();
-                        let kind = j.handle.kind.as_str();
-                        let attempts = format!("{}/{}", j.handle.attempts, j.max_attempts);
+                        let queue = text(&j["queue"]);
+                        let kind = text(&j["kind"]);
+                        let attempts = format!("{}/{}", j["attempts"], j["maxAttempts"]);
                         view! {
                             tr(data-job=row_attr) {
                                 td { (if own { view! { a(href=href.clone()) { (short.clone()) } } } else { view! { span { (short.clone()) } } }) " " CopyId(id=copy) }

@@ -5,7 +5,6 @@
 //! action there, audited under both names; the banner at the top ends it.
 
 use nimbus_domain::{AdminInstanceView, InstanceStatus};
-use serde::Deserialize;
 use serde_json::Value;
 use sycamore::prelude::*;
 
@@ -27,14 +26,6 @@ const STATUSES: [InstanceStatus; 7] = [
     InstanceStatus::Deleting,
     InstanceStatus::Deleted,
 ];
-
-/// A user as `GET /v1/admin/users` lists them (what is needed to pick one).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct TenantUser {
-    id: String,
-    role: String,
-}
 
 /// The query string of the filters.
 fn query(tenant: &str, node: &str, status: &str) -> String {
@@ -61,9 +52,9 @@ fn encode(value: &str) -> String {
 
 /// Impersonates a user of `tenant` and opens instance `id` as they see it.
 async fn act_as_tenant(tenant: String, id: String) -> Result<(), Failure> {
-    let (users, _) =
-        api::list::<TenantUser>(&format!("/v1/admin/users?tenant={tenant}&active=true&perPage=100")).await?;
-    let Some(user) = users.iter().find(|u| u.role == "admin").or(users.first()) else {
+    // Users are read as JSON values (`{id, role, …}`): a typed answer would add its own decoder.
+    let (users, _) = api::list::<Value>(&format!("/v1/admin/users?tenant={tenant}&active=true&perPage=100")).await?;
+    let Some(user) = users.iter().find(|u| u["role"] == "admin").or(users.first()) else {
         return Err(Failure {
             status: 0,
             code: "NO_USER".into(),
@@ -72,7 +63,8 @@ async fn act_as_tenant(tenant: String, id: String) -> Result<(), Failure> {
             fields: Vec::new(),
         });
     };
-    api::post::<Value, Value>(&format!("/v1/admin/users/{}/impersonate", user.id), None, &[]).await?;
+    let path = format!("/v1/admin/users/{}/impersonate", user["id"].as_str().unwrap_or_default());
+    api::post::<Value, Value>(&path, None, &[]).await?;
     Session::get().refresh().await;
     sycamore_router::navigate(&format!("/instances/{id}"));
     Ok(())

@@ -1,9 +1,11 @@
 //! The Billing page: the month to date (`GET /v1/billing/usage`: the total so far, the forecast
 //! to the month's end, each instance's hours, usage, cap, amount and forecast), the invoices
-//! (`GET /v1/billing/invoices`, newest first) and the prepaid balance with its entries
-//! (`GET /v1/billing/balance`). An invoice opens on its own page (`/billing/invoices/{id}`) with
-//! its lines, subtotal, tax and total, a CSV download and a Print button; the print stylesheet
-//! leaves only the invoice.
+//! (`GET /v1/billing/invoices`, newest first) and the prepaid balance with its entries and the
+//! account's standing (`GET /v1/billing/balance`): low, exhausted (new instances refused until
+//! a top-up, suspension at a set time) or suspended (instances stopped, the account read-only),
+//! said at the top of the page when it is not `ok`. An invoice opens on its own page
+//! (`/billing/invoices/{id}`) with its lines, subtotal, tax and total, a CSV download and a Print
+//! button; the print stylesheet leaves only the invoice.
 //!
 //! Amounts are the API's decimal strings, shown as written with their currency: nothing here
 //! computes with them. The answers are read as JSON values, like the Backups tab's: a typed
@@ -13,7 +15,7 @@ use serde_json::Value;
 use sycamore::prelude::*;
 
 use crate::api::{self, Failure};
-use crate::components::{ErrorBanner, Loading};
+use crate::components::{Badge, ErrorBanner, Loading};
 use crate::format;
 
 /// Reads `path`'s `data` into `into`, or what went wrong into `failure`.
@@ -27,7 +29,7 @@ pub fn load(path: String, into: Signal<Option<Value>>, failure: Signal<Option<Fa
 }
 
 /// An amount as the API wrote it, with its currency: `12.34 EUR`; a dash when there is none.
-fn money(amount: &Value, currency: &Value) -> String {
+pub fn money(amount: &Value, currency: &Value) -> String {
     match (amount.as_str(), currency.as_str().filter(|c| !c.is_empty())) {
         (Some(a), Some(c)) => format!("{a} {c}"),
         (Some(a), None) => a.to_owned(),
@@ -36,12 +38,12 @@ fn money(amount: &Value, currency: &Value) -> String {
 }
 
 /// A string field, or nothing.
-fn text(v: &Value) -> String {
+pub fn text(v: &Value) -> String {
     v.as_str().unwrap_or_default().to_owned()
 }
 
 /// A time field as [`format::time_str`] shows it.
-fn when(v: &Value) -> String {
+pub fn when(v: &Value) -> String {
     format::time_str(v.as_str().unwrap_or_default())
 }
 
@@ -51,13 +53,13 @@ fn period(v: &Value) -> String {
 }
 
 /// A table with these column heads.
-fn table(heads: &'static [&'static str], rows: Vec<View>) -> View {
+pub fn table(heads: &'static [&'static str], rows: Vec<View>) -> View {
     let heads = heads.iter().map(|h| view! { th { (*h) } }).collect::<Vec<_>>();
     view! { div(class="table-wrap") { table { thead { tr { (heads) } } tbody { (rows) } } } }
 }
 
 /// Cells of text.
-fn cells(texts: Vec<String>) -> Vec<View> {
+pub fn cells(texts: Vec<String>) -> Vec<View> {
     texts.into_iter().map(|t| view! { td { (t) } }).collect()
 }
 
@@ -67,7 +69,7 @@ fn fact(term: String, value: String, id: &'static str) -> View {
 }
 
 /// The rows `row` makes of an array field; `None` when there are none.
-fn rows(list: &Value, row: impl Fn(&Value) -> View) -> Option<Vec<View>> {
+pub fn rows(list: &Value, row: impl Fn(&Value) -> View) -> Option<Vec<View>> {
     Some(list.as_array()?.iter().map(row).collect::<Vec<_>>()).filter(|r| !r.is_empty())
 }
 
@@ -87,6 +89,8 @@ pub fn Billing() -> View {
     for (path, into) in [("usage", usage), ("invoices", invoices), ("balance", balance)] {
         load(format!("/v1/billing/{path}"), into, failure);
     }
+    // The standing goes first: a suspended account is the first thing the customer must see.
+    let standing = move || balance.with(|b| b.as_ref().and_then(standing));
     // Bound first: a call written inside `view!` is wrapped in a closure of its own.
     let (usage, invoices, balance) = (
         part(usage, "Loading usage…", month),
@@ -97,6 +101,7 @@ pub fn Billing() -> View {
         section {
             h1 { "Billing" }
             ErrorBanner(failure=failure)
+            (standing)
             h2 { "Month to date" }
             (usage)
             h2 { "Invoices" }
@@ -160,9 +165,43 @@ fn invoice_list(list: Value) -> View {
     }
 }
 
-/// The prepaid balance and its entries, newest first.
+/// What the account's standing means for the customer; nothing while it is `ok`.
+fn standing(b: &Value) -> Option<View> {
+    let (class, message) = standing_notice(&b["standing"])?;
+    Some(view! { div(class=class, role="alert", data-testid="standing") { (message) } })
+}
+
+/// The banner's class and words for a standing that is not `ok`.
+fn standing_notice(s: &Value) -> Option<(&'static str, String)> {
+    Some(match s["state"].as_str()? {
+        "low" => ("banner warning", "Your balance is running low: top it up to keep your instances running.".to_owned()),
+        "exhausted" => (
+            "banner warning",
+            format!(
+                "Your balance is used up: new instances are refused, and the account is suspended at {} unless it is topped up.",
+                when(&s["suspendsAt"])
+            ),
+        ),
+        "suspended" => (
+            "banner error",
+            match s["suspensionReason"].as_str() {
+                Some(why) => format!("Your account is suspended ({why}): its instances were stopped and it is read-only."),
+                None => "Your account is suspended: its instances were stopped and it is read-only until the balance is topped up.".to_owned(),
+            },
+        ),
+        _ => return None,
+    })
+}
+
+/// The prepaid balance, what of it is available and the standing, then its entries, newest
+/// first.
 fn ledger(b: Value) -> View {
-    let balance = money(&b["balance"], &b["currency"]);
+    let (cur, s) = (&b["currency"], &b["standing"]);
+    let balance = money(&b["balance"], cur);
+    // The ledger less the usage not invoiced yet: what the ladder goes by.
+    let available = money(&s["available"], cur);
+    let unbilled = format!(" ({} not invoiced yet) ", money(&s["unbilled"], cur));
+    let state = text(&s["state"]);
     let entries = match rows(&b["entries"], |e| {
         let id = e["id"].to_string();
         let kind = text(&e["kind"]).replace('_', " ");
@@ -178,7 +217,10 @@ fn ledger(b: Value) -> View {
         None => view! { p(class="empty", data-testid="no-entries") { "No top-ups or charges yet." } },
     };
     view! {
-        p(class="balance") { "Prepaid balance: " strong(data-testid="balance") { (balance) } }
+        p(class="balance") {
+            "Prepaid balance: " strong(data-testid="balance") { (balance) }
+            " · available: " strong(data-testid="available") { (available) } (unbilled) Badge(status=state)
+        }
         (entries)
     }
 }
@@ -287,5 +329,21 @@ mod tests {
         let u = json!({"periodStart": "2026-12-01T00:00:00Z", "periodEnd": "2027-01-01T00:00:00Z"});
         assert_eq!(period(&u), "2026-12-01 – 2026-12-31");
         assert_eq!(when(&json!("2026-12-07T03:00:00Z")), "2026-12-07 03:00 UTC");
+    }
+
+    #[test]
+    fn the_standing_is_said_unless_it_is_ok() {
+        let notice = |s: Value| standing_notice(&s).map(|(class, words)| format!("{class}: {words}"));
+        assert_eq!(notice(json!({"state": "ok"})), None);
+        assert!(notice(json!({"state": "low"})).unwrap().starts_with("banner warning: Your balance is running low"));
+        let exhausted = notice(json!({"state": "exhausted", "suspendsAt": "2026-12-08T03:00:00Z"})).unwrap();
+        assert!(
+            exhausted.contains("new instances are refused") && exhausted.contains("at 2026-12-08 03:00 UTC"),
+            "{exhausted}"
+        );
+        let suspended = notice(json!({"state": "suspended", "suspensionReason": null})).unwrap();
+        assert!(suspended.starts_with("banner error: ") && suspended.ends_with("until the balance is topped up."));
+        let held = notice(json!({"state": "suspended", "suspensionReason": "chargeback"})).unwrap();
+        assert!(held.contains("suspended (chargeback)") && !held.contains("topped up"), "{held}");
     }
 }

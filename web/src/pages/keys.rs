@@ -31,7 +31,8 @@ pub fn Keys() -> View {
     let write = create_signal(true);
     let admin = create_signal(false);
     let pending = create_signal(None::<Destructive>);
-    let is_admin = Session::get().state.with_untracked(|s| matches!(s, SessionState::SignedIn(me) if me.is_admin()));
+    let is_admin =
+        Session::get().state.with_untracked(|s| matches!(s, SessionState::SignedIn(me) if me.operator_level() == 2));
     crate::task::spawn(load(keys, failure));
 
     let submit = move |e: web_sys::SubmitEvent| {

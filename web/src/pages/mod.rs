@@ -1,5 +1,6 @@
 //! One module per page.
 
+pub mod admin_billing;
 pub mod admin_nodes;
 pub mod admin_queues;
 pub mod admin_schedules;
