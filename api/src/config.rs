@@ -87,6 +87,8 @@ pub struct Config {
     pub web_dist: Option<std::path::PathBuf>,
     /// `BILLING_ISSUER_NAME`, `BILLING_ISSUER_ADDRESS`, `BILLING_ISSUER_LOGO_URL`.
     pub invoice_issuer: crate::invoice_html::Issuer,
+    /// `STRIPE_SECRET_KEY`, `STRIPE_WEBHOOK_SECRET`, `STRIPE_API_BASE`; `None` without the key.
+    pub stripe: Option<crate::payments::stripe::StripeConfig>,
 }
 
 /// A variable that is missing or wrong.
@@ -165,6 +167,15 @@ impl Config {
             )? as usize,
             nofile_limit: positive("NOFILE_LIMIT", defaults.nofile_limit)?,
         };
+        let stripe = match (get("STRIPE_SECRET_KEY"), get("STRIPE_WEBHOOK_SECRET")) {
+            (None, _) => None,
+            (Some(_), None) => return Err(err("STRIPE_WEBHOOK_SECRET", "is required with STRIPE_SECRET_KEY")),
+            (Some(secret_key), Some(webhook_secret)) => Some(crate::payments::stripe::StripeConfig {
+                api_base: get("STRIPE_API_BASE").unwrap_or_else(|| "https://api.stripe.com".into()),
+                secret_key,
+                webhook_secret,
+            }),
+        };
         let small = |var: &'static str, default: u32| -> Result<u32, ConfigError> {
             positive(var, u64::from(default))?.try_into().map_err(|_| err(var, "is too large"))
         };
@@ -195,6 +206,7 @@ impl Config {
                 get("BILLING_ISSUER_LOGO_URL"),
             )
             .map_err(|problem| ConfigError { var: "BILLING_ISSUER_LOGO_URL", problem })?,
+            stripe,
         })
     }
 }
@@ -310,6 +322,21 @@ mod tests {
         assert_eq!(http(&[]).unwrap_err().var, "PVE_URL");
         assert!(http(&[("PVE_ALLOW_HTTP", "true")]).unwrap().pve_allow_http);
         assert!(!Config::from_lookup(lookup(BASE)).unwrap().pve_allow_http);
+    }
+
+    #[test]
+    fn stripe_needs_its_webhook_secret_and_defaults_to_stripes_api() {
+        let with = |extra: &[(&str, &str)]| {
+            let mut v = BASE.to_vec();
+            v.extend_from_slice(extra);
+            Config::from_lookup(lookup(&v))
+        };
+        assert!(with(&[]).unwrap().stripe.is_none());
+        assert_eq!(with(&[("STRIPE_SECRET_KEY", "sk_live_x")]).unwrap_err().var, "STRIPE_WEBHOOK_SECRET");
+        let set = with(&[("STRIPE_SECRET_KEY", "sk_live_x"), ("STRIPE_WEBHOOK_SECRET", "whsec_y")]).unwrap();
+        let stripe = set.stripe.unwrap();
+        assert_eq!((stripe.api_base.as_str(), stripe.webhook_secret.as_str()), ("https://api.stripe.com", "whsec_y"));
+        assert!(!format!("{stripe:?}").contains("sk_live_x"), "secrets stay out of logs");
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub mod html;
 pub mod inventory;
 pub mod invoice_html;
 pub mod middleware;
+pub mod payments;
 pub mod ratelimit;
 pub mod routes;
 pub mod serve;
@@ -60,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::vm_backups::router())
         .merge(routes::billing::router())
         .merge(routes::admin_billing::router())
+        .merge(routes::payments::router())
         .merge(routes::admin_plans::router())
         .merge(routes::vm_backup_policy::router())
         .merge(routes::vm_restore::router())

@@ -95,6 +95,7 @@ async fn serve() -> Result<(), BoxError> {
         },
         web_dist: config.web_dist.clone(),
         invoice_issuer: config.invoice_issuer.clone(),
+        stripe: config.stripe.clone(),
         api_keys_per_user: config.api_keys_per_user,
         ..Settings::default()
     };

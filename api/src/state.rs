@@ -40,6 +40,8 @@ pub struct Settings {
     pub stream_auth_check: Duration,
     /// Who issues invoices, as printed on them.
     pub invoice_issuer: crate::invoice_html::Issuer,
+    /// Stripe, when `STRIPE_SECRET_KEY` and `STRIPE_WEBHOOK_SECRET` are set.
+    pub stripe: Option<crate::payments::stripe::StripeConfig>,
 }
 
 impl Default for Settings {
@@ -57,6 +59,7 @@ impl Default for Settings {
             api_keys_per_user: 50,
             stream_auth_check: Duration::from_secs(2),
             invoice_issuer: crate::invoice_html::Issuer::default(),
+            stripe: None,
         }
     }
 }
@@ -73,6 +76,8 @@ struct Inner {
     rate_limiter: crate::ratelimit::RateLimiter,
     audit: crate::audit::AuditLog,
     console_tickets: crate::console::ConsoleTickets,
+    /// The payment providers set up (`crate::payments`).
+    payment_providers: Vec<Arc<dyn crate::payments::PaymentProvider>>,
 }
 
 /// Shared state of the router.
@@ -98,6 +103,7 @@ impl AppState {
             crate::ratelimit::RateLimiter::new(redis_url, redis_key_prefix, settings.rate_limit.clone())?;
         let audit = crate::audit::AuditLog::new(db.clone(), settings.audit_timeout);
         let console_tickets = crate::console::ConsoleTickets::new(redis_url, redis_key_prefix)?;
+        let payment_providers = crate::payments::from_settings(&settings);
         Ok(AppState(Arc::new(Inner {
             db,
             dispatcher,
@@ -109,7 +115,13 @@ impl AppState {
             rate_limiter,
             audit,
             console_tickets,
+            payment_providers,
         })))
+    }
+
+    /// The payment providers set up, the first taking customers' top-ups.
+    pub fn payment_providers(&self) -> &[Arc<dyn crate::payments::PaymentProvider>] {
+        &self.0.payment_providers
     }
 
     /// Console tickets (`routes::vm_console`).

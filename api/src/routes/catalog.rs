@@ -99,6 +99,10 @@ pub const CATALOG: &[RouteSpec] = &[
     route("GET", "/v1/billing/invoices", Tenant),
     route("GET", "/v1/billing/invoices/{id}", Tenant),
     route("GET", "/v1/billing/balance", Tenant),
+    // payments.rs: the webhook is authenticated by the provider's signature.
+    route("GET", "/v1/billing/top-ups", Tenant),
+    route("POST", "/v1/billing/top-ups", Tenant),
+    route("POST", "/v1/billing/providers/{provider}/webhook", Public),
     // admin_billing.rs
     route("POST", "/v1/admin/plans/{id}/prices", BillingOperator),
     route("POST", "/v1/admin/tenants/{id}/credit", BillingOperator),

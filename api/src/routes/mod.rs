@@ -15,6 +15,7 @@ pub mod billing;
 pub mod catalog;
 pub mod health;
 pub mod jobs;
+pub mod payments;
 pub mod quota;
 pub mod stream_auth;
 pub mod templates;

@@ -106,6 +106,9 @@ const CASES: &[(&str, &str, Case)] = &[
     ("GET", "/v1/billing/usage", Case::Collection { body: None }),
     ("GET", "/v1/billing/invoices", Case::Collection { body: None }),
     ("GET", "/v1/billing/balance", Case::Collection { body: None }),
+    ("GET", "/v1/billing/top-ups", Case::Collection { body: None }),
+    ("POST", "/v1/billing/top-ups", Case::Collection { body: Some(|_| json!({"amount": "10"})) }),
+    ("POST", "/v1/billing/providers/{provider}/webhook", Case::Public),
     (
         "POST",
         "/v1/admin/tenants/{id}/credit",

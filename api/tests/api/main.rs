@@ -17,6 +17,7 @@ mod jobs;
 mod jwt;
 mod oidc;
 mod operations;
+mod payments;
 mod ratelimit;
 mod support;
 mod tenant_errors;

@@ -57,6 +57,8 @@ pub struct Options {
     pub stream_auth_check: Option<Duration>,
     /// Failed authentications per minute per client address (default: the API's).
     pub auth_failures_per_minute: Option<u32>,
+    /// The Stripe provider's settings.
+    pub stripe: Option<nimbus_api::payments::stripe::StripeConfig>,
 }
 
 pub struct TestApp {
@@ -108,6 +110,7 @@ impl TestApp {
             stream_auth_check: options.stream_auth_check.unwrap_or(Settings::default().stream_auth_check),
             ready_timeout: Duration::from_secs(1),
             web_dist: options.web_dist.clone(),
+            stripe: options.stripe.clone(),
             rate_limit: nimbus_api::ratelimit::RateLimitSettings {
                 auth_failures_per_minute: options
                     .auth_failures_per_minute

@@ -15,7 +15,8 @@
 //! * [`audit`]: the append-only audit log.
 //! * [`events`]: domain events, written with the change they report (DESIGN §11).
 //! * [`usage`], [`invoices`], [`balance`], [`ladder`]: metering, invoices, the prepaid ledger and
-//!   the ladder from a low balance to suspension (DESIGN §10); [`revenue`]: the operators' view.
+//!   the ladder from a low balance to suspension (DESIGN §10); [`payments`]: top-ups paid through a
+//!   provider; [`revenue`]: the operators' view.
 //! * [`seed`]: the demo tenant for `make dev`.
 //!
 //! The schema lives in `migrations/` at the workspace root; [`MIGRATOR`] embeds it. Migrations
@@ -37,6 +38,7 @@ pub mod jobs;
 pub mod ladder;
 pub mod operations;
 pub mod outbox;
+pub mod payments;
 pub mod plans;
 pub mod queue_stats;
 pub mod revenue;

@@ -78,6 +78,8 @@ error_codes! {
     /// The tenant is suspended for an unpaid balance (or by an operator): the API is read-only
     /// but for billing and deleting instances until it is lifted.
     TenantSuspended => ("TENANT_SUSPENDED", 402),
+    /// No payment provider is set up: top-ups are added by operators.
+    PaymentsNotConfigured => ("PAYMENTS_NOT_CONFIGURED", 501),
     /// The template does not exist.
     UnknownTemplate => ("UNKNOWN_TEMPLATE", 422),
     /// The node does not exist.
