@@ -388,3 +388,42 @@ async fn an_instance_of_a_tiers_size_is_rated_flat_and_capped_at_the_tiers_cap()
         lines.iter().map(|l| (l.description.as_str(), l.amount.0.normalize())).collect();
     assert_eq!(described, [("big (4 h)", Decimal::from_str("1.6").unwrap()), ("small (S, 4 h)", Decimal::from(3))]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_worker_processes_metering_the_same_hours_write_each_row_once() {
+    let h = Harness::new().await;
+    price(&h, "2026-01-01T00:00:00Z", "0.01", "0", "0", None).await;
+    // As many as the demo plan allows.
+    for i in 0..10 {
+        instance(&h, h.tenant, &format!("metered-{i}"), "2026-06-01T00:00:00Z", None).await;
+    }
+    let mut workers = crate::support::Workers::default();
+    for name in ["meter-a", "meter-b", "meter-c"] {
+        workers.spawn(&h, name);
+    }
+    // Each of three hours fired three times, as three replicas' schedulers might.
+    let mut jobs = Vec::new();
+    for fire_at in ["2026-06-01T01:00:00Z", "2026-06-01T02:00:00Z", "2026-06-01T03:00:00Z"] {
+        for _ in 0..3 {
+            let job = BillingRun { fire_at: Some(at(fire_at)) }.new_job(JobKind::Meter);
+            jobs.push(nimbus_db::jobs::enqueue(h.db.pool(), None, &job).await.unwrap().job.id);
+        }
+    }
+    for id in jobs {
+        let done = h.final_job(id, Duration::from_secs(60)).await;
+        assert_eq!(done.status, JobStatus::Succeeded, "{:?}", done.error);
+    }
+    let (rows, per_instance_hours): (i64, i64) = sqlx::query_as(
+        "select count(*), count(distinct (instance_id, hour)) from usage_records where hour >= '2026-06-01' and hour < '2026-06-02'",
+    )
+    .fetch_one(h.db.pool())
+    .await
+    .unwrap();
+    assert_eq!((rows, per_instance_hours), (30, 30), "10 instances x 3 hours, each once");
+    let recorded: Option<Decimal> =
+        sqlx::query_scalar("select sum(records) from metered_hours").fetch_one(h.db.pool()).await.unwrap();
+    assert_eq!(recorded, Some(Decimal::from(30)), "the hours' counts add up to the rows written");
+    for name in ["meter-a", "meter-b", "meter-c"] {
+        workers.assert_alive(name);
+    }
+}
