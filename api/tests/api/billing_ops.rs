@@ -227,3 +227,23 @@ async fn price_versions_take_backup_storage_and_size_tiers() {
         json!([{"name": "S", "cores": 2, "memory": 2048, "disk": 20, "hourPrice": "0.006", "monthlyCap": "3.79"}])
     );
 }
+
+#[tokio::test]
+async fn concurrent_credits_to_one_tenant_all_land() {
+    let app = TestApp::new().await;
+    let terms = format!("/v1/admin/tenants/{}/billing", app.tenant);
+    assert_eq!(
+        call(&app, Method::PUT, &terms, &app.token, Some(json!({"prepaid": true, "taxRate": "0"}))).await.0,
+        200
+    );
+    // Each credit inserts its entry and then moves the tenant along the ladder in one
+    // transaction: they must queue on the tenant, not deadlock.
+    let credit = format!("/v1/admin/tenants/{}/credit", app.tenant);
+    let calls = (0..12).map(|_| call(&app, Method::POST, &credit, &app.token, Some(json!({"amount": "1"}))));
+    for (status, body) in futures::future::join_all(calls).await {
+        assert_eq!(status, 201, "{body}");
+    }
+    let (_, balance) = call(&app, Method::GET, "/v1/billing/balance", &app.token, None).await;
+    assert_eq!(amount(&balance["data"]["balance"]), Decimal::from(12), "{balance}");
+    assert_eq!(balance["data"]["standing"]["state"], "ok");
+}

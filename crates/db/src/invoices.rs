@@ -160,7 +160,7 @@ pub async fn issue(
 ) -> Result<Option<Invoice>> {
     // The tenant's row, locked: two runs for one tenant take turns, the second finds the invoice.
     let tax: Option<(Decimal, bool, Option<String>)> =
-        sqlx::query_as("select tax_rate, tax_reverse_charge, tax_id from tenants where id = $1 for update")
+        sqlx::query_as("select tax_rate, tax_reverse_charge, tax_id from tenants where id = $1 for no key update")
             .bind(tenant.as_uuid())
             .fetch_optional(&mut *tx)
             .await?;
@@ -276,7 +276,11 @@ pub async fn issue_credit_note(
     invoice: Uuid,
     note: &NewCreditNote,
 ) -> Result<Invoice> {
-    sqlx::query("select 1 from tenants where id = $1 for update").bind(tenant.as_uuid()).execute(&mut *tx).await?;
+    // The tenant's row, locked as the ladder locks it (`no key update`, see `ladder::standing_for_update`).
+    sqlx::query("select 1 from tenants where id = $1 for no key update")
+        .bind(tenant.as_uuid())
+        .execute(&mut *tx)
+        .await?;
     let original: Invoice =
         sqlx::query_as("select * from invoices where id = $1 and tenant_id = $2 and kind = 'invoice'")
             .bind(invoice)

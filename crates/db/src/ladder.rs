@@ -149,9 +149,12 @@ pub async fn standing(conn: &mut PgConnection, tenant: TenantId) -> Result<Stand
     read_standing(conn, tenant, standing_columns!()).await
 }
 
-/// Reads `tenant`'s standing, its row locked until the transaction ends.
+/// Reads `tenant`'s standing, its row locked until the transaction ends. `no key update`: it
+/// serialises evaluations of one tenant, yet lets the same transactions first insert rows that
+/// reference the tenant (a ledger entry, an invoice), whose foreign-key checks take `key share`;
+/// with `for update` two such transactions would each wait for the other.
 pub async fn standing_for_update(conn: &mut PgConnection, tenant: TenantId) -> Result<Standing> {
-    read_standing(conn, tenant, concat!(standing_columns!(), " for update")).await
+    read_standing(conn, tenant, concat!(standing_columns!(), " for no key update")).await
 }
 
 async fn read_standing(conn: &mut PgConnection, tenant: TenantId, query: &'static str) -> Result<Standing> {
