@@ -4,11 +4,12 @@
 //! * `meter` (hourly, at each hour's end): one usage row per instance for the hour that just
 //!   ended (`nimbus_db::usage::meter_hour`, unique per instance and hour: a re-run, a replica or
 //!   a catch-up adds nothing), each rated at the price version valid at the hour's start; then
-//!   the hour's backup storage (`nimbus_db::usage::meter_backups`: the archives Proxmox lists on
-//!   each instance's plan backup storage now, in GiB-hours, one listing per node and storage); then
 //!   moves every prepaid tenant along the ladder (`nimbus_db::ladder`) as of the hour's end:
 //!   `balance.low`, creates refused, suspension after the grace period (its running instances
-//!   stopped by shutdown jobs), and back.
+//!   stopped by shutdown jobs), and back; then the hour's backup storage
+//!   (`nimbus_db::usage::meter_backups`: the archives Proxmox lists on each instance's plan backup
+//!   storage now, in GiB-hours, one listing per node and storage; a listing that fails is retried
+//!   with the step, the others kept). The ladder reads backup storage up to the hour before.
 //! * `invoice` (monthly, the 1st at 00:00 UTC): first meters the month's hours no `meter` run
 //!   covered since metering began (the last hour's run fires at the same moment; hours before the
 //!   first ever metered are not billed), then issues each tenant's
@@ -24,7 +25,7 @@ use chrono::{DateTime, Duration, DurationRound, Utc};
 use nimbus_db::schedules::{self, NewSchedule};
 use nimbus_db::{DbError, PgPool, invoices, ladder, usage};
 use nimbus_domain::backup::archive_taken_since;
-use nimbus_domain::{JobKind, MissedFirePolicy};
+use nimbus_domain::{ErrorCode, JobKind, MissedFirePolicy};
 use nimbus_jobs::schedule::CronSpec;
 use nimbus_jobs::{BillingRun, PowerAction};
 use nimbus_proxmox::{ContentQuery, ProxmoxClient, StorageContent};
@@ -73,8 +74,9 @@ impl StepInfo for Step {
     fn progress(self) -> u8 {
         match self {
             Step::Meter => 40,
-            Step::Backups => 70,
-            Step::Issue | Step::Ladder => 95,
+            Step::Backups => 95,
+            Step::Issue => 95,
+            Step::Ladder => 70,
         }
     }
 
@@ -157,7 +159,8 @@ impl Operation for Billing {
     fn steps(&self) -> &'static [Step] {
         match self.kind {
             JobKind::Invoice => &[Step::Meter, Step::Issue],
-            _ => &[Step::Meter, Step::Backups, Step::Ladder],
+            // The ladder before the backup listings, which depend on every node answering.
+            _ => &[Step::Meter, Step::Ladder, Step::Backups],
         }
     }
 
@@ -182,13 +185,24 @@ impl Operation for Billing {
             (Step::Backups, _) => {
                 let hour = self.until - Duration::hours(1);
                 let sources = usage::backup_sources(&db, hour).await?;
-                let footprints = backup_footprints(&self.run.env.pve, &sources, step).await?;
+                let (footprints, failed) = backup_footprints(&self.run.env.pve, &sources).await;
                 let rows = usage::meter_backups(&db, hour, &footprints).await?;
                 tracing::info!(job.id = %self.run.job.id, hour = %hour, rows, "backup storage metered");
+                // What was listed is metered; the retry lists again and adds only what is missing.
+                if !failed.is_empty() {
+                    return Err(StepError::Transient {
+                        code: ErrorCode::ProxmoxUnavailable,
+                        message: "some backup storage could not be read; it is metered on the retry".into(),
+                        detail: Some(failed.join("; ")),
+                    });
+                }
             }
             (Step::Ladder, _) => {
-                let steps = ladder::evaluate_all(&db, self.until, &PowerAction::ladder_jobs()).await?;
-                for (tenant, outcome) in &steps {
+                let evaluated = ladder::evaluate_all(&db, self.until, &PowerAction::ladder_jobs()).await?;
+                for (tenant, error) in &evaluated.failed {
+                    tracing::warn!(tenant.id = %tenant, error = %error, "ladder step failed; the next run retries it");
+                }
+                for (tenant, outcome) in &evaluated.outcomes {
                     if let Some((from, to)) = outcome.changed {
                         tracing::info!(tenant.id = %tenant, from = from.as_str(), to = to.as_str(), "ladder step");
                     }
@@ -213,20 +227,27 @@ impl Operation for Billing {
 
 /// Each instance's backup archives on its plan's backup storage, as Proxmox lists them now: one
 /// listing per node and storage, the archives of each instance's VMID taken since it was created.
+/// A listing that fails is skipped and named in the second list (the others are still metered).
 async fn backup_footprints(
     pve: &ProxmoxClient,
     sources: &[usage::BackupSource],
-    step: Step,
-) -> Result<Vec<usage::BackupFootprint>, StepError> {
-    let mut listed: HashMap<(&str, &str), Vec<StorageContent>> = HashMap::new();
-    let mut footprints = Vec::new();
+) -> (Vec<usage::BackupFootprint>, Vec<String>) {
+    let mut listed: HashMap<(&str, &str), Option<Vec<StorageContent>>> = HashMap::new();
+    let (mut footprints, mut failed) = (Vec::new(), Vec::new());
     for source in sources {
         let key = (source.node.as_str(), source.storage.as_str());
         if let Entry::Vacant(slot) = listed.entry(key) {
             let storage = pve.node(&source.node).storage(&source.storage);
-            slot.insert(storage.content(&ContentQuery::content("backup")).await.map_err(StepError::pve(step))?);
+            match storage.content(&ContentQuery::content("backup")).await {
+                Ok(content) => slot.insert(Some(content)),
+                Err(e) => {
+                    failed.push(format!("{}/{}: {e}", source.node, source.storage));
+                    slot.insert(None)
+                }
+            };
         }
-        let archives: Vec<&StorageContent> = listed[&key]
+        let Some(Some(content)) = listed.get(&key) else { continue };
+        let archives: Vec<&StorageContent> = content
             .iter()
             .filter(|a| a.vmid == u32::try_from(source.vmid).ok())
             .filter(|a| archive_taken_since(source.created_at, a.ctime))
@@ -240,7 +261,7 @@ async fn backup_footprints(
             });
         }
     }
-    Ok(footprints)
+    (footprints, failed)
 }
 
 impl Billing {

@@ -56,14 +56,23 @@ impl Stripe {
     }
 }
 
-/// `amount` in the currency's minor unit (Stripe's integer amounts), if it is a whole number of them.
+/// The decimal places of Stripe's integer amounts in `currency`: the ISO minor unit, except for
+/// the currencies Stripe keeps two-decimal for backwards compatibility (ISK, UGX: amounts end in 00).
+fn stripe_exponent(currency: &str) -> u32 {
+    match currency.to_ascii_uppercase().as_str() {
+        "ISK" | "UGX" => 2,
+        c => minor_units(c),
+    }
+}
+
+/// `amount` in Stripe's integer unit of the currency, if it is a whole number of them.
 fn to_minor(amount: Decimal, currency: &str) -> Option<i64> {
-    let scaled = amount * Decimal::from(10i64.pow(minor_units(currency)));
+    let scaled = amount * Decimal::from(10i64.pow(stripe_exponent(currency)));
     if scaled.fract().is_zero() { scaled.to_i64() } else { None }
 }
 
 fn from_minor(amount: i64, currency: &str) -> Money {
-    Money(Decimal::new(amount, minor_units(currency)))
+    Money(Decimal::new(amount, stripe_exponent(currency)))
 }
 
 #[derive(Deserialize)]
@@ -224,6 +233,8 @@ mod tests {
         assert_eq!(to_minor(Decimal::new(500, 0), "JPY"), Some(500));
         assert_eq!(from_minor(1999, "EUR"), Money(Decimal::new(1999, 2)));
         assert_eq!(from_minor(1999, "KWD"), Money(Decimal::new(1999, 3)));
+        assert_eq!(to_minor(Decimal::new(500, 0), "ISK"), Some(50_000), "Stripe's two-decimal ISK");
+        assert_eq!(from_minor(50_000, "ISK"), Money(Decimal::new(500, 0)));
     }
 
     #[test]

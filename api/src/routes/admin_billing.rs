@@ -77,6 +77,12 @@ pub(crate) fn standing_view(s: &ladder::Standing, currency: &str) -> serde_json:
     })
 }
 
+/// The largest price (per unit and hour, or a monthly cap) a version may carry.
+const MAX_PRICE: i64 = 1_000_000;
+
+/// The largest credit, adjustment or threshold (the ledger keeps 16 integer digits).
+const MAX_CREDIT: i64 = 1_000_000_000;
+
 /// The problems with prices: a currency that is no ISO 4217 code, a negative amount; each
 /// field named under `prefix` (`prices.` for a plan's, empty for a price version's).
 pub(crate) fn price_errors(prefix: &str, currency: &str, amounts: &[(&str, Option<Money>)]) -> Vec<FieldError> {
@@ -87,6 +93,8 @@ pub(crate) fn price_errors(prefix: &str, currency: &str, amounts: &[(&str, Optio
     for (field, amount) in amounts {
         if amount.is_some_and(|a| a.0.is_sign_negative()) {
             errors.push(FieldError::new(format!("{prefix}{field}"), "must not be negative"));
+        } else if amount.is_some_and(|a| a.0 > Decimal::from(MAX_PRICE)) {
+            errors.push(FieldError::new(format!("{prefix}{field}"), format!("at most {MAX_PRICE}")));
         }
     }
     errors
@@ -157,8 +165,8 @@ fn tier_errors(tiers: &[TierBody]) -> Vec<FieldError> {
             errors.push(FieldError::new(field("cores"), "another tier has this size"));
         }
         for (name, amount) in [("hourPrice", Some(t.hour_price)), ("monthlyCap", t.monthly_cap)] {
-            if amount.is_some_and(|a| a.0.is_sign_negative()) {
-                errors.push(FieldError::new(field(name), "must not be negative"));
+            if amount.is_some_and(|a| a.0.is_sign_negative() || a.0 > Decimal::from(MAX_PRICE)) {
+                errors.push(FieldError::new(field(name), format!("from 0 to {MAX_PRICE}")));
             }
         }
     }
@@ -283,6 +291,9 @@ async fn add_credit(
     if body.amount.0.scale() > 4 {
         errors.push(FieldError::new("amount", "at most four decimal places"));
     }
+    if body.amount.0.abs() > Decimal::from(MAX_CREDIT) {
+        errors.push(FieldError::new("amount", format!("at most {MAX_CREDIT}")));
+    }
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
@@ -339,7 +350,10 @@ async fn set_terms(
     {
         errors.push(FieldError::new("taxId", "one line of at most 50 characters"));
     }
-    if body.low_balance_threshold.is_some_and(|t| t.0.is_sign_negative() || t.0.scale() > 4) {
+    if body
+        .low_balance_threshold
+        .is_some_and(|t| t.0.is_sign_negative() || t.0.scale() > 4 || t.0 > Decimal::from(MAX_CREDIT))
+    {
         errors.push(FieldError::new("lowBalanceThreshold", "an amount of at least 0 with at most four decimals"));
     }
     if body.grace_period_hours.is_some_and(|h| !(0..=8760).contains(&h)) {

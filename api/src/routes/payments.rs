@@ -1,6 +1,6 @@
 //! Top-ups paid by customers through a payment provider (`crate::payments`):
 //!
-//! * `POST /v1/billing/top-ups` `{amount}` (roles `admin` and `billing-admin`): records a pending
+//! * `POST /v1/billing/top-ups` `{amount}` (any member of the tenant may pay): records a pending
 //!   payment in the plan's currency and starts it with the provider; `201` with what the browser
 //!   completes it with (`clientSecret`, or a `redirectUrl`). Without a provider,
 //!   `501 PAYMENTS_NOT_CONFIGURED`.
@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use nimbus_db::DbError;
 use nimbus_db::ladder;
 use nimbus_db::payments::{self, Payment};
-use nimbus_domain::{ErrorCode, Money, Role};
+use nimbus_domain::{ErrorCode, Money};
 use nimbus_jobs::PowerAction;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -90,19 +90,16 @@ async fn start(
     rid: RequestId,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
-    if auth.role() != Role::BillingAdmin {
-        auth.require_role(Role::Admin)?;
-    }
     let body = decode::<TopUpBody>(&bytes)?.value;
     let provider = state.payment_providers().first().cloned().ok_or_else(|| ApiError::Refused {
         code: ErrorCode::PaymentsNotConfigured,
         message: "no payment provider is set up; ask the provider's billing team to add credit".into(),
         details: json!({}),
     })?;
-    let currency = nimbus_db::usage::price_at(state.db(), auth.tenant(), Utc::now())
-        .await?
-        .map(|p| p.currency)
-        .unwrap_or_default();
+    let Some(currency) = nimbus_db::usage::price_at(state.db(), auth.tenant(), Utc::now()).await?.map(|p| p.currency)
+    else {
+        return Err(ApiError::field("amount", "the tenant's plan has no price, so no currency to pay in"));
+    };
     let amount = body.amount;
     let minor = nimbus_domain::money::minor_units(&currency);
     if amount.0 <= rust_decimal::Decimal::ZERO

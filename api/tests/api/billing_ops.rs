@@ -243,6 +243,9 @@ async fn concurrent_credits_to_one_tenant_all_land() {
     for (status, body) in futures::future::join_all(calls).await {
         assert_eq!(status, 201, "{body}");
     }
+    // Past what the ledger keeps: a clear 400, not the database's overflow.
+    let (status, refused) = call(&app, Method::POST, &credit, &app.token, Some(json!({"amount": "1000000001"}))).await;
+    assert_eq!(status, 400, "{refused}");
     let (_, balance) = call(&app, Method::GET, "/v1/billing/balance", &app.token, None).await;
     assert_eq!(amount(&balance["data"]["balance"]), Decimal::from(12), "{balance}");
     assert_eq!(balance["data"]["standing"]["state"], "ok");

@@ -234,6 +234,18 @@ async fn next_number(ex: impl PgExecutor<'_>, year: i32) -> Result<String> {
     Ok(format!("NMB-{year}-{seq:06}"))
 }
 
+/// Takes `year`'s number counter row (creating it) until the transaction ends, before any tenant.
+async fn lock_counter(ex: impl PgExecutor<'_>, year: i32) -> Result<()> {
+    sqlx::query(
+        "insert into invoice_numbers (year, last) values ($1, 0) \
+         on conflict (year) do update set last = invoice_numbers.last",
+    )
+    .bind(year)
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
 /// Records the event of an issued invoice or credit note.
 async fn record_issued(ex: impl PgExecutor<'_>, kind: &str, doc: &Invoice) -> Result<()> {
     let event = NewEvent {
@@ -276,7 +288,9 @@ pub async fn issue_credit_note(
     invoice: Uuid,
     note: &NewCreditNote,
 ) -> Result<Invoice> {
-    // The tenant's row, locked as the ladder locks it (`no key update`, see `ladder::standing_for_update`).
+    // The year's counter first, then the tenant (as the ladder locks it): the order `issue_all`
+    // takes them in, so a credit note during an invoice run waits rather than deadlocks.
+    lock_counter(&mut *tx, note.at.year()).await?;
     sqlx::query("select 1 from tenants where id = $1 for no key update")
         .bind(tenant.as_uuid())
         .execute(&mut *tx)
@@ -357,13 +371,7 @@ pub async fn issue_all(
     let mut issued = 0;
     for batch in tenants.chunks(per_transaction.max(1)) {
         let mut tx = pool.begin().await?;
-        sqlx::query(
-            "insert into invoice_numbers (year, last) values ($1, 0) \
-             on conflict (year) do update set last = invoice_numbers.last",
-        )
-        .bind(from.year())
-        .execute(&mut *tx)
-        .await?;
+        lock_counter(&mut *tx, from.year()).await?;
         for tenant in batch {
             if issue(&mut tx, *tenant, from, to).await?.is_some() {
                 issued += 1;

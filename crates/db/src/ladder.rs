@@ -385,21 +385,32 @@ pub async fn tenants_to_evaluate(pool: &sqlx::PgPool) -> Result<Vec<TenantId>> {
     Ok(ids.into_iter().map(Into::into).collect())
 }
 
-/// Evaluates every tenant on the ladder at `now`, each in its own transaction; returns the
-/// steps taken and the jobs enqueued (their outbox rows are committed: the relay pushes them).
-pub async fn evaluate_all(
-    pool: &sqlx::PgPool,
-    now: DateTime<Utc>,
-    jobs: &PowerJobs,
-) -> Result<Vec<(TenantId, Outcome)>> {
-    let mut outcomes = Vec::new();
+/// What [`evaluate_all`] did.
+#[derive(Debug, Default)]
+pub struct Evaluated {
+    /// Each tenant evaluated, with its outcome.
+    pub outcomes: Vec<(TenantId, Outcome)>,
+    /// The tenants whose evaluation failed (rolled back; the next run tries again).
+    pub failed: Vec<(TenantId, DbError)>,
+}
+
+/// Evaluates every tenant on the ladder at `now`, each in its own transaction: one that fails
+/// does not hold up the others. The jobs enqueued have their outbox rows committed: the relay
+/// pushes them. Only a database that cannot be reached at all is an error.
+pub async fn evaluate_all(pool: &sqlx::PgPool, now: DateTime<Utc>, jobs: &PowerJobs) -> Result<Evaluated> {
+    let mut evaluated = Evaluated::default();
     for tenant in tenants_to_evaluate(pool).await? {
         let mut tx = pool.begin().await?;
-        let outcome = evaluate(&mut tx, tenant, now, jobs).await?;
-        tx.commit().await?;
-        outcomes.push((tenant, outcome));
+        match evaluate(&mut tx, tenant, now, jobs).await {
+            Ok(outcome) => {
+                tx.commit().await?;
+                evaluated.outcomes.push((tenant, outcome));
+            }
+            Err(e) if e.is_unavailable() => return Err(e),
+            Err(e) => evaluated.failed.push((tenant, e)),
+        }
     }
-    Ok(outcomes)
+    Ok(evaluated)
 }
 
 /// An operator's hold: suspends `tenant` whatever its balance, until [`release`].

@@ -61,7 +61,7 @@ pub struct PlanMonth {
 pub async fn by_plan(ex: impl PgExecutor<'_>, since: DateTime<Utc>) -> Result<Vec<PlanMonth>> {
     Ok(sqlx::query_as(
         "select v.period_start, p.plan_id, pl.name as plan_name, trim(v.currency) as currency, \
-                count(*) as instances, sum(l.amount) as invoiced \
+                count(distinct l.instance_id) as instances, sum(l.amount) as invoiced \
          from invoices v join invoice_lines l on l.invoice_id = v.id \
          cross join lateral (select u.price_id from usage_records u where u.instance_id = l.instance_id \
                              and u.hour >= v.period_start and u.hour < v.period_end order by u.hour desc limit 1) last \
@@ -74,20 +74,21 @@ pub async fn by_plan(ex: impl PgExecutor<'_>, since: DateTime<Utc>) -> Result<Ve
     .await?)
 }
 
-/// What `[from, to)` has accrued, not invoiced yet, per currency: each instance's usage at most
-/// its monthly cap (before rounding and tax).
+/// What `[from, to)` has accrued, not invoiced yet, per currency: each instance's compute at most
+/// its monthly cap, and its backup storage (before rounding and tax).
 pub async fn accrued(
     ex: impl PgExecutor<'_>,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<(String, Decimal)>> {
     Ok(sqlx::query_as(
-        "select currency, sum(least(amount, coalesce(cap, amount))) from ( \
-           select trim(min(u.currency)) as currency, sum(u.amount) as amount, \
-                  (array_agg(u.monthly_cap order by u.hour desc))[1] as cap \
-           from usage_records u \
-           where u.hour >= $1 and u.hour < $2 group by u.instance_id) per_instance \
-         group by currency order by currency",
+        "select currency, sum(amount) from ( \
+           select trim(min(u.currency)) as currency, \
+                  least(sum(u.amount), coalesce((array_agg(u.monthly_cap order by u.hour desc))[1], sum(u.amount))) as amount \
+           from usage_records u where u.hour >= $1 and u.hour < $2 group by u.instance_id \
+           union all \
+           select trim(b.currency), b.amount from backup_usage_records b where b.hour >= $1 and b.hour < $2 \
+         ) accrued group by currency order by currency",
     )
     .bind(from)
     .bind(to)
