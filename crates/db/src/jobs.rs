@@ -666,7 +666,16 @@ async fn state_error(ex: impl PgExecutor<'_>, id: JobId, tenant: Option<TenantId
 /// Cancels a queued job (of `tenant`, when given). A running or final job is
 /// `InvalidJobState`; a missing one `NotFound`.
 pub async fn cancel(pool: &sqlx::PgPool, id: JobId, tenant: Option<TenantId>) -> Result<Job> {
-    let job: Option<Job> = sqlx::query_as(
+    match cancel_if_queued(pool, id, tenant).await? {
+        Some(job) => Ok(job),
+        None => Err(state_error(pool, id, tenant).await),
+    }
+}
+
+/// Cancels job `id` (of `tenant`, if given) if it is still queued, in the caller's transaction;
+/// `None` when it is not (a worker took it, it ended, or it is not there).
+pub async fn cancel_if_queued(ex: impl PgExecutor<'_>, id: JobId, tenant: Option<TenantId>) -> Result<Option<Job>> {
+    Ok(sqlx::query_as(
         "with u as (update jobs set status = 'cancelled', finished_at = now(), \
          error_code = 'CANCELLED', error_message = 'cancelled before it ran', error_retryable = false, \
          error_detail = null \
@@ -677,12 +686,8 @@ pub async fn cancel(pool: &sqlx::PgPool, id: JobId, tenant: Option<TenantId>) ->
     )
     .bind(id.as_uuid())
     .bind(tenant.map(|t| t.as_uuid()))
-    .fetch_optional(pool)
-    .await?;
-    match job {
-        Some(job) => Ok(job),
-        None => Err(state_error(pool, id, tenant).await),
-    }
+    .fetch_optional(ex)
+    .await?)
 }
 
 /// Re-queues a failed job with `extra_attempts` more attempts (`POST /v1/admin/jobs/{id}/retry`).

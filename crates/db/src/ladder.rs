@@ -24,7 +24,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::events::{self, NewEvent, types};
-use crate::jobs::{Enqueued, NewJob};
+use crate::jobs::{self, Enqueued, NewJob};
 use crate::{DbError, Result, invoices, operations};
 
 /// A tenant's step on the ladder.
@@ -323,9 +323,20 @@ async fn stop_running(
     Ok(enqueued)
 }
 
-/// Starts again the instances a lifted suspension stopped. One still busy (its stop running)
-/// stays recorded for a later evaluation; one running, failed or gone is forgotten.
+/// Starts again the instances a lifted suspension stopped. The suspension's stop still queued is
+/// cancelled instead (the instance never stopped); one busy otherwise (its stop running) stays
+/// recorded for a later evaluation; one running, failed or gone is forgotten.
 async fn start_stopped(conn: &mut PgConnection, tenant: TenantId, start: &NewJob) -> Result<Vec<Enqueued>> {
+    let queued_stops: Vec<Uuid> = sqlx::query_scalar(
+        "select s.stop_job from suspended_instances s join jobs j on j.id = s.stop_job \
+         where s.tenant_id = $1 and j.status = 'queued'",
+    )
+    .bind(tenant.as_uuid())
+    .fetch_all(&mut *conn)
+    .await?;
+    for stop in queued_stops {
+        jobs::cancel_if_queued(&mut *conn, stop.into(), Some(tenant)).await?;
+    }
     let recorded: Vec<(Uuid, String)> = sqlx::query_as(
         "select s.instance_id, i.status from suspended_instances s join instances i on i.id = s.instance_id \
          where s.tenant_id = $1 order by s.instance_id",

@@ -192,3 +192,54 @@ impl Harness {
         instances::create(self.db.pool(), self.tenant, &new, &job).await.map(|_| ())
     }
 }
+
+#[tokio::test]
+async fn paying_before_the_suspensions_shutdown_ran_cancels_it() {
+    let h = Harness::new().await;
+    // An instance that runs (its provision marked done; no worker runs here, so jobs stay queued).
+    let (instance, enqueued) = h.accept("kept-up", 3).await;
+    sqlx::query("update jobs set status = 'succeeded', finished_at = now() where id = $1")
+        .bind(enqueued.job.id.as_uuid())
+        .execute(h.db.pool())
+        .await
+        .unwrap();
+    sqlx::query("update instances set status = 'running' where id = $1")
+        .bind(instance.id.as_uuid())
+        .execute(h.db.pool())
+        .await
+        .unwrap();
+    sqlx::query("update tenants set prepaid = true, grace_period_hours = 0 where id = $1")
+        .bind(h.tenant.as_uuid())
+        .execute(h.db.pool())
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let jobs = PowerAction::ladder_jobs();
+    let mut tx = h.db.pool().begin().await.unwrap();
+    let suspended = ladder::evaluate(&mut tx, h.tenant, now, &jobs).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(suspended.changed, Some((State::Ok, State::Suspended)));
+    let stop = suspended.enqueued[0].job.id;
+
+    // Paid while the shutdown is still queued: it is cancelled, nothing is started, the
+    // instance never stopped.
+    let operator: uuid::Uuid = sqlx::query_scalar("select id from users where tenant_id = $1 limit 1")
+        .bind(h.tenant.as_uuid())
+        .fetch_one(h.db.pool())
+        .await
+        .unwrap();
+    let credit =
+        Credit { kind: "top_up", amount: money("5"), currency: "EUR".into(), reason: None, by: operator.into() };
+    let mut tx = h.db.pool().begin().await.unwrap();
+    balance::add(&mut *tx, h.tenant, &credit).await.unwrap();
+    let resumed = ladder::evaluate(&mut tx, h.tenant, now, &jobs).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(resumed.changed, Some((State::Suspended, State::Ok)));
+    assert!(resumed.enqueued.is_empty(), "nothing to start: {:?}", resumed.enqueued);
+    assert_eq!(h.job(stop).await.status, JobStatus::Cancelled);
+    assert!(operations::active(h.db.pool(), instance.id).await.unwrap().is_none());
+    assert_eq!(h.instance(instance.id).await.status, InstanceStatus::Running);
+    let left: i64 =
+        sqlx::query_scalar("select count(*) from suspended_instances").fetch_one(h.db.pool()).await.unwrap();
+    assert_eq!(left, 0);
+}
