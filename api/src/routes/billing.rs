@@ -332,16 +332,16 @@ pub(crate) fn entry_view(e: nimbus_db::balance::Entry) -> EntryView {
 }
 
 async fn show_balance(State(state): State<AppState>, auth: AuthUser, rid: RequestId) -> Result<Response, ApiError> {
-    let balance = nimbus_db::balance::balance(state.db(), auth.tenant()).await?;
     let entries = nimbus_db::balance::entries(state.db(), auth.tenant(), ENTRIES_SHOWN).await?;
     let currency = match usage::price_at(state.db(), auth.tenant(), Utc::now()).await? {
         Some(p) => p.currency,
         None => entries.first().map(|e| e.currency.trim().to_owned()).unwrap_or_default(),
     };
+    // The standing carries the ledger's sum: the balance is not summed a second time.
     let mut conn = state.db().acquire().await.map_err(nimbus_db::DbError::from)?;
     let standing = ladder::standing(&mut conn, auth.tenant()).await?;
     let view = serde_json::json!({
-        "balance": balance.round_to_minor_unit(&currency),
+        "balance": standing.ledger.round_to_minor_unit(&currency),
         "currency": currency,
         "standing": crate::routes::admin_billing::standing_view(&standing, &currency),
         "entries": entries.into_iter().map(entry_view).collect::<Vec<_>>(),

@@ -106,15 +106,6 @@ async fn settle(
     Ok(())
 }
 
-/// `tenant`'s balance: the sum of its ledger.
-pub async fn balance(ex: impl PgExecutor<'_>, tenant: TenantId) -> Result<Money> {
-    let sum: Option<Decimal> = sqlx::query_scalar("select sum(amount) from balance_entries where tenant_id = $1")
-        .bind(tenant.as_uuid())
-        .fetch_one(ex)
-        .await?;
-    Ok(Money(sum.unwrap_or_default()))
-}
-
 /// `tenant`'s latest `limit` entries, newest first.
 pub async fn entries(ex: impl PgExecutor<'_>, tenant: TenantId, limit: i64) -> Result<Vec<Entry>> {
     Ok(sqlx::query_as(
