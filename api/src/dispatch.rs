@@ -17,7 +17,7 @@ use std::time::Duration;
 use nimbus_db::jobs::Enqueued;
 use nimbus_db::{PgPool, outbox};
 use nimbus_domain::JobId;
-use nimbus_jobs::{EventPublisher, InstanceWakeups, JobWakeups};
+use nimbus_jobs::{EventPublisher, FeedWakeups, InstanceWakeups, JobWakeups};
 use nimbus_queue::Queue;
 use tokio::sync::{RwLock, mpsc};
 
@@ -34,6 +34,7 @@ pub struct Dispatcher {
     /// This process's subscriptions to those messages (each started by its first stream).
     wakeups: OnceLock<JobWakeups>,
     instance_wakeups: OnceLock<InstanceWakeups>,
+    feed_wakeups: OnceLock<FeedWakeups>,
 }
 
 /// Marks pushed outbox rows, as many per statement as have queued up since the last one.
@@ -63,6 +64,7 @@ impl Dispatcher {
             publisher: EventPublisher::new(client.clone(), &key_prefix),
             wakeups: OnceLock::new(),
             instance_wakeups: OnceLock::new(),
+            feed_wakeups: OnceLock::new(),
             client,
             key_prefix,
             timeout,
@@ -90,6 +92,12 @@ impl Dispatcher {
     pub fn instance_wakeups(&self) -> &InstanceWakeups {
         self.instance_wakeups
             .get_or_init(|| InstanceWakeups::start(self.client.clone(), &self.key_prefix, Duration::from_secs(1)))
+    }
+
+    /// The wake-ups of this process's unread-count streams (subscribes on first use).
+    pub fn feed_wakeups(&self) -> &FeedWakeups {
+        self.feed_wakeups
+            .get_or_init(|| FeedWakeups::start(self.client.clone(), &self.key_prefix, Duration::from_secs(1)))
     }
 
     async fn queue(&self, name: &str) -> Result<Queue, String> {

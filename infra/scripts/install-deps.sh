@@ -26,14 +26,16 @@ if ((${#apt_missing[@]})); then
   else sudo apt-get update -qq && sudo apt-get install -y -qq "${apt_missing[@]}"; fi
 fi
 
-# Third-party Proxmox client used to check the simulator's fidelity, and localstripe, a stateful
-# fake of Stripe's API that the payment tests run the Stripe provider against.
+# Third-party Proxmox client used to check the simulator's fidelity; localstripe, a stateful
+# fake of Stripe's API that the payment tests run the Stripe provider against; standardwebhooks,
+# the reference verifier webhook deliveries are checked with; aiosmtpd, the SMTP catcher.
 venv=.venv
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c 'import proxmoxer, requests, localstripe' 2>/dev/null; then
-  "$venv/bin/pip" install -q 'proxmoxer==2.3.0' requests 'localstripe==1.15.10'
+if ! "$venv/bin/python" -c 'import proxmoxer, requests, localstripe, standardwebhooks, aiosmtpd' 2>/dev/null; then
+  "$venv/bin/pip" install -q 'proxmoxer==2.3.0' requests 'localstripe==1.15.10' 'standardwebhooks==1.1.0' \
+    'aiosmtpd==1.4.6'
 fi
 
 # The development/test OpenID provider (infra/oidc): reinstalled when its lockfile changed.

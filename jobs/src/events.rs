@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;
-use nimbus_domain::{InstanceId, JobId};
+use nimbus_domain::{InstanceId, JobId, UserId};
 use redis::aio::ConnectionManager;
 use tokio::sync::{Notify, OnceCell};
 
@@ -33,6 +33,11 @@ impl Topic for JobId {
 
 impl Topic for InstanceId {
     const CHANNEL: &'static str = "instance-events";
+}
+
+/// A user's in-app feed changed (the unread count streams follow it).
+impl Topic for UserId {
+    const CHANNEL: &'static str = "notification-events";
 }
 
 /// The channel of `T` under `key_prefix`.
@@ -111,6 +116,8 @@ pub struct Wakeups<T: Topic> {
 pub type JobWakeups = Wakeups<JobId>;
 /// The streams following instances.
 pub type InstanceWakeups = Wakeups<InstanceId>;
+/// The streams following users' feeds.
+pub type FeedWakeups = Wakeups<UserId>;
 
 impl<T: Topic> Clone for Wakeups<T> {
     fn clone(&self) -> Self {

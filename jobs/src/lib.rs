@@ -29,7 +29,7 @@ pub mod templates;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use dispatch::{DispatchError, Queues, dispatch};
-pub use events::{EventPublisher, InstanceWakeups, JobEventPublisher, JobWakeups};
+pub use events::{EventPublisher, FeedWakeups, InstanceWakeups, JobEventPublisher, JobWakeups};
 pub use ledger::LedgerWriter;
 pub use operations::{
     BackupInstance, BackupOp, DeleteInstance, PowerAction, RebuildInstance, ResizeInstance, Sizes, SnapshotAction,

@@ -31,8 +31,11 @@ pub const BACKUP: &str = "backup";
 /// Billing: hourly metering and monthly invoicing.
 pub const BILLING: &str = "billing";
 
+/// Notifications: the emails domain events owe.
+pub const NOTIFY: &str = "notify";
+
 /// Every queue a worker process consumes (unless `WORKER_QUEUES` names fewer).
-pub const ALL: &[&str] = &[PROVISION, POWER, RESIZE, REBUILD, DELETE, SNAPSHOT, BACKUP, BILLING];
+pub const ALL: &[&str] = &[PROVISION, POWER, RESIZE, REBUILD, DELETE, SNAPSHOT, BACKUP, BILLING, NOTIFY];
 
 /// The queue a job kind is dispatched on, for the kinds that have a worker.
 pub fn for_kind(kind: JobKind) -> Option<&'static str> {
@@ -45,7 +48,7 @@ pub fn for_kind(kind: JobKind) -> Option<&'static str> {
         JobKind::Snapshot | JobKind::Restore => Some(SNAPSHOT),
         JobKind::Backup => Some(BACKUP),
         JobKind::Meter | JobKind::Invoice => Some(BILLING),
-        _ => None,
+        JobKind::Notify => Some(NOTIFY),
     }
 }
 
@@ -68,7 +71,7 @@ mod tests {
         assert_eq!(PROVISION, "provision");
         assert_eq!(for_kind(JobKind::Provision), Some("provision"));
         assert_eq!(for_kind(JobKind::Invoice), Some(BILLING));
-        assert_eq!(for_kind(JobKind::Notify), None);
+        assert_eq!(for_kind(JobKind::Notify), Some(NOTIFY));
         assert_eq!(for_kind(JobKind::Reboot), Some(POWER));
         assert_eq!(for_kind(JobKind::Restore), Some(SNAPSHOT));
         for kind in JobKind::ALL {

@@ -10,47 +10,52 @@ use crate::api::Failure;
 /// The API's error as the user sees it; nothing when `failure` is `None`.
 #[component(inline_props)]
 pub fn ErrorBanner(failure: Signal<Option<Failure>>) -> View {
-    view! {
-        (move || match failure.get_clone() {
-            None => view! {},
-            Some(f) => {
-                let Failure { code, message, request_id, fields, .. } = f;
-                let code_attr = code.clone();
-                let fields = fields.into_iter().map(|m| view! { li { (m) } }).collect::<Vec<_>>();
-                let rid = match request_id {
-                    Some(rid) => view! { " · request " CopyId(id=rid) },
-                    None => view! {},
-                };
-                view! {
-                    div(class="banner error", role="alert", data-code=code_attr) {
-                        div(class="banner-text") {
-                            strong { (message) }
-                            ul(class="fields") { (fields) }
-                            span(class="muted") { (code) }
-                            (rid)
-                        }
-                        button(class="ghost", r#type="button", aria-label="Dismiss", on:click=move |_| failure.set(None)) { "×" }
+    dynamic(Box::new(move || match failure.get_clone() {
+        None => view! {},
+        Some(f) => {
+            let Failure { code, message, request_id, fields, .. } = f;
+            let code_attr = code.clone();
+            let fields = fields.into_iter().map(|m| view! { li { (m) } }).collect::<Vec<_>>();
+            let rid = match request_id {
+                Some(rid) => view! { " · request " CopyId(id=rid) },
+                None => view! {},
+            };
+            let dismiss = dismiss(Box::new(move || failure.set(None)));
+            view! {
+                div(class="banner error", role="alert", data-code=code_attr) {
+                    div(class="banner-text") {
+                        strong { (message) }
+                        ul(class="fields") { (fields) }
+                        span(class="muted") { (code) }
+                        (rid)
                     }
+                    (dismiss)
                 }
             }
-        })
-    }
+        }
+    }))
+}
+
+/// The × that closes a banner.
+fn dismiss(act: Box<dyn Fn()>) -> View {
+    view! { button(class="ghost", r#type="button", aria-label="Dismiss", on:click=on_click(act)) { "×" } }
 }
 
 /// A success message that can be dismissed.
 #[component(inline_props)]
 pub fn Notice(message: Signal<Option<String>>) -> View {
-    view! {
-        (move || match message.get_clone() {
-            None => view! {},
-            Some(m) => view! {
+    dynamic(Box::new(move || match message.get_clone() {
+        None => view! {},
+        Some(m) => {
+            let dismiss = dismiss(Box::new(move || message.set(None)));
+            view! {
                 div(class="banner ok", role="status") {
                     div(class="banner-text") { (m) }
-                    button(class="ghost", r#type="button", aria-label="Dismiss", on:click=move |_| message.set(None)) { "×" }
+                    (dismiss)
                 }
-            },
-        })
-    }
+            }
+        }
+    }))
 }
 
 /// A spinner with a label.
@@ -141,56 +146,83 @@ pub fn ConfirmByName(
     on_confirm: std::rc::Rc<dyn Fn(String)>,
     #[prop(default)] warning: &'static str,
 ) -> View {
-    view! {
-        (move || match pending.get_clone() {
-            None => view! {},
-            Some(target) => {
-                let typed = create_signal(String::new());
-                // The dialog takes the focus, so it can be answered from the keyboard.
-                let focus = create_node_ref();
-                on_mount(move || {
-                    if let Some(el) = focus.get().dyn_ref::<web_sys::HtmlElement>() {
-                        let _ = el.focus();
-                    }
-                });
-                let name = target.name.clone();
-                let matches = move || typed.with(|t| t.trim() == name);
-                let on_confirm = on_confirm.clone();
-                let id = target.id.clone();
-                let expected = target.name.clone();
-                let submit = move |e: web_sys::SubmitEvent| {
-                    e.prevent_default();
-                    if typed.with(|t| t.trim() == expected) {
-                        pending.set(None);
-                        on_confirm(id.clone());
-                    }
-                };
-                let escape = move |e: web_sys::KeyboardEvent| {
-                    if e.key() == "Escape" {
-                        pending.set(None);
-                    }
-                };
-                let title = format!("{verb} {}?", target.name);
-                let hint = target.name.clone();
-                let button = format!("{verb} {}", target.name);
-                let warning = (!warning.is_empty()).then(|| view! { p(class="warn") { (warning) } });
-                view! {
-                    div(class="backdrop") {
-                        form(class="dialog card", role="dialog", aria-modal="true", aria-labelledby="confirm-title",
-                             on:submit=submit, on:keydown=escape) {
-                            h2(id="confirm-title") { (title) }
-                            (warning)
-                            p { "This cannot be undone. Type " strong { (hint) } " to confirm." }
-                            label(r#for="confirm-name") { "Name" }
-                            input(id="confirm-name", r#type="text", autocomplete="off", bind:value=typed, r#ref=focus)
-                            div(class="actions") {
-                                button(r#type="button", on:click=move |_| pending.set(None)) { "Cancel" }
-                                button(class="danger", r#type="submit", data-testid="confirm", disabled=move || !matches()) { (button) }
-                            }
+    dynamic(Box::new(move || match pending.get_clone() {
+        None => view! {},
+        Some(target) => {
+            let typed = create_signal(String::new());
+            // The dialog takes the focus, so it can be answered from the keyboard.
+            let focus = create_node_ref();
+            on_mount(move || {
+                if let Some(el) = focus.get().dyn_ref::<web_sys::HtmlElement>() {
+                    let _ = el.focus();
+                }
+            });
+            let name = target.name.clone();
+            let matches = move || typed.with(|t| t.trim() == name);
+            let on_confirm = on_confirm.clone();
+            let id = target.id.clone();
+            let expected = target.name.clone();
+            let submit = on_submit(Box::new(move || {
+                if typed.with(|t| t.trim() == expected) {
+                    pending.set(None);
+                    on_confirm(id.clone());
+                }
+            }));
+            let cancel = on_click(Box::new(move || pending.set(None)));
+            let escape = move |e: web_sys::KeyboardEvent| {
+                if e.key() == "Escape" {
+                    pending.set(None);
+                }
+            };
+            let title = format!("{verb} {}?", target.name);
+            let hint = target.name.clone();
+            let button = format!("{verb} {}", target.name);
+            let warning = (!warning.is_empty()).then(|| view! { p(class="warn") { (warning) } });
+            view! {
+                div(class="backdrop") {
+                    form(class="dialog card", role="dialog", aria-modal="true", aria-labelledby="confirm-title",
+                         on:submit=submit, on:keydown=escape) {
+                        h2(id="confirm-title") { (title) }
+                        (warning)
+                        p { "This cannot be undone. Type " strong { (hint) } " to confirm." }
+                        label(r#for="confirm-name") { "Name" }
+                        input(id="confirm-name", r#type="text", autocomplete="off", bind:value=typed, r#ref=focus)
+                        div(class="actions") {
+                            button(r#type="button", on:click=cancel) { "Cancel" }
+                            button(class="danger", r#type="submit", data-testid="confirm", disabled=move || !matches()) { (button) }
                         }
                     }
                 }
             }
-        })
+        }
+    }))
+}
+
+/// A part of a view drawn again whenever the signals `draw` reads change. Boxed: every such part
+/// then shares one copy of sycamore's dynamic view in the wasm, instead of one per closure.
+pub fn dynamic(draw: Box<dyn Fn() -> View>) -> View {
+    View::from(draw)
+}
+
+/// A click handler, boxed for the same reason (one copy of the listener glue for all of them).
+pub fn on_click(act: Box<dyn Fn()>) -> impl FnMut(web_sys::MouseEvent) {
+    move |_| act()
+}
+
+/// A form's submit handler that keeps the browser from loading the page, boxed likewise.
+pub fn on_submit(act: Box<dyn Fn()>) -> impl FnMut(web_sys::SubmitEvent) {
+    move |e| {
+        e.prevent_default();
+        act()
     }
+}
+
+/// A button that runs `act`.
+pub fn button(label: &'static str, class: &'static str, act: Box<dyn Fn()>) -> View {
+    view! { button(class=class, r#type="button", on:click=on_click(act)) { (label) } }
+}
+
+/// A labelled input of type `kind` bound to `value`.
+pub fn field(id: &'static str, label: &'static str, kind: &'static str, value: Signal<String>) -> View {
+    view! { div { label(r#for=id) { (label) } input(id=id, r#type=kind, bind:value=value) } }
 }

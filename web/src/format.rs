@@ -51,6 +51,19 @@ pub fn time_str(s: &str) -> String {
     s.parse::<DateTime<chrono::FixedOffset>>().map(|t| time(&t.with_timezone(&Utc))).unwrap_or_else(|_| s.to_owned())
 }
 
+/// How long before `now` (Unix seconds) an RFC 3339 time was, in its largest unit: `just now`,
+/// `5 min ago`, `3 h ago`, `2 d ago` (as written when it is not a time).
+pub fn ago(s: &str, now: i64) -> String {
+    let Ok(t) = s.parse::<DateTime<chrono::FixedOffset>>() else { return s.to_owned() };
+    let secs = now - t.timestamp();
+    match secs {
+        ..60 => "just now".to_owned(),
+        60..3600 => format!("{} min ago", secs / 60),
+        3600..86_400 => format!("{} h ago", secs / 3600),
+        _ => format!("{} d ago", secs / 86_400),
+    }
+}
+
 /// A billing period as the API writes it (RFC 3339, its end excluded) as the days it covers:
 /// `2026-11-01 – 2026-11-30` (a time that is not one is shown as written).
 pub fn period(start: &str, end: &str) -> String {
@@ -114,6 +127,17 @@ mod tests {
         assert_eq!(time_str("soon"), "soon");
         assert_eq!(period("2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z"), "2026-11-01 – 2026-11-30");
         assert_eq!(period("2026-12-01T00:00:00+00:00", "2027-01-01T00:00:00Z"), "2026-12-01 – 2026-12-31");
+    }
+
+    #[test]
+    fn ages_keep_their_largest_unit() {
+        let now = DateTime::parse_from_rfc3339("2026-12-06T12:00:00Z").unwrap().timestamp();
+        assert_eq!(ago("2026-12-06T11:59:30Z", now), "just now");
+        assert_eq!(ago("2026-12-06T12:00:05Z", now), "just now", "a clock a little behind the server's");
+        assert_eq!(ago("2026-12-06T11:55:00+00:00", now), "5 min ago");
+        assert_eq!(ago("2026-12-06T08:59:00Z", now), "3 h ago");
+        assert_eq!(ago("2026-12-04T11:00:00Z", now), "2 d ago");
+        assert_eq!(ago("soon", now), "soon");
     }
 
     #[test]

@@ -4,12 +4,15 @@
 //
 // Environment: BASE_URL (the API serving the SPA), PVE_URL + PVE_TOKEN (pve-sim, for fault
 // injection), API_KEY (the bootstrap admin's key), CHROMIUM, SCREENSHOTS, PROFILE_ROOT (where
-// fresh browser profiles are created).
+// fresh browser profiles are created). The webhook flow starts its own receiver on 127.0.0.1:
+// the stack's webhook workers must be allowed to deliver to loopback (WEBHOOK_ALLOW_NETWORKS).
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
+import http from 'node:http';
 import https from 'node:https';
 import { chromium } from 'playwright-core';
 
@@ -85,6 +88,20 @@ function fault(method, body) {
     req.on('error', reject);
     req.end(body ? JSON.stringify(body) : undefined);
   });
+}
+
+/** A webhook receiver on a free loopback port: answers 200 and keeps every request it got. */
+async function receiver() {
+  const received = [];
+  const server = http.createServer((req, res) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (chunk) => { body += chunk; });
+    req.on('end', () => { received.push({ method: req.method, headers: req.headers, body }); res.end('ok'); });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const close = () => { server.closeAllConnections(); return new Promise((resolve) => server.close(resolve)); };
+  return { url: `http://127.0.0.1:${server.address().port}/hook`, received, close };
 }
 
 let alice;
@@ -401,6 +418,94 @@ flow('a customer sees the month to date on the dashboard and, on the Billing pag
   await page.waitForURL(`${BASE}/billing`);
   await page.getByTestId('month-total').waitFor();
   assert.deepEqual(page.errors, []);
+});
+
+flow('a customer adds a webhook endpoint, sends it a test event signed with the secret shown once, and clears the bell', async () => {
+  const { page } = alice;
+  const hook = await receiver();
+  try {
+    await page.getByRole('link', { name: 'Webhooks', exact: true }).click();
+    await page.getByRole('heading', { name: 'Webhooks', exact: true }).waitFor();
+    await page.locator('#webhook-url').fill(hook.url);
+    await page.locator('#webhook-description').fill('e2e receiver');
+    await page.getByTestId('event-types').getByLabel('apikey.created').check();
+    await page.getByRole('button', { name: 'Create endpoint' }).click();
+    const secret = (await page.getByTestId('new-secret').locator('code').textContent()).trim();
+    assert.match(secret, /^whsec_[A-Za-z0-9+/=]+$/);
+    const row = page.locator(`tr[data-webhook="${hook.url}"]`);
+    await row.locator('[data-status=enabled]').waitFor();
+    assert.match(await row.textContent(), /apikey\.created/);
+    await shot(page, '22-webhooks');
+    await page.getByRole('button', { name: 'Done' }).click();
+    await page.getByTestId('new-secret').waitFor({ state: 'detached' });
+
+    // The endpoint's page: a test event, delivered and logged with its attempt.
+    await row.getByRole('link').click();
+    await page.waitForURL(/\/webhooks\/[0-9a-f-]{36}$/);
+    await page.locator('.page-head h1').getByText(hook.url).waitFor();
+    assert.equal(await page.getByTestId('new-secret').count(), 0, 'the secret is shown only once');
+    await page.getByRole('button', { name: 'Send test event' }).click();
+    await page.locator('.banner.ok').getByText(/^Test event \w+ sent/).waitFor();
+    const delivery = page.locator('tr[data-event-type="webhook.test"]').first();
+    await delivery.locator('[data-status=succeeded]').waitFor({ timeout: 60_000 });
+    assert.equal(hook.received.length, 1, 'the receiver got the test event, once');
+    const [sent] = hook.received;
+    assert.equal(sent.method, 'POST');
+    const [id, timestamp, signature] = ['webhook-id', 'webhook-timestamp', 'webhook-signature'].map((h) => sent.headers[h]);
+    assert.ok(id && timestamp && signature, `Standard Webhooks headers: ${JSON.stringify(sent.headers)}`);
+    assert.ok(Math.abs(Date.now() / 1000 - Number(timestamp)) < 300, 'a current timestamp');
+    const key = Buffer.from(secret.slice('whsec_'.length), 'base64');
+    const expected = createHmac('sha256', key).update(`${id}.${timestamp}.${sent.body}`).digest('base64');
+    assert.ok(signature.split(' ').includes(`v1,${expected}`), 'signed with the secret shown');
+    assert.match(sent.body, /"webhook\.test"/);
+    await delivery.getByRole('button', { name: 'webhook.test' }).click();
+    const attempt = page.getByTestId('delivery').locator('tr[data-attempt]').first();
+    await attempt.waitFor();
+    assert.equal((await attempt.getByTestId('attempt-status').textContent()).trim(), '200');
+    assert.match(await page.getByTestId('payload').textContent(), /"webhook\.test"/);
+    await shot(page, '23-webhook-delivery');
+
+    // The bell: emptied first, then a new API key (an `apikey.created` notification) shows in it.
+    const bell = page.getByTestId('bell');
+    const menu = page.getByTestId('notifications');
+    await bell.click();
+    await menu.getByRole('button', { name: 'Mark all read' }).click();
+    await page.locator('[data-testid=bell][data-count="0"]').waitFor();
+    await page.keyboard.press('Escape');
+    await menu.waitFor({ state: 'detached' });
+    await page.getByRole('link', { name: 'API keys' }).click();
+    await page.locator('#key-name').fill('webhook-e2e');
+    await page.getByRole('button', { name: 'Create key' }).click();
+    await page.getByTestId('new-token').waitFor();
+    await page.getByRole('button', { name: 'Done' }).click();
+    await page.getByTestId('unread-count').waitFor({ timeout: 30_000 });
+    assert.ok(Number(await bell.getAttribute('data-count')) > 0, 'the bell counts the new notification');
+    assert.ok(Number(await page.getByTestId('unread-count').textContent()) > 0);
+    await bell.click();
+    await menu.locator('li[data-unread=true]').getByText(/webhook-e2e/).waitFor();
+    await shot(page, '24-notifications');
+    await menu.getByRole('button', { name: 'Mark all read' }).click();
+    await page.locator('[data-testid=bell][data-count="0"]').waitFor();
+    await page.getByTestId('unread-count').waitFor({ state: 'detached' });
+    await menu.locator('li[data-unread=false]').first().waitFor();
+    await menu.locator('li[data-unread=true]').first().waitFor({ state: 'detached' }); // every item shows as read
+
+    // The settings are one click away.
+    await menu.getByRole('link', { name: 'Notification settings' }).click();
+    await page.waitForURL(`${BASE}/settings/notifications`);
+    await page.locator('tr[data-type="apikey.created"]').waitFor();
+
+    // Deleted again (its URL typed), so no later event is sent to a receiver that is gone.
+    await page.getByRole('link', { name: 'Webhooks', exact: true }).click();
+    await row.getByRole('link').click();
+    await page.getByRole('button', { name: 'Delete' }).click();
+    await confirmByName(page, hook.url);
+    await page.waitForURL(`${BASE}/webhooks`);
+    await row.waitFor({ state: 'detached' });
+    assert.deepEqual(page.errors, []);
+  } finally {
+    await hook.close();
+  }
 });
 
 flow('an operator sees the queues, retries a failed job and sees the nodes', async () => {

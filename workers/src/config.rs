@@ -22,6 +22,16 @@
 //! | `JOB_MAX_WAIT_IP_SECS` | how long a started guest may take to report its IP | `300` |
 //! | `JOB_LEASE_SECS` | how long a job's ledger claim lasts unrenewed (renewed every third of it): bounds how soon a crashed worker's job is taken over | `6` |
 //! | `WORKER_NAME` | this process's name in leases | host name + pid |
+//! | `EVENTS` | `0`/`false`: this process neither relays domain events nor delivers webhooks and notifications (a pool dedicated to other queues) | on |
+//! | `WEBHOOK_ALLOW_NETWORKS` | networks webhook deliveries may reach although the SSRF guard refuses them, `127.0.0.0/8,::1/128` (`make dev` allows loopback) | none |
+//! | `WEBHOOK_CONCURRENCY` | webhook attempts in flight at once in this process | `64` |
+//! | `SMTP_HOST` | the mail server notification emails go through (unset: no email) | none |
+//! | `SMTP_PORT` | its port | `587` (`25` with `SMTP_TLS=none`, `465` with `tls`) |
+//! | `SMTP_TLS` | `none`, `starttls` (required) or `tls` (from the first byte) | `starttls` |
+//! | `SMTP_USERNAME`, `SMTP_PASSWORD` | credentials, when the server asks | none |
+//! | `SMTP_FROM` | the sender, `Name <address>` | `Nimbus <nimbus@localhost>` |
+//! | `NOTIFY_TEMPLATE_DIR` | a folder of `{type}.html.hbs` / `{type}.txt.hbs` / `{type}.subject.hbs` overriding the built-in email templates | none |
+//! | `PUBLIC_URL` | the console's address, for links in emails | none |
 //! | `RUST_LOG` | log filter | `info` |
 
 use std::collections::HashMap;
@@ -56,6 +66,14 @@ pub struct Config {
     pub queue_concurrency: HashMap<String, u32>,
     /// `NODE_CAP`.
     pub node_cap: u32,
+    /// `EVENTS`.
+    pub events: bool,
+    /// `WEBHOOK_ALLOW_NETWORKS`.
+    pub webhook_allow: nimbus_webhooks::AllowList,
+    /// `WEBHOOK_CONCURRENCY`.
+    pub webhook_concurrency: usize,
+    /// `SMTP_*`, `NOTIFY_TEMPLATE_DIR`, `PUBLIC_URL` (`None` without `SMTP_HOST`).
+    pub mail: Option<crate::notify::MailConfig>,
     /// `NODE_CAPS`.
     pub node_caps: HashMap<String, u32>,
     /// `PVE_RATE_LIMIT` (0: no cap).
@@ -181,7 +199,41 @@ impl Config {
                 .unwrap_or_else(|_| "worker".into());
             format!("{host}-{}", std::process::id())
         });
+        let events = !matches!(get("EVENTS").as_deref(), Some("0" | "false"));
+        let webhook_allow = nimbus_webhooks::AllowList::parse(&get("WEBHOOK_ALLOW_NETWORKS").unwrap_or_default())
+            .map_err(|e| err("WEBHOOK_ALLOW_NETWORKS", e))?;
+        let webhook_concurrency = positive("WEBHOOK_CONCURRENCY", get("WEBHOOK_CONCURRENCY"), 64)?;
+        let mail = match get("SMTP_HOST") {
+            None => None,
+            Some(host) => {
+                let tls: crate::notify::SmtpTls =
+                    get("SMTP_TLS").as_deref().unwrap_or("starttls").parse().map_err(|e| err("SMTP_TLS", e))?;
+                let default_port = match tls {
+                    crate::notify::SmtpTls::None => 25,
+                    crate::notify::SmtpTls::StartTls => 587,
+                    crate::notify::SmtpTls::Tls => 465,
+                };
+                let port = get("SMTP_PORT")
+                    .map(|p| p.parse::<u16>().map_err(|_| err("SMTP_PORT", "must be a port number")))
+                    .transpose()?
+                    .unwrap_or(default_port);
+                Some(crate::notify::MailConfig {
+                    host,
+                    port,
+                    tls,
+                    username: get("SMTP_USERNAME"),
+                    password: get("SMTP_PASSWORD"),
+                    from: get("SMTP_FROM").unwrap_or_else(|| "Nimbus <nimbus@localhost>".into()),
+                    template_dir: get("NOTIFY_TEMPLATE_DIR").map(Into::into),
+                    console_url: get("PUBLIC_URL"),
+                })
+            }
+        };
         Ok(Config {
+            events,
+            webhook_allow,
+            webhook_concurrency,
+            mail,
             database_url: required("DATABASE_URL")?,
             database_max_connections,
             redis_url: required("REDIS_URL")?,

@@ -69,6 +69,8 @@ pub struct Env {
     pub events: JobEventPublisher,
     /// Claims of concurrently delivered jobs, group-committed.
     pub ledger: nimbus_jobs::LedgerWriter,
+    /// Sends notification emails (`None`: email is not configured).
+    pub mail: Option<crate::notify::Mailer>,
 }
 
 impl Env {

@@ -19,6 +19,9 @@
 //! * [`scheduler`]: cron schedules fire exactly once across replicas (DESIGN §9).
 //! * [`relay`]: the outbox relay and its sweep for lost dispatches; [`recovery`]: the lease
 //!   recovery tick.
+//! * [`events`]: domain events relayed to a Redis stream and read by consumer groups;
+//!   [`webhook_delivery`]: signed webhook deliveries through the SSRF guard, with retries;
+//!   [`notify`]: the `notify` queue's emails.
 //! * [`env`]: what handlers share; [`config`]: the environment variables; [`runtime`]: the
 //!   wiring `main.rs` runs.
 
@@ -27,8 +30,10 @@ pub mod billing;
 pub mod config;
 pub mod delete;
 pub mod env;
+pub mod events;
 pub mod guest_ops;
 pub mod node_caps;
+pub mod notify;
 pub mod power;
 pub mod provision_vm;
 pub mod pve_rate;
@@ -42,5 +47,6 @@ pub mod runtime;
 pub mod scheduler;
 pub mod snapshot;
 pub mod step_machine;
+pub mod webhook_delivery;
 
 pub use env::{Env, Settings};

@@ -24,6 +24,14 @@ async fn main() -> anyhow::Result<()> {
         concurrency: config.concurrency,
         queue_concurrency: config.queue_concurrency.clone(),
         queues: config.queues.clone(),
+        events: config.events.then(|| runtime::EventsOptions {
+            delivery: nimbus_worker::webhook_delivery::DeliveryConfig {
+                allow: config.webhook_allow.clone(),
+                concurrency: config.webhook_concurrency,
+                ..Default::default()
+            },
+            ..Default::default()
+        }),
         ..RuntimeOptions::default()
     };
     runtime::run(env, queues, options).await?;

@@ -19,13 +19,18 @@ use crate::billing::{self, Billing};
 use crate::config::Config;
 use crate::delete::Delete;
 use crate::env::{Env, Settings};
+use crate::events::consumer::{Consumer, ConsumerConfig};
+use crate::events::relay::{EventRelay, EventRelayConfig};
+use crate::events::sinks::{self, NotificationSink, WebhookSink};
 use crate::node_caps::NodeCaps;
+use crate::notify::Notify;
 use crate::power::Power;
 use crate::provision_vm::Provision;
 use crate::relay::{Relay, RelayConfig};
 use crate::resize::Resize;
 use crate::snapshot::Snapshot;
 use crate::step_machine::handle;
+use crate::webhook_delivery::{Deliverer, DeliveryConfig};
 use crate::{reconciler, recovery, scheduler};
 
 /// How the loops run.
@@ -45,8 +50,21 @@ pub struct RuntimeOptions {
     pub reconcile_every: Option<Duration>,
     /// Period of the scheduler (`None`: off).
     pub schedule_every: Option<Duration>,
-    /// The time schedules fire by.
+    /// The time schedules fire by, and webhook retries.
     pub clock: Arc<dyn nimbus_jobs::Clock>,
+    /// Domain events and what reads them (`None`: off in this process).
+    pub events: Option<EventsOptions>,
+}
+
+/// How domain events reach webhooks, the feed and email.
+#[derive(Clone, Debug, Default)]
+pub struct EventsOptions {
+    /// The events relay.
+    pub relay: EventRelayConfig,
+    /// The consumer groups.
+    pub consumer: ConsumerConfig,
+    /// Webhook deliveries.
+    pub delivery: DeliveryConfig,
 }
 
 impl Default for RuntimeOptions {
@@ -60,6 +78,7 @@ impl Default for RuntimeOptions {
             reconcile_every: Some(Duration::from_secs(5)),
             schedule_every: Some(Duration::from_secs(1)),
             clock: Arc::new(nimbus_jobs::SystemClock),
+            events: Some(EventsOptions::default()),
         }
     }
 }
@@ -107,7 +126,8 @@ pub async fn connect(config: &Config, shutdown: CancellationToken) -> anyhow::Re
         .await
         .context("connecting to Redis")?;
     let worker_id = config.worker_name.clone();
-    let env = Env { db, pve, caps, backup_lanes, settings, worker_id, shutdown, events, ledger };
+    let mail = config.mail.as_ref().map(crate::notify::Mailer::new).transpose().context("email settings")?;
+    let env = Env { db, pve, caps, backup_lanes, settings, worker_id, shutdown, events, ledger, mail };
     Ok((Arc::new(env), queues))
 }
 
@@ -128,6 +148,10 @@ pub async fn run(env: Arc<Env>, queues: Queues, options: RuntimeOptions) -> anyh
     let scheduler = options.schedule_every.map(|every| {
         tokio::spawn(scheduler::run(env.db.clone(), queues.clone(), options.clock.clone(), every, shutdown.clone()))
     });
+    let event_tasks = match &options.events {
+        Some(events) => start_events(&env, &queues, events, options.clock.clone()).await,
+        None => Vec::new(),
+    };
     let pools: Vec<_> = options
         .queues
         .iter()
@@ -147,7 +171,7 @@ pub async fn run(env: Arc<Env>, queues: Queues, options: RuntimeOptions) -> anyh
     }
     let _ = relay.await;
     let _ = recovery.await;
-    for task in [reconciler, scheduler].into_iter().flatten() {
+    for task in [reconciler, scheduler].into_iter().flatten().chain(event_tasks) {
         let _ = task.await;
     }
     failed.map_or(Ok(()), Err)
@@ -185,9 +209,62 @@ async fn pool(env: Arc<Env>, queues: Queues, name: &'static str, concurrency: us
         queues::SNAPSHOT => builder.build(handle::<Snapshot>).run_until(stop).await,
         queues::BACKUP => builder.build(handle::<Backup>).run_until(stop).await,
         queues::BILLING => builder.build(handle::<Billing>).run_until(stop).await,
+        queues::NOTIFY => builder.build(handle::<Notify>).run_until(stop).await,
         other => {
             tracing::error!(queue = other, "no handler for this queue");
             Ok(())
         }
     }
+}
+
+/// Starts the events relay, the two consumer groups and the webhook deliverer; without Redis
+/// (or a bad setting) logs why and starts none: jobs still run, and the events wait in Postgres.
+async fn start_events(
+    env: &Arc<Env>,
+    queues: &Queues,
+    options: &EventsOptions,
+    clock: Arc<dyn nimbus_jobs::Clock>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let shutdown = env.shutdown.clone();
+    let prefix = queues.key_prefix().to_owned();
+    let redis = match queues.client().get_connection_manager().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "Redis unavailable: domain events are not relayed by this process");
+            return Vec::new();
+        }
+    };
+    let deliverer =
+        match Deliverer::new(env.db.clone(), redis.clone(), &prefix, clock.clone(), options.delivery.clone()) {
+            Ok(d) => Arc::new(d),
+            Err(e) => {
+                tracing::error!(error = %e, "webhook deliveries cannot start");
+                return Vec::new();
+            }
+        };
+    let (fresh_tx, fresh_rx) = tokio::sync::mpsc::channel(1024);
+    let stream = crate::events::stream_key(&prefix);
+    let relay = EventRelay::new(env.db.clone(), redis, &prefix, options.relay.clone());
+    let webhooks = Consumer::new(
+        queues.client().clone(),
+        stream.clone(),
+        sinks::WEBHOOKS,
+        env.worker_id.clone(),
+        WebhookSink::new(env.db.clone(), clock, fresh_tx),
+        options.consumer.clone(),
+    );
+    let notifications = Consumer::new(
+        queues.client().clone(),
+        stream,
+        sinks::NOTIFICATIONS,
+        env.worker_id.clone(),
+        NotificationSink::new(env.db.clone(), env.events.clone(), env.mail.is_some()),
+        options.consumer.clone(),
+    );
+    vec![
+        tokio::spawn(relay.run(shutdown.clone())),
+        tokio::spawn(webhooks.run(shutdown.clone())),
+        tokio::spawn(notifications.run(shutdown.clone())),
+        tokio::spawn(deliverer.run(fresh_rx, shutdown)),
+    ]
 }

@@ -62,6 +62,28 @@ pub const CATALOG: &[RouteSpec] = &[
     route("GET", "/auth/callback", Public),
     route("POST", "/auth/logout", Public),
     route("GET", "/v1/me", Tenant),
+    // webhooks.rs
+    route("GET", "/v1/webhooks/event-types", Tenant),
+    route("GET", "/v1/webhooks", Tenant),
+    route("POST", "/v1/webhooks", Tenant),
+    route("GET", "/v1/webhooks/{id}", Tenant),
+    route("PATCH", "/v1/webhooks/{id}", Tenant),
+    route("DELETE", "/v1/webhooks/{id}", Tenant),
+    route("POST", "/v1/webhooks/{id}/secret/rotate", Tenant),
+    route("POST", "/v1/webhooks/{id}/test", Tenant),
+    route("GET", "/v1/webhooks/{id}/deliveries", Tenant),
+    route("GET", "/v1/webhooks/{id}/deliveries/{delivery}", Tenant),
+    route("POST", "/v1/webhooks/{id}/deliveries/{delivery}/replay", Tenant),
+    route("POST", "/v1/webhooks/{id}/recover", Tenant),
+    // admin_webhooks.rs
+    route("GET", "/v1/admin/webhooks", Operator),
+    // notifications.rs
+    route("GET", "/v1/notifications", Tenant),
+    route("POST", "/v1/notifications/read-all", Tenant),
+    route("GET", "/v1/notifications/stream", Tenant),
+    route("POST", "/v1/notifications/{id}/read", Tenant),
+    route("GET", "/v1/me/notifications", Tenant),
+    route("PUT", "/v1/me/notifications", Tenant),
     // apikeys.rs
     route("GET", "/v1/auth/apikeys", Tenant),
     route("POST", "/v1/auth/apikeys", Tenant),

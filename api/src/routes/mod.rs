@@ -9,12 +9,14 @@ pub mod admin_queues;
 pub mod admin_schedules;
 pub mod admin_users;
 pub mod admin_vms;
+pub mod admin_webhooks;
 pub mod apikeys;
 pub mod auth;
 pub mod billing;
 pub mod catalog;
 pub mod health;
 pub mod jobs;
+pub mod notifications;
 pub mod payments;
 pub mod quota;
 pub mod stream_auth;
@@ -28,6 +30,7 @@ pub mod vm_restore;
 pub mod vm_snapshots;
 pub mod vms;
 pub mod web;
+pub mod webhooks;
 
 pub use catalog::{Access, RouteSpec, catalog};
 

@@ -36,6 +36,8 @@ enum Fixture {
     Schedule,
     Invoice,
     Plan,
+    Webhook,
+    Notification,
 }
 
 /// A JSON body built from the fixtures (so that a route that wrongly let the call through
@@ -64,6 +66,35 @@ const CASES: &[(&str, &str, Case)] = &[
     ("GET", "/auth/callback", Case::Public),
     ("POST", "/auth/logout", Case::Public),
     ("GET", "/v1/me", Case::Collection { body: None }),
+    ("GET", "/v1/webhooks/event-types", Case::Collection { body: None }),
+    ("GET", "/v1/webhooks", Case::Collection { body: None }),
+    ("POST", "/v1/webhooks", Case::Collection { body: Some(|_| json!({"url": "http://127.0.0.1:9/in"})) }),
+    ("GET", "/v1/webhooks/{id}", Case::ById { id: Fixture::Webhook, body: None }),
+    ("PATCH", "/v1/webhooks/{id}", Case::ById { id: Fixture::Webhook, body: Some(|_| json!({"enabled": false})) }),
+    ("DELETE", "/v1/webhooks/{id}", Case::ById { id: Fixture::Webhook, body: None }),
+    ("POST", "/v1/webhooks/{id}/secret/rotate", Case::ById { id: Fixture::Webhook, body: None }),
+    ("POST", "/v1/webhooks/{id}/test", Case::ById { id: Fixture::Webhook, body: None }),
+    ("GET", "/v1/webhooks/{id}/deliveries", Case::ById { id: Fixture::Webhook, body: None }),
+    ("GET", "/v1/webhooks/{id}/deliveries/{delivery}", Case::ById { id: Fixture::Webhook, body: None }),
+    ("POST", "/v1/webhooks/{id}/deliveries/{delivery}/replay", Case::ById { id: Fixture::Webhook, body: None }),
+    (
+        "POST",
+        "/v1/webhooks/{id}/recover",
+        Case::ById { id: Fixture::Webhook, body: Some(|_| json!({"since": "2026-01-01T00:00:00Z"})) },
+    ),
+    ("GET", "/v1/admin/webhooks", Case::Operator { id: None, body: None }),
+    ("GET", "/v1/notifications", Case::Collection { body: None }),
+    ("POST", "/v1/notifications/read-all", Case::Collection { body: None }),
+    ("GET", "/v1/notifications/stream", Case::Collection { body: None }),
+    ("POST", "/v1/notifications/{id}/read", Case::ById { id: Fixture::Notification, body: None }),
+    ("GET", "/v1/me/notifications", Case::Collection { body: None }),
+    (
+        "PUT",
+        "/v1/me/notifications",
+        Case::Collection {
+            body: Some(|_| json!({"preferences": [{"type": "job.failed", "email": false, "inApp": false}]})),
+        },
+    ),
     ("GET", "/v1/auth/apikeys", Case::Collection { body: None }),
     ("POST", "/v1/auth/apikeys", Case::Collection { body: Some(|_| json!({"name": "probe", "scopes": ["read"]})) }),
     ("DELETE", "/v1/auth/apikeys/{id}", Case::ById { id: Fixture::ApiKey, body: None }),
@@ -222,6 +253,8 @@ struct World {
     a_schedule: String,
     /// An invoice of tenant A (this month's usage so far).
     a_invoice: String,
+    a_webhook: String,
+    a_notification: String,
 }
 
 impl World {
@@ -283,7 +316,46 @@ impl World {
         let invoice = nimbus_db::invoices::issue(&mut tx, a, from, to).await.unwrap().expect("A has usage");
         tx.commit().await.unwrap();
         let a_invoice = invoice.id.to_string();
+        let secret = nimbus_webhooks::Secret::generate().encode();
+        let new = nimbus_db::webhooks::NewEndpoint {
+            url: "http://127.0.0.1:9/a",
+            description: "A's",
+            event_types: &[],
+            enabled: true,
+            rate_limit: None,
+            secret: &secret,
+        };
+        let a_webhook = nimbus_db::webhooks::create(app.pool(), a, &new).await.unwrap().id.to_string();
+        let event = nimbus_db::events::NewEvent {
+            kind: "job.failed",
+            at: chrono::Utc::now(),
+            tenant: Some(a),
+            resource: None,
+            data: json!({}),
+        };
+        let event = nimbus_db::events::record(app.pool(), &event).await.unwrap();
+        nimbus_db::notifications::add_to_feeds(app.pool(), &[event], &["A's notice".to_owned()]).await.unwrap();
+        let a_notification: uuid::Uuid = sqlx::query_scalar("select id from notifications where event_id = $1 limit 1")
+            .bind(event)
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+        let a_notification = a_notification.to_string();
+        // A delivery under the endpoint's own id, so the delivery routes (whose two ids the
+        // matrix fills with one) name a real one.
+        sqlx::query(
+            "insert into webhook_deliveries (id, tenant_id, endpoint_id, event_id, event_type, payload, next_attempt_at) \
+             values ($1::uuid, $2, $1::uuid, $3, 'job.failed', '{}', now() + interval '1 day')",
+        )
+        .bind(&a_webhook)
+        .bind(a.as_uuid())
+        .bind(event)
+        .execute(app.pool())
+        .await
+        .unwrap();
         World {
+            a_webhook,
+            a_notification,
             a_schedule,
             a_invoice,
             a_admin: app.token.clone(),
@@ -312,6 +384,8 @@ impl World {
             Fixture::Schedule => self.a_schedule.clone(),
             Fixture::Invoice => self.a_invoice.clone(),
             Fixture::Plan => self.other_plan.clone(),
+            Fixture::Webhook => self.a_webhook.clone(),
+            Fixture::Notification => self.a_notification.clone(),
         }
     }
 
@@ -325,6 +399,8 @@ impl World {
             self.a_user.to_string(),
             self.a_schedule.clone(),
             self.a_invoice.clone(),
+            self.a_webhook.clone(),
+            self.a_notification.clone(),
         ]
     }
 }

@@ -23,3 +23,4 @@ mod support;
 mod tenant_errors;
 mod vms;
 mod web;
+mod webhooks;

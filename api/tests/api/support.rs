@@ -363,6 +363,7 @@ impl Worker {
             shutdown: CancellationToken::new(),
             events: nimbus_jobs::JobEventPublisher::new(app.redis.client().clone(), &key_prefix),
             ledger: Env::ledger_writer(app.pool(), "w1", lease),
+            mail: None,
         });
         let options = RuntimeOptions {
             concurrency: 2,

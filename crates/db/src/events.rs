@@ -24,6 +24,10 @@ pub mod types {
     pub const TENANT_SUSPENDED: &str = "tenant.suspended";
     /// The tenant's suspension was lifted.
     pub const TENANT_RESUMED: &str = "tenant.resumed";
+    /// A webhook endpoint was disabled by the system (its receiver is gone, or it kept failing).
+    pub const WEBHOOK_ENDPOINT_DISABLED: &str = "webhook.endpoint_disabled";
+    /// "Send test event" for one webhook endpoint.
+    pub const WEBHOOK_TEST: &str = "webhook.test";
 }
 
 /// An event to record.
@@ -96,4 +100,46 @@ pub async fn for_tenant(ex: impl PgExecutor<'_>, tenant: TenantId, kind: Option<
     .bind(kind)
     .fetch_all(ex)
     .await?)
+}
+
+/// The events `ids`, in `seq` order.
+pub async fn by_ids(ex: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<Vec<Event>> {
+    Ok(sqlx::query_as(
+        "select id, seq, type, occurred_at, tenant_id, resource_type, resource_id, data from events \
+         where id = any($1) order by seq",
+    )
+    .bind(ids)
+    .fetch_all(ex)
+    .await?)
+}
+
+/// One event.
+pub async fn get(ex: impl PgExecutor<'_>, id: Uuid) -> Result<Event> {
+    Ok(sqlx::query_as(
+        "select id, seq, type, occurred_at, tenant_id, resource_type, resource_id, data from events where id = $1",
+    )
+    .bind(id)
+    .fetch_one(ex)
+    .await?)
+}
+
+/// Takes up to `limit` events not relayed yet, oldest first, locked (`SKIP LOCKED`) until the
+/// transaction ends, so relays in several processes share the work.
+pub async fn fetch_unrelayed(tx: &mut sqlx::PgConnection, limit: i64) -> Result<Vec<Event>> {
+    Ok(sqlx::query_as(
+        "select id, seq, type, occurred_at, tenant_id, resource_type, resource_id, data from events \
+         where relayed_at is null order by seq limit $1 for update skip locked",
+    )
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?)
+}
+
+/// Marks events relayed.
+pub async fn mark_relayed(ex: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<u64> {
+    Ok(sqlx::query("update events set relayed_at = now() where id = any($1)")
+        .bind(ids)
+        .execute(ex)
+        .await?
+        .rows_affected())
 }

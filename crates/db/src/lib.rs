@@ -36,6 +36,7 @@ pub mod instances;
 pub mod invoices;
 pub mod jobs;
 pub mod ladder;
+pub mod notifications;
 pub mod operations;
 pub mod outbox;
 pub mod payments;
@@ -48,6 +49,7 @@ pub mod seed;
 pub mod tenants;
 pub mod usage;
 pub mod users;
+pub mod webhooks;
 
 use std::time::Duration;
 

@@ -104,6 +104,10 @@ error_codes! {
     AttemptsExhausted => ("ATTEMPTS_EXHAUSTED", 503),
     /// Job: cancelled before it ran.
     Cancelled => ("CANCELLED", 409),
+    /// The mail server refused a notification's address for good (it is not tried again).
+    EmailRejected => ("EMAIL_REJECTED", 422),
+    /// The mail server could not be reached or refused for now (the email is retried).
+    EmailUnavailable => ("EMAIL_UNAVAILABLE", 503),
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod backup;
 pub mod envelope;
 pub mod error;
+pub mod events;
 pub mod ids;
 pub mod job;
 pub mod money;

@@ -17,4 +17,8 @@ pub mod instance_snapshots;
 pub mod instances;
 pub mod job;
 pub mod keys;
+pub mod notifications;
 pub mod signin;
+pub mod webhook;
+pub mod webhook_deliveries;
+pub mod webhooks;

@@ -13,3 +13,4 @@ mod relay;
 mod restore;
 mod scheduler;
 mod support;
+mod webhooks;

@@ -116,18 +116,30 @@ impl Harness {
             shutdown: CancellationToken::new(),
             events: nimbus_jobs::JobEventPublisher::new(self.redis.client().clone(), &self.key_prefix()),
             ledger: Env::ledger_writer(self.db.app_pool(), worker, settings_lease),
+            mail: None,
         })
     }
 
     /// Starts a worker runtime named `worker`.
     pub async fn start(&self, worker: &str, concurrency: usize) -> Running {
+        self.start_with(worker, concurrency, |_| {}).await
+    }
+
+    /// Starts a worker runtime named `worker`, its options changed by `adjust`.
+    pub async fn start_with(
+        &self,
+        worker: &str,
+        concurrency: usize,
+        adjust: impl FnOnce(&mut RuntimeOptions),
+    ) -> Running {
         let env = self.env(worker, 4).await;
-        let options = RuntimeOptions {
+        let mut options = RuntimeOptions {
             concurrency,
             relay: RelayConfig { idle: Duration::from_millis(20), ..RelayConfig::default() },
             recovery_every: Duration::from_millis(200),
             ..RuntimeOptions::default()
         };
+        adjust(&mut options);
         let handle = tokio::spawn(runtime::run(env.clone(), self.queues(), options));
         Running { env, handle }
     }
@@ -280,6 +292,8 @@ impl Workers {
             .env("PVE_FINGERPRINT", fingerprint)
             .env("WORKER_NAME", name)
             .env("WORKER_CONCURRENCY", "2")
+            // Webhook receivers in tests listen on loopback.
+            .env("WEBHOOK_ALLOW_NETWORKS", "127.0.0.1/32")
             .env("JOB_MAX_WAIT_IP_SECS", "30")
             .env(LEASE_ENV.0, LEASE_ENV.1)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
