@@ -9,6 +9,8 @@ mkdir -p .dev
 pve_listen="${PVE_SIM_LISTEN:-127.0.0.1:8006}"
 api_listen="${NIMBUS_LISTEN:-127.0.0.1:8080}"
 oidc_port="${OIDC_PORT:-9400}"
+smtp_port="${SMTP_CATCHER_PORT:-1025}"
+inbox_port="${SMTP_INBOX_PORT:-1080}"
 
 cargo build -p pve-sim -p nimbus-api -p nimbus-worker --bins
 # The portal, served by the API at / (NIMBUS_WEB_DIST below).
@@ -61,6 +63,16 @@ export OIDC_ISSUER="$NIMBUS_TEST_OIDC_ISSUER" OIDC_CLIENT_ID=nimbus OIDC_CLIENT_
 export PUBLIC_URL="http://$api_listen"
 export NIMBUS_WEB_DIST="$PWD/web/dist"
 
+# The SMTP catcher with a web inbox: every notification email lands there (started directly, not
+# through npx, so stopping it stops it).
+node infra/maildev/node_modules/maildev/dist/bin/maildev.js --smtp "$smtp_port" --web "$inbox_port" \
+  --ip 127.0.0.1 --web-ip 127.0.0.1 > .dev/maildev.log 2>&1 &
+pids+=($!)
+export SMTP_HOST=127.0.0.1 SMTP_PORT="$smtp_port" SMTP_TLS=none SMTP_FROM="Nimbus <nimbus@nimbus.dev>"
+# A developer points webhook endpoints at a listener on this machine; production allows no
+# private or loopback address (README "Webhooks").
+export WEBHOOK_ALLOW_NETWORKS="127.0.0.0/8,::1/128"
+
 # The demo tenant, its admin and API key: created once, the key kept (mode 600) so re-runs can show it.
 if [ ! -s .dev/admin-api-key ]; then
   "$bin/nimbus-api" bootstrap --tenant Demo --email admin@nimbus.dev | tee .dev/bootstrap.txt
@@ -89,6 +101,8 @@ Nimbus development stack
   admin key:   $(cat .dev/admin-api-key)   (tenant Demo, admin@nimbus.dev)
   Sign-in:     http://$api_listen/auth/login   via the dev OpenID provider $OIDC_ISSUER (log in .dev/oidc/oidc.log)
                admin@nimbus.test / admin-pass (admin)   alice@acme.test / alice-pass   bob@globex.test / bob-pass
+  Email:       http://127.0.0.1:$inbox_port/   (the SMTP catcher's inbox; notification emails land there)
+  Webhooks:    endpoints may point at loopback listeners here (WEBHOOK_ALLOW_NETWORKS=$WEBHOOK_ALLOW_NETWORKS)
   Proxmox:     https://$pve_listen/api2/json (simulated; token in .dev/pve-token, log in .dev/pve-sim.log)
   PostgreSQL:  $NIMBUS_APP_DATABASE_URL   (the API and workers: role nimbus_app)
                $NIMBUS_DATABASE_URL   (the tables' owner: migrations)

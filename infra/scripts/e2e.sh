@@ -88,7 +88,9 @@ export OIDC_ISSUER="$NIMBUS_TEST_OIDC_ISSUER" OIDC_CLIENT_SECRET=nimbus-dev-secr
 pids+=($!)
 wait_for "$base/readyz" "the API" "$work/api.log"
 for n in 1 2; do
-  WORKER_NAME="e2e-worker-$n" JOB_MAX_WAIT_IP_SECS=30 "$bin/nimbus-worker" >"$work/worker-$n.log" 2>&1 &
+  # The browser flow's webhook receiver listens on loopback.
+  WORKER_NAME="e2e-worker-$n" JOB_MAX_WAIT_IP_SECS=30 WEBHOOK_ALLOW_NETWORKS=127.0.0.1/32 \
+    "$bin/nimbus-worker" >"$work/worker-$n.log" 2>&1 &
   pids+=($!)
 done
 

@@ -48,6 +48,12 @@ if [ ! -d infra/oidc/node_modules/oidc-provider ] || [ infra/oidc/package-lock.j
   touch infra/oidc/node_modules
 fi
 
+# The SMTP catcher with a web inbox that `make dev` starts (infra/maildev).
+if [ ! -d infra/maildev/node_modules/maildev ] || [ infra/maildev/package-lock.json -nt infra/maildev/node_modules ]; then
+  (cd infra/maildev && npm ci --no-audit --no-fund --loglevel=error)
+  touch infra/maildev/node_modules
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "installing cargo-nextest"
   cargo install --locked cargo-nextest

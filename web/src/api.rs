@@ -178,3 +178,32 @@ pub async fn act(
     }
     decode::<ApiResponse<serde_json::Value>>(answer).map(|r| r.data)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, text: &str) -> Answer {
+        Answer { status, text: text.to_owned(), request_id: Some("header-rid".into()) }
+    }
+
+    #[test]
+    fn a_failure_says_what_the_api_said() {
+        let f = failure(answer(
+            400,
+            r#"{"error": {"code": "VALIDATION_FAILED", "message": "The request is invalid.",
+                "details": {"fields": [{"field": "url", "message": "must be an http(s) URL"}]}},
+                "meta": {"requestId": "rid-1", "timestamp": "2026-12-06T10:00:00Z"}}"#,
+        ));
+        assert_eq!(
+            (f.status, f.code.as_str(), f.message.as_str()),
+            (400, "VALIDATION_FAILED", "The request is invalid.")
+        );
+        assert_eq!(f.request_id.as_deref(), Some("rid-1"));
+        assert_eq!(f.fields, ["url: must be an http(s) URL"]);
+        let unknown = failure(answer(409, r#"{"error": {"code": "SOMETHING_NEW", "message": "no", "details": null}}"#));
+        assert_eq!((unknown.code.as_str(), unknown.request_id.as_deref()), ("SOMETHING_NEW", Some("header-rid")));
+        let bare = failure(answer(502, "Bad Gateway"));
+        assert_eq!((bare.code.as_str(), bare.message.as_str()), ("HTTP_502", "the API answered 502"));
+    }
+}

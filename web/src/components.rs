@@ -1,5 +1,7 @@
 //! Small pieces every page uses: the error banner (the API's message, code and request id),
-//! loading and empty states, status badges, copyable ids and progress bars.
+//! loading and empty states, status badges, copyable ids and progress bars; and boxed helpers
+//! for dynamic parts, handlers, buttons and fields, which keep the first load small (sycamore
+//! compiles its dynamic-view and listener code once per closure type).
 
 use sycamore::prelude::*;
 use wasm_bindgen::JsCast;
@@ -103,12 +105,27 @@ pub fn Badge(status: String) -> View {
 
 /// The operation in progress on an instance, linked to its job (a dash when there is none).
 pub fn operation_cell(operation: Option<nimbus_domain::JobHandle>) -> View {
+    operation_link(operation.map(|o| {
+        let label = format!("{} · {} {}%", o.kind, crate::format::job_status(o.status), o.progress);
+        (o.id.to_string(), label, o.step.unwrap_or_default())
+    }))
+}
+
+/// [`operation_cell`] of an operation read as a JSON value (`null`: none).
+pub fn operation_cell_json(o: &serde_json::Value) -> View {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    operation_link(o.is_object().then(|| {
+        let label = format!("{} · {} {}%", text(&o["kind"]), text(&o["status"]), o["progress"]);
+        (text(&o["id"]), label, text(&o["step"]))
+    }))
+}
+
+/// The link to an operation's job: its id, label and current step.
+fn operation_link(operation: Option<(String, String, String)>) -> View {
     match operation {
         None => view! { span(class="muted") { "—" } },
-        Some(o) => {
-            let href = format!("/jobs/{}", o.id);
-            let label = format!("{} · {} {}%", o.kind, crate::format::job_status(o.status), o.progress);
-            let step = o.step.clone().unwrap_or_default();
+        Some((id, label, step)) => {
+            let href = format!("/jobs/{id}");
             view! { a(class="operation", href=href, title=step, data-testid="row-operation") { (label) } }
         }
     }

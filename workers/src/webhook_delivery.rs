@@ -11,8 +11,9 @@
 //! 3. sends it through the SSRF guard (an address-literal URL is judged first; names are judged
 //!    by the client's resolver, on the address connected to), never following redirects, with a
 //!    15 s timeout;
-//! 4. logs the attempt (status, latency, the first KiB of the answer, or why there was none) and
-//!    settles the delivery: 2xx succeeded; 410 failed and the endpoint disabled; otherwise the
+//! 4. hands what came of it to the settler, which logs the attempts (status, latency, the first
+//!    KiB of the answer, or why there was none) a batch at a time, in one transaction (one commit
+//!    for many attempts; until it commits, the deliveries stay held), and settles each delivery: 2xx succeeded; 410 failed and the endpoint disabled; otherwise the
 //!    next attempt by the schedule with jitter (a `Retry-After` longer than the wait is
 //!    honoured), or failed when the schedule has run out.
 //!
@@ -36,6 +37,8 @@ use uuid::Uuid;
 
 /// The most of an answer kept in the log.
 const RESPONSE_KEPT: usize = 1024;
+/// The most attempts settled in one transaction.
+const SETTLE_BATCH: usize = 512;
 
 /// Delivery settings.
 #[derive(Clone, Debug)]
@@ -74,6 +77,8 @@ pub struct Deliverer {
     clock: Arc<dyn Clock>,
     config: DeliveryConfig,
     slots: Arc<Semaphore>,
+    settled: mpsc::Sender<(Claimed, AttemptResult)>,
+    to_settle: parking_lot::Mutex<Option<mpsc::Receiver<(Claimed, AttemptResult)>>>,
 }
 
 impl Deliverer {
@@ -109,11 +114,26 @@ impl Deliverer {
             .build()
             .context("building the webhook client")?;
         let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
-        Ok(Deliverer { db, redis, key_prefix: key_prefix.to_owned(), client, guard, clock, config, slots })
+        let (settled, to_settle) = mpsc::channel(SETTLE_BATCH * 4);
+        Ok(Deliverer {
+            db,
+            redis,
+            key_prefix: key_prefix.to_owned(),
+            client,
+            guard,
+            clock,
+            config,
+            slots,
+            settled,
+            to_settle: parking_lot::Mutex::new(Some(to_settle)),
+        })
     }
 
     /// Delivers until `shutdown`: `fresh` deliveries at once, due ones every `poll`.
     pub async fn run(self: Arc<Self>, mut fresh: mpsc::Receiver<Vec<Uuid>>, shutdown: CancellationToken) {
+        let drained = CancellationToken::new();
+        let settler =
+            self.to_settle.lock().take().map(|rx| tokio::spawn(self.clone().settle_loop(rx, drained.clone())));
         let mut poll = tokio::time::interval(self.config.poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -129,8 +149,75 @@ impl Deliverer {
                 tracing::warn!(error = %e, "webhook deliveries not claimed; the next poll tries again");
             }
         }
-        // Let the attempts in flight finish (they hold every slot when done).
+        // Let the attempts in flight finish (they hold every slot when done), then settle them.
         let _ = self.slots.acquire_many(self.config.concurrency.max(1) as u32).await;
+        drained.cancel();
+        if let Some(settler) = settler {
+            let _ = settler.await;
+        }
+    }
+
+    /// Settles attempts a batch at a time until `drained` (then what is left, and returns).
+    fn settle_loop(
+        self: Arc<Self>,
+        mut results: mpsc::Receiver<(Claimed, AttemptResult)>,
+        drained: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        async move {
+            let mut batch = Vec::with_capacity(SETTLE_BATCH);
+            loop {
+                let more = tokio::select! {
+                    n = results.recv_many(&mut batch, SETTLE_BATCH) => n > 0,
+                    _ = drained.cancelled() => {
+                        while let Ok(r) = results.try_recv() {
+                            batch.push(r);
+                        }
+                        false
+                    }
+                };
+                self.commit(&mut batch).await;
+                if !more {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Settles `batch` in one transaction (tried three times; after that its deliveries stay
+    /// held until their lease ends and are attempted again).
+    async fn commit(&self, batch: &mut Vec<(Claimed, AttemptResult)>) {
+        if batch.is_empty() {
+            return;
+        }
+        for attempt in 1..=3 {
+            let settled = async {
+                let mut tx = self.db.begin().await?;
+                let changes = webhooks::settle(&mut tx, batch).await?;
+                tx.commit().await?;
+                Ok::<_, nimbus_db::DbError>(changes)
+            };
+            match settled.await {
+                Ok(changes) => {
+                    for (endpoint, change) in changes {
+                        match change {
+                            EndpointChange::DisabledGone => {
+                                tracing::info!(%endpoint, "webhook endpoint answered 410 Gone: disabled")
+                            }
+                            EndpointChange::DisabledFailing => {
+                                tracing::info!(%endpoint, "webhook endpoint failing for 5 days: disabled")
+                            }
+                            EndpointChange::None => {}
+                        }
+                    }
+                    break;
+                }
+                Err(e) if attempt == 3 => {
+                    tracing::warn!(attempts = batch.len(), error = %e, "webhook attempts not recorded; they are sent again after their lease");
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await,
+            }
+        }
+        batch.clear();
     }
 
     /// Claims due deliveries (`only`: among these) and starts their attempts, as many as there
@@ -140,7 +227,13 @@ impl Deliverer {
         loop {
             let free = self.slots.available_permits().max(1) as i64;
             let lease = chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::minutes(1));
-            let claimed = webhooks::claim(&self.db, only, free, self.clock.now(), lease).await?;
+            // A claim is a lease, not a record: its commit need not wait for the disk. Were
+            // Postgres to lose it in a crash, the delivery would only be sent again, with the
+            // same webhook-id. The attempts and their outcome are committed durably.
+            let mut tx = self.db.begin().await?;
+            sqlx::query("set local synchronous_commit = off").execute(&mut *tx).await?;
+            let claimed = webhooks::claim(&mut *tx, only, free, self.clock.now(), lease).await?;
+            tx.commit().await?;
             let n = claimed.len();
             for d in claimed {
                 let permit = self.slots.clone().acquire_owned().await.context("the deliverer stopped")?;
@@ -154,16 +247,10 @@ impl Deliverer {
                 });
             }
             started += n;
-            if only.is_some() || (n as i64) < free {
+            if (n as i64) < free {
                 return Ok(started);
             }
         }
-    }
-
-    /// Waits until no attempt is in flight (tests).
-    pub async fn idle(&self) {
-        let all = self.config.concurrency.max(1) as u32;
-        drop(self.slots.acquire_many(all).await);
     }
 
     /// One attempt of held delivery `d`.
@@ -177,18 +264,7 @@ impl Deliverer {
         }
         let at = self.clock.now();
         let result = self.send(&d, at).await;
-        let mut tx = self.db.begin().await?;
-        let change = webhooks::settle(&mut tx, &d, &result).await?;
-        tx.commit().await?;
-        match change {
-            EndpointChange::None => {}
-            EndpointChange::DisabledGone => {
-                tracing::info!(endpoint = %d.endpoint_id, "webhook endpoint answered 410 Gone: disabled")
-            }
-            EndpointChange::DisabledFailing => {
-                tracing::info!(endpoint = %d.endpoint_id, "webhook endpoint failing for 5 days: disabled")
-            }
-        }
+        self.settled.send((d, result)).await.map_err(|_| anyhow::anyhow!("the settler stopped"))?;
         Ok(())
     }
 

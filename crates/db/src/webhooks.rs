@@ -417,8 +417,15 @@ pub struct Claimed {
     pub rate_limit: Option<i32>,
 }
 
+macro_rules! claim_returning {
+    () => {
+        " returning d.id, d.tenant_id, d.endpoint_id, d.event_id, d.event_type, d.payload, d.attempts, w.url, w.secret, \
+           case when w.previous_secret_expires_at > $2 then w.previous_secret end as previous_secret, w.rate_limit"
+    };
+}
+
 /// Takes, for `lease`, up to `limit` due deliveries of enabled endpoints (`only`: among these
-/// ids), so that no other worker sends them meanwhile.
+/// ids, looked up by key), so that no other worker sends them meanwhile.
 pub async fn claim(
     ex: impl PgExecutor<'_>,
     only: Option<&[Uuid]>,
@@ -426,22 +433,26 @@ pub async fn claim(
     now: DateTime<Utc>,
     lease: Duration,
 ) -> Result<Vec<Claimed>> {
-    Ok(sqlx::query_as(
-        "with due as (select d.id from webhook_deliveries d join webhook_endpoints w on w.id = d.endpoint_id \
-             where d.status = 'pending' and d.next_attempt_at <= $2 and w.enabled \
-               and (d.locked_until is null or d.locked_until <= $2) and ($4::uuid[] is null or d.id = any($4)) \
-             order by d.next_attempt_at limit $1 for update of d skip locked) \
-         update webhook_deliveries d set locked_until = $2 + $3 from due, webhook_endpoints w \
-         where d.id = due.id and w.id = d.endpoint_id \
-         returning d.id, d.tenant_id, d.endpoint_id, d.event_id, d.event_type, d.payload, d.attempts, w.url, w.secret, \
-           case when w.previous_secret_expires_at > $2 then w.previous_secret end as previous_secret, w.rate_limit",
-    )
-    .bind(limit)
-    .bind(now)
-    .bind(lease)
-    .bind(only)
-    .fetch_all(ex)
-    .await?)
+    let query = match only {
+        Some(_) => sqlx::query_as(concat!(
+            "with due as (select d.id from webhook_deliveries d where d.id = any($4) and d.status = 'pending' \
+                 and d.next_attempt_at <= $2 and (d.locked_until is null or d.locked_until <= $2) \
+                 limit $1 for update of d skip locked) \
+             update webhook_deliveries d set locked_until = $2 + $3 from due, webhook_endpoints w \
+             where d.id = due.id and w.id = d.endpoint_id and w.enabled",
+            claim_returning!()
+        )),
+        None => sqlx::query_as(concat!(
+            "with due as (select d.id from webhook_deliveries d join webhook_endpoints w on w.id = d.endpoint_id \
+                 where d.status = 'pending' and d.next_attempt_at <= $2 and w.enabled \
+                   and (d.locked_until is null or d.locked_until <= $2) and $4::uuid[] is null \
+                 order by d.next_attempt_at limit $1 for update of d skip locked) \
+             update webhook_deliveries d set locked_until = $2 + $3 from due, webhook_endpoints w \
+             where d.id = due.id and w.id = d.endpoint_id",
+            claim_returning!()
+        )),
+    };
+    Ok(query.bind(limit).bind(now).bind(lease).bind(only).fetch_all(ex).await?)
 }
 
 /// Puts a held delivery back, due at `at`, without counting an attempt (its endpoint's rate cap
@@ -484,45 +495,90 @@ pub enum EndpointChange {
     DisabledFailing,
 }
 
-/// Logs `result` for held delivery `d` and settles it: succeeded, pending until `retry_at`, or
-/// failed; tracks the endpoint's failing streak and disables it when the receiver is gone or has
-/// failed for [`FAILING_DISABLES_AFTER`] (recording `webhook.endpoint_disabled`). One transaction.
-pub async fn settle(conn: &mut PgConnection, d: &Claimed, result: &AttemptResult) -> Result<EndpointChange> {
+/// Logs each attempt of `settled` (held deliveries and what their attempt got) and settles its
+/// delivery: succeeded, pending until `retry_at`, or failed; then tracks each endpoint's failing
+/// streak (ended by a success, started by a failure) and disables an endpoint whose receiver is
+/// gone or that has failed for [`FAILING_DISABLES_AFTER`], recording `webhook.endpoint_disabled`.
+/// Call inside one transaction: a batch is settled together (one commit for many attempts).
+/// Returns the endpoints it disabled and why.
+pub async fn settle(
+    conn: &mut PgConnection,
+    settled: &[(Claimed, AttemptResult)],
+) -> Result<Vec<(Uuid, EndpointChange)>> {
+    if settled.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = settled.iter().map(|(d, _)| d.id).collect();
+    let at: Vec<DateTime<Utc>> = settled.iter().map(|(_, r)| r.at).collect();
+    let codes: Vec<Option<i32>> = settled.iter().map(|(_, r)| r.status_code).collect();
+    let errors: Vec<Option<String>> = settled.iter().map(|(_, r)| r.error.clone()).collect();
+    let latency: Vec<i32> = settled.iter().map(|(_, r)| r.latency_ms).collect();
+    let bodies: Vec<&str> = settled.iter().map(|(_, r)| r.response_body.as_str()).collect();
+    let succeeded: Vec<bool> = settled.iter().map(|(_, r)| r.succeeded).collect();
+    let (status, next): (Vec<&str>, Vec<Option<DateTime<Utc>>>) = settled
+        .iter()
+        .map(|(_, r)| match (r.succeeded, r.retry_at) {
+            (true, _) => ("succeeded", None),
+            (false, Some(at)) if !r.gone => ("pending", Some(at)),
+            _ => ("failed", None),
+        })
+        .unzip();
     sqlx::query(
         "insert into webhook_attempts (delivery_id, attempted_at, status_code, error, latency_ms, response_body, succeeded) \
-         values ($1, $2, $3, $4, $5, $6, $7)",
+         select * from unnest($1::uuid[], $2::timestamptz[], $3::int[], $4::text[], $5::int[], $6::text[], $7::bool[])",
     )
-    .bind(d.id)
-    .bind(result.at)
-    .bind(result.status_code)
-    .bind(&result.error)
-    .bind(result.latency_ms)
-    .bind(&result.response_body)
-    .bind(result.succeeded)
+    .bind(&ids)
+    .bind(&at)
+    .bind(&codes)
+    .bind(&errors)
+    .bind(&latency)
+    .bind(&bodies)
+    .bind(&succeeded)
     .execute(&mut *conn)
     .await?;
-    let (status, next) = match (result.succeeded, result.retry_at) {
-        (true, _) => ("succeeded", None),
-        (false, Some(at)) if !result.gone => ("pending", Some(at)),
-        _ => ("failed", None),
-    };
     sqlx::query(
-        "update webhook_deliveries set status = $2, attempts = attempts + 1, next_attempt_at = $3, locked_until = null, \
-         updated_at = $4 where id = $1",
+        "update webhook_deliveries d set status = u.status, attempts = d.attempts + 1, next_attempt_at = u.next, \
+         locked_until = null, updated_at = u.at \
+         from unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[]) as u(id, status, next, at) \
+         where d.id = u.id",
     )
-    .bind(d.id)
-    .bind(status)
-    .bind(next)
-    .bind(result.at)
+    .bind(&ids)
+    .bind(&status)
+    .bind(&next)
+    .bind(&at)
     .execute(&mut *conn)
     .await?;
-    if result.succeeded {
-        sqlx::query("update webhook_endpoints set failing_since = null where id = $1 and failing_since is not null")
-            .bind(d.endpoint_id)
-            .execute(&mut *conn)
-            .await?;
-        return Ok(EndpointChange::None);
+
+    // Each endpoint's last outcome in the batch decides its streak.
+    let mut last: std::collections::BTreeMap<Uuid, &(Claimed, AttemptResult)> = Default::default();
+    for item in settled {
+        let entry = last.entry(item.0.endpoint_id).or_insert(item);
+        if item.1.at >= entry.1.at {
+            *entry = item;
+        }
     }
+    let recovered: Vec<Uuid> = last.values().filter(|(_, r)| r.succeeded).map(|(d, _)| d.endpoint_id).collect();
+    if !recovered.is_empty() {
+        sqlx::query(
+            "update webhook_endpoints set failing_since = null where id = any($1) and failing_since is not null",
+        )
+        .bind(&recovered)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let mut changes = Vec::new();
+    for (d, r) in last.values().filter(|(_, r)| !r.succeeded) {
+        let change = track_failure(conn, d, r).await?;
+        if change != EndpointChange::None {
+            changes.push((d.endpoint_id, change));
+        }
+    }
+    Ok(changes)
+}
+
+/// A failure of `d`'s endpoint: starts its failing streak, and disables it when the receiver is
+/// gone or the streak reached [`FAILING_DISABLES_AFTER`].
+async fn track_failure(conn: &mut PgConnection, d: &Claimed, result: &AttemptResult) -> Result<EndpointChange> {
     let failing_since: Option<DateTime<Utc>> = sqlx::query_scalar(
         "update webhook_endpoints set failing_since = coalesce(failing_since, $2) where id = $1 returning failing_since",
     )

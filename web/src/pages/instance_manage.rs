@@ -153,9 +153,29 @@ fn dialog(open: Signal<Option<Open>>, title: &'static str, body: View, submit: i
     }
 }
 
+/// A number typed in a number field: `[+-]digits[.digits][e[+-]digits]`. Read here, not with
+/// `str::parse::<f64>`, whose float parser would add kilobytes to the first load.
+fn decimal(typed: &str) -> Option<f64> {
+    let typed = typed.trim();
+    let (mantissa, exponent) = typed.split_once(['e', 'E']).unwrap_or((typed, "0"));
+    let exponent = exponent.parse::<i32>().ok()?;
+    let (negative, unsigned) = match mantissa.as_bytes().first()? {
+        b'-' => (true, &mantissa[1..]),
+        b'+' => (false, &mantissa[1..]),
+        _ => (false, mantissa),
+    };
+    let (int, frac) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    if int.is_empty() && frac.is_empty() || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let value = |digits: &str| digits.bytes().fold(0.0, |n, b| n * 10.0 + f64::from(b - b'0'));
+    let magnitude = (value(int) + value(frac) / 10f64.powi(frac.len() as i32)) * 10f64.powi(exponent);
+    Some(if negative { -magnitude } else { magnitude })
+}
+
 /// `{cores?, memory?, disk?}`: only what changed is sent.
 fn resize_body(i: &InstanceView, cores: &str, memory_gib: &str, disk: &str) -> Result<Value, String> {
-    let number = |what: &str, v: &str| v.trim().parse::<f64>().map_err(|_| format!("{what} must be a number"));
+    let number = |what: &str, v: &str| decimal(v).ok_or_else(|| format!("{what} must be a number"));
     let (cores, memory, disk) = (number("vCPUs", cores)?, number("Memory", memory_gib)?, number("Disk", disk)?);
     let mut body = serde_json::Map::new();
     if cores as i32 != i.cores {
@@ -285,5 +305,12 @@ mod tests {
         assert_eq!(resize_body(&i, "2", "3.5", "30").unwrap(), json!({"memory": 3584, "disk": 30}));
         assert!(resize_body(&i, "2", "2", "20").is_err(), "nothing changed");
         assert!(resize_body(&i, "two", "2", "20").unwrap_err().contains("vCPUs"));
+    }
+
+    #[test]
+    fn sizes_are_read_like_the_number_fields() {
+        let read = ["4", " 2.5 ", "+3", "-1", ".5", "1e1", "2.5E-1"].map(decimal);
+        assert_eq!(read, [Some(4.0), Some(2.5), Some(3.0), Some(-1.0), Some(0.5), Some(10.0), Some(0.25)]);
+        assert_eq!(["", ".", "1.2.3", "1e", "x"].map(decimal), [None; 5]);
     }
 }

@@ -7,6 +7,7 @@ mod crash;
 mod ladder;
 mod lxc;
 mod node_caps;
+mod notify;
 mod provision;
 mod pve_rate;
 mod relay;

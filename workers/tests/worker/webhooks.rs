@@ -430,3 +430,90 @@ async fn killing_a_worker_mid_way_loses_no_delivery_and_makes_none_twice() {
     assert_eq!(per_event, 1, "one delivery per event, whichever consumer handled it");
     workers.assert_alive("events-b");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_failing_for_five_days_is_disabled_and_its_owner_told() {
+    let h = Harness::new().await;
+    let receiver = Receiver::start();
+    let start = Utc::now();
+    let clock = Arc::new(ManualClock::at(start));
+    let (down, _) = endpoint(&h, h.tenant, &receiver.url("down"), &["invoice.issued"]).await;
+    receiver.configure("down", json!({"fail": 1000, "status": 500})).await;
+    let worker = h.start_with("hooks-5", 2, loopback_events(Some(clock.clone()))).await;
+    test_event(&h, h.tenant, down.id).await;
+    let failing = || async { webhooks::get(h.db.pool(), h.tenant, down.id).await.unwrap().failing_since.is_some() };
+    assert!(wait_until(Duration::from_secs(20), failing).await);
+    assert!(
+        webhooks::get(h.db.pool(), h.tenant, down.id).await.unwrap().enabled,
+        "one failure is not five days of them"
+    );
+
+    // Five days on, the next failure disables it.
+    clock.set(start + chrono::Duration::days(5) + chrono::Duration::minutes(1));
+    test_event(&h, h.tenant, down.id).await;
+    let disabled = || async { !webhooks::get(h.db.pool(), h.tenant, down.id).await.unwrap().enabled };
+    assert!(wait_until(Duration::from_secs(20), disabled).await);
+    let e = webhooks::get(h.db.pool(), h.tenant, down.id).await.unwrap();
+    assert_eq!(e.disabled_reason.as_deref(), Some("failing"));
+    let told = events::for_tenant(h.db.pool(), h.tenant, Some(types::WEBHOOK_ENDPOINT_DISABLED)).await.unwrap();
+    assert_eq!(told.len(), 1);
+    assert_eq!(told[0].data["reason"], "failing");
+    // Its owner's feed says so (and it emails by default: `nimbus_domain::events`).
+    let fed = || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from notifications where type = 'webhook.endpoint_disabled'")
+            .fetch_one(h.db.pool())
+            .await
+            .unwrap()
+            > 0
+    };
+    assert!(wait_until(Duration::from_secs(20), fed).await);
+    let requests = receiver.requests_to("down").len();
+    test_event(&h, h.tenant, down.id).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(receiver.requests_to("down").len(), requests, "a disabled endpoint is sent nothing");
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoints_rate_cap_spreads_its_deliveries_without_spending_attempts() {
+    let h = Harness::new().await;
+    let receiver = Receiver::start();
+    let secret = Secret::generate().encode();
+    let types = vec!["invoice.issued".to_owned()];
+    let url = receiver.url("capped");
+    let new = webhooks::NewEndpoint {
+        url: &url,
+        description: "",
+        event_types: &types,
+        enabled: true,
+        rate_limit: Some(2),
+        secret: &secret,
+    };
+    let capped = webhooks::create(h.db.pool(), h.tenant, &new).await.unwrap();
+    let worker = h.start_with("hooks-6", 2, loopback_events(None)).await;
+    for _ in 0..8 {
+        test_event(&h, h.tenant, capped.id).await;
+    }
+    let all = || async {
+        sqlx::query_scalar::<_, i64>(
+            "select count(*) from webhook_deliveries where endpoint_id = $1 and status = 'succeeded'",
+        )
+        .bind(capped.id)
+        .fetch_one(h.db.pool())
+        .await
+        .unwrap()
+            == 8
+    };
+    assert!(wait_until(Duration::from_secs(30), all).await);
+    let (first, last, attempts): (chrono::DateTime<Utc>, chrono::DateTime<Utc>, i64) = sqlx::query_as(
+        "select min(x.attempted_at), max(x.attempted_at), count(*) from webhook_attempts x \
+         join webhook_deliveries d on d.id = x.delivery_id where d.endpoint_id = $1",
+    )
+    .bind(capped.id)
+    .fetch_one(h.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(attempts, 8, "waiting for the cap spends no attempt");
+    assert!(last - first >= chrono::Duration::milliseconds(2000), "8 at 2/s take over 2 s: {}", last - first);
+    worker.stop().await;
+}
