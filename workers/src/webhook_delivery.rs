@@ -158,27 +158,25 @@ impl Deliverer {
     }
 
     /// Settles attempts a batch at a time until `drained` (then what is left, and returns).
-    fn settle_loop(
+    async fn settle_loop(
         self: Arc<Self>,
         mut results: mpsc::Receiver<(Claimed, AttemptResult)>,
         drained: CancellationToken,
-    ) -> impl std::future::Future<Output = ()> + Send {
-        async move {
-            let mut batch = Vec::with_capacity(SETTLE_BATCH);
-            loop {
-                let more = tokio::select! {
-                    n = results.recv_many(&mut batch, SETTLE_BATCH) => n > 0,
-                    _ = drained.cancelled() => {
-                        while let Ok(r) = results.try_recv() {
-                            batch.push(r);
-                        }
-                        false
+    ) {
+        let mut batch = Vec::with_capacity(SETTLE_BATCH);
+        loop {
+            let more = tokio::select! {
+                n = results.recv_many(&mut batch, SETTLE_BATCH) => n > 0,
+                _ = drained.cancelled() => {
+                    while let Ok(r) = results.try_recv() {
+                        batch.push(r);
                     }
-                };
-                self.commit(&mut batch).await;
-                if !more {
-                    return;
+                    false
                 }
+            };
+            self.commit(&mut batch).await;
+            if !more {
+                return;
             }
         }
     }

@@ -213,22 +213,29 @@ pub async fn all_with_health(ex: impl PgExecutor<'_>, now: DateTime<Utc>) -> Res
     .await?)
 }
 
+/// The body a delivery of event `e` sends: `{id, type, timestamp, tenantId, resource, data}`.
+macro_rules! delivery_payload {
+    () => {
+        "jsonb_build_object('id', e.id, 'type', e.type, 'timestamp', e.occurred_at, 'tenantId', e.tenant_id, \
+         'resource', case when e.resource_type is null then null \
+           else jsonb_build_object('type', e.resource_type, 'id', e.resource_id) end, 'data', e.data)"
+    };
+}
+
 /// Makes the deliveries `events` owe: one per enabled endpoint of the event's tenant subscribed
 /// to its type (the test event only to the endpoint it names), due at `now`. Returns the new
 /// deliveries' ids; those that existed already are left alone.
 pub async fn fan_out(ex: impl PgExecutor<'_>, events: &[Uuid], now: DateTime<Utc>) -> Result<Vec<Uuid>> {
-    Ok(sqlx::query_scalar(
+    Ok(sqlx::query_scalar(concat!(
         "insert into webhook_deliveries (id, tenant_id, endpoint_id, event_id, event_type, payload, next_attempt_at) \
-         select gen_random_uuid(), e.tenant_id, w.id, e.id, e.type, \
-           jsonb_build_object('id', e.id, 'type', e.type, 'timestamp', e.occurred_at, 'tenantId', e.tenant_id, \
-             'resource', case when e.resource_type is null then null \
-               else jsonb_build_object('type', e.resource_type, 'id', e.resource_id) end, 'data', e.data), $2 \
-         from events e join webhook_endpoints w on w.tenant_id = e.tenant_id \
+         select gen_random_uuid(), e.tenant_id, w.id, e.id, e.type, ",
+        delivery_payload!(),
+        ", $2 from events e join webhook_endpoints w on w.tenant_id = e.tenant_id \
          where e.id = any($1) and w.enabled \
            and case when e.type = 'webhook.test' then w.id::text = e.resource_id \
                else cardinality(w.event_types) = 0 or e.type = any(w.event_types) end \
-         on conflict (endpoint_id, event_id) do nothing returning id",
-    )
+         on conflict (endpoint_id, event_id) do nothing returning id"
+    ))
     .bind(events)
     .bind(now)
     .fetch_all(ex)
@@ -372,15 +379,13 @@ pub async fn recover(
     .bind(until)
     .fetch_all(&mut *conn)
     .await?;
-    let created = sqlx::query(
+    let created = sqlx::query(concat!(
         "insert into webhook_deliveries (id, tenant_id, endpoint_id, event_id, event_type, payload, next_attempt_at) \
-         select gen_random_uuid(), e.tenant_id, $2, e.id, e.type, \
-           jsonb_build_object('id', e.id, 'type', e.type, 'timestamp', e.occurred_at, 'tenantId', e.tenant_id, \
-             'resource', case when e.resource_type is null then null \
-               else jsonb_build_object('type', e.resource_type, 'id', e.resource_id) end, 'data', e.data), $4 \
-         from events e where e.id = any($3) and e.tenant_id = $1 \
-         on conflict (endpoint_id, event_id) do nothing",
-    )
+         select gen_random_uuid(), e.tenant_id, $2, e.id, e.type, ",
+        delivery_payload!(),
+        ", $4 from events e where e.id = any($3) and e.tenant_id = $1 \
+         on conflict (endpoint_id, event_id) do nothing"
+    ))
     .bind(tenant.as_uuid())
     .bind(endpoint)
     .bind(&events)
