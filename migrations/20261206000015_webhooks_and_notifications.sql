@@ -1,38 +1,45 @@
 -- Events, webhooks and notifications (DESIGN §11).
 --
+-- Events go with their tenant (as everything else of it does), and what was made of them with them.
+-- `seq` is an identity column, unique by construction: its index only cost every insert.
+alter table events drop constraint events_tenant_fkey,
+    add constraint events_tenant_fkey foreign key (tenant_id) references tenants (id) on delete cascade,
+    drop constraint events_seq_key;
+
 -- The changes users care about that happen in many places (an instance's status, a job ending, a
 -- new API key) are recorded by triggers, so every path that makes the change records its event in
 -- the same transaction, including ones written later. Billing records its own events in code.
 
--- A new event wakes the relay at once (the relay still polls, so a lost notification only delays).
-create function notify_event_recorded() returns trigger language plpgsql as $$
+-- Creates come many rows to a statement (the API batches them): one insert for the statement.
+create function record_instances_created() returns trigger language plpgsql as $$
 begin
-    perform pg_notify('nimbus_events', '');
+    insert into events (id, type, occurred_at, tenant_id, resource_type, resource_id, data)
+    select gen_random_uuid(), 'instance.created', now(), n.tenant_id, 'instance', n.id::text,
+           jsonb_build_object('id', n.id, 'name', n.name, 'type', n.kind, 'status', n.status, 'node', n.node,
+                              'vmid', n.vmid)
+    from created n;
     return null;
 end $$;
-create trigger events_notify after insert on events for each statement execute function notify_event_recorded();
+create trigger instances_record_created after insert on instances referencing new table as created
+    for each statement execute function record_instances_created();
 
-create function record_instance_event() returns trigger language plpgsql as $$
+-- Status changes (the `when` keeps every other update from calling the function).
+create function record_instance_status() returns trigger language plpgsql as $$
 declare
     view jsonb := jsonb_build_object('id', new.id, 'name', new.name, 'type', new.kind, 'status', new.status,
                                      'node', new.node, 'vmid', new.vmid);
 begin
-    if tg_op = 'INSERT' then
+    insert into events (id, type, occurred_at, tenant_id, resource_type, resource_id, data)
+    values (gen_random_uuid(), 'instance.status_changed', now(), new.tenant_id, 'instance', new.id::text,
+            view || jsonb_build_object('previousStatus', old.status));
+    if new.status = 'deleted' then
         insert into events (id, type, occurred_at, tenant_id, resource_type, resource_id, data)
-        values (gen_random_uuid(), 'instance.created', now(), new.tenant_id, 'instance', new.id::text, view);
-    elsif new.status is distinct from old.status then
-        insert into events (id, type, occurred_at, tenant_id, resource_type, resource_id, data)
-        values (gen_random_uuid(), 'instance.status_changed', now(), new.tenant_id, 'instance', new.id::text,
-                view || jsonb_build_object('previousStatus', old.status));
-        if new.status = 'deleted' then
-            insert into events (id, type, occurred_at, tenant_id, resource_type, resource_id, data)
-            values (gen_random_uuid(), 'instance.deleted', now(), new.tenant_id, 'instance', new.id::text, view);
-        end if;
+        values (gen_random_uuid(), 'instance.deleted', now(), new.tenant_id, 'instance', new.id::text, view);
     end if;
     return null;
 end $$;
-create trigger instances_record_event after insert or update of status on instances
-    for each row execute function record_instance_event();
+create trigger instances_record_status after update of status on instances
+    for each row when (new.status is distinct from old.status) execute function record_instance_status();
 
 -- A tenant's job that ends: `job.succeeded` / `job.failed`, and for backups `backup.completed` /
 -- `backup.failed` too. System jobs (metering, invoicing) and notification jobs record nothing.
@@ -40,10 +47,6 @@ create function record_job_event() returns trigger language plpgsql as $$
 declare
     data jsonb;
 begin
-    if new.tenant_id is null or new.kind = 'notify' or new.status is not distinct from old.status
-       or new.status not in ('succeeded', 'failed') then
-        return null;
-    end if;
     data := jsonb_build_object('id', new.id, 'kind', new.kind, 'status', new.status, 'instanceId', new.instance_id,
                                'attempts', new.attempts, 'finishedAt', new.finished_at);
     if new.status = 'failed' then
@@ -51,7 +54,7 @@ begin
     end if;
     insert into events (id, type, occurred_at, tenant_id, resource_type, resource_id, data)
     values (gen_random_uuid(), 'job.' || new.status, now(), new.tenant_id, 'job', new.id::text, data);
-    if new.kind = 'backup' then
+    if new.kind = 'backup' and new.instance_id is not null then
         insert into events (id, type, occurred_at, tenant_id, resource_type, resource_id, data)
         values (gen_random_uuid(), case new.status when 'succeeded' then 'backup.completed' else 'backup.failed' end,
                 now(), new.tenant_id, 'instance', new.instance_id::text, data);
@@ -59,7 +62,9 @@ begin
     return null;
 end $$;
 create trigger jobs_record_event after update of status on jobs
-    for each row execute function record_job_event();
+    for each row when (new.status is distinct from old.status and new.status in ('succeeded', 'failed')
+                       and new.tenant_id is not null and new.kind <> 'notify')
+    execute function record_job_event();
 
 create function record_api_key_event() returns trigger language plpgsql as $$
 begin
@@ -106,7 +111,7 @@ create table webhook_deliveries (
     id uuid primary key,
     tenant_id uuid not null,
     endpoint_id uuid not null,
-    event_id uuid not null constraint webhook_deliveries_event_fkey references events (id),
+    event_id uuid not null constraint webhook_deliveries_event_fkey references events (id) on delete cascade,
     event_type text not null,
     payload jsonb not null,
     status text not null default 'pending',
@@ -146,7 +151,7 @@ create table notifications (
     id uuid primary key,
     tenant_id uuid not null,
     user_id uuid not null,
-    event_id uuid not null constraint notifications_event_fkey references events (id),
+    event_id uuid not null constraint notifications_event_fkey references events (id) on delete cascade,
     type text not null,
     title text not null,
     resource_type text,
@@ -171,7 +176,7 @@ create table notification_preferences (
 -- The emails owed: one per (user, event), sent by a `notify` job.
 create table notification_emails (
     user_id uuid not null constraint notification_emails_user_fkey references users (id) on delete cascade,
-    event_id uuid not null constraint notification_emails_event_fkey references events (id),
+    event_id uuid not null constraint notification_emails_event_fkey references events (id) on delete cascade,
     -- The `notify` job sending it (set in the transaction that records the row).
     job_id uuid,
     created_at timestamptz not null default now(),

@@ -12,7 +12,7 @@
 //! | `PVE_CA_FILE` | trust the CA certificates in this PEM file | or the public CAs |
 //! | `PVE_INSECURE` | `1`/`true`: accept any certificate (labs only) | when none is set |
 //! | `PVE_ALLOW_HTTP` | `1`/`true`: accept an `http://` `PVE_URL` (labs only: the token travels in clear; warned at start) | `false`: refused |
-//! | `WORKER_QUEUES` | the queues this process consumes, comma separated (`provision,rebuild`; see the README for separate pools) | all: `provision,power,resize,rebuild,delete,snapshot` |
+//! | `WORKER_QUEUES` | the queues this process consumes, comma separated (`provision,rebuild`; see the README for separate pools) | all: `provision,power,resize,rebuild,delete,snapshot,backup,billing,notify` |
 //! | `WORKER_CONCURRENCY` | jobs of one queue run at once by this process | `8` |
 //! | `QUEUE_CONCURRENCY` | per-queue exceptions to `WORKER_CONCURRENCY`, `power=32,provision=4` | none |
 //! | `NODE_CAP` | provision jobs loading one Proxmox node at once, across all workers | `4` |
@@ -335,9 +335,9 @@ mod tests {
         let c = with(&[("WORKER_QUEUES", " snapshot, power ,power"), ("QUEUE_CONCURRENCY", "power=32")]).unwrap();
         assert_eq!(c.queues, vec!["power", "snapshot"]);
         assert_eq!(c.queue_concurrency.get("power"), Some(&32));
-        assert_eq!(with(&[("WORKER_QUEUES", "provision,notify")]).unwrap_err().var, "WORKER_QUEUES");
+        assert_eq!(with(&[("WORKER_QUEUES", "provision,nonesuch")]).unwrap_err().var, "WORKER_QUEUES");
         assert_eq!(with(&[("WORKER_QUEUES", " , ")]).unwrap_err().var, "WORKER_QUEUES");
         assert_eq!(with(&[("QUEUE_CONCURRENCY", "power=0")]).unwrap_err().var, "QUEUE_CONCURRENCY");
-        assert_eq!(with(&[("QUEUE_CONCURRENCY", "notify=2")]).unwrap_err().var, "QUEUE_CONCURRENCY");
+        assert_eq!(with(&[("QUEUE_CONCURRENCY", "nonesuch=2")]).unwrap_err().var, "QUEUE_CONCURRENCY");
     }
 }

@@ -28,6 +28,10 @@ pub mod types {
     pub const WEBHOOK_ENDPOINT_DISABLED: &str = "webhook.endpoint_disabled";
     /// "Send test event" for one webhook endpoint.
     pub const WEBHOOK_TEST: &str = "webhook.test";
+
+    /// The types billing records.
+    pub const BILLING: &[&str] =
+        &[INVOICE_ISSUED, CREDIT_NOTE_ISSUED, BALANCE_LOW, BALANCE_EXHAUSTED, TENANT_SUSPENDED, TENANT_RESUMED];
 }
 
 /// An event to record.

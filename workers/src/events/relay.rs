@@ -1,8 +1,9 @@
 //! The events relay: events not relayed yet go onto the Redis stream in `seq` order, one batch per
 //! transaction (`SKIP LOCKED`, so relays in every worker process share the work), and are marked
 //! relayed when the push succeeded. A crash between the push and the commit pushes the batch
-//! again; the sinks are idempotent by event id. A `NOTIFY` on each insert wakes the relay at once;
-//! it also polls, so a lost notification only delays.
+//! again; the sinks are idempotent by event id. The relay polls (every 100 ms when idle, at once
+//! while batches come full): a `NOTIFY` per event would serialise the commits of every write
+//! path that records events (instance creates, job completions) on Postgres's notification queue.
 //!
 //! The stream is trimmed (`XTRIM MINID`) below the oldest entry some group has not acknowledged,
 //! so Redis holds only what is in flight; the events table stays the record.
@@ -11,7 +12,6 @@ use std::time::Duration;
 
 use nimbus_db::{PgPool, events};
 use redis::aio::ConnectionManager;
-use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{GROUPS, stream_key};
@@ -29,7 +29,7 @@ pub struct EventRelayConfig {
 
 impl Default for EventRelayConfig {
     fn default() -> Self {
-        EventRelayConfig { batch: 500, idle: Duration::from_millis(500), trim_every: Duration::from_secs(10) }
+        EventRelayConfig { batch: 500, idle: Duration::from_millis(100), trim_every: Duration::from_secs(10) }
     }
 }
 
@@ -118,12 +118,6 @@ impl EventRelay {
 
     /// Relays until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut listener = PgListener::connect_with(&self.db).await.ok();
-        if let Some(l) = listener.as_mut()
-            && l.listen("nimbus_events").await.is_err()
-        {
-            listener = None;
-        }
         let mut next_trim = tokio::time::Instant::now() + self.config.trim_every;
         let mut failures = 0u32;
         loop {
@@ -141,7 +135,7 @@ impl EventRelay {
                     if failures == 1 || failures.is_multiple_of(20) {
                         tracing::warn!(error = %e, failures, "events relay tick failed; the events stay for the next one");
                     }
-                    (self.config.idle * failures.min(10)).min(Duration::from_secs(5))
+                    (self.config.idle * failures.min(50)).min(Duration::from_secs(5))
                 }
             };
             if tokio::time::Instant::now() >= next_trim {
@@ -150,22 +144,8 @@ impl EventRelay {
                     tracing::debug!(error = %e, "events stream not trimmed; the next round tries again");
                 }
             }
-            if wait.is_zero() {
-                continue;
-            }
-            let notified = async {
-                match listener.as_mut() {
-                    Some(l) => {
-                        if l.recv().await.is_err() {
-                            tokio::time::sleep(wait).await;
-                        }
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = notified => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }

@@ -101,6 +101,21 @@ async fn backups_on_one_node_take_turns_and_name_their_jobs() {
     assert_eq!(h.final_job(again.job.id, Duration::from_secs(30)).await.status, JobStatus::Succeeded);
     let adopted = h.pve().node(NODE).storage("local").content(&ContentQuery::backups_of(vmid)).await.unwrap();
     assert_eq!(adopted.len(), after.len(), "the retry found its archive and made none");
+    // Each backup job that ended recorded `backup.completed` about its instance, in its own
+    // transaction (the retried one twice: it ended twice).
+    let completed: Vec<(String, String)> = sqlx::query_as(
+        "select resource_id, data->>'id' from events where type = 'backup.completed' and tenant_id = $1 order by seq",
+    )
+    .bind(h.tenant.as_uuid())
+    .fetch_all(h.db.pool())
+    .await
+    .unwrap();
+    assert!(
+        completed.iter().all(|(instance, _)| instances.iter().any(|i| i.id.to_string() == *instance)),
+        "{completed:?}"
+    );
+    let for_again = completed.iter().filter(|(_, job)| *job == again.job.id.to_string()).count();
+    assert_eq!(for_again, 2, "{completed:?}");
     worker.stop().await;
 }
 
