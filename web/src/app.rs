@@ -43,6 +43,8 @@ pub enum AppRoute {
     Schedules,
     #[to("/admin/billing")]
     AdminBilling,
+    #[to("/admin/webhooks")]
+    AdminWebhooks,
     #[not_found]
     NotFound,
 }
@@ -92,6 +94,7 @@ fn Layout(route: ReadSignal<AppRoute>) -> View {
                 a(href="/admin/nodes", class=nav_class(AppRoute::Nodes)) { "Nodes" }
                 a(href="/admin/instances", class=nav_class(AppRoute::AdminInstances)) { "All instances" }
                 a(href="/admin/schedules", class=nav_class(AppRoute::Schedules)) { "Schedules" }
+                a(href="/admin/webhooks", class=nav_class(AppRoute::AdminWebhooks)) { "Hooks" }
                 a(href="/admin/billing", class=nav_class(AppRoute::AdminBilling)) { "Revenue" }
             },
         }));
@@ -143,6 +146,7 @@ fn Page(route: ReadSignal<AppRoute>) -> View {
         AppRoute::AdminInstances => view! { pages::admin_vms::AdminVms() },
         AppRoute::Schedules => view! { pages::admin_schedules::AdminSchedules() },
         AppRoute::AdminBilling => view! { pages::admin_billing::AdminBilling() },
+        AppRoute::AdminWebhooks => view! { pages::admin_webhooks::AdminWebhooks() },
         AppRoute::NotFound => view! {
             section {
                 h1 { "Page not found" }

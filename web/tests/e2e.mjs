@@ -543,6 +543,11 @@ flow('an operator sees the queues, retries a failed job and sees the nodes', asy
   assert.equal(await page.locator('.card.node').count(), 3);
   await shot(page, '09-nodes');
 
+  // Every tenant's webhook endpoints and their health (the customer's flow deleted its own).
+  await page.getByRole('link', { name: 'Hooks', exact: true }).click();
+  await page.locator('h1', { hasText: 'Webhooks' }).waitFor();
+  await page.getByText('No tenant has a webhook endpoint.').or(page.getByTestId('webhook-health')).waitFor();
+
   // Every tenant's instances; acting on one as its tenant, then back.
   await page.getByRole('link', { name: 'All instances' }).click();
   const theirs = page.locator('tr[data-name=web-1]');

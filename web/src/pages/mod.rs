@@ -5,6 +5,7 @@ pub mod admin_nodes;
 pub mod admin_queues;
 pub mod admin_schedules;
 pub mod admin_vms;
+pub mod admin_webhooks;
 pub mod billing;
 pub mod create;
 pub mod dashboard;
