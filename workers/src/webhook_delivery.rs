@@ -29,7 +29,7 @@ use nimbus_db::webhooks::{self, AttemptResult, Claimed, EndpointChange};
 use nimbus_jobs::Clock;
 use nimbus_webhooks::guard::{GuardedResolver, Lookup, SystemLookup, refusal_in};
 use nimbus_webhooks::schedule::{Outcome, next_attempt_delay, parse_retry_after, random_jitter};
-use nimbus_webhooks::{AllowList, Guard, Secret};
+use nimbus_webhooks::{AllowList, Guard, Refusal, Secret};
 use redis::aio::ConnectionManager;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -313,6 +313,8 @@ impl Deliverer {
     /// why there was no answer.
     async fn request(&self, d: &Claimed) -> Result<(u16, Option<Duration>, String), String> {
         let url = reqwest::Url::parse(&d.url).map_err(|e| format!("bad URL: {e}"))?;
+        let url_host = url.host_str().unwrap_or_default().to_owned();
+        let url_host = url_host.as_str();
         self.guard.check_url(&url).map_err(|refusal| refusal.to_string())?;
         let body = serde_json::to_vec(&d.payload).map_err(|e| e.to_string())?;
         let secret = Secret::parse(&d.secret).map_err(|e| e.to_string())?;
@@ -337,7 +339,7 @@ impl Deliverer {
             Ok(r) => r,
             Err(e) => {
                 return Err(match refusal_in(&e) {
-                    Some(refusal) => refusal.to_string(),
+                    Some(refusal) => refusal_for_owner(&refusal, url_host),
                     None if e.is_timeout() => format!("no answer within {} s", self.config.timeout.as_secs()),
                     None => format!("no answer: {}", error_chain(&e)),
                 });
@@ -357,6 +359,17 @@ impl Deliverer {
             }
         }
         Ok((status, retry_after, truncate_utf8(&kept, RESPONSE_KEPT)))
+    }
+}
+
+/// What the endpoint's owner reads of a refusal: for a name, the range it resolved into but not
+/// the address, which would tell a tenant what the provider's own DNS answers for internal names.
+fn refusal_for_owner(refusal: &Refusal, host: &str) -> String {
+    match refusal {
+        Refusal::Address { range, .. } if host.parse::<std::net::IpAddr>().is_err() && !host.starts_with('[') => {
+            format!("refused: {host} is {range}")
+        }
+        other => other.to_string(),
     }
 }
 
@@ -387,6 +400,19 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_name_keeps_its_address_from_the_owner() {
+        let private = Refusal::Address { address: "10.1.2.3".parse().unwrap(), range: "private" };
+        assert_eq!(refusal_for_owner(&private, "internal.example"), "refused: internal.example is private");
+        assert_eq!(
+            refusal_for_owner(&private, "10.1.2.3"),
+            "refused: 10.1.2.3 is private",
+            "a literal is the owner's own"
+        );
+        let v6 = Refusal::Address { address: "::1".parse().unwrap(), range: "loopback" };
+        assert_eq!(refusal_for_owner(&v6, "[::1]"), "refused: ::1 is loopback");
+    }
 
     #[test]
     fn kept_answers_are_cut_at_a_character() {

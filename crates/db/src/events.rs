@@ -27,7 +27,7 @@ pub mod types {
     /// A webhook endpoint was disabled by the system (its receiver is gone, or it kept failing).
     pub const WEBHOOK_ENDPOINT_DISABLED: &str = "webhook.endpoint_disabled";
     /// "Send test event" for one webhook endpoint.
-    pub const WEBHOOK_TEST: &str = "webhook.test";
+    pub const WEBHOOK_TEST: &str = nimbus_domain::events::WEBHOOK_TEST;
 
     /// The types billing records.
     pub const BILLING: &[&str] =
