@@ -242,7 +242,7 @@ async fn start_events(
                 return Vec::new();
             }
         };
-    let (fresh_tx, fresh_rx) = tokio::sync::mpsc::channel(1024);
+    let (fresh_tx, fresh_rx) = tokio::sync::mpsc::channel(crate::webhook_delivery::FRESH_BACKLOG);
     let stream = crate::events::stream_key(&prefix);
     let relay = EventRelay::new(env.db.clone(), redis, &prefix, options.relay.clone());
     let webhooks = Consumer::new(
@@ -250,7 +250,7 @@ async fn start_events(
         stream.clone(),
         sinks::WEBHOOKS,
         env.worker_id.clone(),
-        WebhookSink::new(env.db.clone(), clock, fresh_tx),
+        WebhookSink::new(env.db.clone(), clock, deliverer.lease(), fresh_tx),
         options.consumer.clone(),
     );
     let notifications = Consumer::new(

@@ -1,8 +1,10 @@
 //! Sending webhook deliveries (DESIGN §11).
 //!
-//! Fresh deliveries arrive from the `webhooks` group's sink and are attempted at once; a poll
-//! takes the ones that are due (retries, replays, recoveries, and any whose worker died holding
-//! them: a claim is a lease). Each attempt:
+//! Fresh deliveries arrive from the `webhooks` group's sink, already held by this worker (a lease
+//! taken when they were made), and are attempted at once; a poll takes the ones that are due
+//! (retries, replays, recoveries, and any whose worker died holding them, or whose lease ran
+//! short before a slot was free: a held delivery is attempted only while its attempt can end
+//! within the lease). Each attempt:
 //!
 //! 1. checks the endpoint's rate cap (a per-second window in Redis shared by every worker); over
 //!    it, the delivery waits for the next second without spending an attempt;
@@ -39,6 +41,11 @@ use uuid::Uuid;
 const RESPONSE_KEPT: usize = 1024;
 /// The most attempts settled in one transaction.
 const SETTLE_BATCH: usize = 512;
+/// What an attempt's lease keeps beyond its timeout, for the settler to commit it.
+const SETTLE_MARGIN: Duration = Duration::from_secs(5);
+/// Batches of fresh deliveries waiting for the deliverer: more makes the sink wait (and the
+/// stream keep the events), so none waits long enough to outlive its lease.
+pub const FRESH_BACKLOG: usize = 2;
 
 /// Delivery settings.
 #[derive(Clone, Debug)]
@@ -49,7 +56,7 @@ pub struct DeliveryConfig {
     pub poll: Duration,
     /// The longest a receiver may take.
     pub timeout: Duration,
-    /// How long a worker holds a delivery it is sending (longer than the timeout).
+    /// How long a worker holds a delivery it is sending (at least the timeout and 10 s).
     pub lease: Duration,
     /// Networks deliveries may reach although the guard refuses them (`WEBHOOK_ALLOW_NETWORKS`).
     pub allow: AllowList,
@@ -114,6 +121,9 @@ impl Deliverer {
             .build()
             .context("building the webhook client")?;
         let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        // A lease must outlast an attempt and its settling, or nothing held would be attempted.
+        let mut config = config;
+        config.lease = config.lease.max(config.timeout + SETTLE_MARGIN * 2);
         let (settled, to_settle) = mpsc::channel(SETTLE_BATCH * 4);
         Ok(Deliverer {
             db,
@@ -129,24 +139,29 @@ impl Deliverer {
         })
     }
 
-    /// Delivers until `shutdown`: `fresh` deliveries at once, due ones every `poll`.
-    pub async fn run(self: Arc<Self>, mut fresh: mpsc::Receiver<Vec<Uuid>>, shutdown: CancellationToken) {
+    /// Delivers until `shutdown`: `fresh` deliveries (held already) at once, due ones every `poll`.
+    pub async fn run(self: Arc<Self>, mut fresh: mpsc::Receiver<Vec<Claimed>>, shutdown: CancellationToken) {
         let drained = CancellationToken::new();
         let settler =
             self.to_settle.lock().take().map(|rx| tokio::spawn(self.clone().settle_loop(rx, drained.clone())));
         let mut poll = tokio::time::interval(self.config.poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let only = tokio::select! {
+            tokio::select! {
                 _ = shutdown.cancelled() => break,
-                ids = fresh.recv() => match ids {
-                    Some(ids) => Some(ids),
+                held = fresh.recv() => match held {
+                    Some(held) => {
+                        if let Err(e) = self.start(held).await {
+                            tracing::warn!(error = %e, "fresh webhook deliveries not started; the poll takes them after their lease");
+                        }
+                    }
                     None => break,
                 },
-                _ = poll.tick() => None,
-            };
-            if let Err(e) = self.dispatch(only.as_deref()).await {
-                tracing::warn!(error = %e, "webhook deliveries not claimed; the next poll tries again");
+                _ = poll.tick() => {
+                    if let Err(e) = self.dispatch().await {
+                        tracing::warn!(error = %e, "webhook deliveries not claimed; the next poll tries again");
+                    }
+                }
             }
         }
         // Let the attempts in flight finish (they hold every slot when done), then settle them.
@@ -218,37 +233,55 @@ impl Deliverer {
         batch.clear();
     }
 
-    /// Claims due deliveries (`only`: among these) and starts their attempts, as many as there
-    /// are free slots; returns how many were started.
-    pub async fn dispatch(self: &Arc<Self>, only: Option<&[Uuid]>) -> anyhow::Result<usize> {
+    /// Claims due deliveries and starts their attempts, as many as there are free slots; returns
+    /// how many were started.
+    pub async fn dispatch(self: &Arc<Self>) -> anyhow::Result<usize> {
         let mut started = 0;
         loop {
             let free = self.slots.available_permits().max(1) as i64;
-            let lease = chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::minutes(1));
             // A claim is a lease, not a record: its commit need not wait for the disk. Were
             // Postgres to lose it in a crash, the delivery would only be sent again, with the
             // same webhook-id. The attempts and their outcome are committed durably.
             let mut tx = self.db.begin().await?;
             sqlx::query("set local synchronous_commit = off").execute(&mut *tx).await?;
-            let claimed = webhooks::claim(&mut *tx, only, free, self.clock.now(), lease).await?;
+            let claimed = webhooks::claim(&mut *tx, free, self.clock.now(), self.lease()).await?;
             tx.commit().await?;
             let n = claimed.len();
-            for d in claimed {
-                let permit = self.slots.clone().acquire_owned().await.context("the deliverer stopped")?;
-                let this = self.clone();
-                tokio::spawn(async move {
-                    let id = d.id;
-                    if let Err(e) = this.attempt(d).await {
-                        tracing::warn!(delivery = %id, error = %e, "webhook attempt not recorded; the lease expires and it is retried");
-                    }
-                    drop(permit);
-                });
-            }
-            started += n;
+            started += self.start(claimed).await?;
             if (n as i64) < free {
                 return Ok(started);
             }
         }
+    }
+
+    /// How long a claim holds a delivery.
+    pub fn lease(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::minutes(1))
+    }
+
+    /// Starts the attempts of `held` deliveries as slots free up. One whose lease would end
+    /// before its attempt could (it waited too long for a slot) is left alone: another worker may
+    /// take it after the lease, and two must never send it at once. Returns how many started.
+    async fn start(self: &Arc<Self>, held: Vec<Claimed>) -> anyhow::Result<usize> {
+        let mut started = 0;
+        let needs = chrono::Duration::from_std(self.config.timeout + SETTLE_MARGIN).unwrap_or(chrono::Duration::MAX);
+        for d in held {
+            let permit = self.slots.clone().acquire_owned().await.context("the deliverer stopped")?;
+            if self.clock.now() + needs > d.locked_until {
+                tracing::debug!(delivery = %d.id, "lease too short to attempt; the poll takes it after the lease");
+                continue;
+            }
+            let this = self.clone();
+            tokio::spawn(async move {
+                let id = d.id;
+                if let Err(e) = this.attempt(d).await {
+                    tracing::warn!(delivery = %id, error = %e, "webhook attempt not recorded; the lease expires and it is retried");
+                }
+                drop(permit);
+            });
+            started += 1;
+        }
+        Ok(started)
     }
 
     /// One attempt of held delivery `d`.
@@ -316,7 +349,7 @@ impl Deliverer {
         let url_host = url.host_str().unwrap_or_default().to_owned();
         let url_host = url_host.as_str();
         self.guard.check_url(&url).map_err(|refusal| refusal.to_string())?;
-        let body = serde_json::to_vec(&d.payload).map_err(|e| e.to_string())?;
+        let body = d.payload.clone().into_bytes();
         let secret = Secret::parse(&d.secret).map_err(|e| e.to_string())?;
         let previous = d.previous_secret.as_deref().and_then(|s| Secret::parse(s).ok());
         let mut secrets = vec![&secret];

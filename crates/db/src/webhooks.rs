@@ -5,8 +5,8 @@
 //! * [`fan_out`] makes one delivery per (subscribed endpoint, event), unique, so a consumer that
 //!   handles an event twice sends nothing twice.
 //! * A delivery is `pending` until an attempt succeeds or its schedule runs out; a worker holds it
-//!   while sending ([`claim`]: `locked_until`, so a crashed worker's delivery is taken again after
-//!   the lease) and settles it with [`settle`], which also logs the attempt, tracks the endpoint's
+//!   while sending (`locked_until`, so a crashed worker's delivery is taken again after the lease:
+//!   a fresh one from [`fan_out`] on, a due one from [`claim`]) and settles it with [`settle`], which also logs the attempt, tracks the endpoint's
 //!   failing streak and disables it (`gone` on 410, `failing` after five days of failures, with a
 //!   `webhook.endpoint_disabled` event in the same transaction).
 
@@ -223,21 +223,37 @@ macro_rules! delivery_payload {
 }
 
 /// Makes the deliveries `events` owe: one per enabled endpoint of the event's tenant subscribed
-/// to its type (the test event only to the endpoint it names), due at `now`. Returns the new
-/// deliveries' ids; those that existed already are left alone.
-pub async fn fan_out(ex: impl PgExecutor<'_>, events: &[Uuid], now: DateTime<Utc>) -> Result<Vec<Uuid>> {
-    Ok(sqlx::query_scalar(concat!(
-        "insert into webhook_deliveries (id, tenant_id, endpoint_id, event_id, event_type, payload, next_attempt_at) \
-         select gen_random_uuid(), e.tenant_id, w.id, e.id, e.type, ",
+/// to its type (the test event only to the endpoint it names), due at `now` and already held for
+/// `lease` by the caller, who attempts them at once (no separate claim: one write less per
+/// delivery). Returns the new deliveries; those that existed already are left alone (a worker or
+/// the poll has them).
+pub async fn fan_out(
+    ex: impl PgExecutor<'_>,
+    events: &[Uuid],
+    now: DateTime<Utc>,
+    lease: Duration,
+) -> Result<Vec<Claimed>> {
+    Ok(sqlx::query_as(concat!(
+        // The payload is built once per event, not once per endpoint.
+        "with e as materialized (select e.id, e.tenant_id, e.type, e.resource_id, ",
         delivery_payload!(),
-        ", $2 from events e join webhook_endpoints w on w.tenant_id = e.tenant_id \
-         where e.id = any($1) and w.enabled \
-           and case when e.type = 'webhook.test' then w.id::text = e.resource_id \
+        " as payload from events e where e.id = any($1)), \
+         made as (insert into webhook_deliveries \
+             (id, tenant_id, endpoint_id, event_id, event_type, payload, next_attempt_at, locked_until) \
+           select gen_random_uuid(), e.tenant_id, w.id, e.id, e.type, e.payload, $2, $2 + $3 \
+           from e join webhook_endpoints w on w.tenant_id = e.tenant_id \
+           where w.enabled and case when e.type = 'webhook.test' then w.id::text = e.resource_id \
                else cardinality(w.event_types) = 0 or e.type = any(w.event_types) end \
-         on conflict (endpoint_id, event_id) do nothing returning id"
+           on conflict (endpoint_id, event_id) do nothing \
+           returning id, tenant_id, endpoint_id, event_id, event_type, payload, attempts, locked_until) \
+         select d.id, d.tenant_id, d.endpoint_id, d.event_id, d.event_type, d.payload::text as payload, d.attempts, \
+           d.locked_until, w.url, w.secret, \
+           case when w.previous_secret_expires_at > $2 then w.previous_secret end as previous_secret, w.rate_limit \
+         from made d join webhook_endpoints w on w.id = d.endpoint_id"
     ))
     .bind(events)
     .bind(now)
+    .bind(lease)
     .fetch_all(ex)
     .await?)
 }
@@ -413,8 +429,11 @@ pub struct Claimed {
     pub endpoint_id: Uuid,
     pub event_id: Uuid,
     pub event_type: String,
-    pub payload: Value,
+    /// The body, as stored (sent as it is: it is never parsed again).
+    pub payload: String,
     pub attempts: i32,
+    /// Until when this worker holds it: an attempt must be over (and settled) by then.
+    pub locked_until: DateTime<Utc>,
     pub url: String,
     pub secret: String,
     /// The previous secret while it still signs.
@@ -422,42 +441,25 @@ pub struct Claimed {
     pub rate_limit: Option<i32>,
 }
 
-macro_rules! claim_returning {
-    () => {
-        " returning d.id, d.tenant_id, d.endpoint_id, d.event_id, d.event_type, d.payload, d.attempts, w.url, w.secret, \
-           case when w.previous_secret_expires_at > $2 then w.previous_secret end as previous_secret, w.rate_limit"
-    };
-}
-
-/// Takes, for `lease`, up to `limit` due deliveries of enabled endpoints (`only`: among these
-/// ids, looked up by key), so that no other worker sends them meanwhile.
-pub async fn claim(
-    ex: impl PgExecutor<'_>,
-    only: Option<&[Uuid]>,
-    limit: i64,
-    now: DateTime<Utc>,
-    lease: Duration,
-) -> Result<Vec<Claimed>> {
-    let query = match only {
-        Some(_) => sqlx::query_as(concat!(
-            "with due as (select d.id from webhook_deliveries d where d.id = any($4) and d.status = 'pending' \
-                 and d.next_attempt_at <= $2 and (d.locked_until is null or d.locked_until <= $2) \
-                 limit $1 for update of d skip locked) \
-             update webhook_deliveries d set locked_until = $2 + $3 from due, webhook_endpoints w \
-             where d.id = due.id and w.id = d.endpoint_id and w.enabled",
-            claim_returning!()
-        )),
-        None => sqlx::query_as(concat!(
-            "with due as (select d.id from webhook_deliveries d join webhook_endpoints w on w.id = d.endpoint_id \
-                 where d.status = 'pending' and d.next_attempt_at <= $2 and w.enabled \
-                   and (d.locked_until is null or d.locked_until <= $2) and $4::uuid[] is null \
-                 order by d.next_attempt_at limit $1 for update of d skip locked) \
-             update webhook_deliveries d set locked_until = $2 + $3 from due, webhook_endpoints w \
-             where d.id = due.id and w.id = d.endpoint_id",
-            claim_returning!()
-        )),
-    };
-    Ok(query.bind(limit).bind(now).bind(lease).bind(only).fetch_all(ex).await?)
+/// Takes, for `lease`, up to `limit` due deliveries of enabled endpoints, the longest due first,
+/// so that no other worker sends them meanwhile.
+pub async fn claim(ex: impl PgExecutor<'_>, limit: i64, now: DateTime<Utc>, lease: Duration) -> Result<Vec<Claimed>> {
+    Ok(sqlx::query_as(
+        "with due as (select d.id from webhook_deliveries d join webhook_endpoints w on w.id = d.endpoint_id \
+             where d.status = 'pending' and d.next_attempt_at <= $2 and w.enabled \
+               and (d.locked_until is null or d.locked_until <= $2) \
+             order by d.next_attempt_at limit $1 for update of d skip locked) \
+         update webhook_deliveries d set locked_until = $2 + $3 from due, webhook_endpoints w \
+         where d.id = due.id and w.id = d.endpoint_id \
+         returning d.id, d.tenant_id, d.endpoint_id, d.event_id, d.event_type, d.payload::text as payload, d.attempts, \
+           d.locked_until, w.url, w.secret, \
+           case when w.previous_secret_expires_at > $2 then w.previous_secret end as previous_secret, w.rate_limit",
+    )
+    .bind(limit)
+    .bind(now)
+    .bind(lease)
+    .fetch_all(ex)
+    .await?)
 }
 
 /// Puts a held delivery back, due at `at`, without counting an attempt (its endpoint's rate cap

@@ -1,8 +1,8 @@
 //! What the consumer groups do with events.
 //!
 //! * [`WebhookSink`] (group `webhooks`): one delivery per subscribed endpoint and event
-//!   (`nimbus_db::webhooks::fan_out`), then hands the new deliveries to the deliverer for their
-//!   first attempt at once.
+//!   (`nimbus_db::webhooks::fan_out`), held by this worker, then hands them to the deliverer for
+//!   their first attempt at once.
 //! * [`NotificationSink`] (group `notifications`): the in-app feed of each user of the tenant, and
 //!   the emails they chose, each email a `notify` job enqueued in the same transaction (the
 //!   outbox relay dispatches it); then wakes the users' unread-count streams.
@@ -10,6 +10,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use nimbus_db::webhooks::Claimed;
 use nimbus_db::{PgPool, events, jobs, notifications};
 use nimbus_domain::events::{EVENT_TYPES, WEBHOOK_TEST, title};
 use nimbus_domain::{JobKind, UserId};
@@ -31,22 +32,25 @@ pub const EMAIL_ATTEMPTS: i32 = 8;
 pub struct WebhookSink {
     db: PgPool,
     clock: Arc<dyn Clock>,
-    fresh: mpsc::Sender<Vec<Uuid>>,
+    lease: chrono::Duration,
+    fresh: mpsc::Sender<Vec<Claimed>>,
 }
 
 impl WebhookSink {
-    /// A sink writing to `db` and handing new deliveries to `fresh`.
-    pub fn new(db: PgPool, clock: Arc<dyn Clock>, fresh: mpsc::Sender<Vec<Uuid>>) -> Self {
-        WebhookSink { db, clock, fresh }
+    /// A sink writing to `db` and handing new deliveries, held for `lease` (the deliverer's), to
+    /// `fresh`.
+    pub fn new(db: PgPool, clock: Arc<dyn Clock>, lease: chrono::Duration, fresh: mpsc::Sender<Vec<Claimed>>) -> Self {
+        WebhookSink { db, clock, lease, fresh }
     }
 }
 
 impl Sink for WebhookSink {
     async fn handle(&self, events: &[Uuid]) -> anyhow::Result<()> {
-        let created = nimbus_db::webhooks::fan_out(&self.db, events, self.clock.now()).await?;
-        if !created.is_empty() && self.fresh.try_send(created).is_err() {
-            // The deliverer is busy: its poll finds them due.
-            tracing::debug!("fresh deliveries left to the deliverer's poll");
+        let created = nimbus_db::webhooks::fan_out(&self.db, events, self.clock.now(), self.lease).await?;
+        // Waiting here while the deliverer is busy keeps the rest of the stream unread (and the
+        // deliveries' leases young).
+        if !created.is_empty() && self.fresh.send(created).await.is_err() {
+            tracing::debug!("the deliverer stopped: fresh deliveries are taken by a poll after their lease");
         }
         Ok(())
     }

@@ -517,3 +517,42 @@ async fn an_endpoints_rate_cap_spreads_its_deliveries_without_spending_attempts(
     assert!(last - first >= chrono::Duration::milliseconds(2000), "8 at 2/s take over 2 s: {}", last - first);
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_delivery_whose_lease_ran_short_waits_for_the_lease_and_is_sent_once() {
+    let h = Harness::new().await;
+    let receiver = Receiver::start();
+    let (hook, _) = endpoint(&h, h.tenant, &receiver.url("late"), &[]).await;
+    let event = test_event(&h, h.tenant, hook.id).await;
+    // Made with a lease too short for an attempt (15 s timeout), as when a delivery waited long
+    // for a slot: this worker must not send it while another could take it after the lease.
+    let lease = chrono::Duration::seconds(2);
+    let held = webhooks::fan_out(h.db.pool(), &[event], Utc::now(), lease).await.unwrap();
+    assert_eq!(held.len(), 1);
+    let lease_ends = held[0].locked_until;
+    let config = DeliveryConfig {
+        allow: AllowList::parse("127.0.0.1/32").unwrap(),
+        poll: Duration::from_millis(100),
+        ..DeliveryConfig::default()
+    };
+    let redis = h.redis.client().get_connection_manager().await.unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(nimbus_jobs::SystemClock);
+    let deliverer = Arc::new(
+        nimbus_worker::webhook_delivery::Deliverer::new(h.db.pool().clone(), redis, h.redis.prefix(), clock, config)
+            .unwrap(),
+    );
+    let (fresh, rx) = tokio::sync::mpsc::channel(1);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(deliverer.run(rx, shutdown.clone()));
+    fresh.send(held).await.unwrap();
+
+    let sent = || async { delivery_of(&h, hook.id).await.is_some_and(|(_, status, _)| status == "succeeded") };
+    assert!(wait_until(Duration::from_secs(20), sent).await, "the poll sends it after the lease");
+    let (delivery, _, _) = delivery_of(&h, hook.id).await.unwrap();
+    let attempts = attempts_of(&h, delivery).await;
+    assert_eq!(attempts.len(), 1);
+    assert!(attempts[0].attempted_at >= lease_ends, "attempted at {} before the lease ended", attempts[0].attempted_at);
+    assert_eq!(receiver.requests_to("late").len(), 1, "sent once");
+    shutdown.cancel();
+    running.await.unwrap();
+}
