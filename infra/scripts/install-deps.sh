@@ -28,15 +28,16 @@ fi
 
 # Third-party Proxmox client used to check the simulator's fidelity; localstripe, a stateful
 # fake of Stripe's API that the payment tests run the Stripe provider against; standardwebhooks,
-# the reference verifier webhook deliveries are checked with; aiosmtpd, the SMTP catcher; PyYAML and
-# jsonschema, with which kong/kong.yml is checked against Kong's schema.
+# the reference verifier webhook deliveries are checked with; aiosmtpd, the SMTP catcher; PyYAML,
+# jsonschema, kubernetes-validate and yamllint, with which kong/kong.yml and the deployment files
+# are checked (infra/testing/kong_check.py, check_deploy.py).
 venv=.venv
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c 'import proxmoxer, requests, localstripe, standardwebhooks, aiosmtpd, yaml, jsonschema' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import proxmoxer, requests, localstripe, standardwebhooks, aiosmtpd, yaml, jsonschema, kubernetes_validate, yamllint' 2>/dev/null; then
   "$venv/bin/pip" install -q 'proxmoxer==2.3.0' requests 'localstripe==1.15.10' 'standardwebhooks==1.1.0' \
-    'aiosmtpd==1.4.6' 'PyYAML==6.0.3' 'jsonschema==4.26.0'
+    'aiosmtpd==1.4.6' 'PyYAML==6.0.3' 'jsonschema==4.26.0' 'kubernetes-validate==1.37.0' 'yamllint==1.38.0'
 fi
 
 # The development/test OpenID provider (infra/oidc): reinstalled when its lockfile changed.
