@@ -14,6 +14,7 @@
 //! | `PVE_INSECURE` | `1`/`true`: accept any certificate (labs only) | when none is set |
 //! | `PVE_ALLOW_HTTP` | `1`/`true`: accept an `http://` `PVE_URL` (labs only: the token travels in clear; warned at start) | `false`: refused |
 //! | `LISTEN` | address to serve on | `127.0.0.1:8080` |
+//! | `METRICS_LISTEN` | address of the metrics listener (`/metrics`, `/healthz`), for Prometheus only | unset: none |
 //! | `NIMBUS_WEB_DIST` | the built portal (`web/dist`) to serve at `/`; unset: no portal | unset |
 //! | `BILLING_ISSUER_NAME` | who issues the invoices (printed on them) | `Nimbus` |
 //! | `BILLING_ISSUER_ADDRESS` | the issuer's address, lines separated by `\|` | empty |
@@ -70,6 +71,8 @@ pub struct Config {
     pub pve_allow_http: bool,
     /// `LISTEN`.
     pub listen: SocketAddr,
+    /// `METRICS_LISTEN`.
+    pub metrics_listen: Option<SocketAddr>,
     /// `RATE_LIMIT_PER_MINUTE`.
     pub rate_limit_per_minute: u32,
     /// `TRUSTED_PROXIES`.
@@ -124,6 +127,9 @@ impl Config {
             None => 20,
         };
         let pve = PveEnv::from_lookup(get).map_err(|e| err(e.var, e.problem))?;
+        let metrics_listen = get("METRICS_LISTEN")
+            .map(|v| v.parse().map_err(|_| err("METRICS_LISTEN", "must be an address like 0.0.0.0:9090")))
+            .transpose()?;
         let listen = match get("LISTEN") {
             Some(v) => v.parse().map_err(|_| err("LISTEN", "must be an address like 0.0.0.0:8080"))?,
             None => SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -199,6 +205,7 @@ impl Config {
             pve_tls: pve.tls,
             pve_allow_http: pve.allow_http,
             listen,
+            metrics_listen,
             web_dist: get("NIMBUS_WEB_DIST").map(std::path::PathBuf::from),
             invoice_issuer: crate::invoice_html::Issuer::from_vars(
                 get("BILLING_ISSUER_NAME"),

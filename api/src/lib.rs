@@ -30,6 +30,7 @@ pub mod extract;
 pub mod html;
 pub mod inventory;
 pub mod invoice_html;
+pub mod metrics;
 pub mod middleware;
 pub mod payments;
 pub mod ratelimit;
@@ -91,5 +92,7 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(middleware::refuse_unstorable))
         .layer(axum::middleware::from_fn_with_state(state.clone(), audit::record))
         .layer(axum::middleware::from_fn(middleware::envelope))
+        // Outermost: counts every request with the status the client gets.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::layer))
         .with_state(state)
 }

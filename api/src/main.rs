@@ -82,9 +82,11 @@ async fn serve() -> Result<(), BoxError> {
     let db =
         open_database(&config.database_url, config.database_migration_url.as_deref(), config.database_max_connections)
             .await?;
+    let mut registry = nimbus_metrics::Registry::default();
     let pve = ProxmoxClient::new(
         ClientConfig::new(&config.pve_url, config.pve_token.clone(), config.pve_tls.clone())
-            .allow_http(config.pve_allow_http),
+            .allow_http(config.pve_allow_http)
+            .observer(nimbus_metrics::ProxmoxCalls::register(&mut registry)),
     )?;
     let settings = Settings {
         rate_limit: nimbus_api::ratelimit::RateLimitSettings {
@@ -99,7 +101,8 @@ async fn serve() -> Result<(), BoxError> {
         api_keys_per_user: config.api_keys_per_user,
         ..Settings::default()
     };
-    let mut state = AppState::new(db.clone(), &config.redis_url, &config.redis_key_prefix, pve, settings)?;
+    let mut state = AppState::new(db.clone(), &config.redis_url, &config.redis_key_prefix, pve, settings)?
+        .with_http_metrics(nimbus_api::metrics::HttpMetrics::register(&mut registry));
     if let Some(oidc) = config.oidc.clone() {
         tracing::info!(oidc.issuer = %oidc.issuer, "OIDC sign-in and bearer JWTs enabled");
         let identity = nimbus_api::auth::oidc::Identity::new(oidc, db, &config.redis_url, &config.redis_key_prefix)?;
@@ -108,6 +111,10 @@ async fn serve() -> Result<(), BoxError> {
     match nimbus_api::serve::raise_open_file_limit(config.connections.nofile_limit) {
         Ok(limit) => tracing::info!(open_files = limit, "open-file limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
+    if let Some(address) = config.metrics_listen {
+        let listener = nimbus_metrics::bind(address).await.map_err(|e| format!("METRICS_LISTEN {address}: {e}"))?;
+        tokio::spawn(nimbus_metrics::serve(listener, std::sync::Arc::new(registry), std::future::pending()));
     }
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, limits = ?config.connections, "nimbus-api serving");

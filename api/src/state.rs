@@ -78,6 +78,8 @@ struct Inner {
     console_tickets: crate::console::ConsoleTickets,
     /// The payment providers set up (`crate::payments`).
     payment_providers: Vec<Arc<dyn crate::payments::PaymentProvider>>,
+    /// Request metrics (`crate::metrics`).
+    http_metrics: Arc<crate::metrics::HttpMetrics>,
 }
 
 /// Shared state of the router.
@@ -116,6 +118,7 @@ impl AppState {
             audit,
             console_tickets,
             payment_providers,
+            http_metrics: crate::metrics::HttpMetrics::unserved(),
         })))
     }
 
@@ -177,6 +180,18 @@ impl AppState {
         Arc::get_mut(&mut self.0).expect("with_identity is called before the state is shared").identity =
             Some(identity);
         self
+    }
+
+    /// Records requests into `metrics` (registered in the registry the metrics listener serves).
+    pub fn with_http_metrics(mut self, metrics: Arc<crate::metrics::HttpMetrics>) -> Self {
+        Arc::get_mut(&mut self.0).expect("with_http_metrics is called before the state is shared").http_metrics =
+            metrics;
+        self
+    }
+
+    /// Request metrics.
+    pub fn http_metrics(&self) -> &crate::metrics::HttpMetrics {
+        &self.0.http_metrics
     }
 
     /// The OIDC layer, when configured.

@@ -108,7 +108,8 @@ async fn events(
         .unwrap_or(0)
         .max(0);
     let signal = state.dispatcher().wakeups().follow(id);
-    let stream = follow(state.clone(), auth, id, after, signal);
+    let open = state.http_metrics().stream_opened("jobs");
+    let stream = open.around(follow(state.clone(), auth, id, after, signal));
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 

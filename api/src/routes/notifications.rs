@@ -163,6 +163,7 @@ async fn set_preferences(
 
 async fn stream(State(state): State<AppState>, auth: AuthUser) -> Result<Response, ApiError> {
     let first = notifications::unread_count(state.db(), auth.tenant(), auth.user.id).await?;
+    let open = state.http_metrics().stream_opened("notifications");
     let signal = state.dispatcher().feed_wakeups().follow(auth.user.id);
     let follow = Follow {
         poll: state.settings().sse_poll.min(state.settings().stream_auth_check),
@@ -173,7 +174,7 @@ async fn stream(State(state): State<AppState>, auth: AuthUser) -> Result<Respons
         last: None,
         done: false,
     };
-    Ok(Sse::new(unread_events(follow)).keep_alive(KeepAlive::default()).into_response())
+    Ok(Sse::new(open.around(unread_events(follow))).keep_alive(KeepAlive::default()).into_response())
 }
 
 struct Follow {

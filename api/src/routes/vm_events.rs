@@ -38,6 +38,7 @@ async fn events(State(state): State<AppState>, auth: AuthUser, Path(id): Path<St
     // Checked before the stream starts, so a foreign or missing instance is a plain 404.
     let first = current(&state, &auth, id).await.map_err(|e| not_found(e, "vm"))?;
     let signal = state.dispatcher().instance_wakeups().follow(id);
+    let open = state.http_metrics().stream_opened("instances");
     let follow = Follow {
         poll: state.settings().sse_poll.min(state.settings().stream_auth_check),
         credential: StreamCredential::new(state.clone(), auth),
@@ -48,7 +49,7 @@ async fn events(State(state): State<AppState>, auth: AuthUser, Path(id): Path<St
         last: None,
         done: false,
     };
-    Ok(Sse::new(stream(follow)).keep_alive(KeepAlive::default()).into_response())
+    Ok(Sse::new(open.around(stream(follow))).keep_alive(KeepAlive::default()).into_response())
 }
 
 /// The instance as `GET /v1/vms/{id}` shows it.

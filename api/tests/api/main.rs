@@ -15,6 +15,7 @@ mod health;
 mod isolation;
 mod jobs;
 mod jwt;
+mod metrics;
 mod oidc;
 mod operations;
 mod payments;

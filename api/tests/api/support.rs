@@ -66,6 +66,8 @@ pub struct TestApp {
     pub redis: TestRedis,
     pub sim: RunningSim,
     pub base: String,
+    /// The metrics listener (`/metrics`), apart from the public one.
+    pub metrics_base: String,
     pub http: reqwest::Client,
     /// The API key of the default tenant.
     pub token: String,
@@ -89,9 +91,11 @@ impl TestApp {
         let redis = TestRedis::new().await;
         let sim = pve_sim::start(SimConfig::for_tests(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
         let tls = TlsMode::Fingerprint(sim.fingerprint().unwrap().to_owned());
+        let mut registry = nimbus_metrics::Registry::default();
         let pve = ProxmoxClient::new(
             ClientConfig::new(sim.base_url(), ApiToken::parse(sim.token()).unwrap(), tls)
-                .timeout(Duration::from_secs(10)),
+                .timeout(Duration::from_secs(10))
+                .observer(nimbus_metrics::ProxmoxCalls::register(&mut registry)),
         )
         .unwrap();
         let pool = if options.postgres_down {
@@ -122,7 +126,12 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let key_prefix = format!("{}nimbus:", redis.prefix());
-        let mut state = AppState::new(pool.clone(), &redis_url, &key_prefix, pve, settings).unwrap();
+        let mut state = AppState::new(pool.clone(), &redis_url, &key_prefix, pve, settings)
+            .unwrap()
+            .with_http_metrics(nimbus_api::metrics::HttpMetrics::register(&mut registry));
+        let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics_base = format!("http://{}", metrics_listener.local_addr().unwrap());
+        tokio::spawn(nimbus_metrics::serve(metrics_listener, std::sync::Arc::new(registry), std::future::pending()));
         if let Some(issuer) = &options.oidc_issuer {
             use nimbus_api::auth::oidc::{Identity, OidcConfig};
             let mut config = OidcConfig::new(issuer, "nimbus", Some("nimbus-dev-secret"), base.parse().unwrap());
@@ -136,7 +145,7 @@ impl TestApp {
                 .unwrap();
         });
         let (tenant, token) = new_tenant(db.pool(), limits).await;
-        TestApp { db, redis, sim, base, http: reqwest::Client::new(), token, tenant, server }
+        TestApp { db, redis, sim, base, metrics_base, http: reqwest::Client::new(), token, tenant, server }
     }
 
     /// The test database as the superuser: fixtures and inspection, beyond what the API may do.

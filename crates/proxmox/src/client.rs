@@ -30,6 +30,7 @@ use url::Url;
 use crate::config::{ClientConfig, PollBackoff};
 use crate::error::{PveError, Result};
 use crate::gate::RequestGate;
+use crate::observe::{CallObserver, ObservedCall, path_template};
 use crate::params::Params;
 use crate::tls;
 
@@ -93,6 +94,7 @@ pub(crate) struct Inner {
     pub(crate) tls: Arc<rustls::ClientConfig>,
     pub(crate) user_agent: String,
     pub(crate) gate: Option<Arc<dyn RequestGate>>,
+    pub(crate) observer: Option<Arc<dyn CallObserver>>,
 }
 
 impl std::fmt::Debug for ProxmoxClient {
@@ -172,6 +174,7 @@ impl ProxmoxClient {
                 tls: tls_config,
                 user_agent: config.user_agent,
                 gate: config.request_gate,
+                observer: config.observer,
             }),
         })
     }
@@ -244,7 +247,9 @@ impl ProxmoxClient {
         }
         self.pass_gate().await;
         let started = Instant::now();
-        let resp = req.send().await.map_err(|e| self.send_error(&method, &path, e, self.inner.timeout))?;
+        let sent = req.send().await;
+        self.observe(&method, &path, &sent, started);
+        let resp = sent.map_err(|e| self.send_error(&method, &path, e, self.inner.timeout))?;
         self.decode(&method, &path, resp, started, self.inner.timeout).await
     }
 
@@ -259,7 +264,9 @@ impl ProxmoxClient {
         self.pass_gate().await;
         let started = Instant::now();
         let limit = timeout.unwrap_or(Duration::MAX);
-        let resp = req.send().await.map_err(|e| self.send_error(&method, path, e, limit))?;
+        let sent = req.send().await;
+        self.observe(&method, path, &sent, started);
+        let resp = sent.map_err(|e| self.send_error(&method, path, e, limit))?;
         Ok(self.decode(&method, path, resp, started, limit).await?.0)
     }
 
@@ -267,6 +274,15 @@ impl ProxmoxClient {
     pub(crate) async fn pass_gate(&self) {
         if let Some(gate) = &self.inner.gate {
             gate.acquire().await;
+        }
+    }
+
+    /// Tells the observer, if any, what came of a request sent at `started`.
+    fn observe(&self, method: &Method, path: &str, sent: &reqwest::Result<reqwest::Response>, started: Instant) {
+        if let Some(observer) = &self.inner.observer {
+            let template = path_template(path);
+            let status = sent.as_ref().ok().map(|r| r.status().as_u16());
+            observer.observe(&ObservedCall { method, path: &template, status, elapsed: started.elapsed() });
         }
     }
 

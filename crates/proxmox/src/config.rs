@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::error::{PveError, Result};
 use crate::gate::RequestGate;
+use crate::observe::CallObserver;
 
 /// A PVE API token, `user@realm!tokenid=secret`. `Debug` and `Display` never show the
 /// secret.
@@ -160,6 +161,8 @@ pub struct ClientConfig {
     pub allow_http: bool,
     /// Awaited before every request is sent (see [`crate::gate`]); `None`: requests go at once.
     pub request_gate: Option<Arc<dyn RequestGate>>,
+    /// Told of every request's outcome (see [`crate::observe`]); `None`: nobody is.
+    pub observer: Option<Arc<dyn CallObserver>>,
 }
 
 impl ClientConfig {
@@ -177,6 +180,7 @@ impl ClientConfig {
             user_agent: concat!("nimbus-proxmox/", env!("CARGO_PKG_VERSION")).to_string(),
             allow_http: false,
             request_gate: None,
+            observer: None,
         }
     }
 
@@ -196,6 +200,12 @@ impl ClientConfig {
     /// Sets the task polling backoff.
     pub fn task_poll(mut self, poll: PollBackoff) -> Self {
         self.task_poll = poll;
+        self
+    }
+
+    /// Tells `observer` of every request's outcome, task polls included.
+    pub fn observer(mut self, observer: Arc<dyn CallObserver>) -> Self {
+        self.observer = Some(observer);
         self
     }
 
