@@ -13,6 +13,7 @@
 //! | `PVE_INSECURE` | `1`/`true`: accept any certificate (labs only) | when none is set |
 //! | `PVE_ALLOW_HTTP` | `1`/`true`: accept an `http://` `PVE_URL` (labs only: the token travels in clear; warned at start) | `false`: refused |
 //! | `WORKER_QUEUES` | the queues this process consumes, comma separated (`provision,rebuild`; see the README for separate pools) | all: `provision,power,resize,rebuild,delete,snapshot,backup,billing,notify` |
+//! | `METRICS_LISTEN` | address of the metrics listener (`/metrics`, `/healthz`), for Prometheus only | unset: none |
 //! | `WORKER_CONCURRENCY` | jobs of one queue run at once by this process | `8` |
 //! | `QUEUE_CONCURRENCY` | per-queue exceptions to `WORKER_CONCURRENCY`, `power=32,provision=4` | none |
 //! | `NODE_CAP` | provision jobs loading one Proxmox node at once, across all workers | `4` |
@@ -50,6 +51,8 @@ pub struct Config {
     pub redis_url: String,
     /// `REDIS_KEY_PREFIX`.
     pub redis_key_prefix: String,
+    /// `METRICS_LISTEN`: the metrics listener (`/metrics`, `/healthz`); `None`: none.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// `PVE_URL`.
     pub pve_url: String,
     /// `PVE_TOKEN`.
@@ -238,6 +241,9 @@ impl Config {
             database_max_connections,
             redis_url: required("REDIS_URL")?,
             redis_key_prefix: get("REDIS_KEY_PREFIX").unwrap_or_else(|| "nimbus:".into()),
+            metrics_listen: get("METRICS_LISTEN")
+                .map(|v| v.parse().map_err(|_| err("METRICS_LISTEN", "must be an address like 0.0.0.0:9090")))
+                .transpose()?,
             pve_url: pve.url,
             pve_token: pve.token,
             pve_tls: pve.tls,

@@ -71,6 +71,8 @@ pub struct Env {
     pub ledger: nimbus_jobs::LedgerWriter,
     /// Sends notification emails (`None`: email is not configured).
     pub mail: Option<crate::notify::Mailer>,
+    /// What this process measures (`crate::metrics`).
+    pub metrics: std::sync::Arc<crate::metrics::WorkerMetrics>,
 }
 
 impl Env {

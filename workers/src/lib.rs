@@ -32,6 +32,7 @@ pub mod delete;
 pub mod env;
 pub mod events;
 pub mod guest_ops;
+pub mod metrics;
 pub mod node_caps;
 pub mod notify;
 pub mod power;

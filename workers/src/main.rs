@@ -18,7 +18,17 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let shutdown = CancellationToken::new();
     tokio::spawn(signal(shutdown.clone()));
-    let (env, queues) = runtime::connect(&config, shutdown).await?;
+    let (env, queues, registry) = runtime::connect(&config, shutdown.clone()).await?;
+    if let Some(address) = config.metrics_listen {
+        let listener =
+            nimbus_metrics::bind(address).await.map_err(|e| anyhow::anyhow!("METRICS_LISTEN {address}: {e}"))?;
+        let stop = shutdown.clone();
+        tokio::spawn(nimbus_metrics::serve(
+            listener,
+            std::sync::Arc::new(registry),
+            async move { stop.cancelled().await },
+        ));
+    }
     tracing::info!(worker = %env.worker_id, queues = ?config.queues, concurrency = config.concurrency, node_cap = config.node_cap, "worker started");
     let options = RuntimeOptions {
         concurrency: config.concurrency,

@@ -54,6 +54,8 @@ pub struct RuntimeOptions {
     pub clock: Arc<dyn nimbus_jobs::Clock>,
     /// Domain events and what reads them (`None`: off in this process).
     pub events: Option<EventsOptions>,
+    /// How often the queue gauges of the metrics are read from Redis.
+    pub queue_sample_every: Duration,
 }
 
 /// How domain events reach webhooks, the feed and email.
@@ -79,12 +81,17 @@ impl Default for RuntimeOptions {
             schedule_every: Some(Duration::from_secs(1)),
             clock: Arc::new(nimbus_jobs::SystemClock),
             events: Some(EventsOptions::default()),
+            queue_sample_every: Duration::from_secs(5),
         }
     }
 }
 
 /// Connects everything [`Config`] names; `shutdown` becomes the env's shutdown signal.
-pub async fn connect(config: &Config, shutdown: CancellationToken) -> anyhow::Result<(Arc<Env>, Queues)> {
+/// Also returns the registry of the process's metrics, for its metrics listener.
+pub async fn connect(
+    config: &Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(Arc<Env>, Queues, nimbus_metrics::Registry)> {
     let db = nimbus_db::connect(&config.database_url, config.database_max_connections)
         .await
         .context("connecting to PostgreSQL")?;
@@ -96,8 +103,10 @@ pub async fn connect(config: &Config, shutdown: CancellationToken) -> anyhow::Re
         );
     }
     let queues = Queues::new(&config.redis_url, config.redis_key_prefix.clone()).context("REDIS_URL")?;
+    let mut registry = nimbus_metrics::Registry::default();
     let mut pve_config = ClientConfig::new(&config.pve_url, config.pve_token.clone(), config.pve_tls.clone())
-        .allow_http(config.pve_allow_http);
+        .allow_http(config.pve_allow_http)
+        .observer(nimbus_metrics::ProxmoxCalls::register(&mut registry));
     // Every worker process shares one budget of Proxmox requests per second (`PVE_RATE_LIMIT`).
     if config.pve_rate_limit > 0 {
         let cap = crate::pve_rate::ClusterRateCap::connect(
@@ -127,8 +136,9 @@ pub async fn connect(config: &Config, shutdown: CancellationToken) -> anyhow::Re
         .context("connecting to Redis")?;
     let worker_id = config.worker_name.clone();
     let mail = config.mail.as_ref().map(crate::notify::Mailer::new).transpose().context("email settings")?;
-    let env = Env { db, pve, caps, backup_lanes, settings, worker_id, shutdown, events, ledger, mail };
-    Ok((Arc::new(env), queues))
+    let metrics = crate::metrics::WorkerMetrics::register(&mut registry);
+    let env = Env { db, pve, caps, backup_lanes, settings, worker_id, shutdown, events, ledger, mail, metrics };
+    Ok((Arc::new(env), queues, registry))
 }
 
 /// Runs a pool per queue, the relay, lease recovery, the reconciler and the scheduler until `env.shutdown` fires and every
@@ -137,6 +147,11 @@ pub async fn run(env: Arc<Env>, queues: Queues, options: RuntimeOptions) -> anyh
     let shutdown = env.shutdown.clone();
     let relay = tokio::spawn(Relay::new(env.db.clone(), queues.clone(), options.relay.clone()).run(shutdown.clone()));
     let recovery = tokio::spawn(recovery::run(env.db.clone(), options.recovery_every, shutdown.clone()));
+    let sampler = tokio::spawn(env.metrics.clone().sample_queues_every(
+        queues.clone(),
+        options.queue_sample_every,
+        shutdown.clone(),
+    ));
     let reconciler =
         options.reconcile_every.map(|every| tokio::spawn(reconciler::run((*env).clone(), every, shutdown.clone())));
     if options.schedule_every.is_some()
@@ -146,7 +161,14 @@ pub async fn run(env: Arc<Env>, queues: Queues, options: RuntimeOptions) -> anyh
         tracing::warn!(error = %e, "the billing schedules could not be created");
     }
     let scheduler = options.schedule_every.map(|every| {
-        tokio::spawn(scheduler::run(env.db.clone(), queues.clone(), options.clock.clone(), every, shutdown.clone()))
+        tokio::spawn(scheduler::run(
+            env.db.clone(),
+            queues.clone(),
+            options.clock.clone(),
+            every,
+            shutdown.clone(),
+            env.metrics.clone(),
+        ))
     });
     let event_tasks = match &options.events {
         Some(events) => start_events(&env, &queues, events, options.clock.clone()).await,
@@ -171,6 +193,7 @@ pub async fn run(env: Arc<Env>, queues: Queues, options: RuntimeOptions) -> anyh
     }
     let _ = relay.await;
     let _ = recovery.await;
+    let _ = sampler.await;
     for task in [reconciler, scheduler].into_iter().flatten().chain(event_tasks) {
         let _ = task.await;
     }
@@ -236,7 +259,7 @@ async fn start_events(
     };
     let deliverer =
         match Deliverer::new(env.db.clone(), redis.clone(), &prefix, clock.clone(), options.delivery.clone()) {
-            Ok(d) => Arc::new(d),
+            Ok(d) => Arc::new(d.with_metrics(env.metrics.clone())),
             Err(e) => {
                 tracing::error!(error = %e, "webhook deliveries cannot start");
                 return Vec::new();

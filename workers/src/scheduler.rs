@@ -9,6 +9,7 @@
 //!
 //! Time comes from the injected [`Clock`], so tests cross hours and months without waiting.
 
+use crate::metrics::WorkerMetrics;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,8 +103,15 @@ async fn push(db: &PgPool, queues: &Queues, started: &[schedules::Started]) {
 }
 
 /// Ticks every `every` until `shutdown`.
-pub async fn run(db: PgPool, queues: Queues, clock: Arc<dyn Clock>, every: Duration, shutdown: CancellationToken) {
-    run_in_batches(db, queues, clock, every, BATCH, shutdown).await
+pub async fn run(
+    db: PgPool,
+    queues: Queues,
+    clock: Arc<dyn Clock>,
+    every: Duration,
+    shutdown: CancellationToken,
+    metrics: Arc<WorkerMetrics>,
+) {
+    run_in_batches(db, queues, clock, every, BATCH, shutdown, metrics).await
 }
 
 /// [`run`] with `batch` schedules per transaction.
@@ -114,10 +122,12 @@ pub async fn run_in_batches(
     every: Duration,
     batch: i64,
     shutdown: CancellationToken,
+    metrics: Arc<WorkerMetrics>,
 ) {
     loop {
-        if let Err(e) = tick_in_batches(&db, &queues, clock.as_ref(), batch).await {
-            tracing::warn!(error = %e, "scheduler tick failed; the next one retries");
+        match tick_in_batches(&db, &queues, clock.as_ref(), batch).await {
+            Ok(tick) => metrics.schedules_fired(tick.started),
+            Err(e) => tracing::warn!(error = %e, "scheduler tick failed; the next one retries"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -336,9 +336,17 @@ impl Run {
     /// waiting for one (or stopping).
     pub async fn permit_of(&self, caps: &crate::node_caps::NodeCaps, node: &str) -> Result<Permit, StepError> {
         let holder = format!("{}:{}", self.env.worker_id, self.job.id);
+        if let Ok(Some(p)) = caps.try_acquire(node, &holder).await {
+            return Ok(p);
+        }
+        // The node is at its cap (or Redis did not answer: `acquire` says which).
+        let waiting = std::time::Instant::now();
         let stop = self.stop_token();
         let acquired = caps.acquire(node, &holder, &stop).await;
         stop.cancel();
+        if let Ok(Some(_)) = &acquired {
+            self.env.metrics.node_cap_waited(node, waiting.elapsed());
+        }
         match acquired {
             Ok(Some(p)) => Ok(p),
             Ok(None) => Err(self.check_stop().err().unwrap_or(StepError::ShuttingDown)),
@@ -448,6 +456,7 @@ pub async fn run<O: Operation>(env: &Env, job_id: nimbus_domain::JobId) -> Resul
     };
     tracing::info!(job.id = %job_id, job.kind = O::NAME, job.attempt = job.attempts, job.step = job.step.as_deref().unwrap_or("-"), "claimed");
     env.events.publish_job(job_id, job.instance()).await;
+    let started = std::time::Instant::now();
     let lease_lost = CancellationToken::new();
     let keeper = tokio::spawn(keep_lease(env.clone(), job_id, lease_lost.clone()));
     let result = match O::load(Run::new(env.clone(), job.clone(), lease_lost)).await {
@@ -456,6 +465,9 @@ pub async fn run<O: Operation>(env: &Env, job_id: nimbus_domain::JobId) -> Resul
     };
     keeper.abort();
     let outcome = settle(env, &job, result).await;
+    if let Ok(o) = &outcome {
+        env.metrics.job_ended(O::NAME, o, started.elapsed());
+    }
     env.events.publish_job(job_id, job.instance()).await;
     outcome
 }

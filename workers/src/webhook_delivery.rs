@@ -86,6 +86,7 @@ pub struct Deliverer {
     slots: Arc<Semaphore>,
     settled: mpsc::Sender<(Claimed, AttemptResult)>,
     to_settle: parking_lot::Mutex<Option<mpsc::Receiver<(Claimed, AttemptResult)>>>,
+    metrics: Arc<crate::metrics::WorkerMetrics>,
 }
 
 impl Deliverer {
@@ -136,7 +137,14 @@ impl Deliverer {
             slots,
             settled,
             to_settle: parking_lot::Mutex::new(Some(to_settle)),
+            metrics: crate::metrics::WorkerMetrics::unserved(),
         })
+    }
+
+    /// Counts attempts in `metrics` (the process's).
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::WorkerMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Delivers until `shutdown`: `fresh` deliveries (held already) at once, due ones every `poll`.
@@ -295,6 +303,11 @@ impl Deliverer {
         }
         let at = self.clock.now();
         let result = self.send(&d, at).await;
+        self.metrics.webhook_attempt(match (result.succeeded, result.gone) {
+            (true, _) => "delivered",
+            (_, true) => "gone",
+            _ => "failed",
+        });
         self.settled.send((d, result)).await.map_err(|_| anyhow::anyhow!("the settler stopped"))?;
         Ok(())
     }

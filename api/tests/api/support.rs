@@ -373,6 +373,7 @@ impl Worker {
             events: nimbus_jobs::JobEventPublisher::new(app.redis.client().clone(), &key_prefix),
             ledger: Env::ledger_writer(app.pool(), "w1", lease),
             mail: None,
+            metrics: nimbus_worker::metrics::WorkerMetrics::unserved(),
         });
         let options = RuntimeOptions {
             concurrency: 2,

@@ -175,7 +175,8 @@ async fn run(args: &Args, services: &Services) -> anyhow::Result<()> {
         let queues = nimbus_jobs::Queues::new(&redis_url, "bench:")?;
         replicas.push(tokio::spawn(async move {
             let clock = std::sync::Arc::new(SystemClock);
-            nimbus_worker::scheduler::run_in_batches(pool, queues, clock, every, batch, stop).await
+            let metrics = nimbus_worker::metrics::WorkerMetrics::unserved();
+            nimbus_worker::scheduler::run_in_batches(pool, queues, clock, every, batch, stop, metrics).await
         }));
     }
     // The reader: when each fire is first seen committed.

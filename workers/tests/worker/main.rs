@@ -6,6 +6,7 @@ mod billing;
 mod crash;
 mod ladder;
 mod lxc;
+mod metrics;
 mod node_caps;
 mod notify;
 mod provision;

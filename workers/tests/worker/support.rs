@@ -74,6 +74,11 @@ impl Harness {
     }
 
     pub fn pve(&self) -> ProxmoxClient {
+        ProxmoxClient::new(self.pve_config()).unwrap()
+    }
+
+    /// The configuration of [`Harness::pve`].
+    pub fn pve_config(&self) -> ClientConfig {
         let token = ApiToken::parse(self.sim.token()).unwrap();
         let tls = TlsMode::Fingerprint(self.sim.fingerprint().unwrap().to_owned());
         let poll = PollBackoff {
@@ -82,7 +87,7 @@ impl Harness {
             factor: 1.5,
             jitter: 0.1,
         };
-        ProxmoxClient::new(ClientConfig::new(self.sim.base_url(), token, tls).task_poll(poll)).unwrap()
+        ClientConfig::new(self.sim.base_url(), token, tls).task_poll(poll)
     }
 
     /// Settings for tests: short leases, fast retries and polls.
@@ -117,6 +122,7 @@ impl Harness {
             events: nimbus_jobs::JobEventPublisher::new(self.redis.client().clone(), &self.key_prefix()),
             ledger: Env::ledger_writer(self.db.app_pool(), worker, settings_lease),
             mail: None,
+            metrics: nimbus_worker::metrics::WorkerMetrics::unserved(),
         })
     }
 
@@ -133,6 +139,31 @@ impl Harness {
         adjust: impl FnOnce(&mut RuntimeOptions),
     ) -> Running {
         let env = self.env(worker, 4).await;
+        let mut options = RuntimeOptions {
+            concurrency,
+            relay: RelayConfig { idle: Duration::from_millis(20), ..RelayConfig::default() },
+            recovery_every: Duration::from_millis(200),
+            ..RuntimeOptions::default()
+        };
+        adjust(&mut options);
+        let handle = tokio::spawn(runtime::run(env.clone(), self.queues(), options));
+        Running { env, handle }
+    }
+
+    /// Starts a worker runtime named `worker` with node cap 1 whose metrics (and Proxmox calls)
+    /// are registered in `registry`, its options changed by `adjust`.
+    pub async fn start_measured(
+        &self,
+        worker: &str,
+        concurrency: usize,
+        registry: &mut nimbus_metrics::Registry,
+        adjust: impl FnOnce(&mut RuntimeOptions),
+    ) -> Running {
+        let mut env = (*self.env(worker, 1).await).clone();
+        env.pve =
+            ProxmoxClient::new(self.pve_config().observer(nimbus_metrics::ProxmoxCalls::register(registry))).unwrap();
+        env.metrics = nimbus_worker::metrics::WorkerMetrics::register(registry);
+        let env = Arc::new(env);
         let mut options = RuntimeOptions {
             concurrency,
             relay: RelayConfig { idle: Duration::from_millis(20), ..RelayConfig::default() },
