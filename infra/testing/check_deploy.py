@@ -239,6 +239,27 @@ def check_cluster(objects, where, queues, documented_secrets, problems):
             if not any(selects(selector, pod_labels(w)) for w in workloads):
                 problems.append(f"{where}: {kind} {o['metadata']['name']} selects no pod")
 
+    # Every Nimbus process serves its metrics on METRICS_LISTEN, a declared port (and the
+    # workers' liveness is that listener's /healthz).
+    for name, d in deployments.items():
+        c = containers(d)[0]
+        image = c["image"].split(":")[0]
+        if not image.endswith(("nimbus-api", "nimbus-worker")):
+            continue
+        listen = env(c, "METRICS_LISTEN")
+        ports = {p["containerPort"]: p.get("name") for p in c.get("ports", [])}
+        if not listen or int(listen.rsplit(":", 1)[1]) not in ports:
+            problems.append(f"{where}: {name}: METRICS_LISTEN is unset or not a declared port")
+            continue
+        port_name = ports[int(listen.rsplit(":", 1)[1])]
+        annotations = d["spec"]["template"]["metadata"].get("annotations", {})
+        if annotations.get("prometheus.io/port") != listen.rsplit(":", 1)[1]:
+            problems.append(f"{where}: {name}: the prometheus.io/port annotation is not the metrics port")
+        if image.endswith("nimbus-worker"):
+            probe = c.get("livenessProbe", {}).get("httpGet", {})
+            if probe.get("path") != "/healthz" or probe.get("port") not in (port_name, int(listen.rsplit(":", 1)[1])):
+                problems.append(f"{where}: {name}: no liveness probe on the metrics listener's /healthz")
+
     api = deployments.get("nimbus-api")
     if api is None:
         problems.append(f"{where}: no Deployment nimbus-api")

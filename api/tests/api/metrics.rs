@@ -81,3 +81,68 @@ async fn requests_are_counted_by_route_template_and_streams_while_open() {
     let public = app.http.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(public.status(), StatusCode::NOT_FOUND);
 }
+
+/// The metric names a process exposes, as Prometheus stores them (counters with `_total`).
+fn exposed(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| {
+            let (name, kind) = l.split_once(' ').unwrap();
+            if kind == "counter" { format!("{name}_total") } else { name.to_owned() }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_readmes_table_and_the_dashboard_name_exactly_the_metrics_served() {
+    // Families print only once they have a series: give each one.
+    let app = TestApp::new().await;
+    let created = app.http.post(app.url("/v1/vms")).bearer_auth(&app.token).json(&vm_body("t1")).send().await.unwrap();
+    let (_, _, body) = split(created).await;
+    let job = body["data"]["id"].as_str().unwrap().to_owned();
+    let stream = app.http.get(app.url(&format!("/v1/jobs/{job}/events"))).bearer_auth(&app.token).send().await.unwrap();
+    let mut served = exposed(&scrape(&app).await);
+    drop(stream);
+    let mut registry = nimbus_metrics::Registry::default();
+    let worker = nimbus_worker::metrics::WorkerMetrics::register(&mut registry);
+    worker.job_ended("provision", &nimbus_worker::step_machine::Outcome::Succeeded, Duration::from_secs(1));
+    worker.node_cap_waited("pve1", Duration::from_millis(10));
+    worker.schedules_fired(1);
+    worker.webhook_attempt("delivered");
+    let queues = nimbus_jobs::Queues::with_client(app.redis.client().clone(), app.redis.key("nimbus:"));
+    worker.sample_queues(&queues, nimbus_jobs::queues::ALL).await;
+    served.extend(exposed(&nimbus_metrics::encode(&registry)));
+    assert!(served.len() >= 17, "{served:?}");
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let section = readme.split("\n### Metrics\n").nth(1).expect("README has a Metrics section");
+    let section = section.split("\n### ").next().unwrap();
+    let documented: std::collections::BTreeSet<String> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `nimbus_"))
+        .map(|rest| format!("nimbus_{}", rest.split('`').next().unwrap()))
+        .collect();
+    assert_eq!(documented, served, "README's metrics table and the metrics served differ");
+
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("infra/grafana/nimbus.json")).unwrap()).unwrap();
+    let mut queried = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for (at, _) in expr.match_indices("nimbus_") {
+                let series: String = expr[at..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
+                let series = series.as_str();
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| series.strip_suffix(s).filter(|f| served.contains(*f)))
+                    .unwrap_or(series);
+                assert!(served.contains(family), "panel {:?} queries {series}, which nothing serves", panel["title"]);
+                queried.insert(family.to_owned());
+            }
+        }
+    }
+    let unused: Vec<_> = served.difference(&queried).collect();
+    assert!(unused.is_empty(), "metrics no dashboard panel shows: {unused:?}");
+}

@@ -182,7 +182,7 @@ fn the_deployment_files_pass_their_schemas_and_hold_together() {
 
 #[test]
 fn the_deployment_check_refuses_unknown_fields_an_unscaled_queue_and_bad_yaml() {
-    let cases: [(&str, &str, &str, &[&str]); 6] = [
+    let cases: [(&str, &str, &str, &[&str]); 7] = [
         // A field Kubernetes refuses (strict validation).
         (
             "infra/k8s/base/api.yaml",
@@ -217,6 +217,13 @@ fn the_deployment_check_refuses_unknown_fields_an_unscaled_queue_and_bad_yaml() 
             "        pendingEntriesCount: \"10\"",
             "        lagCount: \"10\"",
             &["no pending-entries trigger"],
+        ),
+        // Metrics on a port the pod does not declare.
+        (
+            "infra/k8s/base/workers.yaml",
+            "              value: 0.0.0.0:9090",
+            "              value: 0.0.0.0:9191",
+            &["METRICS_LISTEN is unset or not a declared port"],
         ),
         // Duplicate keys (yamllint).
         ("kong/kong.yml", "    retries: 2\n", "    retries: 2\n    retries: 3\n", &["yamllint", "duplication of key"]),
