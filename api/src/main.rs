@@ -55,9 +55,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    nimbus_telemetry::logs::init_from_env();
     let result = match Cli::parse().command {
         Command::Serve => serve().await,
         Command::Migrate => run_migrate().await,
@@ -82,11 +80,11 @@ async fn serve() -> Result<(), BoxError> {
     let db =
         open_database(&config.database_url, config.database_migration_url.as_deref(), config.database_max_connections)
             .await?;
-    let mut registry = nimbus_metrics::Registry::default();
+    let mut registry = nimbus_telemetry::Registry::default();
     let pve = ProxmoxClient::new(
         ClientConfig::new(&config.pve_url, config.pve_token.clone(), config.pve_tls.clone())
             .allow_http(config.pve_allow_http)
-            .observer(nimbus_metrics::ProxmoxCalls::register(&mut registry)),
+            .observer(nimbus_telemetry::ProxmoxCalls::register(&mut registry)),
     )?;
     let settings = Settings {
         rate_limit: nimbus_api::ratelimit::RateLimitSettings {
@@ -113,8 +111,8 @@ async fn serve() -> Result<(), BoxError> {
         Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
     }
     if let Some(address) = config.metrics_listen {
-        let listener = nimbus_metrics::bind(address).await.map_err(|e| format!("METRICS_LISTEN {address}: {e}"))?;
-        tokio::spawn(nimbus_metrics::serve(listener, std::sync::Arc::new(registry), std::future::pending()));
+        let listener = nimbus_telemetry::bind(address).await.map_err(|e| format!("METRICS_LISTEN {address}: {e}"))?;
+        tokio::spawn(nimbus_telemetry::serve(listener, std::sync::Arc::new(registry), std::future::pending()));
     }
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, limits = ?config.connections, "nimbus-api serving");

@@ -1,5 +1,5 @@
 //! The API's request metrics (README, "Metrics"), served on the metrics listener
-//! (`METRICS_LISTEN`, `nimbus_metrics::serve`), never on the public one.
+//! (`METRICS_LISTEN`, `nimbus_telemetry::serve`), never on the public one.
 //!
 //! * `nimbus_http_requests_total{route,method,status}`: `route` is the route's template
 //!   (`/v1/vms/{id}`), so ids make no series; a path that matched no route is `unmatched`.
@@ -13,7 +13,7 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use nimbus_metrics::Registry;
+use nimbus_telemetry::Registry;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -54,7 +54,7 @@ impl HttpMetrics {
     pub fn register(registry: &mut Registry) -> Arc<HttpMetrics> {
         let metrics = HttpMetrics {
             requests: Family::default(),
-            duration: Family::new_with_constructor(|| Histogram::new(nimbus_metrics::latency_buckets())),
+            duration: Family::new_with_constructor(|| Histogram::new(nimbus_telemetry::latency_buckets())),
             in_flight: Gauge::default(),
             streams: Family::default(),
         };

@@ -8,26 +8,21 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use nimbus_worker::config::Config;
 use nimbus_worker::runtime::{self, RuntimeOptions};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .init();
+    nimbus_telemetry::logs::init_from_env();
     let config = Config::from_env()?;
     let shutdown = CancellationToken::new();
     tokio::spawn(signal(shutdown.clone()));
     let (env, queues, registry) = runtime::connect(&config, shutdown.clone()).await?;
     if let Some(address) = config.metrics_listen {
         let listener =
-            nimbus_metrics::bind(address).await.map_err(|e| anyhow::anyhow!("METRICS_LISTEN {address}: {e}"))?;
+            nimbus_telemetry::bind(address).await.map_err(|e| anyhow::anyhow!("METRICS_LISTEN {address}: {e}"))?;
         let stop = shutdown.clone();
-        tokio::spawn(nimbus_metrics::serve(
-            listener,
-            std::sync::Arc::new(registry),
-            async move { stop.cancelled().await },
-        ));
+        tokio::spawn(nimbus_telemetry::serve(listener, std::sync::Arc::new(registry), async move {
+            stop.cancelled().await
+        }));
     }
     tracing::info!(worker = %env.worker_id, queues = ?config.queues, concurrency = config.concurrency, node_cap = config.node_cap, "worker started");
     let options = RuntimeOptions {

@@ -1,5 +1,5 @@
 //! What a worker process measures (README, "Metrics"), served on its metrics listener
-//! (`METRICS_LISTEN`, `nimbus_metrics::serve`).
+//! (`METRICS_LISTEN`, `nimbus_telemetry::serve`).
 //!
 //! * Jobs: `nimbus_jobs_total{kind,outcome}` (outcome `succeeded`, `failed` for good, `retried`,
 //!   `waiting`, `released` at shutdown, `lease_lost`) and `nimbus_job_duration_seconds{kind,outcome}`,
@@ -12,13 +12,13 @@
 //!   for a node's concurrency cap, and for how long.
 //! * `nimbus_scheduler_fires_total`: jobs started by schedules (this process's ticks).
 //! * `nimbus_webhook_attempts_total{outcome}`: `delivered`, `failed`, `gone`.
-//! * Proxmox calls: `nimbus_metrics::ProxmoxCalls`.
+//! * Proxmox calls: `nimbus_telemetry::ProxmoxCalls`.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nimbus_jobs::Queues;
-use nimbus_metrics::Registry;
+use nimbus_telemetry::Registry;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -70,14 +70,14 @@ impl WorkerMetrics {
     pub fn register(registry: &mut Registry) -> Arc<WorkerMetrics> {
         let m = WorkerMetrics {
             jobs: Family::default(),
-            job_duration: Family::new_with_constructor(|| Histogram::new(nimbus_metrics::duration_buckets())),
+            job_duration: Family::new_with_constructor(|| Histogram::new(nimbus_telemetry::duration_buckets())),
             waiting: Family::default(),
             in_flight: Family::default(),
             delayed: Family::default(),
             dead: Family::default(),
             oldest_waiting: Family::default(),
             node_cap_waits: Family::default(),
-            node_cap_wait: Histogram::new(nimbus_metrics::duration_buckets()),
+            node_cap_wait: Histogram::new(nimbus_telemetry::duration_buckets()),
             scheduler_fires: Counter::default(),
             webhook_attempts: Family::default(),
         };

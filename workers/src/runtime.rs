@@ -91,7 +91,7 @@ impl Default for RuntimeOptions {
 pub async fn connect(
     config: &Config,
     shutdown: CancellationToken,
-) -> anyhow::Result<(Arc<Env>, Queues, nimbus_metrics::Registry)> {
+) -> anyhow::Result<(Arc<Env>, Queues, nimbus_telemetry::Registry)> {
     let db = nimbus_db::connect(&config.database_url, config.database_max_connections)
         .await
         .context("connecting to PostgreSQL")?;
@@ -103,10 +103,10 @@ pub async fn connect(
         );
     }
     let queues = Queues::new(&config.redis_url, config.redis_key_prefix.clone()).context("REDIS_URL")?;
-    let mut registry = nimbus_metrics::Registry::default();
+    let mut registry = nimbus_telemetry::Registry::default();
     let mut pve_config = ClientConfig::new(&config.pve_url, config.pve_token.clone(), config.pve_tls.clone())
         .allow_http(config.pve_allow_http)
-        .observer(nimbus_metrics::ProxmoxCalls::register(&mut registry));
+        .observer(nimbus_telemetry::ProxmoxCalls::register(&mut registry));
     // Every worker process shares one budget of Proxmox requests per second (`PVE_RATE_LIMIT`).
     if config.pve_rate_limit > 0 {
         let cap = crate::pve_rate::ClusterRateCap::connect(

@@ -35,6 +35,7 @@ use nimbus_proxmox::PveError;
 use serde_json::Value;
 use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::env::Env;
 use crate::node_caps::Permit;
@@ -432,7 +433,9 @@ pub trait Operation: Sized + Send {
 /// later. Everything else is acknowledged, the ledger having recorded the result.
 pub async fn handle<O: Operation>(message: Dispatch, env: Data<Arc<Env>>) -> Result<(), BoxDynError> {
     let job_id = message.job_id;
-    match run::<O>(&env, job_id).await {
+    // Every line logged while the job runs carries its id and kind (LOG_FORMAT=json: `span`).
+    let span = tracing::info_span!("job", job.id = %job_id, job.kind = O::NAME, request.id = tracing::field::Empty);
+    match run::<O>(&env, job_id).instrument(span).await {
         Ok(outcome) => {
             tracing::debug!(job.id = %job_id, job.kind = O::NAME, ?outcome, "message handled");
             Ok(())
@@ -454,6 +457,10 @@ pub async fn run<O: Operation>(env: &Env, job_id: nimbus_domain::JobId) -> Resul
     let Some(job) = claimed else {
         return Ok(Outcome::NotClaimed);
     };
+    // The request that made the job: its lines and the API's share the id.
+    if let Some(rid) = job.request_id.as_deref() {
+        tracing::Span::current().record("request.id", rid);
+    }
     tracing::info!(job.id = %job_id, job.kind = O::NAME, job.attempt = job.attempts, job.step = job.step.as_deref().unwrap_or("-"), "claimed");
     env.events.publish_job(job_id, job.instance()).await;
     let started = std::time::Instant::now();

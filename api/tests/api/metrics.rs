@@ -103,7 +103,7 @@ async fn the_readmes_table_and_the_dashboard_name_exactly_the_metrics_served() {
     let stream = app.http.get(app.url(&format!("/v1/jobs/{job}/events"))).bearer_auth(&app.token).send().await.unwrap();
     let mut served = exposed(&scrape(&app).await);
     drop(stream);
-    let mut registry = nimbus_metrics::Registry::default();
+    let mut registry = nimbus_telemetry::Registry::default();
     let worker = nimbus_worker::metrics::WorkerMetrics::register(&mut registry);
     worker.job_ended("provision", &nimbus_worker::step_machine::Outcome::Succeeded, Duration::from_secs(1));
     worker.node_cap_waited("pve1", Duration::from_millis(10));
@@ -111,7 +111,7 @@ async fn the_readmes_table_and_the_dashboard_name_exactly_the_metrics_served() {
     worker.webhook_attempt("delivered");
     let queues = nimbus_jobs::Queues::with_client(app.redis.client().clone(), app.redis.key("nimbus:"));
     worker.sample_queues(&queues, nimbus_jobs::queues::ALL).await;
-    served.extend(exposed(&nimbus_metrics::encode(&registry)));
+    served.extend(exposed(&nimbus_telemetry::encode(&registry)));
     assert!(served.len() >= 17, "{served:?}");
 
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

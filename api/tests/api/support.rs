@@ -91,11 +91,11 @@ impl TestApp {
         let redis = TestRedis::new().await;
         let sim = pve_sim::start(SimConfig::for_tests(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
         let tls = TlsMode::Fingerprint(sim.fingerprint().unwrap().to_owned());
-        let mut registry = nimbus_metrics::Registry::default();
+        let mut registry = nimbus_telemetry::Registry::default();
         let pve = ProxmoxClient::new(
             ClientConfig::new(sim.base_url(), ApiToken::parse(sim.token()).unwrap(), tls)
                 .timeout(Duration::from_secs(10))
-                .observer(nimbus_metrics::ProxmoxCalls::register(&mut registry)),
+                .observer(nimbus_telemetry::ProxmoxCalls::register(&mut registry)),
         )
         .unwrap();
         let pool = if options.postgres_down {
@@ -131,7 +131,7 @@ impl TestApp {
             .with_http_metrics(nimbus_api::metrics::HttpMetrics::register(&mut registry));
         let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics_base = format!("http://{}", metrics_listener.local_addr().unwrap());
-        tokio::spawn(nimbus_metrics::serve(metrics_listener, std::sync::Arc::new(registry), std::future::pending()));
+        tokio::spawn(nimbus_telemetry::serve(metrics_listener, std::sync::Arc::new(registry), std::future::pending()));
         if let Some(issuer) = &options.oidc_issuer {
             use nimbus_api::auth::oidc::{Identity, OidcConfig};
             let mut config = OidcConfig::new(issuer, "nimbus", Some("nimbus-dev-secret"), base.parse().unwrap());

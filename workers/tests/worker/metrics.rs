@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use nimbus_domain::{JobId, JobKind, JobStatus};
 use nimbus_jobs::Dispatch;
-use nimbus_metrics::Registry;
+use nimbus_telemetry::Registry;
 use nimbus_worker::node_caps::NodeCaps;
 
 use crate::support::{Harness, wait_until};
@@ -53,7 +53,7 @@ async fn a_job_its_node_wait_its_proxmox_calls_and_the_queues_are_measured() {
     let job = h.final_job(enqueued.job.id, Duration::from_secs(60)).await;
     assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
 
-    let text = nimbus_metrics::encode(&registry);
+    let text = nimbus_telemetry::encode(&registry);
     assert_eq!(value(&text, "nimbus_jobs_total{kind=\"provision\",outcome=\"succeeded\"}"), 1.0, "{text}");
     assert_eq!(
         value(&text, "nimbus_job_duration_seconds_count{kind=\"provision\",outcome=\"succeeded\"}"),
@@ -78,10 +78,10 @@ async fn a_job_its_node_wait_its_proxmox_calls_and_the_queues_are_measured() {
     let stranded = Dispatch { job_id: JobId::new(), kind: JobKind::Meter, queue: "billing".into() };
     h.queues().push(&stranded).await.unwrap();
     let waiting =
-        || async { value(&nimbus_metrics::encode(&registry), "nimbus_queue_waiting{queue=\"billing\"}") == 1.0 };
-    assert!(wait_until(Duration::from_secs(10), waiting).await, "{}", nimbus_metrics::encode(&registry));
+        || async { value(&nimbus_telemetry::encode(&registry), "nimbus_queue_waiting{queue=\"billing\"}") == 1.0 };
+    assert!(wait_until(Duration::from_secs(10), waiting).await, "{}", nimbus_telemetry::encode(&registry));
     tokio::time::sleep(Duration::from_millis(1300)).await;
-    let text = nimbus_metrics::encode(&registry);
+    let text = nimbus_telemetry::encode(&registry);
     assert!(value(&text, "nimbus_queue_oldest_waiting_seconds{queue=\"billing\"}") >= 1.0, "{text}");
     assert_eq!(value(&text, "nimbus_queue_waiting{queue=\"provision\"}"), 0.0, "{text}");
     assert!(text.contains("nimbus_queue_dead{queue=\"provision\"} 0"), "{text}");

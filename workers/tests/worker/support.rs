@@ -156,12 +156,12 @@ impl Harness {
         &self,
         worker: &str,
         concurrency: usize,
-        registry: &mut nimbus_metrics::Registry,
+        registry: &mut nimbus_telemetry::Registry,
         adjust: impl FnOnce(&mut RuntimeOptions),
     ) -> Running {
         let mut env = (*self.env(worker, 1).await).clone();
         env.pve =
-            ProxmoxClient::new(self.pve_config().observer(nimbus_metrics::ProxmoxCalls::register(registry))).unwrap();
+            ProxmoxClient::new(self.pve_config().observer(nimbus_telemetry::ProxmoxCalls::register(registry))).unwrap();
         env.metrics = nimbus_worker::metrics::WorkerMetrics::register(registry);
         let env = Arc::new(env);
         let mut options = RuntimeOptions {

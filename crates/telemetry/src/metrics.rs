@@ -1,4 +1,4 @@
-//! Prometheus metrics of the API and the workers (README, "Metrics").
+//! Prometheus metrics (README, "Metrics").
 //!
 //! * [`serve`]: the metrics listener, apart from the public one (`METRICS_LISTEN`): `GET /metrics`
 //!   in the OpenMetrics text format, and `GET /healthz`. It is meant for the cluster's
@@ -20,9 +20,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
-pub use prometheus_client::registry::Registry;
-
-pub use prometheus_client;
+use prometheus_client::registry::Registry;
 
 /// The content type of the OpenMetrics text format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
