@@ -4,6 +4,7 @@
 //! machines are shared and noisy: ratios are comparable between runs, absolute numbers are not.
 
 pub mod services;
+pub mod stack;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -26,7 +26,7 @@ use anyhow::Context;
 use chaos::faults::{Driver, FaultKind, START};
 use chaos::load::{self, epoch_now};
 use chaos::rng::Rng;
-use chaos::stack::{Stack, StackConfig, find_binaries};
+use nimbus_load_tests::stack::{Stack, StackConfig, find_binaries};
 use clap::Parser;
 
 #[derive(Parser, Debug)]

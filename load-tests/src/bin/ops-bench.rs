@@ -18,10 +18,6 @@
 //!
 //! `cargo run --release -p nimbus-load-tests --bin ops-bench [-- --actions 1000 --instances 200]`
 
-// The stack is the chaos soak's, which uses all of it; this benchmark needs only part.
-#[allow(dead_code)]
-#[path = "../chaos/stack.rs"]
-mod stack;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -34,7 +30,7 @@ use clap::Parser;
 use nimbus_load_tests::Summary;
 use nimbus_proxmox::{ApiToken, ClientConfig, ProxmoxClient, TlsMode};
 use serde_json::{Value, json};
-use stack::{Stack, StackConfig, find_binaries};
+use nimbus_load_tests::stack::{Stack, StackConfig, find_binaries};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -10,7 +10,7 @@ use tokio::sync::Mutex;
 
 use super::load::epoch_now;
 use super::rng::Rng;
-use super::stack::{Stack, Stop};
+use nimbus_load_tests::stack::{Stack, Stop};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FaultKind {

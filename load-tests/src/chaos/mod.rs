@@ -5,4 +5,3 @@ pub mod audit;
 pub mod faults;
 pub mod load;
 pub mod rng;
-pub mod stack;

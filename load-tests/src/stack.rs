@@ -1,4 +1,4 @@
-//! The soak's own stack, every part on loopback: PostgreSQL and Redis from
+//! A whole stack of real processes for the soak and the benchmarks, every part on loopback: PostgreSQL and Redis from
 //! `infra/scripts/services.sh --persist` (fsync on, Redis append-only, so a restart keeps what was
 //! committed), pve-sim in this process (its state and fault control are read directly), the API
 //! (`nimbus-api serve`) and the workers (`nimbus-worker`) as processes of their own, so that they
@@ -65,6 +65,8 @@ pub struct Stack {
     pub sim: pve_sim::RunningSim,
     pve_env: Vec<(&'static str, String)>,
     api: Mutex<Option<Child>>,
+    /// More API processes (`start_api_replica`), on ports of their own.
+    api_replicas: Mutex<Vec<Child>>,
     workers: Mutex<Vec<WorkerSlot>>,
     stopped: std::sync::atomic::AtomicBool,
 }
@@ -155,6 +157,7 @@ impl Stack {
             sim,
             pve_env,
             api: Mutex::new(None),
+            api_replicas: Mutex::new(Vec::new()),
             workers: Mutex::new(Vec::new()),
             stopped: std::sync::atomic::AtomicBool::new(false),
             cfg,
@@ -228,10 +231,27 @@ impl Stack {
     }
 
     async fn start_api(&mut self) -> anyhow::Result<()> {
+        let (base, child) = self.spawn_api("api").await?;
+        self.api_base = base;
+        *self.api.lock().await = Some(child);
+        Ok(())
+    }
+
+    /// Starts one more `nimbus-api serve` on a port of its own (a replica: same database and
+    /// Redis); returns its base URL once it is ready.
+    pub async fn start_api_replica(&self) -> anyhow::Result<String> {
+        let n = self.api_replicas.lock().await.len() + 2;
+        let (base, child) = self.spawn_api(&format!("api-{n}")).await?;
+        self.api_replicas.lock().await.push(child);
+        Ok(base)
+    }
+
+    /// `nimbus-api serve` on a free port, logging to `<name>.log`; its base URL once ready.
+    async fn spawn_api(&self, name: &str) -> anyhow::Result<(String, Child)> {
         let port = free_port()?;
-        self.api_base = format!("http://127.0.0.1:{port}");
-        let (out, err) = self.log_file("api")?;
-        let child = self
+        let base = format!("http://127.0.0.1:{port}");
+        let (out, err) = self.log_file(name)?;
+        let mut child = self
             .command("nimbus-api")
             .arg("serve")
             .env("LISTEN", format!("127.0.0.1:{port}"))
@@ -241,23 +261,51 @@ impl Stack {
             .stderr(err)
             .spawn()
             .context("starting nimbus-api serve")?;
-        *self.api.lock().await = Some(child);
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(60);
+        let log = self.logs_dir.join(format!("{name}.log"));
         loop {
-            if let Ok(r) = http.get(format!("{}/readyz", self.api_base)).send().await
+            if let Ok(r) = http.get(format!("{base}/readyz")).send().await
                 && r.status().is_success()
             {
-                return Ok(());
+                return Ok((base, child));
             }
-            if let Some(status) = self.api.lock().await.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                bail!("nimbus-api exited at start ({status}); see {}", self.logs_dir.join("api.log").display());
+            if let Ok(Some(status)) = child.try_wait() {
+                bail!("nimbus-api exited at start ({status}); see {}", log.display());
             }
             if Instant::now() > deadline {
-                bail!("nimbus-api was not ready within 60 s; see {}", self.logs_dir.join("api.log").display());
+                bail!("nimbus-api was not ready within 60 s; see {}", log.display());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Adds a worker slot and starts its worker; returns the slot.
+    pub async fn add_worker(&self) -> anyhow::Result<usize> {
+        let slot = {
+            let mut workers = self.workers.lock().await;
+            workers.push(WorkerSlot { name: String::new(), generation: 0, child: None });
+            workers.len() - 1
+        };
+        self.start_worker(slot).await?;
+        Ok(slot)
+    }
+
+    /// Stops every worker (SIGTERM, then SIGKILL after 10 s) and forgets their slots.
+    pub async fn remove_workers(&self) {
+        let mut workers = self.workers.lock().await;
+        for w in workers.iter_mut() {
+            if let Some(mut c) = w.child.take() {
+                if let Some(pid) = c.id() {
+                    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+                }
+                if tokio::time::timeout(Duration::from_secs(10), c.wait()).await.is_err() {
+                    let _ = c.start_kill();
+                    let _ = c.wait().await;
+                }
+            }
+        }
+        workers.clear();
     }
 
     /// Starts the worker of `slot` under a new name (as a replacement host would be).
@@ -398,6 +446,10 @@ impl Stack {
             }
         }
         if let Some(mut c) = self.api.lock().await.take() {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+        }
+        for mut c in self.api_replicas.lock().await.drain(..) {
             let _ = c.start_kill();
             let _ = c.wait().await;
         }
