@@ -6,7 +6,7 @@
 //! each online node) is cached for a few seconds, so a burst of requests costs Proxmox one round.
 
 use nimbus_jobs::vztmpl_name;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -178,6 +178,18 @@ impl Snapshot {
     /// (it must exist and hold the template), otherwise the online node holding the template with
     /// the most free memory (then free CPU, then name, so the choice is deterministic).
     pub fn place(&self, kind: InstanceKind, template: &str, node: Option<&str>) -> Result<Placement, ApiError> {
+        self.place_besides(kind, template, node, &HashMap::new())
+    }
+
+    /// [`Snapshot::place`], counting `placed` (bytes of memory per node given to guests since
+    /// this reading) as used.
+    pub fn place_besides(
+        &self,
+        kind: InstanceKind,
+        template: &str,
+        node: Option<&str>,
+        placed: &HashMap<String, u64>,
+    ) -> Result<Placement, ApiError> {
         // An LXC template may sit on a node whose archives could not be listed: unknown is 503.
         let unlisted = |on: Option<&str>| {
             (kind == InstanceKind::Lxc)
@@ -212,7 +224,8 @@ impl Snapshot {
             .iter()
             .filter_map(|loc| self.nodes.iter().find(|n| n.name == loc.node && n.online).map(|n| (loc, n)))
             .max_by(|(_, a), (_, b)| {
-                a.free_memory.cmp(&b.free_memory).then(a.free_cpu.total_cmp(&b.free_cpu)).then(b.name.cmp(&a.name))
+                let free = |n: &Node| n.free_memory.saturating_sub(placed.get(&n.name).copied().unwrap_or(0));
+                free(a).cmp(&free(b)).then(a.free_cpu.total_cmp(&b.free_cpu)).then(b.name.cmp(&a.name))
             })
             .map(|(loc, _)| Placement { node: loc.node.clone(), template_vmid: loc.vmid })
             .ok_or_else(|| ApiError::ProxmoxUnavailable(format!("no online node holds template {template}")))
@@ -226,6 +239,38 @@ pub struct Inventory {
     cached: RwLock<Option<(Instant, Arc<Snapshot>)>>,
     // One refresh at a time: concurrent misses wait for it instead of each calling Proxmox.
     refreshing: Mutex<()>,
+    placed: parking_lot::Mutex<Placed>,
+}
+
+/// What this API process has placed since a reading: a burst of creates within the reading's
+/// TTL would otherwise all go to the node that had the most free memory when it was taken.
+#[derive(Debug, Default)]
+pub struct Placed {
+    /// The reading these count against (its address; a new reading starts from nothing, as
+    /// Proxmox's own figures then include what was created).
+    reading: usize,
+    /// Bytes of memory per node.
+    by_node: HashMap<String, u64>,
+}
+
+impl Placed {
+    /// Places a guest with `memory` bytes by `reading`, counting it for the next placements.
+    pub fn place(
+        &mut self,
+        reading: &Arc<Snapshot>,
+        kind: InstanceKind,
+        template: &str,
+        node: Option<&str>,
+        memory: u64,
+    ) -> Result<Placement, ApiError> {
+        let id = Arc::as_ptr(reading) as usize;
+        if self.reading != id {
+            *self = Placed { reading: id, by_node: HashMap::new() };
+        }
+        let placement = reading.place_besides(kind, template, node, &self.by_node)?;
+        *self.by_node.entry(placement.node.clone()).or_default() += memory;
+        Ok(placement)
+    }
 }
 
 impl Inventory {
@@ -234,7 +279,20 @@ impl Inventory {
 
     /// An inventory reading through `pve`.
     pub fn new(pve: ProxmoxClient, ttl: Duration) -> Self {
-        Inventory { pve, ttl, cached: RwLock::new(None), refreshing: Mutex::new(()) }
+        Inventory { pve, ttl, cached: RwLock::new(None), refreshing: Mutex::new(()), placed: Default::default() }
+    }
+
+    /// Chooses the node of a new guest with `memory` bytes (see [`Snapshot::place`]) by the
+    /// current reading, counting the guests this process placed since it was taken.
+    pub async fn place(
+        &self,
+        kind: InstanceKind,
+        template: &str,
+        node: Option<&str>,
+        memory: u64,
+    ) -> Result<Placement, ApiError> {
+        let reading = self.snapshot().await?;
+        self.placed.lock().place(&reading, kind, template, node, memory)
     }
 
     /// The Proxmox client, for readings the snapshot does not keep (the nodes overview).
@@ -361,6 +419,31 @@ mod tests {
         assert_eq!(p, Placement { node: "pve2".into(), template_vmid: 9010 });
         let p = s.place(InstanceKind::Qemu, "only-on-pve1", None).unwrap();
         assert_eq!(p.node, "pve1");
+    }
+
+    #[test]
+    fn a_burst_within_one_reading_spreads_over_the_nodes() {
+        let reading = Arc::new(Snapshot::from_resources(&[
+            node("pve1", true, 64 << 30, 32 << 30),
+            node("pve2", true, 64 << 30, 32 << 30),
+            node("pve3", true, 64 << 30, 33 << 30),
+            template("pve1", 9000, "debian-12"),
+            template("pve2", 9010, "debian-12"),
+            template("pve3", 9020, "debian-12"),
+        ]));
+        let mut placed = Placed::default();
+        let mut per_node: HashMap<String, usize> = HashMap::new();
+        for _ in 0..9 {
+            let p = placed.place(&reading, InstanceKind::Qemu, "debian-12", None, 1 << 30).unwrap();
+            *per_node.entry(p.node).or_default() += 1;
+        }
+        // Without counting them, all nine would have gone to pve1 (most free memory, first name).
+        assert!(per_node.values().all(|n| (2..=4).contains(n)), "{per_node:?}");
+        // A requested node counts too, and a new reading starts from nothing.
+        placed.place(&reading, InstanceKind::Qemu, "debian-12", Some("pve3"), 8 << 30).unwrap();
+        assert_ne!(placed.place(&reading, InstanceKind::Qemu, "debian-12", None, 1 << 30).unwrap().node, "pve3");
+        let fresh = Arc::new((*reading).clone());
+        assert_eq!(placed.place(&fresh, InstanceKind::Qemu, "debian-12", None, 1 << 30).unwrap().node, "pve1");
     }
 
     #[test]

@@ -216,7 +216,8 @@ async fn pool(env: Arc<Env>, queues: Queues, name: &'static str, concurrency: us
         }
     };
     let builder = WorkerBuilder::new(format!("{}-{name}", env.worker_id))
-        .backend(StreamsBackend::<Dispatch>::new(queue))
+        // A worker takes only what it can start: the rest of a backlog stays for the others.
+        .backend(StreamsBackend::<Dispatch>::new(queue).fetch_count(concurrency))
         .concurrency(concurrency)
         .data(env.clone());
     let stop = async move {

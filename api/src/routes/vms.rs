@@ -217,8 +217,8 @@ pub(crate) struct Creation {
 
 /// A provision from a template: placement chooses the node.
 async fn from_template(state: &AppState, req: &CreateVm) -> Result<Creation, ApiError> {
-    let inventory = state.inventory().snapshot().await?;
-    let placement = inventory.place(req.kind, &req.template, req.node.as_deref())?;
+    let memory = req.memory.saturating_mul(1 << 20);
+    let placement = state.inventory().place(req.kind, &req.template, req.node.as_deref(), memory).await?;
     let instance = NewInstance {
         name: req.name.clone(),
         kind: req.kind,

@@ -41,6 +41,8 @@ struct EntryId(String);
 /// An apalis backend over one queue's Redis stream. One instance serves one worker.
 pub struct StreamsBackend<Args> {
     queue: Queue,
+    /// Entries taken per read (default: the queue's `fetch_count`).
+    fetch_count: usize,
     shared: Option<Arc<WorkerShared>>,
     ack_rx: Option<tokio::sync::mpsc::UnboundedReceiver<crate::worker::AckMsg>>,
     boot: Option<BoxFuture<'static, ConnectionManager>>,
@@ -63,7 +65,7 @@ impl<Args> std::fmt::Debug for StreamsBackend<Args> {
 impl<Args> Clone for StreamsBackend<Args> {
     /// A fresh backend on the same queue (a clone never shares a worker's fetch state).
     fn clone(&self) -> Self {
-        Self::new(self.queue.clone())
+        Self::new(self.queue.clone()).fetch_count(self.fetch_count)
     }
 }
 
@@ -71,6 +73,7 @@ impl<Args> StreamsBackend<Args> {
     /// A backend for `queue`; hand it to `WorkerBuilder::backend`, or use it as a `TaskSink`.
     pub fn new(queue: Queue) -> Self {
         Self {
+            fetch_count: queue.config().fetch_count,
             queue,
             shared: None,
             ack_rx: None,
@@ -86,6 +89,14 @@ impl<Args> StreamsBackend<Args> {
         }
     }
 
+    /// Takes at most `count` entries per read. A worker holds what it read until it runs it, so
+    /// for slow jobs read about as many as run at once: a large read would keep a backlog
+    /// from the workers started after it (a scale-out would find nothing to take).
+    pub fn fetch_count(mut self, count: usize) -> Self {
+        self.fetch_count = count.max(1);
+        self
+    }
+
     /// The queue this backend serves.
     pub fn queue(&self) -> &Queue {
         &self.queue
@@ -98,7 +109,7 @@ impl<Args> StreamsBackend<Args> {
         // Consumer names are unique per worker instance: a restarted process must not inherit
         // (and then ignore) a dead predecessor's pending entries; reclaim hands those over.
         let consumer = format!("{worker_name}-{:016x}", rand::random::<u64>());
-        let (shared, rx) = WorkerShared::new(self.queue.clone(), consumer);
+        let (shared, rx) = WorkerShared::new(self.queue.clone(), consumer, self.fetch_count);
         let shared = Arc::new(shared);
         self.shared = Some(shared.clone());
         self.ack_rx = Some(rx);

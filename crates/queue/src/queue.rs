@@ -331,15 +331,15 @@ impl Queue {
         Ok(())
     }
 
-    /// `XREADGROUP … COUNT n BLOCK ms` on the caller's dedicated connection.
-    pub(crate) async fn read(&self, conn: &mut ConnectionManager, consumer: &str) -> Result<Vec<Entry>> {
+    /// `XREADGROUP … COUNT count BLOCK ms` on the caller's dedicated connection.
+    pub(crate) async fn read(&self, conn: &mut ConnectionManager, consumer: &str, count: usize) -> Result<Vec<Entry>> {
         let c = &self.inner.config;
         let v: Value = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(&c.group)
             .arg(consumer)
             .arg("COUNT")
-            .arg(c.fetch_count)
+            .arg(count.max(1))
             .arg("BLOCK")
             .arg(c.block.as_millis() as u64)
             .arg("STREAMS")
@@ -350,8 +350,13 @@ impl Queue {
         entry::parse_read(&v)
     }
 
-    /// Takes over abandoned entries for `consumer`, continuing the scan at `cursor`.
-    pub(crate) async fn reclaim(&self, consumer: &str, cursor: &str) -> Result<(String, Vec<Entry>, u64)> {
+    /// Takes over up to `count` abandoned entries for `consumer`, continuing the scan at `cursor`.
+    pub(crate) async fn reclaim(
+        &self,
+        consumer: &str,
+        cursor: &str,
+        count: usize,
+    ) -> Result<(String, Vec<Entry>, u64)> {
         let c = &self.inner.config;
         let v: Value = self
             .inner
@@ -363,7 +368,7 @@ impl Queue {
             .arg(consumer)
             .arg(c.claim_min_idle.as_millis() as u64)
             .arg(cursor)
-            .arg(c.fetch_count)
+            .arg(count.max(1))
             .arg(now_ms())
             .arg(c.dead_max_len)
             .invoke_async(&mut self.conn())

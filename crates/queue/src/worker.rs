@@ -41,13 +41,16 @@ pub(crate) struct WorkerShared {
     pub held: Mutex<HashSet<String>>,
     pub stop: AtomicBool,
     pub ack_tx: mpsc::UnboundedSender<AckMsg>,
+    /// Entries taken per read or reclaim: what this worker may hold beyond those it runs.
+    pub fetch_count: usize,
     reclaim: Mutex<(Instant, String)>,
 }
 
 impl WorkerShared {
-    pub fn new(queue: Queue, consumer: String) -> (Self, mpsc::UnboundedReceiver<AckMsg>) {
+    pub fn new(queue: Queue, consumer: String, fetch_count: usize) -> (Self, mpsc::UnboundedReceiver<AckMsg>) {
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
         let shared = Self {
+            fetch_count,
             queue,
             consumer,
             held: Mutex::new(HashSet::new()),
@@ -105,7 +108,7 @@ pub(crate) async fn fetch(shared: std::sync::Arc<WorkerShared>, mut conn: Connec
     let mut failures = 0u32;
     while !shared.stop.load(Ordering::Acquire) {
         if let Some(cursor) = shared.reclaim_due() {
-            match shared.queue.reclaim(&shared.consumer, &cursor).await {
+            match shared.queue.reclaim(&shared.consumer, &cursor, shared.fetch_count).await {
                 Ok((next, entries, dead)) => {
                     shared.reclaimed(next);
                     if dead > 0 {
@@ -123,7 +126,7 @@ pub(crate) async fn fetch(shared: std::sync::Arc<WorkerShared>, mut conn: Connec
                 }
             }
         }
-        match shared.queue.read(&mut conn, &shared.consumer).await {
+        match shared.queue.read(&mut conn, &shared.consumer, shared.fetch_count).await {
             Ok(entries) if !entries.is_empty() => {
                 shared.hold(&entries);
                 return entries;

@@ -57,18 +57,32 @@ where
     F: Fn(Job, usize) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<(), BoxDynError>> + Send + 'static,
 {
+    spawn_worker_on(name, StreamsBackend::<Job>::new(queue.clone()), concurrency, seen, behave)
+}
+
+/// [`spawn_worker`] on `backend`.
+fn spawn_worker_on<F, Fut>(
+    name: &str,
+    backend: StreamsBackend<Job>,
+    concurrency: usize,
+    seen: Seen,
+    behave: F,
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), WorkerError>>)
+where
+    F: Fn(Job, usize) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), BoxDynError>> + Send + 'static,
+{
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let worker = WorkerBuilder::new(name)
-        .backend(StreamsBackend::<Job>::new(queue.clone()))
-        .concurrency(concurrency)
-        .build(move |job: Job, id: TaskId, attempt: Attempt| {
+    let worker = WorkerBuilder::new(name).backend(backend).concurrency(concurrency).build(
+        move |job: Job, id: TaskId, attempt: Attempt| {
             let seen = seen.clone();
             let behave = behave.clone();
             async move {
                 seen.lock().unwrap().push((id.to_string(), attempt.current()));
                 behave(job, attempt.current()).await
             }
-        });
+        },
+    );
     let handle = tokio::spawn(worker.run_until(async move {
         let _ = stop_rx.await;
         Ok::<(), std::io::Error>(())
@@ -229,6 +243,44 @@ async fn delayed_jobs_run_after_their_delay() {
     assert!(ran_after >= Duration::from_millis(1200), "ran after {ran_after:?}");
     assert!(ran_after < Duration::from_millis(2500), "promoted promptly: {ran_after:?}");
     assert_eq!(q.stats().await.unwrap(), QueueStats::default());
+}
+
+/// Runs 24 jobs of 100 ms: worker `a` alone, then `b` beside it; how many `b` ran.
+async fn share_of_a_late_worker(redis: &TestRedis, name: &str, fetch: Option<usize>) -> usize {
+    let q = queue(redis, name, |c| c).await;
+    let jobs: Vec<NewJob> = (0..24).map(|n| NewJob::new(format!("j{n}"), &Job { n }).unwrap()).collect();
+    q.push_jobs(jobs).await.unwrap();
+    let backend = || {
+        let b = StreamsBackend::<Job>::new(q.clone());
+        match fetch {
+            Some(n) => b.fetch_count(n),
+            None => b,
+        }
+    };
+    let slow = |_, _| async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(())
+    };
+    let (seen_a, seen_b): (Seen, Seen) = (Arc::default(), Arc::default());
+    let a = spawn_worker_on("a", backend(), 2, seen_a.clone(), slow);
+    assert!(wait_until(Duration::from_secs(5), || async { !seen_a.lock().unwrap().is_empty() }).await);
+    let b = spawn_worker_on("b", backend(), 2, seen_b.clone(), slow);
+    let all = || async { seen_a.lock().unwrap().len() + seen_b.lock().unwrap().len() == 24 };
+    assert!(wait_until(Duration::from_secs(20), all).await);
+    stop(a).await;
+    stop(b).await;
+    seen_b.lock().unwrap().len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_started_later_shares_a_backlog_when_workers_read_what_they_run() {
+    let redis = TestRedis::new().await;
+    // Reading as many as it runs, the first worker leaves the rest to whoever comes.
+    let shared = share_of_a_late_worker(&redis, "share", Some(2)).await;
+    assert!(shared >= 6, "the late worker ran {shared} of 24");
+    // Reading the queue's default (100), it holds the whole backlog: the late worker idles.
+    let hoarded = share_of_a_late_worker(&redis, "hoard", None).await;
+    assert_eq!(hoarded, 0, "the late worker ran {hoarded} of 24");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

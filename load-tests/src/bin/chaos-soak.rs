@@ -26,8 +26,8 @@ use anyhow::Context;
 use chaos::faults::{Driver, FaultKind, START};
 use chaos::load::{self, epoch_now};
 use chaos::rng::Rng;
-use nimbus_load_tests::stack::{Stack, StackConfig, find_binaries};
 use clap::Parser;
+use nimbus_load_tests::stack::{Stack, StackConfig, find_binaries};
 
 #[derive(Parser, Debug)]
 #[command(about = "creates under injected faults, then an accounting of every accepted request")]

@@ -18,7 +18,6 @@
 //!
 //! `cargo run --release -p nimbus-load-tests --bin ops-bench [-- --actions 1000 --instances 200]`
 
-
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,9 +27,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use nimbus_load_tests::Summary;
+use nimbus_load_tests::stack::{Stack, StackConfig, find_binaries};
 use nimbus_proxmox::{ApiToken, ClientConfig, ProxmoxClient, TlsMode};
 use serde_json::{Value, json};
-use nimbus_load_tests::stack::{Stack, StackConfig, find_binaries};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -3,8 +3,8 @@
 //! `nimbus-worker`, durable PostgreSQL and Redis from `services.sh --persist`, pve-sim in this
 //! process with realistic task times scaled down).
 //!
-//! Workers: for each count in `--workers` (1, 2, 4), a backlog of `--jobs` provisions is created
-//! through the API with no worker running; then that many workers start (each
+//! Workers: for each count in `--workers` (1, 2, 4), a backlog of `--jobs` provisions, spread
+//! over the nodes in turn, is created through the API with no worker running; then that many workers start (each
 //! `WORKER_CONCURRENCY` jobs at once, `NODE_CAP` per node shared by all) and the backlog drains:
 //! jobs/s, next to the count times the one-worker figure (linear). The per-node caps bind at
 //! `NODE_CAP × nodes` jobs at once; past that more workers only wait.
@@ -18,15 +18,14 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use serde_json::json;
 use nimbus_load_tests::stack::{Stack, StackConfig, find_binaries};
+use serde_json::json;
 
 #[derive(Parser, Debug)]
 #[command(about = "Provisioning throughput with 1, 2 and 4 workers; creates with 1 and 2 API replicas")]
@@ -65,9 +64,10 @@ struct Args {
 
 const SSH_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBlx2uMl6O7otZxx5t83ZWNSS+gqAj3/2gOtI6dRPT+R scale@host";
 
-fn create_body(name: &str) -> serde_json::Value {
+/// A create on `node` (every node holds the template).
+fn create_body(name: &str, node: &str) -> serde_json::Value {
     json!({"name": name, "type": "qemu", "template": "debian-12-cloudinit", "cores": 1, "memory": 256, "disk": 4,
-        "sshKeys": [SSH_KEY]})
+        "sshKeys": [SSH_KEY], "node": node})
 }
 
 /// Sends `n` creates named `<prefix>-<i>` over `bases` in turn; the accepted jobs' ids and the
@@ -79,6 +79,7 @@ async fn create(
     prefix: &str,
     n: usize,
     concurrency: usize,
+    nodes: usize,
 ) -> anyhow::Result<(Vec<String>, f64, usize)> {
     let jobs = Arc::new(parking_lot::Mutex::new(Vec::with_capacity(n)));
     let (http, bases, key, prefix) = (http.clone(), Arc::new(bases.to_vec()), key.to_owned(), prefix.to_owned());
@@ -88,8 +89,9 @@ async fn create(
         let name = format!("{prefix}-{i}");
         async move {
             let base = &bases[i % bases.len()];
+            let node = format!("pve{}", i % nodes + 1);
             let answer =
-                http.post(format!("{base}/v1/vms")).bearer_auth(&key).json(&create_body(&name)).send().await?;
+                http.post(format!("{base}/v1/vms")).bearer_auth(&key).json(&create_body(&name, &node)).send().await?;
             anyhow::ensure!(answer.status() == reqwest::StatusCode::ACCEPTED, "create answered {}", answer.status());
             let body: serde_json::Value = answer.json().await?;
             let id = body["data"]["id"].as_str().context("no job id")?.to_owned();
@@ -138,7 +140,8 @@ async fn run(args: &Args, stack: &Stack) -> anyhow::Result<()> {
     for (round, &workers) in args.workers.iter().enumerate() {
         let prefix = format!("scale-r{round}");
         let (jobs, _, errors) =
-            create(&http, std::slice::from_ref(&stack.api_base), &stack.api_key, &prefix, args.jobs, 16).await?;
+            create(&http, std::slice::from_ref(&stack.api_base), &stack.api_key, &prefix, args.jobs, 16, args.nodes)
+                .await?;
         anyhow::ensure!(errors == 0 && jobs.len() == args.jobs, "{errors} creates of the backlog failed");
         let ids: Vec<uuid::Uuid> = jobs.iter().map(|j| j.parse()).collect::<Result<_, _>>()?;
         let started = Instant::now();
@@ -159,12 +162,20 @@ async fn run(args: &Args, stack: &Stack) -> anyhow::Result<()> {
         anyhow::ensure!(failed == 0, "provisions failed; see the logs in {}", stack.logs_dir.display());
     }
 
-    let (_, one, e1) =
-        create(&http, std::slice::from_ref(&stack.api_base), &stack.api_key, "api-1", args.creates, args.api_concurrency)
-            .await?;
+    let (_, one, e1) = create(
+        &http,
+        std::slice::from_ref(&stack.api_base),
+        &stack.api_key,
+        "api-1",
+        args.creates,
+        args.api_concurrency,
+        args.nodes,
+    )
+    .await?;
     let replica = stack.start_api_replica().await?;
     let bases = [stack.api_base.clone(), replica];
-    let (_, two, e2) = create(&http, &bases, &stack.api_key, "api-2", args.creates, args.api_concurrency).await?;
+    let (_, two, e2) =
+        create(&http, &bases, &stack.api_key, "api-2", args.creates, args.api_concurrency, args.nodes).await?;
     println!(
         "API creates at {} in flight: 1 replica {one:.0}/s ({e1} errors), 2 replicas {two:.0}/s ({e2} errors): {:.2}x \
          (all on this machine's 2 cores, shared with PostgreSQL and Redis)",
@@ -177,7 +188,8 @@ async fn run(args: &Args, stack: &Stack) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let root = args.dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("nimbus-scale-{}", std::process::id())));
+    let root =
+        args.dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("nimbus-scale-{}", std::process::id())));
     let bin_dir = find_binaries(args.bin_dir.clone())?;
     let stack = Stack::start(StackConfig {
         root,
