@@ -75,25 +75,17 @@ async fn an_endpoint_shows_its_secret_once_rotates_it_and_keeps_a_delivery_log()
     assert_eq!(kind, "webhook.test");
 
     // The log's routes, with a delivery as the fan-out writes it.
-    nimbus_db::webhooks::fan_out(
-        app.pool(),
-        &[event_id.parse().unwrap()],
-        chrono::Utc::now(),
-        chrono::Duration::seconds(30),
-    )
-    .await
-    .unwrap();
+    let fan_out = || async {
+        let events = [event_id.parse().unwrap()];
+        nimbus_db::webhooks::fan_out(app.pool(), &events, chrono::Utc::now(), chrono::Duration::seconds(30))
+            .await
+            .unwrap()
+    };
+    fan_out().await;
     let (_, deliveries) = call(&app, reqwest::Method::GET, &format!("/v1/webhooks/{id}/deliveries"), None).await;
     assert_eq!(deliveries["data"].as_array().unwrap().len(), 0, "a disabled endpoint gets no deliveries");
     call(&app, reqwest::Method::PATCH, &format!("/v1/webhooks/{id}"), Some(json!({"enabled": true}))).await;
-    nimbus_db::webhooks::fan_out(
-        app.pool(),
-        &[event_id.parse().unwrap()],
-        chrono::Utc::now(),
-        chrono::Duration::seconds(30),
-    )
-    .await
-    .unwrap();
+    fan_out().await;
     let (_, deliveries) =
         call(&app, reqwest::Method::GET, &format!("/v1/webhooks/{id}/deliveries?status=pending"), None).await;
     let delivery = deliveries["data"][0]["id"].as_str().unwrap().to_owned();

@@ -139,6 +139,11 @@ impl Harness {
         adjust: impl FnOnce(&mut RuntimeOptions),
     ) -> Running {
         let env = self.env(worker, 4).await;
+        self.run(env, concurrency, adjust)
+    }
+
+    /// Runs the worker runtime over `env`, with the tests' options changed by `adjust`.
+    fn run(&self, env: Arc<Env>, concurrency: usize, adjust: impl FnOnce(&mut RuntimeOptions)) -> Running {
         let mut options = RuntimeOptions {
             concurrency,
             relay: RelayConfig { idle: Duration::from_millis(20), ..RelayConfig::default() },
@@ -163,16 +168,7 @@ impl Harness {
         env.pve =
             ProxmoxClient::new(self.pve_config().observer(nimbus_telemetry::ProxmoxCalls::register(registry))).unwrap();
         env.metrics = nimbus_worker::metrics::WorkerMetrics::register(registry);
-        let env = Arc::new(env);
-        let mut options = RuntimeOptions {
-            concurrency,
-            relay: RelayConfig { idle: Duration::from_millis(20), ..RelayConfig::default() },
-            recovery_every: Duration::from_millis(200),
-            ..RuntimeOptions::default()
-        };
-        adjust(&mut options);
-        let handle = tokio::spawn(runtime::run(env.clone(), self.queues(), options));
-        Running { env, handle }
+        self.run(Arc::new(env), concurrency, adjust)
     }
 
     /// Writes an instance with its provision job, as the API does, and owes it an outbox row, as
