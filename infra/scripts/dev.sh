@@ -11,6 +11,8 @@ api_listen="${NIMBUS_LISTEN:-127.0.0.1:8080}"
 oidc_port="${OIDC_PORT:-9400}"
 smtp_port="${SMTP_CATCHER_PORT:-1025}"
 inbox_port="${SMTP_INBOX_PORT:-1080}"
+# Metrics listeners (Prometheus format): the API's, then one port per worker after it.
+metrics_port="${METRICS_PORT:-9090}"
 
 cargo build -p pve-sim -p nimbus-api -p nimbus-worker --bins
 # The portal, served by the API at / (NIMBUS_WEB_DIST below).
@@ -81,7 +83,7 @@ if [ ! -s .dev/admin-api-key ]; then
   rm -f .dev/bootstrap.txt
 fi
 
-"$bin/nimbus-api" serve &
+METRICS_LISTEN="127.0.0.1:$metrics_port" "$bin/nimbus-api" serve &
 pids+=($!)
 # The workers start once the API answers.
 for _ in $(seq 1 100); do
@@ -89,7 +91,7 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 for n in 1 2; do
-  WORKER_NAME="dev-worker-$n" "$bin/nimbus-worker" &
+  WORKER_NAME="dev-worker-$n" METRICS_LISTEN="127.0.0.1:$((metrics_port + n))" "$bin/nimbus-worker" &
   pids+=($!)
 done
 
@@ -101,6 +103,7 @@ Nimbus development stack
   admin key:   $(cat .dev/admin-api-key)   (tenant Demo, admin@nimbus.dev)
   Sign-in:     http://$api_listen/auth/login   via the dev OpenID provider $OIDC_ISSUER (log in .dev/oidc/oidc.log)
                admin@nimbus.test / admin-pass (admin)   alice@acme.test / alice-pass   bob@globex.test / bob-pass
+  Metrics:     http://127.0.0.1:$metrics_port/metrics (API), :$((metrics_port + 1)) and :$((metrics_port + 2)) (workers)
   Email:       http://127.0.0.1:$inbox_port/   (the SMTP catcher's inbox; notification emails land there)
   Webhooks:    endpoints may point at loopback listeners here (WEBHOOK_ALLOW_NETWORKS=$WEBHOOK_ALLOW_NETWORKS)
   Proxmox:     https://$pve_listen/api2/json (simulated; token in .dev/pve-token, log in .dev/pve-sim.log)
