@@ -55,7 +55,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    nimbus_telemetry::logs::init_from_env();
+    let telemetry = nimbus_telemetry::logs::init_from_env("nimbus-api");
     let result = match Cli::parse().command {
         Command::Serve => serve().await,
         Command::Migrate => run_migrate().await,
@@ -64,6 +64,7 @@ async fn main() -> ExitCode {
             run_bootstrap(Bootstrap { tenant, email, plan, limits }).await
         }
     };
+    telemetry.shutdown().await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    nimbus_telemetry::logs::init_from_env();
+    let telemetry = nimbus_telemetry::logs::init_from_env("nimbus-worker");
     let config = Config::from_env()?;
     let shutdown = CancellationToken::new();
     tokio::spawn(signal(shutdown.clone()));
@@ -39,9 +39,10 @@ async fn main() -> anyhow::Result<()> {
         }),
         ..RuntimeOptions::default()
     };
-    runtime::run(env, queues, options).await?;
+    let ran = runtime::run(env, queues, options).await;
     tracing::info!("worker stopped");
-    Ok(())
+    telemetry.shutdown().await;
+    ran
 }
 
 /// Fires `shutdown` on SIGTERM or Ctrl-C.

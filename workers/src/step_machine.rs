@@ -433,9 +433,7 @@ pub trait Operation: Sized + Send {
 /// later. Everything else is acknowledged, the ledger having recorded the result.
 pub async fn handle<O: Operation>(message: Dispatch, env: Data<Arc<Env>>) -> Result<(), BoxDynError> {
     let job_id = message.job_id;
-    // Every line logged while the job runs carries its id and kind (LOG_FORMAT=json: `span`).
-    let span = tracing::info_span!("job", job.id = %job_id, job.kind = O::NAME, request.id = tracing::field::Empty);
-    match run::<O>(&env, job_id).instrument(span).await {
+    match run::<O>(&env, job_id).await {
         Ok(outcome) => {
             tracing::debug!(job.id = %job_id, job.kind = O::NAME, ?outcome, "message handled");
             Ok(())
@@ -457,10 +455,16 @@ pub async fn run<O: Operation>(env: &Env, job_id: nimbus_domain::JobId) -> Resul
     let Some(job) = claimed else {
         return Ok(Outcome::NotClaimed);
     };
-    // The request that made the job: its lines and the API's share the id.
-    if let Some(rid) = job.request_id.as_deref() {
-        tracing::Span::current().record("request.id", rid);
-    }
+    // Every line logged while the job runs carries its id, its kind and the id of the request that
+    // made it (LOG_FORMAT=json: `span`), and the job's trace continues that request's.
+    let span = tracing::info_span!("job", job.id = %job_id, job.kind = O::NAME, request.id = job.request_id.as_deref());
+    nimbus_telemetry::traces::continue_trace(&span, job.traceparent.as_deref());
+    run_claimed::<O>(env, job).instrument(span).await
+}
+
+/// Runs claimed `job` to an outcome, keeping the lease alive meanwhile.
+async fn run_claimed<O: Operation>(env: &Env, job: Job) -> Result<Outcome, DbError> {
+    let job_id = job.id;
     tracing::info!(job.id = %job_id, job.kind = O::NAME, job.attempt = job.attempts, job.step = job.step.as_deref().unwrap_or("-"), "claimed");
     env.events.publish_job(job_id, job.instance()).await;
     let started = std::time::Instant::now();

@@ -202,6 +202,7 @@ pub async fn accept(
         }
     }
     request.job.request_id = Some(rid.0.clone());
+    request.job.traceparent = nimbus_telemetry::traces::current_traceparent();
     request.job.idempotency_key = key.clone();
     let result = enqueue(state, tenant, id, request, key.as_deref()).await;
     if result.is_err()

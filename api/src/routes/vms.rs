@@ -257,6 +257,7 @@ async fn accept(
     };
     let Creation { instance: new, mut job, node } = creation;
     job.request_id = Some(rid.0.clone());
+    job.traceparent = nimbus_telemetry::traces::current_traceparent();
     job.idempotency_key = idempotency_key.map(str::to_owned);
 
     let created = match idempotency_key {

@@ -23,6 +23,7 @@ mod production;
 mod ratelimit;
 mod support;
 mod tenant_errors;
+mod traces;
 mod vms;
 mod web;
 mod webhooks;

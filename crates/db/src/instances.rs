@@ -193,6 +193,7 @@ pub async fn create_many(ex: impl PgExecutor<'_>, creates: &[NewCreate]) -> Resu
         (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     let (mut run_after, mut request_ids, mut idempotency_keys) =
         (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut traceparents = Vec::with_capacity(n);
     let encode = |e: serde_json::Error| DbError::Sqlx(sqlx::Error::Encode(Box::new(e)));
     for c in creates {
         let id = InstanceId::new();
@@ -220,20 +221,22 @@ pub async fn create_many(ex: impl PgExecutor<'_>, creates: &[NewCreate]) -> Resu
         run_after.push(c.job.run_after);
         request_ids.push(c.job.request_id.as_deref());
         idempotency_keys.push(c.job.idempotency_key.as_deref());
+        traceparents.push(c.job.traceparent.as_deref());
     }
     let rows = sqlx::query(concat!(
         "with r as (select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::int4[], \
          $7::int8[], $8::int8[], $9::jsonb[], $10::text[], $11::uuid[], $12::text[], $13::text[], $14::jsonb[], \
-         $15::jsonb[], $16::int4[], $17::timestamptz[], $18::text[], $19::text[]) with ordinality \
+         $15::jsonb[], $16::int4[], $17::timestamptz[], $18::text[], $19::text[], $20::text[]) with ordinality \
          as r(id, tenant_id, name, kind, template, cores, memory_mib, disk_gib, ssh_keys, node, job_id, job_kind, \
-         queue, payload, resources, max_attempts, run_after, request_id, idempotency_key, n)), \
+         queue, payload, resources, max_attempts, run_after, request_id, idempotency_key, traceparent, n)), \
          i as (insert into instances (id, tenant_id, name, kind, template, cores, memory_mib, disk_gib, ssh_keys, \
          node) select id, tenant_id, name, kind, template, cores, memory_mib, disk_gib, \
          array(select jsonb_array_elements_text(ssh_keys)), node from r order by tenant_id, name returning ",
         columns!(),
         "), j as (insert into jobs (id, tenant_id, kind, queue, payload, resources, max_attempts, run_after, \
-         request_id, idempotency_key) select job_id, tenant_id, job_kind, queue, payload, resources, max_attempts, \
-         coalesce(run_after, now()), request_id, idempotency_key from r order by tenant_id, name returning *), \
+         request_id, idempotency_key, traceparent) select job_id, tenant_id, job_kind, queue, payload, resources, \
+         max_attempts, coalesce(run_after, now()), request_id, idempotency_key, traceparent from r \
+         order by tenant_id, name returning *), \
          e as (insert into job_events (job_id, status, progress, step) select id, status, progress, step from j) \
          select i.*, ",
         jobs::job_columns_as!("j", "job_"),
@@ -260,6 +263,7 @@ pub async fn create_many(ex: impl PgExecutor<'_>, creates: &[NewCreate]) -> Resu
     .bind(&run_after)
     .bind(&request_ids)
     .bind(&idempotency_keys)
+    .bind(&traceparents)
     .fetch_all(ex)
     .await?;
     rows.iter()

@@ -69,6 +69,8 @@ pub struct Job {
     pub locked_until: Option<DateTime<Utc>>,
     /// The `X-Request-ID` of the request that started it.
     pub request_id: Option<String>,
+    /// That request's W3C `traceparent`, which the worker's trace continues.
+    pub traceparent: Option<String>,
     /// The `Idempotency-Key` of that request.
     pub idempotency_key: Option<String>,
     /// Accepted at.
@@ -106,7 +108,7 @@ macro_rules! job_columns_as {
             $t, ".request_id as ", $p, "request_id, ", $t, ".idempotency_key as ", $p, "idempotency_key, ",
             $t, ".created_at as ", $p, "created_at, ", $t, ".updated_at as ", $p, "updated_at, ",
             $t, ".started_at as ", $p, "started_at, ", $t, ".finished_at as ", $p, "finished_at, ",
-            $t, ".waiting_for as ", $p, "waiting_for"
+            $t, ".waiting_for as ", $p, "waiting_for, ", $t, ".traceparent as ", $p, "traceparent"
         )
     };
 }
@@ -154,6 +156,7 @@ impl Job {
             locked_by: row.try_get(&*col("locked_by"))?,
             locked_until: row.try_get(&*col("locked_until"))?,
             request_id: row.try_get(&*col("request_id"))?,
+            traceparent: row.try_get(&*col("traceparent"))?,
             idempotency_key: row.try_get(&*col("idempotency_key"))?,
             created_at: row.try_get(&*col("created_at"))?,
             updated_at: row.try_get(&*col("updated_at"))?,
@@ -203,6 +206,8 @@ pub struct NewJob {
     pub request_id: Option<String>,
     /// The request's `Idempotency-Key`.
     pub idempotency_key: Option<String>,
+    /// The request's trace context (W3C `traceparent`), when traces are exported.
+    pub traceparent: Option<String>,
 }
 
 impl NewJob {
@@ -220,6 +225,7 @@ impl NewJob {
             run_after: None,
             request_id: None,
             idempotency_key: None,
+            traceparent: None,
         }
     }
 }
@@ -302,8 +308,8 @@ pub async fn enqueue(ex: impl PgExecutor<'_>, tenant: Option<TenantId>, new: &Ne
         serde_json::to_value(&new.resources).map_err(|e| DbError::Sqlx(sqlx::Error::Encode(Box::new(e))))?;
     let row = sqlx::query(concat!(
         "with j as (insert into jobs (id, tenant_id, kind, queue, payload, resources, max_attempts, run_after, \
-         request_id, idempotency_key) \
-         values ($1, $2, $3, $4, $5, $6, $7, coalesce($8, now()), $9, $10) returning *), \
+         request_id, idempotency_key, traceparent) \
+         values ($1, $2, $3, $4, $5, $6, $7, coalesce($8, now()), $9, $10, $11) returning *), \
          e as (insert into job_events (job_id, status, progress, step) select id, status, progress, step from j), \
          o as (insert into outbox (job_id, queue, payload, available_at) select id, queue, ",
         dispatch_json!("j"),
@@ -320,6 +326,7 @@ pub async fn enqueue(ex: impl PgExecutor<'_>, tenant: Option<TenantId>, new: &Ne
     .bind(new.run_after)
     .bind(&new.request_id)
     .bind(&new.idempotency_key)
+    .bind(&new.traceparent)
     .fetch_one(ex)
     .await?;
     Ok(Enqueued {

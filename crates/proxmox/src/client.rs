@@ -25,6 +25,7 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tracing::Instrument;
 use url::Url;
 
 use crate::config::{ClientConfig, PollBackoff};
@@ -247,7 +248,7 @@ impl ProxmoxClient {
         }
         self.pass_gate().await;
         let started = Instant::now();
-        let sent = req.send().await;
+        let sent = req.send().instrument(call_span(&method, &path)).await;
         self.observe(&method, &path, &sent, started);
         let resp = sent.map_err(|e| self.send_error(&method, &path, e, self.inner.timeout))?;
         self.decode(&method, &path, resp, started, self.inner.timeout).await
@@ -264,7 +265,7 @@ impl ProxmoxClient {
         self.pass_gate().await;
         let started = Instant::now();
         let limit = timeout.unwrap_or(Duration::MAX);
-        let sent = req.send().await;
+        let sent = req.send().instrument(call_span(&method, path)).await;
         self.observe(&method, path, &sent, started);
         let resp = sent.map_err(|e| self.send_error(&method, path, e, limit))?;
         Ok(self.decode(&method, path, resp, started, limit).await?.0)
@@ -333,6 +334,18 @@ impl ProxmoxClient {
         }
         Err(api_error(method, path, status, reason, &body))
     }
+}
+
+/// The span of one request (a trace's Proxmox call): named by method and path template.
+fn call_span(method: &Method, path: &str) -> tracing::Span {
+    let template = path_template(path);
+    tracing::info_span!(
+        "proxmox",
+        otel.name = %format_args!("{method} {template}"),
+        otel.kind = "client",
+        http.request.method = %method,
+        url.path = %template,
+    )
 }
 
 /// Builds [`PveError::Api`] (or [`PveError::NotProxmox`]) from an error response.

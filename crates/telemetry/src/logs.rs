@@ -3,7 +3,10 @@
 //! `request` span (`request.id`, the client's own id) and the workers' `job` span (`job.id`,
 //! `job.kind`), so every line of a request or a job can be found by its id. `RUST_LOG` filters.
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::{EnvFilter, Registry};
+
+use crate::traces::Exporting;
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,34 +29,65 @@ impl LogFormat {
     }
 }
 
-/// The log subscriber for `format`, writing to `writer` (`RUST_LOG`, default `info`).
-pub fn subscriber<W>(format: LogFormat, writer: W) -> Box<dyn tracing::Subscriber + Send + Sync>
+/// The subscriber for `format`, writing to `writer` (`RUST_LOG`, default `info`), with the
+/// exporting trace layer of `service` when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+pub fn subscriber<W>(
+    format: LogFormat,
+    writer: W,
+    service: Option<&str>,
+) -> (Box<dyn tracing::Subscriber + Send + Sync>, Option<Exporting>)
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
+    let (traces, exporting) = match service.map(crate::traces::layer::<Registry>) {
+        Some(Ok(Some((layer, exporting)))) => (Some(layer), Some(exporting)),
+        Some(Err(e)) => {
+            eprintln!("{e}; traces are not exported");
+            (None, None)
+        }
+        _ => (None, None),
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
-    match format {
-        LogFormat::Text => Box::new(builder.finish()),
-        LogFormat::Json => Box::new(builder.json().with_current_span(true).with_span_list(true).finish()),
+    let base = tracing_subscriber::registry().with(traces).with(filter);
+    let lines = tracing_subscriber::fmt::layer().with_writer(writer);
+    let subscriber: Box<dyn tracing::Subscriber + Send + Sync> = match format {
+        LogFormat::Text => Box::new(base.with(lines)),
+        LogFormat::Json => Box::new(base.with(lines.json().with_current_span(true).with_span_list(true))),
+    };
+    (subscriber, exporting)
+}
+
+/// What [`init`] installed; [`Telemetry::shutdown`] flushes the traces still buffered.
+#[derive(Debug)]
+pub struct Telemetry(Option<Exporting>);
+
+impl Telemetry {
+    /// Flushes and stops the trace exporter, if any (at the process's end).
+    pub async fn shutdown(self) {
+        if let Some(exporting) = self.0 {
+            exporting.shutdown().await;
+        }
     }
 }
 
-/// Installs the process's log subscriber, writing to stdout.
-pub fn init(format: LogFormat) {
-    if tracing::subscriber::set_global_default(subscriber(format, std::io::stdout)).is_err() {
+/// Installs the process's subscriber, writing logs to stdout and exporting the traces of
+/// `service` when configured.
+pub fn init(format: LogFormat, service: &str) -> Telemetry {
+    let (subscriber, exporting) = subscriber(format, std::io::stdout, Some(service));
+    if tracing::subscriber::set_global_default(subscriber).is_err() {
         eprintln!("a log subscriber was already installed");
     }
+    Telemetry(exporting)
 }
 
-/// Installs the subscriber `LOG_FORMAT` asks for; an invalid value is reported on stderr and
+/// [`init`] with the format `LOG_FORMAT` asks for; an invalid value is reported on stderr and
 /// text is used.
-pub fn init_from_env() {
+pub fn init_from_env(service: &str) -> Telemetry {
     let format = LogFormat::from_env_value(std::env::var("LOG_FORMAT").ok().as_deref()).unwrap_or_else(|e| {
         eprintln!("{e}; logging as text");
         LogFormat::Text
     });
-    init(format);
+    init(format, service)
 }
 
 #[cfg(test)]
@@ -81,7 +115,7 @@ mod tests {
     fn json_lines_carry_the_request_and_job_they_happened_in() {
         let buffer = Buffer::default();
         let writer = buffer.clone();
-        let logs = subscriber(LogFormat::Json, move || writer.clone());
+        let (logs, _) = subscriber(LogFormat::Json, move || writer.clone(), None);
         tracing::subscriber::with_default(logs, || {
             let request = tracing::info_span!("request", request.id = "0193-req");
             let _r = request.enter();
