@@ -246,9 +246,9 @@ pub struct Inventory {
 /// TTL would otherwise all go to the node that had the most free memory when it was taken.
 #[derive(Debug, Default)]
 pub struct Placed {
-    /// The reading these count against (its address; a new reading starts from nothing, as
-    /// Proxmox's own figures then include what was created).
-    reading: usize,
+    /// The reading these count against (a new reading starts from nothing, as Proxmox's own
+    /// figures then include what was created).
+    reading: Option<Arc<Snapshot>>,
     /// Bytes of memory per node.
     by_node: HashMap<String, u64>,
 }
@@ -263,9 +263,8 @@ impl Placed {
         node: Option<&str>,
         memory: u64,
     ) -> Result<Placement, ApiError> {
-        let id = Arc::as_ptr(reading) as usize;
-        if self.reading != id {
-            *self = Placed { reading: id, by_node: HashMap::new() };
+        if !self.reading.as_ref().is_some_and(|r| Arc::ptr_eq(r, reading)) {
+            *self = Placed { reading: Some(reading.clone()), by_node: HashMap::new() };
         }
         let placement = reading.place_besides(kind, template, node, &self.by_node)?;
         *self.by_node.entry(placement.node.clone()).or_default() += memory;

@@ -247,9 +247,7 @@ impl ProxmoxClient {
             req = req.header(CONTENT_TYPE, "application/x-www-form-urlencoded").body(params.to_form());
         }
         self.pass_gate().await;
-        let started = Instant::now();
-        let sent = req.send().instrument(call_span(&method, &path)).await;
-        self.observe(&method, &path, &sent, started);
+        let (sent, started) = self.send_observed(&method, &path, req).await;
         let resp = sent.map_err(|e| self.send_error(&method, &path, e, self.inner.timeout))?;
         self.decode(&method, &path, resp, started, self.inner.timeout).await
     }
@@ -263,10 +261,8 @@ impl ProxmoxClient {
         timeout: Option<Duration>,
     ) -> Result<T> {
         self.pass_gate().await;
-        let started = Instant::now();
         let limit = timeout.unwrap_or(Duration::MAX);
-        let sent = req.send().instrument(call_span(&method, path)).await;
-        self.observe(&method, path, &sent, started);
+        let (sent, started) = self.send_observed(&method, path, req).await;
         let resp = sent.map_err(|e| self.send_error(&method, path, e, limit))?;
         Ok(self.decode(&method, path, resp, started, limit).await?.0)
     }
@@ -278,13 +274,30 @@ impl ProxmoxClient {
         }
     }
 
-    /// Tells the observer, if any, what came of a request sent at `started`.
-    fn observe(&self, method: &Method, path: &str, sent: &reqwest::Result<reqwest::Response>, started: Instant) {
+    /// Sends `req` in a span of its own (a trace's Proxmox call, named by method and path
+    /// template) and tells the observer, if any, what came of it; the answer (or why none) and
+    /// when it was sent.
+    async fn send_observed(
+        &self,
+        method: &Method,
+        path: &str,
+        req: reqwest::RequestBuilder,
+    ) -> (reqwest::Result<reqwest::Response>, Instant) {
+        let template = path_template(path);
+        let span = tracing::info_span!(
+            "proxmox",
+            otel.name = %format_args!("{method} {template}"),
+            otel.kind = "client",
+            http.request.method = %method,
+            url.path = %template,
+        );
+        let started = Instant::now();
+        let sent = req.send().instrument(span).await;
         if let Some(observer) = &self.inner.observer {
-            let template = path_template(path);
             let status = sent.as_ref().ok().map(|r| r.status().as_u16());
             observer.observe(&ObservedCall { method, path: &template, status, elapsed: started.elapsed() });
         }
+        (sent, started)
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
@@ -334,18 +347,6 @@ impl ProxmoxClient {
         }
         Err(api_error(method, path, status, reason, &body))
     }
-}
-
-/// The span of one request (a trace's Proxmox call): named by method and path template.
-fn call_span(method: &Method, path: &str) -> tracing::Span {
-    let template = path_template(path);
-    tracing::info_span!(
-        "proxmox",
-        otel.name = %format_args!("{method} {template}"),
-        otel.kind = "client",
-        http.request.method = %method,
-        url.path = %template,
-    )
 }
 
 /// Builds [`PveError::Api`] (or [`PveError::NotProxmox`]) from an error response.
