@@ -128,6 +128,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
 #[derive(Clone, Debug)]
 pub struct IdempotencyKey(pub Option<String>);
 
+/// The `Idempotency-Key` header as the OpenAPI document describes it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Describes the header; `IdempotencyKey` reads it.
+pub struct IdempotencyKeyHeader {
+    /// Sending the same request again with the same key answers what the first one did and
+    /// creates nothing twice (1-255 visible ASCII characters; kept 24 hours).
+    #[param(rename = "Idempotency-Key", min_length = 1, max_length = 255, pattern = "^[!-~]+$")]
+    idempotency_key: Option<String>,
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     type Rejection = ApiError;
 

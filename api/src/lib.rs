@@ -32,6 +32,7 @@ pub mod inventory;
 pub mod invoice_html;
 pub mod metrics;
 pub mod middleware;
+pub mod openapi;
 pub mod payments;
 pub mod ratelimit;
 pub mod routes;
@@ -54,6 +55,7 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(routes::health::router())
+        .merge(routes::reference::router())
         .merge(routes::vms::router())
         .merge(routes::vm_actions::router())
         .merge(routes::vm_snapshots::router())

@@ -202,3 +202,8 @@ async fn list(
     let items: Vec<AdminJobView> = items.iter().map(admin_view).collect();
     Ok(super::page(&rid, items, request, total).into_response())
 }
+
+/// The paths of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths())]
+pub struct ApiDoc;

@@ -238,6 +238,11 @@ fn csv_cell(value: &str) -> Cow<'_, str> {
     if value.contains([',', '"', '\r', '\n']) { format!("\"{}\"", value.replace('"', "\"\"")).into() } else { value }
 }
 
+/// The paths of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths())]
+pub struct ApiDoc;
+
 #[cfg(test)]
 mod tests {
     use super::*;

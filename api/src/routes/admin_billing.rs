@@ -608,3 +608,8 @@ async fn revenue_view(
     });
     Ok(super::data(&rid, view).into_response())
 }
+
+/// The paths of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths())]
+pub struct ApiDoc;

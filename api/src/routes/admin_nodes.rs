@@ -71,6 +71,11 @@ pub fn summarise(items: &[ClusterResource]) -> Vec<NodeStats> {
     nodes.into_values().collect()
 }
 
+/// The paths of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths())]
+pub struct ApiDoc;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -199,3 +199,8 @@ async fn archive(
     tracing::info!(admin.id = %admin.user.id, plan.id = %plan.id, "plan archived");
     Ok(super::data(&rid, PlanView::from(plan)).into_response())
 }
+
+/// The paths of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths())]
+pub struct ApiDoc;

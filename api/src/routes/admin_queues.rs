@@ -36,3 +36,8 @@ async fn list(
     let stats = queue_stats::summary(state.db(), filter.tenant).await?;
     Ok(super::data(&rid, stats).into_response())
 }
+
+/// The paths of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths())]
+pub struct ApiDoc;

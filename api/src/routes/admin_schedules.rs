@@ -150,3 +150,8 @@ async fn resume(
 ) -> Result<Response, ApiError> {
     set_paused(&state, &admin, &rid, &id, false).await
 }
+
+/// The paths of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths())]
+pub struct ApiDoc;

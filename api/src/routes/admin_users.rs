@@ -558,6 +558,11 @@ async fn assign_plan(
     Ok(super::data(&rid, view).into_response())
 }
 
+/// The paths of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths())]
+pub struct ApiDoc;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,3 +55,8 @@ async fn list(
         .collect();
     Ok(super::page(&rid, items, request, total).into_response())
 }
+
+/// The paths of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths())]
+pub struct ApiDoc;

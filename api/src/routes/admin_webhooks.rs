@@ -43,3 +43,8 @@ async fn list(State(state): State<AppState>, _admin: AdminUser, rid: RequestId) 
         .collect();
     Ok(data(&rid, views).into_response())
 }
+
+/// The paths of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths())]
+pub struct ApiDoc;

@@ -224,6 +224,11 @@ async fn revoke(State(state): State<AppState>, auth: AuthUser, Path(id): Path<St
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// The paths of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths())]
+pub struct ApiDoc;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -297,6 +297,11 @@ fn append_cookie(r: &mut Response, cookie: &str) {
     }
 }
 
+/// The paths of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths())]
+pub struct ApiDoc;
+
 #[cfg(test)]
 mod tests {
     use super::*;

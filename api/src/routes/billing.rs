@@ -348,3 +348,8 @@ async fn show_balance(State(state): State<AppState>, auth: AuthUser, rid: Reques
     });
     Ok(super::data(&rid, view).into_response())
 }
+
+/// The paths of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths())]
+pub struct ApiDoc;

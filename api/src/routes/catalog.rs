@@ -57,6 +57,9 @@ pub const CATALOG: &[RouteSpec] = &[
     // health.rs
     route("GET", "/healthz", Public),
     route("GET", "/readyz", Public),
+    // reference.rs: the API's contract and its reference page.
+    route("GET", "/v1/openapi.json", Public),
+    route("GET", "/v1/docs", Public),
     // auth.rs: the sign-in pages read their cookie themselves.
     route("GET", "/auth/login", Public),
     route("GET", "/auth/callback", Public),

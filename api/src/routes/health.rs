@@ -43,3 +43,8 @@ async fn readyz(State(state): State<AppState>, rid: RequestId) -> Result<Respons
         .join("; ");
     Err(ApiError::Unready { checks, cause: causes })
 }
+
+/// The paths of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths())]
+pub struct ApiDoc;

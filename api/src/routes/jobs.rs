@@ -213,3 +213,8 @@ impl Follow {
         Ok(())
     }
 }
+
+/// The paths of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths())]
+pub struct ApiDoc;

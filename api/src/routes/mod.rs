@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod notifications;
 pub mod payments;
 pub mod quota;
+pub mod reference;
 pub mod stream_auth;
 pub mod templates;
 pub mod vm_actions;
@@ -33,6 +34,42 @@ pub mod web;
 pub mod webhooks;
 
 pub use catalog::{Access, RouteSpec, catalog};
+
+/// Each module's part of the OpenAPI document (`crate::openapi`).
+pub fn openapi_parts() -> Vec<utoipa::openapi::OpenApi> {
+    use utoipa::OpenApi;
+    vec![
+        reference::ApiDoc::openapi(),
+        health::ApiDoc::openapi(),
+        auth::ApiDoc::openapi(),
+        vms::ApiDoc::openapi(),
+        vm_actions::ApiDoc::openapi(),
+        vm_snapshots::ApiDoc::openapi(),
+        vm_console::ApiDoc::openapi(),
+        vm_events::ApiDoc::openapi(),
+        vm_backups::ApiDoc::openapi(),
+        vm_restore::ApiDoc::openapi(),
+        vm_backup_policy::ApiDoc::openapi(),
+        jobs::ApiDoc::openapi(),
+        templates::ApiDoc::openapi(),
+        quota::ApiDoc::openapi(),
+        apikeys::ApiDoc::openapi(),
+        webhooks::ApiDoc::openapi(),
+        admin_webhooks::ApiDoc::openapi(),
+        notifications::ApiDoc::openapi(),
+        billing::ApiDoc::openapi(),
+        payments::ApiDoc::openapi(),
+        admin_billing::ApiDoc::openapi(),
+        admin_plans::ApiDoc::openapi(),
+        admin::ApiDoc::openapi(),
+        admin_vms::ApiDoc::openapi(),
+        admin_schedules::ApiDoc::openapi(),
+        admin_queues::ApiDoc::openapi(),
+        admin_nodes::ApiDoc::openapi(),
+        admin_users::ApiDoc::openapi(),
+        admin_audit::ApiDoc::openapi(),
+    ]
+}
 
 use axum::Json;
 use nimbus_domain::{ApiResponse, ListResponse, PageRequest, Pagination};
@@ -52,12 +89,15 @@ pub fn page<T: Serialize>(rid: &RequestId, items: Vec<T>, request: PageRequest, 
 }
 
 /// `?page=&perPage=` as sent; [`PageQuery::request`] checks the bounds.
-#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// 1-based page (default 1).
+    #[param(minimum = 1)]
     pub page: Option<u32>,
     /// Items per page (default 25, at most 100).
+    #[param(minimum = 1, maximum = 100)]
     pub per_page: Option<u32>,
 }
 

@@ -223,3 +223,8 @@ fn unread_events(follow: Follow) -> impl Stream<Item = Result<Event, Infallible>
         }
     })
 }
+
+/// The paths of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths())]
+pub struct ApiDoc;

@@ -184,3 +184,8 @@ async fn webhook(
     };
     Ok(super::data(&rid, json!({ "received": true, "outcome": outcome })).into_response())
 }
+
+/// The paths of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths())]
+pub struct ApiDoc;

@@ -29,3 +29,8 @@ async fn show(State(state): State<AppState>, auth: AuthUser, rid: RequestId) -> 
     };
     Ok(super::data(&rid, view).into_response())
 }
+
+/// The paths of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths())]
+pub struct ApiDoc;

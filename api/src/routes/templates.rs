@@ -41,3 +41,8 @@ async fn list(
     let items = all.into_iter().skip(request.offset() as usize).take(request.limit() as usize).collect();
     Ok(super::page(&rid, items, request, total).into_response())
 }
+
+/// The paths of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths())]
+pub struct ApiDoc;

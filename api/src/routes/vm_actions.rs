@@ -323,6 +323,11 @@ async fn rebuild_job(state: &AppState, current: &Instance, b: RebuildBody) -> Re
     Ok(RebuildInstance { template: b.template, template_vmid: placement.template_vmid, ssh_keys: b.ssh_keys }.new_job())
 }
 
+/// The paths of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths())]
+pub struct ApiDoc;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -299,6 +299,11 @@ async fn dry_run(state: &AppState, i: &Instance, retention: Retention) -> Result
     Ok(out)
 }
 
+/// The paths of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths())]
+pub struct ApiDoc;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -232,3 +232,8 @@ async fn protect(
     found.protected = body.value.protected;
     Ok(super::data(&rid, found).into_response())
 }
+
+/// The paths of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths())]
+pub struct ApiDoc;

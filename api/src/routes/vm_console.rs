@@ -174,3 +174,8 @@ async fn proxy(browser: WebSocket, upstream: ConsoleStream) {
         _ = down => {}
     }
 }
+
+/// The paths of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths())]
+pub struct ApiDoc;

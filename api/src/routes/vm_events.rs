@@ -119,6 +119,11 @@ fn stream(follow: Follow) -> impl Stream<Item = Result<Event, Infallible>> {
     })
 }
 
+/// The paths of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths())]
+pub struct ApiDoc;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -73,7 +73,7 @@ async fn restore_in_place(
 }
 
 /// `POST /v1/vms` with `fromBackup`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RestoreAsNew {
     /// The new instance's name (unique in the tenant).
@@ -154,6 +154,11 @@ pub(crate) async fn as_new(state: &AppState, auth: &AuthUser, req: RestoreAsNew)
     .restore_as_new_job();
     Ok(Creation { instance, job, node })
 }
+
+/// The paths of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths())]
+pub struct ApiDoc;
 
 #[cfg(test)]
 mod tests {

@@ -197,6 +197,11 @@ async fn named(
     accept(&state, &auth, &rid, key, fingerprint, i.id, Request { allowed: LIVE, job, resize: None }).await
 }
 
+/// The paths of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths())]
+pub struct ApiDoc;
+
 #[cfg(test)]
 mod tests {
     use super::*;

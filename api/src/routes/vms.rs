@@ -19,12 +19,12 @@ use nimbus_db::idempotency::{self, Begin};
 use nimbus_db::instances::{self, Instance, NewCreate, NewInstance};
 use nimbus_db::jobs::NewJob;
 use nimbus_db::operations;
-use nimbus_domain::{CreateVm, InstanceId, InstanceView, JobHandle};
+use nimbus_domain::{ApiError as ApiErrorBody, ApiResponse, CreateVm, InstanceId, InstanceView, JobHandle, ListResponse};
 use serde_json::Value;
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, FieldError};
-use crate::extract::{IdempotencyKey, JsonBody, QueryParams, decode_value, parse_id};
+use crate::extract::{IdempotencyKey, IdempotencyKeyHeader, JsonBody, QueryParams, decode_value, parse_id};
 use crate::middleware::RequestId;
 use crate::routes::PageQuery;
 use crate::routes::vm_restore::{self, RestoreAsNew};
@@ -92,6 +92,11 @@ pub fn view(i: Instance, operation: Option<JobHandle>) -> InstanceView {
     }
 }
 
+/// The caller's instances, newest first, each with the job queued or running on it.
+#[utoipa::path(
+    get, path = "/v1/vms", operation_id = "listVms", tag = "Instances", params(PageQuery),
+    responses((status = 200, description = "A page of the tenant's instances.", body = ListResponse<InstanceView>))
+)]
 async fn list(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -105,6 +110,12 @@ async fn list(
     Ok(super::page(&rid, items, request, total).into_response())
 }
 
+/// One instance, with the job queued or running on it.
+#[utoipa::path(
+    get, path = "/v1/vms/{id}", operation_id = "getVm", tag = "Instances",
+    params(("id" = InstanceId, Path, description = "The instance's id.")),
+    responses((status = 200, description = "The instance.", body = ApiResponse<InstanceView>))
+)]
 async fn show(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -152,6 +163,20 @@ pub(crate) fn not_found(e: nimbus_db::DbError, what: &'static str) -> ApiError {
     }
 }
 
+/// Creates a VM or container from a template, or restores one of the tenant's backups as a
+/// new instance (`fromBackup`). The instance exists at once (`provisioning`); the job makes
+/// its guest.
+#[utoipa::path(
+    post, path = "/v1/vms", operation_id = "createVm", tag = "Instances",
+    params(IdempotencyKeyHeader),
+    request_body = NewVmBody,
+    responses(
+        (status = 202, description = "Accepted: the provision (or restore) job's handle; `Location` is the job.",
+            body = ApiResponse<JobHandle>, headers(("Location" = String, description = "`/v1/jobs/{id}`"))),
+        (status = 409, description = "`NAME_TAKEN`: an instance of that name exists in the tenant (or `IDEMPOTENCY_KEY_IN_PROGRESS`).", body = ApiErrorBody),
+        (status = 422, description = "`QUOTA_EXCEEDED`: over the plan's limits (or `UNKNOWN_TEMPLATE`, `UNKNOWN_NODE`, `IDEMPOTENCY_KEY_REUSED`).", body = ApiErrorBody),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -196,6 +221,22 @@ async fn create(
     }
     Ok(response)
 }
+
+/// The body of `POST /v1/vms`: a new instance from a template, or from a backup.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // Describes the body for the OpenAPI document; `create` decodes each form itself.
+pub enum NewVmBody {
+    /// From a template.
+    Template(CreateVm),
+    /// From one of the tenant's backups.
+    Backup(RestoreAsNew),
+}
+
+/// The paths of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, create, show))]
+pub struct ApiDoc;
 
 /// What a new instance's guest is made from.
 enum Source {

@@ -465,3 +465,8 @@ async fn recover(
     tx.commit().await.map_err(nimbus_db::DbError::from)?;
     Ok((StatusCode::ACCEPTED, data(&rid, json!({"deliveries": n}))).into_response())
 }
+
+/// The paths of this module, for the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths())]
+pub struct ApiDoc;

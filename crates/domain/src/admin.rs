@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// One queue, read from the job ledger.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct QueueStats {
     /// Queue name (`provision`, ...).
@@ -29,6 +30,7 @@ pub struct QueueStats {
 
 /// One Proxmox node, read from `/cluster/resources`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct NodeStats {
     /// Node name.

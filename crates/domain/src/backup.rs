@@ -13,6 +13,7 @@ pub fn archive_taken_since(created_at: chrono::DateTime<chrono::Utc>, ctime: Opt
 /// newest of each of the last `keepDaily` days, `keepWeekly` ISO weeks and `keepMonthly` months
 /// that nothing kept yet. Protected backups are always kept and counted by no option.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Retention {
     /// The newest N backups.

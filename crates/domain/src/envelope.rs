@@ -9,6 +9,7 @@ use crate::error::ErrorCode;
 
 /// Request metadata echoed in every response.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Meta {
     /// The `X-Request-ID` (accepted or generated).
@@ -19,6 +20,7 @@ pub struct Meta {
 
 /// A single-resource response.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiResponse<T> {
     /// The resource.
     pub data: T,
@@ -28,6 +30,7 @@ pub struct ApiResponse<T> {
 
 /// A page of a list.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ListResponse<T> {
     /// The items of this page.
     pub data: Vec<T>,
@@ -39,6 +42,7 @@ pub struct ListResponse<T> {
 
 /// Page position of a list response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Pagination {
     /// 1-based page number.
@@ -61,6 +65,7 @@ impl Pagination {
 
 /// `?page=&perPage=` with defaults and bounds applied by [`PageRequest::clamped`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct PageRequest {
     /// 1-based page number.
@@ -100,6 +105,7 @@ impl Default for PageRequest {
 
 /// The body of an error response.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiError {
     /// What went wrong.
     pub error: ErrorBody,
@@ -109,6 +115,7 @@ pub struct ApiError {
 
 /// `{code, message, details}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// Stable code.
     pub code: ErrorCode,

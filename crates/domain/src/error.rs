@@ -7,6 +7,7 @@ macro_rules! error_codes {
     ($($(#[$doc:meta])* $variant:ident => ($s:literal, $status:literal)),+ $(,)?) => {
         /// A stable error code, serialised in SCREAMING_SNAKE_CASE.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
         pub enum ErrorCode {
             $($(#[$doc])* $variant),+

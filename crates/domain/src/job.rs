@@ -10,6 +10,7 @@ use crate::status::{JobKind, JobStatus};
 
 /// A resource a job acts on, e.g. `{"type": "instance", "id": "…"}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResourceRef {
     /// The resource type (`instance`, `snapshot`, …).
     #[serde(rename = "type")]
@@ -29,6 +30,7 @@ impl ResourceRef {
 /// What operators need beyond it (Proxmox's own text, the failing request) is kept apart, in
 /// the ledger's `error_detail`, and shown only in the operators' views.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct JobError {
     /// Stable code.
@@ -42,6 +44,7 @@ pub struct JobError {
 
 /// Links from a job handle.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobLinks {
     /// `/v1/jobs/{id}`.
     #[serde(rename = "self")]
@@ -59,6 +62,7 @@ impl JobLinks {
 
 /// The job handle DTO (camelCase JSON).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct JobHandle {
     /// Job id.

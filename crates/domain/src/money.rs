@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// An amount in the plan's currency.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct Money(pub Decimal);
 

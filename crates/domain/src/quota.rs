@@ -9,6 +9,7 @@ use crate::money::Money;
 
 /// What a plan allows a tenant to hold at once. Every limit is ≥ 0 (the database checks it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PlanLimits {
     /// Instances that are not failed or deleted.
@@ -23,6 +24,7 @@ pub struct PlanLimits {
 
 /// Hourly prices of a plan.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PlanPrices {
     /// ISO 4217 code, e.g. `EUR`.
@@ -57,6 +59,7 @@ impl PlanPrices {
 
 /// What a tenant holds now (instances that hold quota, see `InstanceStatus::holds_quota`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceUsage {
     /// Instance count.
@@ -71,6 +74,7 @@ pub struct ResourceUsage {
 
 /// The size of one new instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceRequest {
     /// Cores.
@@ -83,6 +87,7 @@ pub struct ResourceRequest {
 
 /// The limited resources, named as in error details.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum QuotaResource {
     /// Instance count.
@@ -97,6 +102,7 @@ pub enum QuotaResource {
 
 /// The first limit a request would break; the `details` of a `QUOTA_EXCEEDED` error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 #[error("quota exceeded for {resource:?}: limit {limit}, used {used}, requested {requested}")]
 pub struct QuotaExceeded {

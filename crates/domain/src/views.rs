@@ -13,6 +13,7 @@ use crate::{
 
 /// An instance as clients see it (`GET /v1/vms`, `GET /v1/vms/{id}`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceView {
     /// Id.
@@ -57,6 +58,7 @@ pub struct InstanceView {
 
 /// An instance as the provider's operators see it: with its tenant.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AdminInstanceView {
     /// The instance, as its tenant sees it.
@@ -68,6 +70,7 @@ pub struct AdminInstanceView {
 
 /// The body of `POST /v1/vms`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateVm {
     /// DNS label, unique in the tenant.
@@ -93,6 +96,7 @@ pub struct CreateVm {
 
 /// A template as clients see it (`GET /v1/templates`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TemplateView {
     /// Pass this as `template` to `POST /v1/vms`.
@@ -109,6 +113,7 @@ pub struct TemplateView {
 
 /// `GET /v1/quota`: the plan's limits, what the tenant uses and what remains.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct QuotaView {
     /// The tenant's plan.
@@ -125,6 +130,7 @@ pub struct QuotaView {
 
 /// A plan named in an answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlanRef {
     /// Id.
     pub id: PlanId,
@@ -136,6 +142,7 @@ pub struct PlanRef {
 /// ledger's operational fields. Operators only: `errorDetail` may name hosts, addresses, paths
 /// and nodes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AdminJobView {
     /// The handle clients see.
@@ -156,6 +163,7 @@ pub struct AdminJobView {
 
 /// The data of an SSE `progress` event of `GET /v1/jobs/{id}/events`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ProgressEvent {
     /// The job.
@@ -174,6 +182,7 @@ pub struct ProgressEvent {
 
 /// An API key as its owner sees it (`GET /v1/auth/apikeys`); never the token or its hash.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeyView {
     /// Id.
@@ -199,6 +208,7 @@ pub struct ApiKeyView {
 
 /// The answer of `POST /v1/auth/apikeys`: the key and, once, its token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedKey {
     /// The key.
@@ -210,6 +220,7 @@ pub struct CreatedKey {
 
 /// The body of `POST /v1/auth/apikeys`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateKey {
     /// Name.
@@ -223,6 +234,7 @@ pub struct CreateKey {
 
 /// `GET /v1/me`: who the credential belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct MeView {
     /// The user.
@@ -242,6 +254,7 @@ pub struct MeView {
 
 /// A user named in an answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct UserView {
     /// Id.
@@ -256,6 +269,7 @@ pub struct UserView {
 
 /// A tenant named in an answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TenantView {
     /// Id.
     pub id: TenantId,

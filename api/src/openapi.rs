@@ -1,0 +1,333 @@
+//! The API's OpenAPI 3.1 document, served at `GET /v1/openapi.json` (`routes::reference`).
+//!
+//! Each route module describes its operations beside its handlers (`#[utoipa::path]`) and
+//! gathers them in an `ApiDoc` (`#[derive(OpenApi)]`); the wire types of `nimbus-domain` and the
+//! modules' own request types derive `ToSchema`. [`document`] merges those parts, then adds what
+//! the route catalogue already knows, so that it is said once and cannot drift:
+//!
+//! * `security`: none for [`Access::Public`], otherwise a bearer credential (an API key
+//!   `nmb_…` or the OIDC provider's access token) or the portal's session cookie;
+//! * the errors every operation of its kind can answer, in the error envelope: 400 for bad
+//!   parameters or bodies, 401/403 for the caller, 402 for a suspended tenant's writes, 404 for
+//!   an id the caller cannot see, 429 for the rate limits, 503 when a dependency is down;
+//! * an example for every answer that has none of its own, built from the schema (the
+//!   properties' own examples first), so every operation shows what it answers.
+//!
+//! `api/tests/api/openapi.rs` holds the document to the catalogue: an operation missing or extra,
+//! or one without its security, errors or examples, fails it.
+
+use serde_json::{Map, Value, json};
+use utoipa::OpenApi;
+
+use crate::routes::{self, Access, RouteSpec};
+
+/// The document's frame: what it is, its security schemes and the shared error schema.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Nimbus API",
+        description = "Self-service cloud for Proxmox VE. Every slow operation answers `202 Accepted` with a job \
+            handle (`GET /v1/jobs/{id}`, or its event stream). Answers are enveloped: `{data, meta}`, lists add \
+            `pagination`, errors are `{error: {code, message, details}, meta}`.",
+        license(name = "AGPL-3.0-only")
+    ),
+    components(schemas(nimbus_domain::ApiError, nimbus_domain::ErrorBody, nimbus_domain::ErrorCode, nimbus_domain::Meta)),
+    modifiers(&SecuritySchemes)
+)]
+struct Frame;
+
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key (`nmb_…`, `POST /v1/auth/apikeys`; a read-only key may only read) or an access \
+                         token of the OIDC provider.",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            SESSION,
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::auth::session::SESSION_COOKIE,
+                "The portal's session (`GET /auth/login`). A state-changing request also needs the session's \
+                 `X-CSRF-Token` header and the API's own `Origin`.",
+            ))),
+        );
+    }
+}
+
+/// The bearer scheme's name in `components.securitySchemes`.
+pub const BEARER: &str = "bearer";
+/// The session cookie scheme's name.
+pub const SESSION: &str = "session";
+
+/// The whole document, as JSON.
+pub fn document() -> Value {
+    let mut doc = Frame::openapi();
+    for part in routes::openapi_parts() {
+        doc.merge(part);
+    }
+    let mut doc = serde_json::to_value(doc).unwrap_or_else(|e| panic!("the OpenAPI document serialises: {e}"));
+    let schemas = doc.pointer("/components/schemas").cloned().unwrap_or_default();
+    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+        for (path, item) in paths.iter_mut() {
+            let Some(item) = item.as_object_mut() else { continue };
+            for (method, operation) in item.iter_mut() {
+                let route = routes::catalog().iter().find(|r| r.path == path && r.method.eq_ignore_ascii_case(method));
+                if let (Some(route), Some(operation)) = (route, operation.as_object_mut()) {
+                    complete(route, operation, &schemas);
+                }
+            }
+        }
+    }
+    doc
+}
+
+/// Adds `route`'s security, its common errors and the examples it lacks to `operation`.
+fn complete(route: &RouteSpec, operation: &mut Map<String, Value>, schemas: &Value) {
+    let authenticated = route.access != Access::Public;
+    operation.insert(
+        "security".into(),
+        if authenticated { json!([{ BEARER: [] }, { SESSION: [] }]) } else { json!([]) },
+    );
+    let takes_input = operation.contains_key("requestBody")
+        || operation.get("parameters").and_then(Value::as_array).is_some_and(|p| !p.is_empty());
+    let writes = route.method != "GET";
+    let under_v1 = route.path.starts_with("/v1/");
+    let mut common: Vec<(u16, &str)> = Vec::new();
+    if takes_input {
+        common.push((400, "VALIDATION_FAILED"));
+    }
+    if authenticated {
+        common.push((401, "UNAUTHENTICATED"));
+        common.push((403, "FORBIDDEN"));
+        if writes && route.access == Access::Tenant {
+            common.push((402, "TENANT_SUSPENDED"));
+        }
+    }
+    if route.takes_id() {
+        common.push((404, "NOT_FOUND"));
+    }
+    if under_v1 {
+        common.push((429, "RATE_LIMITED"));
+        common.push((503, "SERVICE_UNAVAILABLE"));
+    }
+    let responses = operation.entry("responses").or_insert_with(|| json!({}));
+    let Some(responses) = responses.as_object_mut() else { return };
+    for (status, code) in common {
+        responses.entry(status.to_string()).or_insert_with(|| error_response(code));
+    }
+    for (status, response) in responses.iter_mut() {
+        add_examples(status, response, schemas);
+    }
+    if let Some(body) = operation.get_mut("requestBody") {
+        add_examples("request", body, schemas);
+    }
+}
+
+/// An error answer in the envelope with `code`.
+fn error_response(code: &str) -> Value {
+    let description = match code {
+        "VALIDATION_FAILED" => "A parameter or the body is malformed or out of range; `details` lists the fields.",
+        "UNAUTHENTICATED" => "No credential, or one that is not valid.",
+        "FORBIDDEN" => "The caller may not do this (role, a read-only key, or a session's CSRF check).",
+        "TENANT_SUSPENDED" => "The tenant is suspended: it may read, not change anything.",
+        "NOT_FOUND" => "No such resource in the caller's tenant (another tenant's id answers the same).",
+        "RATE_LIMITED" => "Over the rate limit; `Retry-After` says when to try again.",
+        _ => "A dependency (PostgreSQL, Redis, Proxmox) is unavailable; try again.",
+    };
+    json!({
+        "description": description,
+        "content": { "application/json": {
+            "schema": { "$ref": "#/components/schemas/ApiError" },
+            "example": error_example(code, description),
+        }},
+    })
+}
+
+/// The envelope of an error with `code`.
+pub fn error_example(code: &str, message: &str) -> Value {
+    json!({
+        "error": { "code": code, "message": message, "details": null },
+        "meta": { "requestId": "req_01JF3J6X9Q2M8V4T7C5B1N0K2D", "timestamp": "2026-12-01T09:30:00Z" },
+    })
+}
+
+/// Gives each JSON content of a response or request body an example when it has none.
+fn add_examples(status: &str, holder: &mut Value, schemas: &Value) {
+    let description = holder.get("description").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let Some(content) = holder.get_mut("content").and_then(Value::as_object_mut) else { return };
+    for (media, entry) in content.iter_mut() {
+        let Some(entry) = entry.as_object_mut() else { continue };
+        if entry.contains_key("example") || entry.contains_key("examples") || !media.contains("json") {
+            continue;
+        }
+        let Some(schema) = entry.get("schema") else { continue };
+        let example = if status.starts_with('4') || status.starts_with('5') {
+            // An error: the envelope with the code its description names (`` `NAME_TAKEN`: … ``).
+            let code = error_code_named(&description).unwrap_or_else(|| status_code_name(status));
+            let message = description.split_once("`: ").map_or(description.as_str(), |(_, message)| message);
+            error_example(code.as_str(), message)
+        } else {
+            example_of(schema, schemas, 0)
+        };
+        entry.insert("example".into(), example);
+    }
+}
+
+/// The first error code a response's description names in backticks.
+fn error_code_named(description: &str) -> Option<nimbus_domain::ErrorCode> {
+    description.split('`').skip(1).step_by(2).find_map(|word| word.parse().ok())
+}
+
+/// The code an error status answers with when its description names none.
+fn status_code_name(status: &str) -> nimbus_domain::ErrorCode {
+    use nimbus_domain::ErrorCode;
+    let status: u16 = status.parse().unwrap_or(500);
+    ErrorCode::ALL.iter().copied().find(|c| c.http_status() == status).unwrap_or(ErrorCode::Internal)
+}
+
+/// A value that `schema` accepts: its own `example`, `default` or first `enum` value, or one built
+/// from its properties and items. `schemas` resolves `$ref`s.
+pub fn example_of(schema: &Value, schemas: &Value, depth: usize) -> Value {
+    if depth > 12 {
+        return Value::Null;
+    }
+    if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
+        let name = reference.rsplit('/').next().unwrap_or_default();
+        return schemas.get(name).map_or(Value::Null, |s| example_of(s, schemas, depth + 1));
+    }
+    for key in ["example", "default", "const"] {
+        if let Some(v) = schema.get(key) {
+            return v.clone();
+        }
+    }
+    if let Some(v) = schema.get("examples").and_then(Value::as_array).and_then(|e| e.first()) {
+        return v.clone();
+    }
+    if let Some(v) = schema.get("enum").and_then(Value::as_array).and_then(|e| e.iter().find(|v| !v.is_null())) {
+        return v.clone();
+    }
+    for key in ["oneOf", "anyOf"] {
+        if let Some(first) = schema.get(key).and_then(Value::as_array).and_then(|alternatives| {
+            alternatives.iter().find(|a| a.get("type").and_then(Value::as_str) != Some("null"))
+        }) {
+            return example_of(first, schemas, depth + 1);
+        }
+    }
+    if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
+        let mut merged = Map::new();
+        for part in all {
+            match example_of(part, schemas, depth + 1) {
+                Value::Object(fields) => merged.extend(fields),
+                other if all.len() == 1 => return other,
+                _ => {}
+            }
+        }
+        return Value::Object(merged);
+    }
+    let kind = match schema.get("type") {
+        Some(Value::String(t)) => t.as_str(),
+        Some(Value::Array(types)) => types.iter().filter_map(Value::as_str).find(|t| *t != "null").unwrap_or("null"),
+        _ if schema.get("properties").is_some() => "object",
+        _ => return json!({}),
+    };
+    match kind {
+        "object" => {
+            let mut object = Map::new();
+            if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+                for (name, property) in properties {
+                    object.insert(name.clone(), example_of(property, schemas, depth + 1));
+                }
+            }
+            Value::Object(object)
+        }
+        "array" => match schema.get("items") {
+            Some(items) => json!([example_of(items, schemas, depth + 1)]),
+            None => json!([]),
+        },
+        "string" => json!(match schema.get("format").and_then(Value::as_str) {
+            Some("uuid") => "0193a5c4-7e1f-7b3a-9c2d-5e8f1a2b3c4d",
+            Some("date-time") => "2026-12-01T09:30:00Z",
+            Some("date") => "2026-12-01",
+            Some("uri") => "https://example.com/hooks/nimbus",
+            Some("email") => "ada@example.com",
+            _ => "string",
+        }),
+        "integer" => schema.get("minimum").cloned().unwrap_or(json!(1)),
+        "number" => schema.get("minimum").cloned().unwrap_or(json!(1.5)),
+        "boolean" => json!(true),
+        _ => Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn examples_follow_the_schema_and_prefer_its_own_examples() {
+        let schemas = json!({
+            "Kind": { "type": "string", "enum": ["qemu", "lxc"] },
+            "Vm": { "type": "object", "properties": {
+                "id": { "type": "string", "format": "uuid" },
+                "name": { "type": "string", "example": "web-1" },
+                "kind": { "$ref": "#/components/schemas/Kind" },
+                "node": { "type": ["string", "null"] },
+                "cores": { "type": "integer", "minimum": 1 },
+                "tags": { "type": "array", "items": { "type": "string" } },
+            }},
+        });
+        let example = example_of(&json!({ "$ref": "#/components/schemas/Vm" }), &schemas, 0);
+        assert_eq!(
+            example,
+            json!({
+                "id": "0193a5c4-7e1f-7b3a-9c2d-5e8f1a2b3c4d",
+                "name": "web-1",
+                "kind": "qemu",
+                "node": "string",
+                "cores": 1,
+                "tags": ["string"],
+            })
+        );
+    }
+
+    #[test]
+    fn operations_get_the_security_and_errors_of_their_access() {
+        let route = RouteSpec { method: "DELETE", path: "/v1/vms/{id}", access: Access::Tenant };
+        let mut operation = json!({
+            "parameters": [{ "name": "id", "in": "path" }],
+            "responses": { "202": { "description": "accepted" } },
+        });
+        complete(&route, operation.as_object_mut().unwrap(), &json!({}));
+        assert_eq!(operation["security"], json!([{ "bearer": [] }, { "session": [] }]));
+        let statuses: Vec<&String> = operation["responses"].as_object().unwrap().keys().collect();
+        for status in ["202", "400", "401", "402", "403", "404", "429", "503"] {
+            assert!(statuses.iter().any(|s| *s == status), "{status} in {statuses:?}");
+        }
+        assert_eq!(
+            operation.pointer("/responses/404/content/application~1json/example/error/code"),
+            Some(&json!("NOT_FOUND"))
+        );
+
+        let public = RouteSpec { method: "GET", path: "/healthz", access: Access::Public };
+        let mut operation = json!({ "responses": { "200": { "description": "up" } } });
+        complete(&public, operation.as_object_mut().unwrap(), &json!({}));
+        assert_eq!(operation["security"], json!([]));
+        assert_eq!(operation["responses"].as_object().unwrap().len(), 1, "{operation}");
+    }
+}
+#[cfg(test)]
+#[test]
+fn tmp_dump() {
+    std::fs::write("/tmp/openapi.json", serde_json::to_string_pretty(&document()).unwrap()).unwrap();
+}
