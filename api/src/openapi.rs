@@ -31,10 +31,33 @@ use crate::routes::{self, Access, RouteSpec};
             `pagination`, errors are `{error: {code, message, details}, meta}`.",
         license(name = "AGPL-3.0-only")
     ),
-    components(schemas(nimbus_domain::ApiError, nimbus_domain::ErrorBody, nimbus_domain::ErrorCode, nimbus_domain::Meta)),
+    components(schemas(
+        nimbus_domain::ApiError,
+        nimbus_domain::ErrorBody,
+        nimbus_domain::ErrorCode,
+        nimbus_domain::Meta,
+        ServerSentEvent
+    )),
     modifiers(&SecuritySchemes)
 )]
 struct Frame;
+
+/// One event of a `text/event-stream` answer, as a client's parser hands it over: each stream
+/// operation's description says which `event` names it sends and what their `data` holds.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes what the streams write; they write the text itself.
+struct ServerSentEvent {
+    /// The event's name (`progress`, `end`, `instance`, `unread`, `error`, ...).
+    #[schema(example = "progress")]
+    event: Option<String>,
+    /// Its data: one JSON document.
+    #[schema(example = "{\"count\":3}")]
+    data: String,
+    /// Its id, where the stream can be resumed from it (`Last-Event-ID`).
+    id: Option<String>,
+    /// How long the client waits before reconnecting, ms.
+    retry: Option<u64>,
+}
 
 struct SecuritySchemes;
 
@@ -95,22 +118,27 @@ pub fn document() -> Value {
 /// Adds `route`'s security, its common errors and the examples it lacks to `operation`.
 fn complete(route: &RouteSpec, operation: &mut Map<String, Value>, schemas: &Value) {
     let authenticated = route.access != Access::Public;
-    operation.insert(
-        "security".into(),
-        if authenticated { json!([{ BEARER: [] }, { SESSION: [] }]) } else { json!([]) },
-    );
+    operation
+        .insert("security".into(), if authenticated { json!([{ BEARER: [] }, { SESSION: [] }]) } else { json!([]) });
     let takes_input = operation.contains_key("requestBody")
         || operation.get("parameters").and_then(Value::as_array).is_some_and(|p| !p.is_empty());
-    let writes = route.method != "GET";
     let under_v1 = route.path.starts_with("/v1/");
+    // The sign-in pages answer their errors as pages of their own (auth.rs documents them).
+    let answers_json = !route.path.starts_with("/auth/");
     let mut common: Vec<(u16, &str)> = Vec::new();
     if takes_input {
         common.push((400, "VALIDATION_FAILED"));
     }
-    if authenticated {
+    if answers_json {
+        // Public routes need no credential, but one that is sent is checked (and counts towards
+        // the failed-authentication limit).
         common.push((401, "UNAUTHENTICATED"));
+        common.push((429, "RATE_LIMITED"));
+    }
+    if authenticated {
         common.push((403, "FORBIDDEN"));
-        if writes && route.access == Access::Tenant {
+        let method = route.method.parse().unwrap_or(axum::http::Method::GET);
+        if route.access == Access::Tenant && !crate::auth::suspension::allowed_while_suspended(&method, route.path) {
             common.push((402, "TENANT_SUSPENDED"));
         }
     }
@@ -118,7 +146,6 @@ fn complete(route: &RouteSpec, operation: &mut Map<String, Value>, schemas: &Val
         common.push((404, "NOT_FOUND"));
     }
     if under_v1 {
-        common.push((429, "RATE_LIMITED"));
         common.push((503, "SERVICE_UNAVAILABLE"));
     }
     let responses = operation.entry("responses").or_insert_with(|| json!({}));
@@ -127,6 +154,7 @@ fn complete(route: &RouteSpec, operation: &mut Map<String, Value>, schemas: &Val
         responses.entry(status.to_string()).or_insert_with(|| error_response(code));
     }
     for (status, response) in responses.iter_mut() {
+        describe_event_streams(response);
         add_examples(status, response, schemas);
     }
     if let Some(body) = operation.get_mut("requestBody") {
@@ -134,15 +162,36 @@ fn complete(route: &RouteSpec, operation: &mut Map<String, Value>, schemas: &Val
     }
 }
 
+/// Gives a `text/event-stream` answer the schema of one event (what a client validates each
+/// event against) and, in place of a raw text example, its first event.
+fn describe_event_streams(response: &mut Value) {
+    let Some(stream) = response.pointer_mut("/content/text~1event-stream").and_then(Value::as_object_mut) else {
+        return;
+    };
+    stream.insert("schema".into(), json!({ "$ref": "#/components/schemas/ServerSentEvent" }));
+    if let Some(Value::String(text)) = stream.get("example") {
+        let mut event = Map::new();
+        for line in text.lines().take_while(|l| !l.is_empty()) {
+            if let Some((field, value)) = line.split_once(':') {
+                event.insert(field.to_owned(), json!(value.trim_start()));
+            }
+        }
+        stream.insert("example".into(), Value::Object(event));
+    }
+}
+
 /// An error answer in the envelope with `code`.
 fn error_response(code: &str) -> Value {
     let description = match code {
         "VALIDATION_FAILED" => "A parameter or the body is malformed or out of range; `details` lists the fields.",
-        "UNAUTHENTICATED" => "No credential, or one that is not valid.",
+        "UNAUTHENTICATED" => "No credential where one is needed, or one that is not valid.",
         "FORBIDDEN" => "The caller may not do this (role, a read-only key, or a session's CSRF check).",
         "TENANT_SUSPENDED" => "The tenant is suspended: it may read, not change anything.",
         "NOT_FOUND" => "No such resource in the caller's tenant (another tenant's id answers the same).",
-        "RATE_LIMITED" => "Over the rate limit; `Retry-After` says when to try again.",
+        "RATE_LIMITED" => {
+            "Over the rate limit, or over the failed authentications of this address; `Retry-After` \
+                           says when to try again."
+        }
         _ => "A dependency (PostgreSQL, Redis, Proxmox) is unavailable; try again.",
     };
     json!({
@@ -168,7 +217,8 @@ fn add_examples(status: &str, holder: &mut Value, schemas: &Value) {
     let Some(content) = holder.get_mut("content").and_then(Value::as_object_mut) else { return };
     for (media, entry) in content.iter_mut() {
         let Some(entry) = entry.as_object_mut() else { continue };
-        if entry.contains_key("example") || entry.contains_key("examples") || !media.contains("json") {
+        let structured = media.contains("json") || media == "application/x-www-form-urlencoded";
+        if entry.contains_key("example") || entry.contains_key("examples") || !structured {
             continue;
         }
         let Some(schema) = entry.get("schema") else { continue };
@@ -303,7 +353,7 @@ mod tests {
 
     #[test]
     fn operations_get_the_security_and_errors_of_their_access() {
-        let route = RouteSpec { method: "DELETE", path: "/v1/vms/{id}", access: Access::Tenant };
+        let route = RouteSpec { method: "POST", path: "/v1/vms/{id}/backups", access: Access::Tenant };
         let mut operation = json!({
             "parameters": [{ "name": "id", "in": "path" }],
             "responses": { "202": { "description": "accepted" } },
@@ -319,15 +369,18 @@ mod tests {
             Some(&json!("NOT_FOUND"))
         );
 
+        // A suspended tenant may still delete: no 402 there.
+        let delete = RouteSpec { method: "DELETE", path: "/v1/vms/{id}", access: Access::Tenant };
+        let mut operation = json!({ "responses": { "202": { "description": "accepted" } } });
+        complete(&delete, operation.as_object_mut().unwrap(), &json!({}));
+        assert!(operation["responses"].get("402").is_none(), "{operation}");
+
+        // A public route needs no credential; one that is sent anyway is checked.
         let public = RouteSpec { method: "GET", path: "/healthz", access: Access::Public };
         let mut operation = json!({ "responses": { "200": { "description": "up" } } });
         complete(&public, operation.as_object_mut().unwrap(), &json!({}));
         assert_eq!(operation["security"], json!([]));
-        assert_eq!(operation["responses"].as_object().unwrap().len(), 1, "{operation}");
+        let statuses: Vec<&String> = operation["responses"].as_object().unwrap().keys().collect();
+        assert_eq!(statuses, ["200", "401", "429"], "{operation}");
     }
-}
-#[cfg(test)]
-#[test]
-fn tmp_dump() {
-    std::fs::write("/tmp/openapi.json", serde_json::to_string_pretty(&document()).unwrap()).unwrap();
 }

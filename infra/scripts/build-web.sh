@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the portal (web/) into web/dist: cargo (wasm32, profile web-release) → wasm-bindgen →
 # wasm-opt -Oz (npm binaryen; Debian's is too old, TOOLCHAIN.md) → content-hashed names under
-# assets/ (the consoles' npm libraries under versioned folders) → brotli and gzip copies.
+# assets/ (the consoles' npm libraries and the API reference's Redoc under versioned folders) → brotli and gzip copies.
 # Prints what a browser downloads on first load (brotli, gzip beside it) and fails above the budget.
 #   infra/scripts/build-web.sh [OUT_DIR]      (default web/dist; BUDGET_KB overrides 250)
 set -euo pipefail
@@ -62,6 +62,13 @@ cp web/node_modules/@xterm/xterm/lib/xterm.mjs "$out.tmp/assets/xterm-$xterm/xte
 cp web/node_modules/@xterm/xterm/css/xterm.css web/node_modules/@xterm/xterm/LICENSE "$out.tmp/assets/xterm-$xterm/"
 sed -e "s/{{JS}}/$js/g" -e "s/{{WASM}}/$wasm/g" -e "s/{{CSS}}/$css/g" -e "s/{{BOOT}}/$boot/g" web/index.html \
   > "$out.tmp/index.html"
+# The API reference page (GET /v1/docs, served by the API): Redoc's standalone bundle from npm,
+# under a folder named by its version, rendering /v1/openapi.json.
+redoc=$(npm_version redoc)
+mkdir -p "$out.tmp/assets/redoc-$redoc"
+cp web/node_modules/redoc/bundles/redoc.standalone.js web/node_modules/redoc/bundles/redoc.standalone.js.LICENSE.txt \
+  web/node_modules/redoc/LICENSE "$out.tmp/assets/redoc-$redoc/"
+sed -e "s/{{REDOC}}/$redoc/g" web/api-reference.html > "$out.tmp/api-reference.html"
 # Precompressed copies, served by the API to clients that accept gzip.
 files=$(find "$out.tmp" -type f \( -name '*.html' -o -name '*.js' -o -name '*.css' -o -name '*.wasm' \))
 # shellcheck disable=SC2086

@@ -35,9 +35,10 @@ venv=.venv
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c 'import proxmoxer, requests, localstripe, standardwebhooks, aiosmtpd, yaml, jsonschema, kubernetes_validate, yamllint' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import proxmoxer, requests, localstripe, standardwebhooks, aiosmtpd, yaml, jsonschema, kubernetes_validate, yamllint, schemathesis' 2>/dev/null; then
   "$venv/bin/pip" install -q 'proxmoxer==2.3.0' requests 'localstripe==1.15.10' 'standardwebhooks==1.1.0' \
-    'aiosmtpd==1.4.6' 'PyYAML==6.0.3' 'jsonschema==4.26.0' 'kubernetes-validate==1.37.0' 'yamllint==1.38.0'
+    'aiosmtpd==1.4.6' 'PyYAML==6.0.3' 'jsonschema==4.26.0' 'kubernetes-validate==1.37.0' 'yamllint==1.38.0' \
+    'schemathesis==4.32.5'
 fi
 
 # The development/test OpenID provider (infra/oidc): reinstalled when its lockfile changed.

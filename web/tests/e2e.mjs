@@ -656,3 +656,18 @@ flow('an API key signs in too, and job progress falls back to polling (EventSour
   await page.getByRole('heading', { name: 'Sign in to Nimbus' }).waitFor();
   assert.deepEqual(page.errors, []);
 });
+
+flow('the API reference renders the OpenAPI document under its own CSP, from our origin only', async () => {
+  const { page } = await browser();
+  const elsewhere = [];
+  page.on('request', (r) => { if (!r.url().startsWith(BASE) && !/^(data|blob):/.test(r.url())) elsewhere.push(r.url()); });
+  const response = await page.goto(`${BASE}/v1/docs`);
+  assert.match(response.headers()['content-security-policy'], /script-src 'self';/);
+  // Redoc lists the operations by their summaries and shows each one's path.
+  await page.getByRole('heading', { name: 'Nimbus API' }).first().waitFor({ timeout: 30_000 });
+  await page.getByText('Creates a VM or container from a template').first().waitFor();
+  await page.getByText('/v1/vms/{id}/snapshots').first().waitFor();
+  await shot(page, 'api-reference');
+  assert.deepEqual(elsewhere, [], 'the reference loads nothing from another origin');
+  assert.deepEqual(page.errors, []);
+});

@@ -12,7 +12,7 @@ use crate::state::AppState;
 use nimbus_domain::ErrorCode;
 
 /// Whether a suspended tenant may still make this request.
-fn allowed_while_suspended(method: &Method, path: &str) -> bool {
+pub fn allowed_while_suspended(method: &Method, path: &str) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE)
         || path.starts_with("/v1/billing/")
         || path.starts_with("/v1/admin/")

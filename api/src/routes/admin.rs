@@ -19,7 +19,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use nimbus_db::jobs::{self, Job, JobFilter, NewJob};
 use nimbus_db::{DbError, instances, plans};
-use nimbus_domain::{AdminJobView, ErrorCode, InstanceId, InstanceStatus, JobId, JobStatus, ResourceRequest, TenantId};
+use nimbus_domain::{
+    AdminJobView, ApiError as ApiErrorBody, ApiResponse, ErrorCode, InstanceId, InstanceStatus, JobHandle, JobId,
+    JobStatus, ListResponse, ResourceRequest, TenantId,
+};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -88,11 +91,30 @@ impl IntoResponse for AdminError {
 }
 
 /// `?attempts=`.
-#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct RetryQuery {
+    /// Attempts to add to the job (default 5).
+    #[param(minimum = 1, maximum = 20, example = 5)]
     attempts: Option<i32>,
 }
 
+/// Retries a failed job of any tenant.
+///
+/// It is queued again with `attempts` more attempts and resumes at the step it reached; its
+/// instance, if `failed`, goes back to `provisioning` (taking its quota again).
+#[utoipa::path(
+    post, path = "/v1/admin/jobs/{id}/retry", operation_id = "retryAdminJob", tag = "Administration",
+    params(("id" = JobId, Path, description = "The job's id."), RetryQuery),
+    responses(
+        (status = 202, description = "Accepted: the job, queued again; `Location` is the job.",
+            body = ApiResponse<JobHandle>, headers(("Location" = String, description = "`/v1/jobs/{id}`"))),
+        (status = 409, description = "`INVALID_JOB_STATE`: only a failed job can be retried; `details` has its `jobId` and `status`.",
+            body = ApiErrorBody),
+        (status = 422, description = "`QUOTA_EXCEEDED`: the job's failed instance no longer fits its tenant's plan.",
+            body = ApiErrorBody),
+    )
+)]
 async fn retry(
     State(state): State<AppState>,
     AdminUser(auth): AdminUser,
@@ -166,14 +188,22 @@ async fn revive_instance(
     Ok(())
 }
 
-/// `?tenant=&status=&page=&perPage=`.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// `?tenant=&status=&instance=&page=&perPage=`.
+#[derive(Clone, Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only this tenant's jobs.
     tenant: Option<TenantId>,
+    /// Only jobs with this status.
     status: Option<JobStatus>,
+    /// Only the jobs of this instance.
     instance: Option<InstanceId>,
+    /// 1-based page (default 1).
+    #[param(minimum = 1)]
     page: Option<u32>,
+    /// Items per page (default 25, at most 100).
+    #[param(minimum = 1, maximum = 100)]
     per_page: Option<u32>,
 }
 
@@ -189,6 +219,14 @@ fn admin_view(j: &Job) -> AdminJobView {
     }
 }
 
+/// Lists every tenant's jobs.
+///
+/// Newest first, filtered by tenant, status and instance, with what operators need: tenant, queue,
+/// attempts allowed and the error's full detail (`errorDetail`, which tenants never see).
+#[utoipa::path(
+    get, path = "/v1/admin/jobs", operation_id = "listAdminJobs", tag = "Administration", params(ListQuery),
+    responses((status = 200, description = "A page of jobs across tenants.", body = ListResponse<AdminJobView>))
+)]
 async fn list(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -205,5 +243,5 @@ async fn list(
 
 /// The paths of this module, for the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths())]
+#[openapi(paths(list, retry))]
 pub struct ApiDoc;

@@ -25,8 +25,8 @@ use axum::routing::get;
 use chrono::{DateTime, SecondsFormat, Utc};
 use nimbus_db::audit::{self, Entry, Filter, Outcome};
 use nimbus_db::{DbError, PgPool};
-use nimbus_domain::{TenantId, UserId};
-use serde::Deserialize;
+use nimbus_domain::{ListResponse, TenantId, UserId};
+use serde::{Deserialize, Serialize};
 
 use crate::auth::AdminUser;
 use crate::error::{ApiError, FieldError};
@@ -48,20 +48,141 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The query as sent; [`AuditQuery::parse`] checks it.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct AuditQuery {
+    /// Only the requests of this user (the effective one, under impersonation the user acted
+    /// as).
+    #[param(value_type = Option<UserId>)]
     actor: Option<String>,
+    /// Only this tenant's entries.
+    #[param(value_type = Option<TenantId>)]
     tenant: Option<String>,
+    /// Only this action, exactly: `METHOD /route/{template}`.
+    #[param(max_length = 300, example = "POST /v1/vms")]
     action: Option<String>,
+    /// Only entries about this type of resource.
+    #[param(max_length = 300, example = "vms")]
     resource_type: Option<String>,
+    /// Only entries about this resource.
+    #[param(max_length = 300)]
     resource_id: Option<String>,
+    /// Only entries with this outcome.
+    #[param(inline, value_type = Option<AuditOutcome>)]
     outcome: Option<String>,
+    /// Only entries at or after this time (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime, example = "2026-11-26T12:00:00Z")]
     from: Option<String>,
+    /// Only entries before this time (RFC 3339; after `from`).
+    #[param(value_type = Option<String>, format = DateTime, example = "2026-11-27T12:00:00Z")]
     to: Option<String>,
+    /// 1-based page (default 1; JSON only).
+    #[param(minimum = 1)]
     page: Option<u32>,
+    /// Items per page (default 25, at most 100; JSON only).
+    #[param(minimum = 1, maximum = 100)]
     per_page: Option<u32>,
+    /// `csv` exports every matching entry as CSV; without it, `Accept: text/csv` does the
+    /// same, otherwise the answer is a JSON page.
+    #[param(inline, value_type = Option<ExportFormat>)]
     format: Option<String>,
+}
+
+// The values of `?format=`, for the OpenAPI document.
+/// The answer's format.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // Describes the parameter; `AuditQuery::parse` reads it.
+enum ExportFormat {
+    /// A JSON page.
+    Json,
+    /// Every matching entry, as CSV.
+    Csv,
+}
+
+/// An entry of the audit log: one request.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct AuditEntry {
+    /// Position in the log (entries are listed newest first by it).
+    id: i64,
+    /// When the request was answered.
+    at: DateTime<Utc>,
+    /// The effective user (under impersonation: the user acted as); `null` when anonymous.
+    #[schema(required = true)]
+    actor_id: Option<UserId>,
+    /// The administrator acting as `actorId`, when impersonating.
+    #[schema(required = true)]
+    impersonator_id: Option<UserId>,
+    /// The tenant.
+    #[schema(required = true)]
+    tenant_id: Option<TenantId>,
+    /// `METHOD /route/{template}`.
+    #[schema(example = "POST /v1/vms")]
+    action: String,
+    /// The type of resource acted on.
+    #[schema(required = true, example = "vms")]
+    resource_type: Option<String>,
+    /// The resource acted on.
+    #[schema(required = true, example = "0193a5c4-7e1f-7b3a-9c2d-5e8f1a2b3c4d")]
+    resource_id: Option<String>,
+    /// The request's id (`X-Request-ID`).
+    #[schema(example = "req_01JF3J6X9Q2M8V4T7C5B1N0K2D")]
+    request_id: String,
+    /// The client's address.
+    #[schema(required = true, example = "203.0.113.7")]
+    client_ip: Option<String>,
+    /// How the request ended.
+    outcome: AuditOutcome,
+    /// The answer's HTTP status.
+    #[schema(minimum = 100, maximum = 599, example = 202)]
+    http_status: u16,
+    /// What else was recorded about it.
+    #[schema(value_type = Object)]
+    details: serde_json::Value,
+}
+
+impl From<Entry> for AuditEntry {
+    fn from(e: Entry) -> Self {
+        AuditEntry {
+            id: e.id,
+            at: e.at,
+            actor_id: e.actor_id,
+            impersonator_id: e.impersonator_id,
+            tenant_id: e.tenant_id,
+            action: e.action,
+            resource_type: e.resource_type,
+            resource_id: e.resource_id,
+            request_id: e.request_id,
+            client_ip: e.client_ip,
+            outcome: e.outcome.into(),
+            http_status: e.http_status,
+            details: e.details,
+        }
+    }
+}
+
+/// How a request ended.
+#[derive(Clone, Copy, Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum AuditOutcome {
+    /// 1xx-3xx.
+    Success,
+    /// 4xx other than 401 and 403, and 5xx.
+    Failure,
+    /// 401 or 403: the caller was not allowed.
+    Denied,
+}
+
+impl From<Outcome> for AuditOutcome {
+    fn from(o: Outcome) -> Self {
+        match o {
+            Outcome::Success => AuditOutcome::Success,
+            Outcome::Failure => AuditOutcome::Failure,
+            Outcome::Denied => AuditOutcome::Denied,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,6 +262,22 @@ fn checked<T>(
     parsed
 }
 
+/// Lists the audit log of every tenant.
+///
+/// Newest first, filtered (the filters combine). A JSON page by default; with `format=csv` (or
+/// `Accept: text/csv`) every matching entry is exported as CSV.
+#[utoipa::path(
+    get, path = "/v1/admin/audit-logs", operation_id = "listAuditLogs", tag = "Administration",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "A JSON page of entries, or with `format=csv` (or `Accept: text/csv`) every matching entry as CSV (RFC 4180: a header row, CRLF line ends; cells a spreadsheet would take for a formula are prefixed with `'`), as the attachment `audit-log.csv`.",
+            headers(("Content-Disposition" = String, description = "CSV only: `attachment; filename=\"audit-log.csv\"`")),
+            content(
+                (ListResponse<AuditEntry> = "application/json"),
+                (String = "text/csv", example = "id,at,actorId,impersonatorId,tenantId,action,resourceType,resourceId,requestId,clientIp,outcome,httpStatus,details\r\n42,2026-12-01T09:30:00.000000Z,0193a5c4-7e1f-7b3a-9c2d-5e8f1a2b3c4d,,0193a5c4-7e1f-7b3a-9c2d-5e8f1a2b3c4e,POST /v1/vms,vms,0193a5c4-7e1f-7b3a-9c2d-5e8f1a2b3c4f,req_01JF3J6X9Q2M8V4T7C5B1N0K2D,203.0.113.7,success,202,{}\r\n"),
+            )),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     AdminUser(_admin): AdminUser,
@@ -153,6 +290,7 @@ async fn list(
     match format {
         Format::Json => {
             let (items, total) = audit::search_all_tenants(state.db(), &filter, page).await?;
+            let items: Vec<AuditEntry> = items.into_iter().map(AuditEntry::from).collect();
             Ok(super::page(&rid, items, page, total).into_response())
         }
         Format::Csv => export(state.db().clone(), filter).await,
@@ -240,7 +378,7 @@ fn csv_cell(value: &str) -> Cow<'_, str> {
 
 /// The paths of this module, for the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths())]
+#[openapi(paths(list))]
 pub struct ApiDoc;
 
 #[cfg(test)]

@@ -25,18 +25,17 @@ use nimbus_db::jobs::Enqueued;
 use nimbus_db::ladder::{self, Outcome};
 use nimbus_db::usage::{self, NewPrice};
 use nimbus_db::{DbError, invoices, plans, revenue};
-use nimbus_domain::{Money, PlanId, TenantId};
+use nimbus_domain::{ApiError as ApiErrorBody, ApiResponse, Money, PlanId, TenantId};
 use nimbus_jobs::PowerAction;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::auth::BillingOperator;
 use crate::error::{ApiError, FieldError};
 use crate::extract::{QueryParams, decode, parse_id};
 use crate::middleware::RequestId;
-use crate::routes::billing::{entry_view, exact, invoice_view};
+use crate::routes::billing::{EntryView, InvoiceView, entry_view, exact, invoice_view};
 use crate::routes::vms::not_found;
 use crate::state::AppState;
 use crate::validation::{CORES, DISK_GIB, MEMORY_MIB};
@@ -62,19 +61,65 @@ async fn push(state: &AppState, enqueued: &[Enqueued]) {
     }
 }
 
+/// Where a tenant stands on the prepaid ladder, as operators and the tenant see it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = BillingStanding)]
+pub(crate) struct StandingView {
+    /// Its step on the ladder.
+    #[schema(value_type = BillingState)]
+    state: &'static str,
+    /// Since when.
+    since: DateTime<Utc>,
+    /// When an exhausted tenant is suspended (the grace period's end); `null` in other states.
+    suspends_at: Option<DateTime<Utc>>,
+    /// An operator's hold's reason; `null` without a hold.
+    #[schema(example = "unpaid invoice NMB-2026-000042")]
+    suspension_reason: Option<String>,
+    /// Whether it is prepaid (only prepaid tenants climb the ladder).
+    prepaid: bool,
+    /// The ledger's sum less what is used and not invoiced yet, at the currency's minor unit.
+    #[schema(value_type = String, example = "87.12")]
+    available: Money,
+    /// Used and not invoiced yet (with tax), at the currency's minor unit.
+    #[schema(value_type = String, example = "33.38")]
+    unbilled: Money,
+    /// `balance.low` below this available balance (0: never).
+    #[schema(value_type = String, example = "10")]
+    low_balance_threshold: Money,
+    /// Hours from an exhausted balance to suspension.
+    #[schema(example = 72)]
+    grace_period_hours: i32,
+}
+
+/// A step on the prepaid ladder.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // Describes `ladder::State::as_str`, which the database also constrains.
+pub(crate) enum BillingState {
+    /// The available balance is above the threshold (or the tenant is not prepaid).
+    Ok,
+    /// Below the low-balance threshold.
+    Low,
+    /// Used up: suspended at the grace period's end.
+    Exhausted,
+    /// Suspended (exhausted past its grace period, or an operator's hold): read-only.
+    Suspended,
+}
+
 /// The tenant's standing as operators and the tenant see it.
-pub(crate) fn standing_view(s: &ladder::Standing, currency: &str) -> serde_json::Value {
-    json!({
-        "state": s.state.as_str(),
-        "since": s.since,
-        "suspendsAt": s.suspends_at(),
-        "suspensionReason": s.hold,
-        "prepaid": s.prepaid,
-        "available": s.available().round_to_minor_unit(currency),
-        "unbilled": s.unbilled.round_to_minor_unit(currency),
-        "lowBalanceThreshold": exact(s.threshold),
-        "gracePeriodHours": s.grace_hours,
-    })
+pub(crate) fn standing_view(s: &ladder::Standing, currency: &str) -> StandingView {
+    StandingView {
+        state: s.state.as_str(),
+        since: s.since,
+        suspends_at: s.suspends_at(),
+        suspension_reason: s.hold.clone(),
+        prepaid: s.prepaid,
+        available: s.available().round_to_minor_unit(currency),
+        unbilled: s.unbilled.round_to_minor_unit(currency),
+        low_balance_threshold: exact(s.threshold),
+        grace_period_hours: s.grace_hours,
+    }
 }
 
 /// The largest price (per unit and hour, or a monthly cap) a version may carry.
@@ -100,36 +145,62 @@ pub(crate) fn price_errors(prefix: &str, currency: &str, amounts: &[(&str, Optio
     errors
 }
 
-/// The body of `POST /v1/admin/plans/{id}/prices`.
-#[derive(Debug, Deserialize)]
+/// The body of `POST /v1/admin/plans/{id}/prices`: a plan's price version. Prices are decimal
+/// strings from 0 to 1000000 per unit and hour.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = NewPriceVersion)]
 struct PriceBody {
-    /// Applies from (default: now); not before the plan's newest version.
+    /// Applies from (default: now); not in an hour already metered, and not at the time of
+    /// another version of the plan.
     valid_from: Option<DateTime<Utc>>,
+    /// ISO 4217 code.
+    #[schema(example = "EUR", pattern = "^[A-Z]{3}$")]
     currency: String,
+    /// Per vCPU and hour.
+    #[schema(value_type = String, example = "0.005", pattern = "^([0-9]{1,6}(\\.[0-9]{1,10})?|1000000(\\.0{1,10})?)$")]
     vcpu_hour: Money,
+    /// Per GiB of memory and hour.
+    #[schema(value_type = String, example = "0.002", pattern = "^([0-9]{1,6}(\\.[0-9]{1,10})?|1000000(\\.0{1,10})?)$")]
     memory_gib_hour: Money,
+    /// Per GiB of disk and hour.
+    #[schema(value_type = String, example = "0.0001", pattern = "^([0-9]{1,6}(\\.[0-9]{1,10})?|1000000(\\.0{1,10})?)$")]
     disk_gib_hour: Money,
     /// Per GiB of backup archives and hour (default 0; not under the cap).
+    #[schema(value_type = Option<String>, example = "0.00005", pattern = "^([0-9]{1,6}(\\.[0-9]{1,10})?|1000000(\\.0{1,10})?)$")]
     backup_gib_hour: Option<Money>,
+    /// The most one instance's compute costs in a month (none when absent).
+    #[schema(value_type = Option<String>, example = "10", pattern = "^([0-9]{1,6}(\\.[0-9]{1,10})?|1000000(\\.0{1,10})?)$")]
     monthly_cap: Option<Money>,
     /// Flat prices for exact sizes.
     #[serde(default)]
+    #[schema(max_items = 50)]
     tiers: Vec<TierBody>,
 }
 
 /// A size tier: an instance of exactly this size costs `hourPrice` an hour, at most `monthlyCap`
-/// a month.
-#[derive(Debug, Deserialize)]
+/// a month. Names and sizes are unique within a version.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = NewPriceTier)]
 struct TierBody {
+    /// Shown on invoices (one line of 1-40 characters).
+    #[schema(example = "S", min_length = 1, max_length = 40)]
     name: String,
+    /// vCPUs.
+    #[schema(example = 2, minimum = 1, maximum = 64)]
     cores: u32,
     /// MiB.
+    #[schema(example = 2048, minimum = 256, maximum = 262144)]
     memory: u64,
     /// GiB.
+    #[schema(example = 20, minimum = 1, maximum = 4096)]
     disk: u64,
+    /// Per hour.
+    #[schema(value_type = String, example = "0.01", pattern = "^([0-9]{1,6}(\\.[0-9]{1,10})?|1000000(\\.0{1,10})?)$")]
     hour_price: Money,
+    /// The most it costs in a month (none when absent).
+    #[schema(value_type = Option<String>, example = "5", pattern = "^([0-9]{1,6}(\\.[0-9]{1,10})?|1000000(\\.0{1,10})?)$")]
     monthly_cap: Option<Money>,
 }
 
@@ -173,13 +244,87 @@ fn tier_errors(tiers: &[TierBody]) -> Vec<FieldError> {
     errors
 }
 
-fn tier_view(t: &usage::Tier) -> serde_json::Value {
-    json!({
-        "name": t.name, "cores": t.cores, "memory": t.memory_mib, "disk": t.disk_gib,
-        "hourPrice": exact(Money(t.hour_price)), "monthlyCap": t.monthly_cap.map(|c| exact(Money(c))),
-    })
+/// A size tier of a price version.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = PriceTier)]
+struct TierView {
+    /// Shown on invoices.
+    #[schema(example = "S")]
+    name: String,
+    /// vCPUs.
+    #[schema(example = 2)]
+    cores: i32,
+    /// MiB.
+    #[schema(example = 2048)]
+    memory: i64,
+    /// GiB.
+    #[schema(example = 20)]
+    disk: i64,
+    /// Per hour.
+    #[schema(value_type = String, example = "0.01")]
+    hour_price: Money,
+    /// The most it costs in a month; `null` without a cap.
+    #[schema(value_type = Option<String>, example = "5")]
+    monthly_cap: Option<Money>,
 }
 
+fn tier_view(t: &usage::Tier) -> TierView {
+    TierView {
+        name: t.name.clone(),
+        cores: t.cores,
+        memory: t.memory_mib,
+        disk: t.disk_gib,
+        hour_price: exact(Money(t.hour_price)),
+        monthly_cap: t.monthly_cap.map(|c| exact(Money(c))),
+    }
+}
+
+/// A plan's price version (amounts without trailing zeros).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = PriceVersion)]
+struct PriceVersionView {
+    /// Its id.
+    id: Uuid,
+    /// The plan.
+    plan_id: PlanId,
+    /// Applies from.
+    valid_from: DateTime<Utc>,
+    /// ISO 4217 code.
+    #[schema(example = "EUR")]
+    currency: String,
+    /// Per vCPU and hour.
+    #[schema(value_type = String, example = "0.005")]
+    vcpu_hour: Money,
+    /// Per GiB of memory and hour.
+    #[schema(value_type = String, example = "0.002")]
+    memory_gib_hour: Money,
+    /// Per GiB of disk and hour.
+    #[schema(value_type = String, example = "0.0001")]
+    disk_gib_hour: Money,
+    /// Per GiB of backup archives and hour.
+    #[schema(value_type = String, example = "0.00005")]
+    backup_gib_hour: Money,
+    /// The most one instance's compute costs in a month; `null` without a cap.
+    #[schema(value_type = Option<String>, example = "10")]
+    monthly_cap: Option<Money>,
+    /// Its size tiers, smallest first.
+    tiers: Vec<TierView>,
+}
+
+/// Adds a price version to a plan, applying from a given time.
+///
+/// What was rated before keeps its price: the version may not start in an hour already metered.
+#[utoipa::path(
+    post, path = "/v1/admin/plans/{id}/prices", operation_id = "addPlanPrice", tag = "Billing administration",
+    params(("id" = PlanId, Path, description = "The plan's id.")),
+    request_body = PriceBody,
+    responses(
+        (status = 201, description = "The price version.", body = ApiResponse<PriceVersionView>),
+        (status = 400, description = "`VALIDATION_FAILED`: a value is out of range, `validFrom` is in an hour already metered, or the plan has a price version from that time; `details.fields` names them.", body = ApiErrorBody),
+    )
+)]
 async fn add_price(
     State(state): State<AppState>,
     BillingOperator(_operator): BillingOperator,
@@ -238,27 +383,60 @@ async fn add_price(
     })?;
     tracing::info!(plan.id = %plan, price.id = %price.id, valid_from = %price.valid_from, "price version added");
     let tiers = usage::tiers(state.db(), price.id).await?;
-    let view = serde_json::json!({
-        "id": price.id, "planId": plan, "validFrom": price.valid_from, "currency": price.currency,
-        "vcpuHour": exact(price.vcpu_hour), "memoryGibHour": exact(price.memory_gib_hour),
-        "diskGibHour": exact(price.disk_gib_hour), "backupGibHour": exact(price.backup_gib_hour),
-        "monthlyCap": price.monthly_cap.map(exact),
-        "tiers": tiers.iter().map(tier_view).collect::<Vec<_>>(),
-    });
+    let view = PriceVersionView {
+        id: price.id,
+        plan_id: plan,
+        valid_from: price.valid_from,
+        currency: price.currency,
+        vcpu_hour: exact(price.vcpu_hour),
+        memory_gib_hour: exact(price.memory_gib_hour),
+        disk_gib_hour: exact(price.disk_gib_hour),
+        backup_gib_hour: exact(price.backup_gib_hour),
+        monthly_cap: price.monthly_cap.map(exact),
+        tiers: tiers.iter().map(tier_view).collect(),
+    };
     Ok((StatusCode::CREATED, super::data(&rid, view)).into_response())
 }
 
 /// The body of `POST /v1/admin/tenants/{id}/credit`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = NewBalanceEntry)]
 struct CreditBody {
     /// `top_up` (default; positive) or `adjustment` (either sign, with a reason).
     #[serde(default)]
+    #[schema(value_type = Option<CreditKind>)]
     kind: Option<String>,
+    /// Not zero, at most 1000000000 either way, at most four decimals, in the currency of the
+    /// tenant's current price.
+    #[schema(value_type = String, example = "50.00", pattern = "^-?([0-9]{1,9}(\\.[0-9]{1,4})?|1000000000(\\.0{1,4})?)$")]
     amount: Money,
+    /// Why (required for an adjustment; at most 500 characters).
+    #[schema(example = "goodwill credit for the outage of 3 December", max_length = 500)]
     reason: Option<String>,
 }
 
+/// What an operator adds to a tenant's ledger.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)] // Describes `CreditBody::kind`, which `add_credit` checks.
+enum CreditKind {
+    /// A payment received (positive).
+    TopUp,
+    /// A correction, either sign, with its reason.
+    Adjustment,
+}
+
+/// Adds a top-up or an adjustment to a tenant's prepaid balance.
+///
+/// The tenant moves along the prepaid ladder at once: a top-up lifts a suspension for an
+/// exhausted balance and starts the instances it stopped.
+#[utoipa::path(
+    post, path = "/v1/admin/tenants/{id}/credit", operation_id = "addTenantCredit", tag = "Billing administration",
+    params(("id" = TenantId, Path, description = "The tenant's id.")),
+    request_body = CreditBody,
+    responses((status = 201, description = "The ledger entry.", body = ApiResponse<EntryView>))
+)]
 async fn add_credit(
     State(state): State<AppState>,
     BillingOperator(operator): BillingOperator,
@@ -315,22 +493,39 @@ fn log_step(tenant: TenantId, step: &Outcome) {
     }
 }
 
-/// The body of `PUT /v1/admin/tenants/{id}/billing` (and its answer).
-#[derive(Debug, Deserialize, Serialize)]
+/// The body of `PUT /v1/admin/tenants/{id}/billing` (and its answer, where every field is set).
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = BillingTerms)]
 struct TermsBody {
+    /// Whether the tenant pays in advance (and climbs the prepaid ladder).
     prepaid: bool,
-    /// `0.19` for 19 %.
+    /// `0.19` for 19 % (from 0 up to 1, at most four decimals).
+    #[schema(value_type = String, example = "0.19", pattern = "^0(\\.[0-9]{1,4})?$")]
     tax_rate: Money,
+    /// Whether the customer owes the tax (reverse charge): invoices then charge none.
     #[serde(default)]
     tax_reverse_charge: bool,
+    /// The customer's tax id (one line of at most 50 characters); none when absent or empty.
+    #[schema(example = "DE123456789", max_length = 50)]
     tax_id: Option<String>,
-    /// `balance.low` below this available balance (0: never); kept when absent.
+    /// `balance.low` below this available balance (0: never; at most four decimals); kept when absent.
+    #[schema(value_type = Option<String>, example = "10", pattern = "^([0-9]{1,9}(\\.[0-9]{1,4})?|1000000000(\\.0{1,4})?)$")]
     low_balance_threshold: Option<Money>,
     /// Hours from an exhausted balance to suspension (0-8760); kept when absent.
+    #[schema(example = 72, minimum = 0, maximum = 8760)]
     grace_period_hours: Option<i32>,
 }
 
+/// Sets a tenant's billing terms: prepaid, tax, the low-balance threshold and grace period.
+///
+/// The tenant moves along the prepaid ladder at once.
+#[utoipa::path(
+    put, path = "/v1/admin/tenants/{id}/billing", operation_id = "setTenantBillingTerms", tag = "Billing administration",
+    params(("id" = TenantId, Path, description = "The tenant's id.")),
+    request_body = TermsBody,
+    responses((status = 200, description = "The terms now in force (every field set).", body = ApiResponse<TermsBody>))
+)]
 async fn set_terms(
     State(state): State<AppState>,
     BillingOperator(_operator): BillingOperator,
@@ -389,13 +584,37 @@ async fn set_terms(
 }
 
 /// The body of `POST /v1/admin/tenants/{id}/suspend`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = SuspendTenant)]
 struct SuspendBody {
+    /// Why (one line of 1-500 characters); the tenant sees it.
+    #[schema(example = "unpaid invoice NMB-2026-000042", min_length = 1, max_length = 500)]
     reason: String,
 }
 
-/// An operator's hold: the tenant is suspended whatever its balance until unsuspended.
+/// A tenant's standing after an operator's hold was put or lifted.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = TenantHold)]
+struct HoldView {
+    /// The tenant.
+    tenant_id: TenantId,
+    /// Where it stands now.
+    #[serde(flatten)]
+    standing: StandingView,
+    /// Power jobs the step enqueued (stopping its instances on suspension, starting them when it is lifted).
+    #[schema(example = 2)]
+    power_jobs: usize,
+}
+
+/// Suspends a tenant whatever its balance, until an operator unsuspends it.
+#[utoipa::path(
+    post, path = "/v1/admin/tenants/{id}/suspend", operation_id = "suspendTenant", tag = "Billing administration",
+    params(("id" = TenantId, Path, description = "The tenant's id.")),
+    request_body = SuspendBody,
+    responses((status = 200, description = "The tenant's standing, suspended.", body = ApiResponse<HoldView>))
+)]
 async fn suspend(
     State(state): State<AppState>,
     BillingOperator(_operator): BillingOperator,
@@ -413,8 +632,14 @@ async fn suspend(
     change_hold(&state, &rid, tenant, Some(reason)).await
 }
 
-/// Lifts an operator's hold; the balance decides again (a prepaid tenant still exhausted stays
-/// suspended).
+/// Lifts an operator's hold on a tenant.
+///
+/// The balance decides again: a prepaid tenant still exhausted stays suspended.
+#[utoipa::path(
+    post, path = "/v1/admin/tenants/{id}/unsuspend", operation_id = "unsuspendTenant", tag = "Billing administration",
+    params(("id" = TenantId, Path, description = "The tenant's id.")),
+    responses((status = 200, description = "The tenant's standing without the hold.", body = ApiResponse<HoldView>))
+)]
 async fn unsuspend(
     State(state): State<AppState>,
     BillingOperator(_operator): BillingOperator,
@@ -444,21 +669,38 @@ async fn change_hold(
     push(state, &step.enqueued).await;
     log_step(tenant, &step);
     let currency = usage::price_at(state.db(), tenant, Utc::now()).await?.map(|p| p.currency).unwrap_or_default();
-    let mut view = standing_view(&standing, &currency);
-    view["tenantId"] = json!(tenant);
-    view["powerJobs"] = json!(step.enqueued.len());
+    let view =
+        HoldView { tenant_id: tenant, standing: standing_view(&standing, &currency), power_jobs: step.enqueued.len() };
     Ok(super::data(rid, view).into_response())
 }
 
 /// The body of `POST /v1/admin/invoices/{id}/credit-notes`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewCreditNote)]
 struct CreditNoteBody {
-    /// The net amount credited (before tax); all the invoice has left when absent.
+    /// The net amount credited (before tax, positive, at most what the invoice has left; rounded
+    /// to the currency's minor unit); all the invoice has left when absent.
+    #[schema(value_type = Option<String>, example = "10.00", pattern = "^[0-9]{1,12}(\\.[0-9]{1,4})?$")]
     amount: Option<Money>,
+    /// Why (one line of 1-200 characters); it is on the credit note.
+    #[schema(example = "outage of 3 December", min_length = 1, max_length = 200)]
     reason: String,
 }
 
+/// Issues a credit note correcting an invoice and credits it to the tenant's balance.
+///
+/// The credit note is taxed at the invoice's rate; credit notes of one invoice never add up to
+/// more than it.
+#[utoipa::path(
+    post, path = "/v1/admin/invoices/{id}/credit-notes", operation_id = "issueCreditNote", tag = "Billing administration",
+    params(("id" = Uuid, Path, description = "The invoice's id (an invoice, not a credit note).")),
+    request_body = CreditNoteBody,
+    responses(
+        (status = 201, description = "The credit note, with its line.", body = ApiResponse<InvoiceView>),
+        (status = 400, description = "`VALIDATION_FAILED`: a bad reason or amount, or an amount more than the invoice has left to credit (or it is fully credited); `details.fields` names them.", body = ApiErrorBody),
+    )
+)]
 async fn credit_note(
     State(state): State<AppState>,
     BillingOperator(_operator): BillingOperator,
@@ -499,34 +741,58 @@ async fn credit_note(
 }
 
 /// `GET /v1/admin/billing/tenants` query.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct TenantsQuery {
     /// Only tenants that need an operator: not `ok`, or owing.
     #[serde(default)]
     attention: bool,
     /// At most this many (1-500, default 100).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
 }
 
 /// One tenant in the operators' billing list.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = TenantBalance)]
 struct TenantBalanceView {
+    /// The tenant's id.
     id: Uuid,
+    /// Its name.
+    #[schema(example = "Acme GmbH")]
     name: String,
+    /// Whether it is prepaid.
     prepaid: bool,
+    /// Its step on the prepaid ladder.
+    #[schema(value_type = BillingState)]
     state: String,
+    /// Since when.
     since: DateTime<Utc>,
+    /// An operator's hold's reason; `null` without a hold.
     suspension_reason: Option<String>,
+    /// `balance.low` below this available balance (0: never).
+    #[schema(value_type = String, example = "10")]
     low_balance_threshold: Money,
+    /// Hours from an exhausted balance to suspension.
+    #[schema(example = 72)]
     grace_period_hours: i32,
     /// The ledger's sum (negative: owing).
+    #[schema(value_type = String, example = "-12.5")]
     balance: Money,
-    /// Owing since the oldest invoice the ledger has not covered.
+    /// Owing since the oldest invoice the ledger has not covered; `null` when not owing.
     unpaid_since: Option<DateTime<Utc>>,
 }
 
+/// Tenants by balance, lowest first, optionally only those that need an operator.
+///
+/// With `attention=true`: tenants that are low, exhausted, suspended or owing.
+#[utoipa::path(
+    get, path = "/v1/admin/billing/tenants", operation_id = "listTenantBalances", tag = "Billing administration",
+    params(TenantsQuery),
+    responses((status = 200, description = "The tenants with their balance and standing.", body = ApiResponse<Vec<TenantBalanceView>>))
+)]
 async fn tenants(
     State(state): State<AppState>,
     BillingOperator(_operator): BillingOperator,
@@ -557,13 +823,108 @@ async fn tenants(
 }
 
 /// `GET /v1/admin/billing/revenue` query.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct RevenueQuery {
     /// Months back from the current one (1-120, default 12).
+    #[param(minimum = 1, maximum = 120)]
     months: Option<u32>,
 }
 
+/// Revenue per month and per plan since a month, and what the current month has accrued.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Revenue)]
+struct RevenueView {
+    /// The first month counted (its first instant).
+    since: DateTime<Utc>,
+    /// Invoiced per month and currency.
+    months: Vec<RevenueMonth>,
+    /// Invoiced per month, plan and currency.
+    plans: Vec<RevenuePlan>,
+    /// The current month, not invoiced yet.
+    current_month: RevenueCurrentMonth,
+}
+
+/// One month's invoices in one currency (amounts at the currency's minor unit).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct RevenueMonth {
+    /// The month's first instant.
+    period_start: DateTime<Utc>,
+    /// The month, `YYYY-MM`.
+    #[schema(example = "2026-11")]
+    month: String,
+    /// ISO 4217 code.
+    #[schema(example = "EUR")]
+    currency: String,
+    /// Invoices issued for it.
+    #[schema(example = 42)]
+    invoices: i64,
+    /// Their subtotals.
+    #[schema(value_type = String, example = "1234.56")]
+    invoiced: Money,
+    /// Credit notes' subtotals.
+    #[schema(value_type = String, example = "20.00")]
+    credited: Money,
+    /// Invoiced less credited.
+    #[schema(value_type = String, example = "1214.56")]
+    net: Money,
+    /// Their tax.
+    #[schema(value_type = String, example = "230.77")]
+    tax: Money,
+}
+
+/// One month's invoiced usage of one plan in one currency.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct RevenuePlan {
+    /// The month's first instant.
+    period_start: DateTime<Utc>,
+    /// The plan's id.
+    plan_id: Uuid,
+    /// The plan's name.
+    #[schema(example = "standard")]
+    plan: String,
+    /// ISO 4217 code.
+    #[schema(example = "EUR")]
+    currency: String,
+    /// Instances billed.
+    #[schema(example = 17)]
+    instances: i64,
+    /// What they were invoiced, at the currency's minor unit.
+    #[schema(value_type = String, example = "812.40")]
+    invoiced: Money,
+}
+
+/// The current month so far.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct RevenueCurrentMonth {
+    /// Its first instant.
+    period_start: DateTime<Utc>,
+    /// Rated usage not invoiced yet, per currency.
+    accrued: Vec<RevenueAccrued>,
+}
+
+/// An amount accrued in one currency.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct RevenueAccrued {
+    /// ISO 4217 code.
+    #[schema(example = "EUR")]
+    currency: String,
+    /// At the currency's minor unit.
+    #[schema(value_type = String, example = "402.17")]
+    amount: Money,
+}
+
+/// Revenue per month and per plan, and what the current month has accrued so far.
+#[utoipa::path(
+    get, path = "/v1/admin/billing/revenue", operation_id = "getRevenue", tag = "Billing administration",
+    params(RevenueQuery),
+    responses((status = 200, description = "The revenue.", body = ApiResponse<RevenueView>))
+)]
 async fn revenue_view(
     State(state): State<AppState>,
     BillingOperator(_operator): BillingOperator,
@@ -581,35 +942,44 @@ async fn revenue_view(
     let by_plan = revenue::by_plan(state.db(), since).await?;
     let accrued = revenue::accrued(state.db(), current, next).await?;
     let shown = |d: Decimal, currency: &str| Money(d).round_to_minor_unit(currency);
-    let view = json!({
-        "since": since,
-        "months": by_month.iter().map(|m| json!({
-            "periodStart": m.period_start,
-            "month": format!("{}-{:02}", m.period_start.year(), m.period_start.month()),
-            "currency": m.currency,
-            "invoices": m.invoices,
-            "invoiced": shown(m.invoiced, &m.currency),
-            "credited": shown(m.credited, &m.currency),
-            "net": shown(m.invoiced - m.credited, &m.currency),
-            "tax": shown(m.tax, &m.currency),
-        })).collect::<Vec<_>>(),
-        "plans": by_plan.iter().map(|p| json!({
-            "periodStart": p.period_start,
-            "planId": p.plan_id,
-            "plan": p.plan_name,
-            "currency": p.currency,
-            "instances": p.instances,
-            "invoiced": shown(p.invoiced, &p.currency),
-        })).collect::<Vec<_>>(),
-        "currentMonth": {
-            "periodStart": current,
-            "accrued": accrued.iter().map(|(c, a)| json!({ "currency": c, "amount": shown(*a, c) })).collect::<Vec<_>>(),
+    let view = RevenueView {
+        since,
+        months: by_month
+            .into_iter()
+            .map(|m| RevenueMonth {
+                period_start: m.period_start,
+                month: format!("{}-{:02}", m.period_start.year(), m.period_start.month()),
+                invoices: m.invoices,
+                invoiced: shown(m.invoiced, &m.currency),
+                credited: shown(m.credited, &m.currency),
+                net: shown(m.invoiced - m.credited, &m.currency),
+                tax: shown(m.tax, &m.currency),
+                currency: m.currency,
+            })
+            .collect(),
+        plans: by_plan
+            .into_iter()
+            .map(|p| RevenuePlan {
+                period_start: p.period_start,
+                plan_id: p.plan_id,
+                plan: p.plan_name,
+                instances: p.instances,
+                invoiced: shown(p.invoiced, &p.currency),
+                currency: p.currency,
+            })
+            .collect(),
+        current_month: RevenueCurrentMonth {
+            period_start: current,
+            accrued: accrued
+                .into_iter()
+                .map(|(currency, amount)| RevenueAccrued { amount: shown(amount, &currency), currency })
+                .collect(),
         },
-    });
+    };
     Ok(super::data(&rid, view).into_response())
 }
 
 /// The paths of this module, for the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths())]
+#[openapi(paths(add_price, add_credit, set_terms, suspend, unsuspend, credit_note, tenants, revenue_view))]
 pub struct ApiDoc;

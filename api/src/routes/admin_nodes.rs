@@ -7,7 +7,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use nimbus_domain::NodeStats;
+use nimbus_domain::{ApiError as ApiErrorBody, ApiResponse, NodeStats};
 use nimbus_proxmox::ClusterResource;
 
 use crate::auth::AdminUser;
@@ -20,6 +20,18 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/admin/nodes", get(list))
 }
 
+/// Shows each Proxmox node's load and guests.
+///
+/// Status, CPU, memory and disk use (over the node's storages) and guest counts, by node name, from
+/// one read of the cluster's resources.
+#[utoipa::path(
+    get, path = "/v1/admin/nodes", operation_id = "listAdminNodes", tag = "Administration",
+    responses(
+        (status = 200, description = "One entry per node of the cluster, by name.", body = ApiResponse<Vec<NodeStats>>),
+        (status = 503, description = "`PROXMOX_UNAVAILABLE`: the cluster could not be read (or `SERVICE_UNAVAILABLE`: PostgreSQL or Redis is down).",
+            body = ApiErrorBody),
+    )
+)]
 async fn list(State(state): State<AppState>, _admin: AdminUser, rid: RequestId) -> Result<Response, ApiError> {
     let items = state
         .inventory()
@@ -73,7 +85,7 @@ pub fn summarise(items: &[ClusterResource]) -> Vec<NodeStats> {
 
 /// The paths of this module, for the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths())]
+#[openapi(paths(list))]
 pub struct ApiDoc;
 
 #[cfg(test)]

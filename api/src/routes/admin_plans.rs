@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
 use nimbus_db::plans::{self, NewPlan, PlanUpdate};
-use nimbus_domain::{Money, PlanId, PlanLimits, PlanPrices};
+use nimbus_domain::{ApiError as ApiErrorBody, ApiResponse, Money, PlanId, PlanLimits, PlanPrices};
 use serde::Deserialize;
 
 use crate::auth::AdminUser;
@@ -31,13 +31,22 @@ pub fn router() -> Router<AppState> {
         .route("/v1/admin/plans/{id}/archive", post(archive))
 }
 
-/// Limits as operators send them.
-#[derive(Clone, Copy, Debug, Deserialize)]
+/// A plan's limits as operators send them: what a tenant may hold at once (none negative).
+#[derive(Clone, Copy, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = PlanLimitsInput)]
 struct LimitsBody {
+    /// Instances that are not failed or deleted.
+    #[schema(example = 10, minimum = 0)]
     max_instances: i32,
+    /// Sum of cores.
+    #[schema(example = 16, minimum = 0)]
     max_vcpus: i32,
+    /// Sum of memory, MiB.
+    #[schema(example = 32768, minimum = 0)]
     max_memory_mib: i64,
+    /// Sum of disk, GiB.
+    #[schema(example = 500, minimum = 0)]
     max_disk_gib: i64,
 }
 
@@ -52,34 +61,60 @@ impl From<LimitsBody> for PlanLimits {
     }
 }
 
-/// The first prices of a new plan.
-#[derive(Clone, Debug, Deserialize)]
+/// The first prices of a new plan: decimal strings from 0 to 1000000 per unit and hour.
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = PlanPricesInput)]
 struct PricesBody {
+    /// ISO 4217 code.
+    #[schema(example = "EUR", pattern = "^[A-Z]{3}$")]
     currency: String,
+    /// Per vCPU and hour.
+    #[schema(value_type = String, example = "0.005", pattern = "^([0-9]{1,6}(\\.[0-9]{1,10})?|1000000(\\.0{1,10})?)$")]
     vcpu_hour: Money,
+    /// Per GiB of memory and hour.
+    #[schema(value_type = String, example = "0.002", pattern = "^([0-9]{1,6}(\\.[0-9]{1,10})?|1000000(\\.0{1,10})?)$")]
     memory_gib_hour: Money,
+    /// Per GiB of disk and hour.
+    #[schema(value_type = String, example = "0.0001", pattern = "^([0-9]{1,6}(\\.[0-9]{1,10})?|1000000(\\.0{1,10})?)$")]
     disk_gib_hour: Money,
 }
 
 /// The body of `POST /v1/admin/plans`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = NewPlan)]
 struct CreateBody {
+    /// Unique (one line of 1-100 characters).
+    #[schema(example = "standard", min_length = 1, max_length = 100)]
     name: String,
+    /// What a tenant on it may hold at once.
     limits: LimitsBody,
+    /// Its first prices (later ones are price versions, `POST /v1/admin/plans/{id}/prices`).
     prices: PricesBody,
+    /// Backups kept per instance (default 10).
+    #[schema(example = 10, minimum = 0)]
     max_backups: Option<i32>,
+    /// Minutes between scheduled backups, at least (default 60).
+    #[schema(example = 60, minimum = 0)]
     min_backup_interval_minutes: Option<i32>,
 }
 
-/// The body of `PATCH /v1/admin/plans/{id}`.
-#[derive(Debug, Deserialize)]
+/// The body of `PATCH /v1/admin/plans/{id}`: what changes (the rest is kept).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = PlanChange)]
 struct UpdateBody {
+    /// A new unique name (one line of 1-100 characters).
+    #[schema(example = "standard", min_length = 1, max_length = 100)]
     name: Option<String>,
+    /// New limits (all four).
     limits: Option<LimitsBody>,
+    /// Backups kept per instance.
+    #[schema(example = 10, minimum = 0)]
     max_backups: Option<i32>,
+    /// Minutes between scheduled backups, at least.
+    #[schema(example = 60, minimum = 0)]
     min_backup_interval_minutes: Option<i32>,
 }
 
@@ -131,6 +166,15 @@ fn name_taken(e: nimbus_db::DbError) -> ApiError {
     }
 }
 
+/// Creates a plan with its limits, backup limits and first prices.
+#[utoipa::path(
+    post, path = "/v1/admin/plans", operation_id = "createPlan", tag = "Administration",
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "The plan.", body = ApiResponse<PlanView>),
+        (status = 400, description = "`VALIDATION_FAILED`: a value is out of range, or another plan has this name (`details.fields` names `name`).", body = ApiErrorBody),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
@@ -167,6 +211,16 @@ async fn create(
     Ok((StatusCode::CREATED, super::data(&rid, PlanView::from(plan))).into_response())
 }
 
+/// Changes a plan's name, limits or backup limits (its prices change by price versions).
+#[utoipa::path(
+    patch, path = "/v1/admin/plans/{id}", operation_id = "updatePlan", tag = "Administration",
+    params(("id" = PlanId, Path, description = "The plan's id.")),
+    request_body = UpdateBody,
+    responses(
+        (status = 200, description = "The plan as changed.", body = ApiResponse<PlanView>),
+        (status = 400, description = "`VALIDATION_FAILED`: a value is out of range, or another plan has this name (`details.fields` names `name`).", body = ApiErrorBody),
+    )
+)]
 async fn update(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
@@ -188,6 +242,14 @@ async fn update(
     Ok(super::data(&rid, PlanView::from(plan)).into_response())
 }
 
+/// Archives a plan: it keeps its tenants but takes no new ones.
+///
+/// A plan is never deleted; archiving an archived plan changes nothing.
+#[utoipa::path(
+    post, path = "/v1/admin/plans/{id}/archive", operation_id = "archivePlan", tag = "Administration",
+    params(("id" = PlanId, Path, description = "The plan's id.")),
+    responses((status = 200, description = "The plan, archived.", body = ApiResponse<PlanView>))
+)]
 async fn archive(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
@@ -202,5 +264,5 @@ async fn archive(
 
 /// The paths of this module, for the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths())]
+#[openapi(paths(create, update, archive))]
 pub struct ApiDoc;

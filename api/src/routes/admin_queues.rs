@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use nimbus_db::queue_stats;
-use nimbus_domain::TenantId;
+use nimbus_domain::{ApiResponse, QueueStats, TenantId};
 use serde::Deserialize;
 
 use crate::auth::AdminUser;
@@ -22,11 +22,21 @@ pub fn router() -> Router<AppState> {
 }
 
 /// `?tenant=`.
-#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Filter {
+    /// Count only this tenant's jobs.
     tenant: Option<TenantId>,
 }
 
+/// Shows the health of each job queue.
+///
+/// Read from the job ledger: depth, retrying, running, failed, dead, and throughput over the last
+/// hour; every tenant's jobs, or one tenant's.
+#[utoipa::path(
+    get, path = "/v1/admin/queues", operation_id = "listAdminQueues", tag = "Administration", params(Filter),
+    responses((status = 200, description = "One entry per queue.", body = ApiResponse<Vec<QueueStats>>))
+)]
 async fn list(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -39,5 +49,5 @@ async fn list(
 
 /// The paths of this module, for the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths())]
+#[openapi(paths(list))]
 pub struct ApiDoc;

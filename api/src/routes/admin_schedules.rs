@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use nimbus_db::schedules::{self, Listed, ScheduleFilter};
-use nimbus_domain::{JobId, JobKind, JobStatus, MissedFirePolicy, ScheduleId, TenantId};
+use nimbus_domain::{ApiResponse, JobId, JobKind, JobStatus, ListResponse, MissedFirePolicy, ScheduleId, TenantId};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AdminUser;
@@ -30,30 +30,42 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The last fire of a schedule.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "at": "2026-12-01T03:00:00Z",
+    "jobId": "0193a5c4-7e1f-7b3a-9c2d-5e8f1a2b3c4d",
+    "jobStatus": "succeeded",
+    "skipped": null
+}))]
 pub struct LastFire {
     /// Its fire time.
     pub at: DateTime<Utc>,
     /// The job it started.
+    #[schema(required = true)]
     pub job_id: Option<JobId>,
     /// That job's status now.
+    #[schema(required = true)]
     pub job_status: Option<JobStatus>,
     /// Why it started no job.
+    #[schema(required = true, example = "the instance was busy with another operation")]
     pub skipped: Option<String>,
 }
 
 /// A schedule as operators see it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScheduleView {
     /// Id.
     pub id: ScheduleId,
     /// Its tenant; `null` for the system's.
+    #[schema(required = true)]
     pub tenant_id: Option<TenantId>,
     /// What it is for.
+    #[schema(example = "backups of web-1")]
     pub name: String,
     /// Its cron expression (UTC).
+    #[schema(example = "0 3 * * *")]
     pub cron: String,
     /// The kind of job each fire starts.
     pub job_kind: JobKind,
@@ -64,6 +76,7 @@ pub struct ScheduleView {
     /// Its next fire time (when it is paused: the first it will consider on resuming).
     pub next_fire_at: DateTime<Utc>,
     /// Its last fire, if any.
+    #[schema(required = true)]
     pub last_fire: Option<LastFire>,
     /// Created at.
     pub created_at: DateTime<Utc>,
@@ -92,15 +105,31 @@ fn view(l: Listed) -> ScheduleView {
 }
 
 /// `?tenant=&paused=&page=&perPage=`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only this tenant's schedules.
     tenant: Option<TenantId>,
+    /// Only the paused (`true`) or the active (`false`) schedules.
     paused: Option<bool>,
+    /// 1-based page (default 1).
+    #[param(minimum = 1)]
     page: Option<u32>,
+    /// Items per page (default 25, at most 100).
+    #[param(minimum = 1, maximum = 100)]
     per_page: Option<u32>,
 }
 
+/// Lists every schedule.
+///
+/// The system's and every tenant's: cron expression and missed-fire policy, next fire, and last
+/// fire with the status of the job it started (or why it started none).
+#[utoipa::path(
+    get, path = "/v1/admin/schedules", operation_id = "listAdminSchedules", tag = "Administration",
+    params(ListQuery),
+    responses((status = 200, description = "A page of schedules.", body = ListResponse<ScheduleView>))
+)]
 async fn list(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -133,6 +162,15 @@ async fn set_paused(
     }
 }
 
+/// Pauses a schedule.
+///
+/// A paused schedule does not fire until it is resumed.
+#[utoipa::path(
+    post, path = "/v1/admin/schedules/{id}/pause", operation_id = "pauseAdminSchedule", tag = "Administration",
+    params(("id" = ScheduleId, Path, description = "The schedule's id.")),
+    responses((status = 200, description = "The schedule, paused (pausing a paused one changes nothing).",
+        body = ApiResponse<ScheduleView>))
+)]
 async fn pause(
     State(state): State<AppState>,
     admin: AdminUser,
@@ -142,6 +180,16 @@ async fn pause(
     set_paused(&state, &admin, &rid, &id, true).await
 }
 
+/// Resumes a paused schedule.
+///
+/// Its missed-fire policy decides about the times it missed: `catch_up_all` fires each,
+/// `latest_only` one, `skip` none.
+#[utoipa::path(
+    post, path = "/v1/admin/schedules/{id}/resume", operation_id = "resumeAdminSchedule", tag = "Administration",
+    params(("id" = ScheduleId, Path, description = "The schedule's id.")),
+    responses((status = 200, description = "The schedule, active (resuming an active one changes nothing).",
+        body = ApiResponse<ScheduleView>))
+)]
 async fn resume(
     State(state): State<AppState>,
     admin: AdminUser,
@@ -153,5 +201,5 @@ async fn resume(
 
 /// The paths of this module, for the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths())]
+#[openapi(paths(list, pause, resume))]
 pub struct ApiDoc;

@@ -38,7 +38,10 @@ use chrono::{DateTime, Utc};
 use nimbus_db::plans::{self, Plan};
 use nimbus_db::users::{self, NewUser, User, UserFilter, UserUpdate};
 use nimbus_db::{DbError, tenants};
-use nimbus_domain::{PlanId, PlanLimits, PlanPrices, QuotaResource, ResourceUsage, Role, TenantId, UserId};
+use nimbus_domain::{
+    ApiError as ApiErrorBody, ApiResponse, ListResponse, PlanId, PlanLimits, PlanPrices, QuotaResource, ResourceUsage,
+    Role, TenantId, UserId,
+};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
 
@@ -71,15 +74,25 @@ pub fn router() -> Router<AppState> {
 }
 
 /// A user as operators see it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = AdminUserView)]
 pub struct UserView {
+    /// Id.
     id: UserId,
+    /// Their tenant.
     tenant_id: TenantId,
+    /// Email address (unique in the tenant, case-insensitively).
+    #[schema(example = "ada@example.com")]
     email: String,
+    /// Display name, if any.
+    #[schema(required = true, example = "Ada Lovelace")]
     display_name: Option<String>,
+    /// Role in their tenant.
     role: Role,
+    /// `false` once deactivated: their API keys and sessions stop working.
     active: bool,
+    /// Created at.
     created_at: DateTime<Utc>,
 }
 
@@ -105,17 +118,34 @@ fn user_not_found(e: DbError) -> ApiError {
 }
 
 /// `?q=&tenant=&role=&active=&page=&perPage=`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Part of the email or display name (case-insensitive; at most 200 characters).
+    #[param(max_length = 200, example = "ada")]
     q: Option<String>,
+    /// Only this tenant's users.
     tenant: Option<TenantId>,
+    /// Only users with this role.
     role: Option<Role>,
+    /// Only active (`true`) or deactivated (`false`) users.
     active: Option<bool>,
+    /// 1-based page (default 1).
+    #[param(minimum = 1)]
     page: Option<u32>,
+    /// Items per page (default 25, at most 100).
+    #[param(minimum = 1, maximum = 100)]
     per_page: Option<u32>,
 }
 
+/// Lists the users of every tenant.
+///
+/// Newest first; `q` matches part of the email or display name, case-insensitively.
+#[utoipa::path(
+    get, path = "/v1/admin/users", operation_id = "listAdminUsers", tag = "Administration", params(ListQuery),
+    responses((status = 200, description = "A page of users across tenants.", body = ListResponse<UserView>))
+)]
 async fn list(
     State(state): State<AppState>,
     AdminUser(_): AdminUser,
@@ -133,6 +163,12 @@ async fn list(
     Ok(super::page(&rid, items, request, total).into_response())
 }
 
+/// Shows one user of any tenant.
+#[utoipa::path(
+    get, path = "/v1/admin/users/{id}", operation_id = "getAdminUser", tag = "Administration",
+    params(("id" = UserId, Path, description = "The user's id.")),
+    responses((status = 200, description = "The user.", body = ApiResponse<UserView>))
+)]
 async fn show(
     State(state): State<AppState>,
     AdminUser(_): AdminUser,
@@ -144,24 +180,61 @@ async fn show(
     Ok(super::data(&rid, UserView::from(user)).into_response())
 }
 
+// The patterns below are `crate::validation::display_text` (and the trimming before it) as
+// regular expressions: no control or bidirectional formatting character, and a visible one
+// (a display name may also be blank: it is then none).
+
 /// The new tenant of `POST /v1/admin/users`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct NewTenant {
+    /// Its name: 1-200 characters once trimmed, with a visible one and no control or
+    /// bidirectional formatting characters.
+    #[schema(
+        example = "Acme Ltd",
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[ \t\n\x0b\x0c\r\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]*[^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069 \t\n\x0b\x0c\r\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u00ad\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200d\u2060-\u2064\u206a-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0][^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]*[ \t\n\x0b\x0c\r\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     name: String,
+    /// Its plan (`GET /v1/admin/plans`).
     plan_id: PlanId,
 }
 
-/// The body of `POST /v1/admin/users`.
-#[derive(Clone, Debug, Deserialize)]
+/// The body of `POST /v1/admin/users`: give exactly one of `tenantId` and `newTenant`.
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({
+    "email": "ada@example.com",
+    "displayName": "Ada Lovelace",
+    "role": "admin",
+    "newTenant": { "name": "Acme Ltd", "planId": "0193a5c4-7e1f-7b3a-9c2d-5e8f1a2b3c4d" }
+}))]
 struct CreateUser {
+    /// Email address, unique in the tenant (case-insensitively); surrounding spaces are
+    /// trimmed.
+    #[schema(
+        example = "ada@example.com",
+        min_length = 3,
+        max_length = 254,
+        pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s\x00-\x1f\x7f-\x9f]+$"
+    )]
     email: String,
+    /// Display name: at most 200 characters once trimmed, with a visible one and no control or
+    /// bidirectional formatting characters; blank or `null` means none.
     #[serde(default)]
+    #[schema(
+        example = "Ada Lovelace",
+        max_length = 200,
+        pattern = r"^[ \t\n\x0b\x0c\r\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*([^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]*[^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069 \t\n\x0b\x0c\r\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u00ad\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200d\u2060-\u2064\u206a-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0][^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]*)?[ \t\n\x0b\x0c\r\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     display_name: Option<String>,
+    /// Role in the tenant.
     role: Role,
+    /// An existing tenant to add the user to.
     #[serde(default)]
     tenant_id: Option<TenantId>,
+    /// A tenant to create for the user (in the same transaction).
     #[serde(default)]
     new_tenant: Option<NewTenant>,
 }
@@ -231,6 +304,22 @@ fn validate_create(body: &CreateUser) -> Result<(String, Option<String>, Destina
     }
 }
 
+/// Creates a user.
+///
+/// In an existing tenant (`tenantId`), or in a new tenant on a plan (`newTenant`), in one
+/// transaction.
+#[utoipa::path(
+    post, path = "/v1/admin/users", operation_id = "createAdminUser", tag = "Administration",
+    request_body = CreateUser,
+    responses(
+        (status = 201, description = "Created: the user; `Location` is the user.", body = ApiResponse<UserView>,
+            headers(("Location" = String, description = "`/v1/admin/users/{id}`"))),
+        (status = 400, description = "`VALIDATION_FAILED`: a malformed field, not exactly one of `tenantId` and `newTenant`, or a `tenantId` or `newTenant.planId` that does not exist; `details` names the field.",
+            body = ApiErrorBody),
+        (status = 409, description = "`CONFLICT`: a user with this email exists in the tenant; `details.fields` names `email`.",
+            body = ApiErrorBody),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
@@ -283,14 +372,18 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
     Option::<T>::deserialize(d).map(Some)
 }
 
-/// The body of `PATCH /v1/admin/users/{id}`.
-#[derive(Clone, Debug, Deserialize)]
+/// The body of `PATCH /v1/admin/users/{id}`: at least one of its fields.
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(min_properties = 1)]
 struct UpdateUser {
+    /// The new role (an administrator cannot change their own).
     #[serde(default)]
+    #[schema(value_type = Role)]
     role: Option<Role>,
-    /// `null` or `""` clears it.
+    /// The new display name (same rules as on creation); `null` or blank clears it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, example = "Ada Lovelace", max_length = 200, pattern = r"^[ \t\n\x0b\x0c\r\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*([^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]*[^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069 \t\n\x0b\x0c\r\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u00ad\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200d\u2060-\u2064\u206a-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0][^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]*)?[ \t\n\x0b\x0c\r\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$")]
     display_name: Option<Option<String>>,
 }
 
@@ -302,6 +395,18 @@ fn not_oneself(admin: &User, target: UserId, what: &str) -> Result<(), ApiError>
     Ok(())
 }
 
+/// Changes a user's role or display name.
+///
+/// Administrators cannot change their own role.
+#[utoipa::path(
+    patch, path = "/v1/admin/users/{id}", operation_id = "updateAdminUser", tag = "Administration",
+    params(("id" = UserId, Path, description = "The user's id.")),
+    request_body = UpdateUser,
+    responses(
+        (status = 200, description = "The user, changed.", body = ApiResponse<UserView>),
+        (status = 409, description = "`CONFLICT`: administrators cannot change their own role.", body = ApiErrorBody),
+    )
+)]
 async fn update(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
@@ -329,6 +434,19 @@ async fn update(
     Ok(super::data(&rid, UserView::from(user)).into_response())
 }
 
+/// Deactivates a user.
+///
+/// Their API keys and sessions stop working at their next request. Administrators cannot deactivate
+/// themselves.
+#[utoipa::path(
+    post, path = "/v1/admin/users/{id}/deactivate", operation_id = "deactivateAdminUser", tag = "Administration",
+    params(("id" = UserId, Path, description = "The user's id.")),
+    responses(
+        (status = 200, description = "The user, deactivated (deactivating them again changes nothing).",
+            body = ApiResponse<UserView>),
+        (status = 409, description = "`CONFLICT`: administrators cannot deactivate themselves.", body = ApiErrorBody),
+    )
+)]
 async fn deactivate(
     state: State<AppState>,
     admin: AdminUser,
@@ -338,6 +456,15 @@ async fn deactivate(
     set_active(state, admin, rid, id, false).await
 }
 
+/// Reactivates a user.
+///
+/// Their API keys that were not revoked meanwhile work again.
+#[utoipa::path(
+    post, path = "/v1/admin/users/{id}/reactivate", operation_id = "reactivateAdminUser", tag = "Administration",
+    params(("id" = UserId, Path, description = "The user's id.")),
+    responses((status = 200, description = "The user, active (reactivating an active user changes nothing).",
+        body = ApiResponse<UserView>))
+)]
 async fn reactivate(
     state: State<AppState>,
     admin: AdminUser,
@@ -384,13 +511,31 @@ fn session_store(state: &AppState) -> Result<&crate::auth::session::SessionStore
 }
 
 /// What a session is doing after a change of impersonation.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ImpersonationView {
+    /// The administrator the session belongs to.
     impersonator: UserId,
+    /// The user the session acts as; `null` when it acts as the administrator.
+    #[schema(required = true)]
     impersonating: Option<UserView>,
 }
 
+/// Starts acting as a user in the caller's browser session.
+///
+/// Until it stops (`DELETE /v1/admin/impersonation`), the session's requests are the user's,
+/// audited under both names. API clients send the `Nimbus-Impersonate` header instead.
+#[utoipa::path(
+    post, path = "/v1/admin/users/{id}/impersonate", operation_id = "startImpersonation", tag = "Administration",
+    params(("id" = UserId, Path, description = "The user to act as.")),
+    responses(
+        (status = 200, description = "The session now acts as the user.", body = ApiResponse<ImpersonationView>),
+        (status = 400, description = "`VALIDATION_FAILED`: the caller is not a browser session (API clients send `Nimbus-Impersonate`), or the user is the caller.",
+            body = ApiErrorBody),
+        (status = 403, description = "`FORBIDDEN`: the user is deactivated, or the caller is not an administrator.",
+            body = ApiErrorBody),
+    )
+)]
 async fn start_impersonation(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
@@ -408,8 +553,18 @@ async fn start_impersonation(
     Ok(super::data(&rid, view).into_response())
 }
 
-/// Reached by the impersonated session itself (then `impersonator` is the real caller) or by
-/// an administrator's own session (nothing to stop: the same answer).
+/// Stops the impersonation of the caller's browser session.
+///
+/// The session acts as the administrator again. Reached by the impersonated session itself, or by
+/// the administrator's own session (nothing to stop: the same answer).
+#[utoipa::path(
+    delete, path = "/v1/admin/impersonation", operation_id = "stopImpersonation", tag = "Administration",
+    responses(
+        (status = 200, description = "The session acts as the administrator again.", body = ApiResponse<ImpersonationView>),
+        (status = 400, description = "`VALIDATION_FAILED`: the caller is not a browser session (API clients simply stop sending `Nimbus-Impersonate`).",
+            body = ApiErrorBody),
+    )
+)]
 async fn stop_impersonation(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -431,16 +586,22 @@ async fn stop_impersonation(
 }
 
 /// A plan as operators see it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct PlanView {
+    /// Id.
     id: PlanId,
+    /// Name.
+    #[schema(example = "standard")]
     name: String,
+    /// What a tenant on it may hold.
     limits: PlanLimits,
     /// Its listed prices (what the current version charges, once valid).
     prices: PlanPrices,
+    /// Created at.
     created_at: DateTime<Utc>,
     /// Set once archived: it takes no new tenants.
+    #[schema(required = true)]
     archived_at: Option<DateTime<Utc>>,
 }
 
@@ -457,6 +618,13 @@ impl From<Plan> for PlanView {
     }
 }
 
+/// Lists every plan.
+///
+/// Archived ones included, with their limits and listed prices.
+#[utoipa::path(
+    get, path = "/v1/admin/plans", operation_id = "listAdminPlans", tag = "Administration",
+    responses((status = 200, description = "Every plan.", body = ApiResponse<Vec<PlanView>>))
+)]
 async fn list_plans(
     State(state): State<AppState>,
     AdminUser(_): AdminUser,
@@ -467,11 +635,14 @@ async fn list_plans(
 }
 
 /// One limit a tenant's current usage exceeds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OverLimit {
+    /// Which limit.
     resource: QuotaResource,
+    /// The plan's limit.
     limit: i64,
+    /// What the tenant holds.
     used: i64,
 }
 
@@ -490,30 +661,57 @@ pub fn over_limits(limits: &PlanLimits, usage: &ResourceUsage) -> Vec<OverLimit>
 }
 
 /// The body of `PUT /v1/admin/tenants/{id}/plan`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct AssignPlan {
+    /// The plan (not archived; `GET /v1/admin/plans`).
     plan_id: PlanId,
 }
 
 /// `?force=`.
-#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ForceQuery {
+    /// Apply the plan even when the tenant holds more than it allows (default `false`): nothing
+    /// running is touched, the tenant cannot create until it is back under the limits.
     force: Option<bool>,
 }
 
 /// A tenant after a plan change.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct TenantPlanView {
+    /// The tenant's id.
     id: TenantId,
+    /// The tenant's name.
+    #[schema(example = "Acme Ltd")]
     name: String,
+    /// Its plan now.
     plan: PlanView,
+    /// What it holds now.
     used: ResourceUsage,
     /// The limits the tenant is above (only with `force=true`; empty otherwise).
     over_limits: Vec<OverLimit>,
 }
 
+/// Moves a tenant to another plan.
+///
+/// A plan whose limits are below what the tenant holds is refused unless `force=true`; then it is
+/// applied (nothing running is touched, the tenant cannot create until it is back under the limits)
+/// and the answer lists the limits it is over.
+#[utoipa::path(
+    put, path = "/v1/admin/tenants/{id}/plan", operation_id = "setTenantPlan", tag = "Administration",
+    params(("id" = TenantId, Path, description = "The tenant's id."), ForceQuery),
+    request_body = AssignPlan,
+    responses(
+        (status = 200, description = "The tenant on its new plan, with what it holds and the limits it is over.",
+            body = ApiResponse<TenantPlanView>),
+        (status = 400, description = "`VALIDATION_FAILED`: a malformed body or `force`, or a `planId` that does not exist or is archived.",
+            body = ApiErrorBody),
+        (status = 409, description = "`CONFLICT`: the tenant holds more than the plan allows; `details.overLimits` lists each limit (pass `force=true` to apply it anyway).",
+            body = ApiErrorBody),
+    )
+)]
 async fn assign_plan(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
@@ -560,7 +758,18 @@ async fn assign_plan(
 
 /// The paths of this module, for the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths())]
+#[openapi(paths(
+    list,
+    create,
+    show,
+    update,
+    deactivate,
+    reactivate,
+    start_impersonation,
+    stop_impersonation,
+    list_plans,
+    assign_plan
+))]
 pub struct ApiDoc;
 
 #[cfg(test)]

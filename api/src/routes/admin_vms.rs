@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use nimbus_db::instances::{self, InstanceFilter};
-use nimbus_domain::{AdminInstanceView, InstanceStatus, TenantId};
+use nimbus_domain::{AdminInstanceView, InstanceStatus, ListResponse, TenantId};
 use serde::Deserialize;
 
 use crate::auth::AdminUser;
@@ -26,16 +26,33 @@ pub fn router() -> Router<AppState> {
 }
 
 /// `?tenant=&node=&status=&page=&perPage=`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only this tenant's instances.
     tenant: Option<TenantId>,
+    /// Only the instances on this Proxmox node.
+    #[param(example = "pve1")]
     node: Option<String>,
+    /// Only instances with this status (without it: every status but `deleted`).
     status: Option<InstanceStatus>,
+    /// 1-based page (default 1).
+    #[param(minimum = 1)]
     page: Option<u32>,
+    /// Items per page (default 25, at most 100).
+    #[param(minimum = 1, maximum = 100)]
     per_page: Option<u32>,
 }
 
+/// Lists every tenant's instances.
+///
+/// Newest first, filtered by tenant, node and status (without `status`: all but `deleted`), each
+/// with its tenant and the operation in progress on it.
+#[utoipa::path(
+    get, path = "/v1/admin/vms", operation_id = "listAdminVms", tag = "Administration", params(ListQuery),
+    responses((status = 200, description = "A page of instances across tenants.", body = ListResponse<AdminInstanceView>))
+)]
 async fn list(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -58,5 +75,5 @@ async fn list(
 
 /// The paths of this module, for the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths())]
+#[openapi(paths(list))]
 pub struct ApiDoc;

@@ -25,7 +25,9 @@ use axum::routing::{delete, get};
 use chrono::{DateTime, Utc};
 use nimbus_db::DbError;
 use nimbus_db::api_keys::{self, ApiKey};
-use nimbus_domain::{ApiKeyId, ApiKeyView, CreateKey, CreatedKey, Role};
+use nimbus_domain::{
+    ApiError as ApiErrorBody, ApiKeyId, ApiKeyView, ApiResponse, CreateKey, CreatedKey, ListResponse, Role,
+};
 use serde_json::json;
 
 use crate::auth::{AuthUser, Credential, Scope};
@@ -147,6 +149,20 @@ fn authorise_scopes(auth: &AuthUser, scopes: &[Scope]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Creates an API key for the caller; the answer holds its token, shown this once.
+#[utoipa::path(
+    post, path = "/v1/auth/apikeys", operation_id = "createApiKey", tag = "API keys",
+    request_body = CreateKey,
+    responses(
+        (status = 201, description = "Created: the key and its `token` (`Authorization: Bearer <token>`).",
+            body = ApiResponse<CreatedKey>),
+        (status = 403, description = "`FORBIDDEN`: a scope the caller may not hand out (`admin` needs the admin role, \
+            and a key gets at most the scopes of the credential making it), or the request is impersonated (and the \
+            usual checks: a read-only key, a session's CSRF token).", body = ApiErrorBody),
+        (status = 409, description = "`CONFLICT`: the caller has a live key of that name, or already has the most live \
+            keys allowed (`API_KEYS_PER_USER`, default 50).", body = ApiErrorBody),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -200,6 +216,12 @@ async fn create(
     Ok(response)
 }
 
+/// The caller's own API keys, newest first (never their tokens).
+#[utoipa::path(
+    get, path = "/v1/auth/apikeys", operation_id = "listApiKeys", tag = "API keys", params(PageQuery),
+    responses((status = 200, description = "A page of the caller's keys, live, expired and revoked.",
+        body = ListResponse<ApiKeyView>))
+)]
 async fn list(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -213,6 +235,12 @@ async fn list(
     Ok(super::page(&rid, items, request, total).into_response())
 }
 
+/// Revokes one of the caller's API keys: the next request with it is 401.
+#[utoipa::path(
+    delete, path = "/v1/auth/apikeys/{id}", operation_id = "revokeApiKey", tag = "API keys",
+    params(("id" = ApiKeyId, Path, description = "The key's id.")),
+    responses((status = 204, description = "Revoked."))
+)]
 async fn revoke(State(state): State<AppState>, auth: AuthUser, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id: ApiKeyId = parse_id(&id, "API key")?;
     let key = api_keys::revoke_for_user(state.db(), auth.tenant(), auth.user.id, id)
@@ -226,7 +254,7 @@ async fn revoke(State(state): State<AppState>, auth: AuthUser, Path(id): Path<St
 
 /// The paths of this module, for the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths())]
+#[openapi(paths(list, create, revoke))]
 pub struct ApiDoc;
 
 #[cfg(test)]

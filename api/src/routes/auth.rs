@@ -19,7 +19,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use nimbus_db::tenants;
-use nimbus_domain::{MeView, TenantView, UserView};
+use nimbus_domain::{ApiResponse, MeView, TenantView, UserView};
 use serde::Deserialize;
 
 use crate::auth::oidc::SignInError;
@@ -42,12 +42,38 @@ pub fn router() -> Router<AppState> {
         .route("/v1/me", get(me))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 struct LoginQuery {
+    /// Where to send the browser once signed in: a path on this site (printable ASCII, not
+    /// `//…` nor `/\…`); absent or empty: `/`.
+    #[param(max_length = 2048, pattern = r"^(/([!-.0-\[\]-~][!-\[\]-~]*)?)?$", example = "/vms")]
     return_to: Option<String>,
 }
 
+/// Starts the browser sign-in: sends the browser to the identity provider (authorization code
+/// flow with PKCE), binding the attempt to this browser with a short-lived cookie.
+#[utoipa::path(
+    get, path = "/auth/login", operation_id = "login", tag = "Authentication",
+    params(LoginQuery),
+    responses(
+        (status = 303, description = "To the identity provider's authorization endpoint.", headers(
+            ("Location" = String, description = "The provider's authorization URL."),
+            ("Set-Cookie" = String,
+                description = "`__Host-nimbus_login`: binds the sign-in's `state` to this browser."),
+        )),
+        (status = 400, description = "An HTML page: `returnTo` is not a path on this site, or the query is malformed.",
+            content_type = "text/html", body = String, example = json!(HTML_EXAMPLE)),
+        (status = 401, description = "An HTML page: the request carries an `Authorization` header that is not a valid \
+            credential (this page needs none).", content_type = "text/html", body = String,
+            example = json!(HTML_EXAMPLE)),
+        (status = 429, description = "An HTML page: over the rate limit; `Retry-After` says when to try again.",
+            content_type = "text/html", body = String, example = json!(HTML_EXAMPLE)),
+        (status = 503, description = "An HTML page: sign-in is not configured (no identity provider), or the provider \
+            or a dependency is unavailable.", content_type = "text/html", body = String, example = json!(HTML_EXAMPLE)),
+    )
+)]
 async fn login(State(state): State<AppState>, rid: RequestId, Query(q): Query<LoginQuery>) -> Response {
     let Some(identity) = state.identity() else {
         return page(&rid, StatusCode::SERVICE_UNAVAILABLE, "Sign-in is not configured", NOT_CONFIGURED);
@@ -68,13 +94,52 @@ async fn login(State(state): State<AppState>, rid: RequestId, Query(q): Query<Lo
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct CallbackQuery {
+    /// The authorization code (with `state`, on success).
     code: Option<String>,
+    /// The `state` the sign-in started with; it must match this browser's login cookie.
     state: Option<String>,
+    /// The provider's error, when it ended the sign-in without a code (`access_denied`, …).
     error: Option<String>,
 }
 
+/// The cookie `GET /auth/callback` reads, as the OpenAPI document describes it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Cookie)]
+#[allow(dead_code)] // Describes the cookie; `callback` reads it.
+struct LoginCookie {
+    /// The cookie `GET /auth/login` set: the sign-in's `state`.
+    #[param(rename = "__Host-nimbus_login", required = false)]
+    login: String,
+}
+
+/// Where the identity provider sends the browser back: finishes the sign-in, sets the session
+/// cookie and sends the browser to its `returnTo`.
+#[utoipa::path(
+    get, path = "/auth/callback", operation_id = "loginCallback", tag = "Authentication",
+    params(CallbackQuery, LoginCookie),
+    responses(
+        (status = 303, description = "Signed in: to the `returnTo` the sign-in started with.", headers(
+            ("Location" = String, description = "The `returnTo` path."),
+            ("Set-Cookie" = String,
+                description = "`__Host-nimbus_session` (the session), and the login cookie cleared."),
+        )),
+        (status = 400, description = "An HTML page: the link is invalid, expired or already used (a missing or \
+            unmatched `state`, no `code`), the provider refused or its answer could not be verified.",
+            content_type = "text/html", body = String, example = json!(HTML_EXAMPLE)),
+        (status = 401, description = "An HTML page: the request carries an `Authorization` header that is not a valid \
+            credential (this page needs none).", content_type = "text/html", body = String,
+            example = json!(HTML_EXAMPLE)),
+        (status = 403, description = "An HTML page: sign-in refused (no or unverified email, an unusable claim, a \
+            deactivated account).", content_type = "text/html", body = String, example = json!(HTML_EXAMPLE)),
+        (status = 429, description = "An HTML page: over the rate limit; `Retry-After` says when to try again.",
+            content_type = "text/html", body = String, example = json!(HTML_EXAMPLE)),
+        (status = 503, description = "An HTML page: sign-in (or sign-up) is not configured, or the provider or a \
+            dependency is unavailable.", content_type = "text/html", body = String, example = json!(HTML_EXAMPLE)),
+    )
+)]
 async fn callback(
     State(state): State<AppState>,
     rid: RequestId,
@@ -119,12 +184,62 @@ async fn callback(
     }
 }
 
-#[derive(Deserialize, Default)]
+/// The form of `POST /auth/logout` (a plain HTML form cannot send the `X-CSRF-Token` header).
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct LogoutForm {
+    /// The session's CSRF token (`GET /v1/me`), when the `X-CSRF-Token` header is not sent.
+    #[schema(nullable = false, example = "q8Vw2n5J1bXc7kR0tY4uHs")]
     csrf_token: Option<String>,
 }
 
+/// The header `POST /auth/logout` reads, as the OpenAPI document describes it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Describes the header; `logout` reads it.
+struct CsrfHeader {
+    /// The session's CSRF token (`GET /v1/me`); or the form's `csrfToken`.
+    #[param(rename = "X-CSRF-Token", required = false)]
+    csrf_token: String,
+}
+
+/// The cookie `POST /auth/logout` reads, as the OpenAPI document describes it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Cookie)]
+#[allow(dead_code)] // Describes the cookie; `logout` reads it.
+struct SessionCookie {
+    /// The session to end.
+    #[param(rename = "__Host-nimbus_session", required = false)]
+    session: String,
+}
+
+/// Signs the browser out: ends the session, then sends the browser to the identity provider's
+/// end-session endpoint when it has one (otherwise to `/`). Without a session it just goes to `/`.
+#[utoipa::path(
+    post, path = "/auth/logout", operation_id = "logout", tag = "Authentication",
+    params(CsrfHeader, SessionCookie),
+    request_body(content = LogoutForm, content_type = "application/x-www-form-urlencoded",
+        description = "Optional; read whatever its `Content-Type`."),
+    responses(
+        (status = 303, description = "Signed out (or no session): to the provider's end-session endpoint or `/`.",
+            headers(
+                ("Location" = String, description = "The provider's end-session URL, or `/`."),
+                ("Set-Cookie" = String, description = "`__Host-nimbus_session` cleared."),
+            )),
+        (status = 400, description = "An HTML page: the request is malformed (text that cannot be stored: NUL).",
+            content_type = "text/html", body = String, example = json!(HTML_EXAMPLE)),
+        (status = 401, description = "An HTML page: the request carries an `Authorization` header that is not a valid \
+            credential (this page needs none).", content_type = "text/html", body = String,
+            example = json!(HTML_EXAMPLE)),
+        (status = 403, description = "An HTML page: sign-out refused, the request did not come from this site (its \
+            `Origin`, or a missing or wrong CSRF token).", content_type = "text/html", body = String,
+            example = json!(HTML_EXAMPLE)),
+        (status = 429, description = "An HTML page: over the rate limit; `Retry-After` says when to try again.",
+            content_type = "text/html", body = String, example = json!(HTML_EXAMPLE)),
+        (status = 503, description = "An HTML page: sign-in is not configured, or the session store is unavailable.",
+            content_type = "text/html", body = String, example = json!(HTML_EXAMPLE)),
+    )
+)]
 async fn logout(State(state): State<AppState>, rid: RequestId, headers: HeaderMap, body: Bytes) -> Response {
     let Some(identity) = state.identity() else {
         return page(&rid, StatusCode::SERVICE_UNAVAILABLE, "Sign-in is not configured", NOT_CONFIGURED);
@@ -174,6 +289,12 @@ fn user_view(u: &nimbus_db::users::User) -> UserView {
     UserView { id: u.id, email: u.email.clone(), name: u.display_name.clone(), role: u.role }
 }
 
+/// The caller: their user, tenant and role, how they authenticated, the session's CSRF token,
+/// and the administrator impersonating them, if any.
+#[utoipa::path(
+    get, path = "/v1/me", operation_id = "getMe", tag = "Authentication",
+    responses((status = 200, description = "Who the credential belongs to.", body = ApiResponse<MeView>))
+)]
 async fn me(State(state): State<AppState>, auth: AuthUser, rid: RequestId) -> Result<Response, ApiError> {
     let tenant = tenants::get(state.db(), auth.tenant()).await?;
     let (auth_method, csrf_token) = match &auth.credential {
@@ -204,6 +325,12 @@ pub fn safe_return_to(r: &str) -> Option<String> {
         && r.chars().all(|c| c.is_ascii_graphic() && c != '\\');
     ok.then(|| r.to_owned())
 }
+
+/// What the `/auth/*` error pages look like (`crate::html::page`), for the OpenAPI document.
+const HTML_EXAMPLE: &str = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Invalid \
+    sign-in link · Nimbus</title></head><body><main><h1>Invalid sign-in link</h1><p>This sign-in link is invalid, \
+    has expired or was already used. Start again from the sign-in page.</p><p><a href=\"/\">Back to Nimbus</a></p>\
+    <p><small>Request id: <code>0193a5c4-7e1f-7b3a-9c2d-5e8f1a2b3c4d</code></small></p></main></body></html>\n";
 
 const NOT_CONFIGURED: &str = "This Nimbus has no identity provider configured; use an API key.";
 const BAD_RETURN_TO: &str = "The returnTo parameter must be a path on this site, like /vms.";
@@ -299,8 +426,18 @@ fn append_cookie(r: &mut Response, cookie: &str) {
 
 /// The paths of this module, for the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths())]
+#[openapi(paths(login, callback, logout, me), modifiers(&OptionalBody))]
 pub struct ApiDoc;
+
+/// Makes the form of `POST /auth/logout` optional: a request without one is signed out too
+/// (with the `X-CSRF-Token` header).
+struct OptionalBody;
+
+impl utoipa::Modify for OptionalBody {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        super::vm_actions::body_optional(openapi, "/auth/logout");
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -16,13 +16,14 @@ use axum::routing::get;
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use nimbus_db::invoices::{self, Invoice, Line};
 use nimbus_db::{instances, ladder, usage};
-use nimbus_domain::{InstanceId, Money};
+use nimbus_domain::{ApiResponse, InstanceId, Money};
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::middleware::RequestId;
+use crate::routes::admin_billing::{StandingView, standing_view};
 use crate::routes::vms::not_found;
 use crate::state::AppState;
 
@@ -35,52 +36,92 @@ pub fn router() -> Router<AppState> {
         .route("/v1/billing/balance", get(show_balance))
 }
 
-/// One instance's month to date.
-#[derive(Debug, Serialize)]
+/// One instance's month to date. Amounts are unrounded (rated to 10 places), without trailing
+/// zeros.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = BillingUsageInstance)]
 struct InstanceLine {
+    /// The instance (it may since have been deleted).
     instance_id: InstanceId,
+    /// Its name.
+    #[schema(example = "web-1")]
     name: String,
+    /// Hours metered this month.
+    #[schema(example = 72)]
     hours: i64,
     /// Usage before the cap.
+    #[schema(value_type = String, example = "13.0416")]
     usage: Money,
+    /// The most its compute costs in a month, if its price has a cap.
+    #[schema(value_type = Option<String>, example = "10")]
     monthly_cap: Option<Money>,
     /// What it costs so far: the usage, at most the cap.
+    #[schema(value_type = String, example = "10")]
     amount: Money,
     /// Its cost at the month's end at its current rate (capped); its rate is 0 once deleted.
+    #[schema(value_type = String, example = "10")]
     forecast: Money,
 }
 
-/// `GET /v1/billing/usage`.
-#[derive(Debug, Serialize)]
+/// The month to date: usage per instance (each under its monthly cap) and backup storage, with
+/// the forecast to the month's end at the current rates. Usage is metered hourly: the month to
+/// date ends with the last hour metered.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = BillingUsage)]
 struct UsageView {
+    /// The month's first instant.
     period_start: DateTime<Utc>,
+    /// The next month's first instant (the period ends before it).
     period_end: DateTime<Utc>,
-    /// Usage is metered hourly: the month to date ends with the last hour metered.
+    /// ISO 4217 code of the tenant's current price; `null` when its plan has no price.
+    #[schema(example = "EUR")]
     currency: Option<String>,
+    /// Compute, per instance metered this month.
     instances: Vec<InstanceLine>,
     /// Backup storage per instance (not under the cap).
     backups: Vec<BackupLine>,
+    /// What the month costs so far (instances and backups).
+    #[schema(value_type = String, example = "10.031")]
     total: Money,
+    /// What the month will cost at its end at the current rates.
+    #[schema(value_type = String, example = "31.2")]
     forecast: Money,
 }
 
 /// One instance's backup storage, month to date.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = BillingUsageBackup)]
 struct BackupLine {
+    /// The instance the archives are of.
     instance_id: InstanceId,
+    /// Its name.
+    #[schema(example = "web-1")]
     name: String,
     /// Hours with archives.
+    #[schema(example = 72)]
     hours: i64,
-    /// The sum over those hours of the archives' GiB.
+    /// The sum over those hours of the archives' GiB (a decimal string).
+    #[schema(example = "144.5")]
     gib_hours: rust_decimal::Decimal,
+    /// What they cost so far.
+    #[schema(value_type = String, example = "0.031")]
     amount: Money,
     /// At the month's end at the last hour's rate (0 once the instance is deleted).
+    #[schema(value_type = String, example = "0.1")]
     forecast: Money,
 }
 
+/// The tenant's usage this month so far, with a forecast to the month's end.
+///
+/// Usage per instance (each under its monthly cap) and backup storage, metered hourly, and the
+/// forecast to the month's end at the current rates.
+#[utoipa::path(
+    get, path = "/v1/billing/usage", operation_id = "getBillingUsage", tag = "Billing",
+    responses((status = 200, description = "The month to date.", body = ApiResponse<UsageView>))
+)]
 async fn usage_to_date(State(state): State<AppState>, auth: AuthUser, rid: RequestId) -> Result<Response, ApiError> {
     let now = Utc::now();
     let (from, to) = invoices::month_of(now);
@@ -148,38 +189,85 @@ fn cap(amount: Money, cap: Option<Money>) -> Money {
     }
 }
 
-/// An invoice as customers see it.
-#[derive(Debug, Serialize)]
+/// An issued invoice or credit note as customers see it (amounts at the currency's minor unit).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Invoice)]
 pub(crate) struct InvoiceView {
+    /// Its id.
     id: Uuid,
+    /// Its number, from one gapless sequence per year (invoices and credit notes alike).
+    #[schema(example = "NMB-2026-000042")]
     number: String,
+    /// An invoice, or a credit note correcting one.
+    #[schema(value_type = InvoiceKind)]
     kind: String,
+    /// The invoice a credit note corrects; `null` for an invoice.
     corrects: Option<Uuid>,
+    /// The billed month's first instant.
     period_start: DateTime<Utc>,
+    /// The next month's first instant.
     period_end: DateTime<Utc>,
+    /// ISO 4217 code.
+    #[schema(example = "EUR")]
     currency: String,
+    /// Before tax (for a credit note, the net amount it credits).
+    #[schema(value_type = String, example = "42.00")]
     subtotal: Money,
+    /// The tax rate as a fraction (`0.19` for 19 %).
+    #[schema(value_type = String, example = "0.1900")]
     tax_rate: Money,
+    /// Whether the customer owes the tax (reverse charge); the tax is then 0.
     tax_reverse_charge: bool,
+    /// The customer's tax id, if any.
+    #[schema(example = "DE123456789")]
     tax_id: Option<String>,
+    /// The tax.
+    #[schema(value_type = String, example = "7.98")]
     tax: Money,
+    /// Subtotal plus tax.
+    #[schema(value_type = String, example = "49.98")]
     total: Money,
+    /// When it was issued.
     issued_at: DateTime<Utc>,
+    /// Its lines: only when one invoice is shown (not in lists).
     #[serde(skip_serializing_if = "Option::is_none")]
     lines: Option<Vec<LineView>>,
 }
 
 /// One line of an invoice.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = InvoiceLine)]
 pub(crate) struct LineView {
+    /// Its place on the invoice, from 1.
+    #[schema(example = 1)]
     position: i32,
+    /// The instance it bills; `null` on a credit note.
     instance_id: Option<Uuid>,
+    /// What it bills.
+    #[schema(example = "web-1 (720 h)")]
     description: String,
+    /// Hours billed.
+    #[schema(example = 720)]
     hours: i32,
+    /// The usage before the monthly cap, unrounded.
+    #[schema(value_type = String, example = "43.2")]
     uncapped: Money,
+    /// What it costs, at the currency's minor unit.
+    #[schema(value_type = String, example = "42.00")]
     amount: Money,
+}
+
+/// What an invoice is (`kind`).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)] // Describes `InvoiceView::kind`, a string the database constrains to these.
+pub(crate) enum InvoiceKind {
+    /// A month's invoice.
+    Invoice,
+    /// A correction of an issued invoice.
+    CreditNote,
 }
 
 pub(crate) fn invoice_view(i: Invoice, lines: Option<Vec<Line>>) -> InvoiceView {
@@ -217,6 +305,11 @@ pub(crate) fn invoice_view(i: Invoice, lines: Option<Vec<Line>>) -> InvoiceView 
     }
 }
 
+/// The caller's tenant's invoices and credit notes, without their lines.
+#[utoipa::path(
+    get, path = "/v1/billing/invoices", operation_id = "listInvoices", tag = "Billing",
+    responses((status = 200, description = "Every invoice and credit note of the tenant.", body = ApiResponse<Vec<InvoiceView>>))
+)]
 async fn list_invoices(State(state): State<AppState>, auth: AuthUser, rid: RequestId) -> Result<Response, ApiError> {
     let listed = invoices::list(state.db(), auth.tenant()).await?;
     let views: Vec<InvoiceView> = listed.into_iter().map(|i| invoice_view(i, None)).collect();
@@ -231,6 +324,25 @@ enum Form {
     Html,
 }
 
+/// One invoice or credit note with its lines, as JSON, a printable HTML page or CSV.
+///
+/// JSON by default; the printable HTML page when the first type of `Accept` is `text/html` or
+/// the id ends with `.html`; the lines and totals as CSV (an attachment) when the id ends with
+/// `.csv`.
+#[utoipa::path(
+    get, path = "/v1/billing/invoices/{id}", operation_id = "getInvoice", tag = "Billing",
+    params(("id" = String, Path,
+        description = "The invoice's id (a UUID), optionally followed by `.html` (the printable page) or `.csv` (the lines as CSV).",
+        example = "0193a5c4-7e1f-7b3a-9c2d-5e8f1a2b3c4d")),
+    responses((status = 200,
+        description = "The invoice: JSON with its lines; the printable HTML page when `Accept` starts with `text/html` or the id \
+            ends with `.html`; its lines and totals as CSV (`Content-Disposition: attachment`) when the id ends with `.csv`.",
+        content(
+            (ApiResponse<InvoiceView> = "application/json"),
+            (String = "text/html", example = "<!doctype html>…"),
+            (String = "text/csv", example = "invoice,position,description,hours,amount,currency\r\nNMB-2026-000042,1,web-1 (720 h),720,42.00,EUR\r\n"),
+        )))
+)]
 async fn show_invoice(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -306,16 +418,45 @@ fn as_csv(invoice: &Invoice, lines: &[Line]) -> String {
 const ENTRIES_SHOWN: i64 = 100;
 
 /// One ledger entry as the tenant sees it (not which operator added it).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = LedgerEntry)]
 pub(crate) struct EntryView {
+    /// Its id (entries are numbered in order).
+    #[schema(example = 1042)]
     id: i64,
+    /// What it is.
+    #[schema(value_type = LedgerEntryKind)]
     kind: String,
+    /// Credits positive (top-ups, credit notes, adjustments up), debits negative (issued
+    /// invoices, adjustments down), at the currency's minor unit.
+    #[schema(value_type = String, example = "50.00")]
     amount: Money,
+    /// ISO 4217 code (empty when the tenant's plan had no price).
+    #[schema(example = "EUR")]
     currency: String,
+    /// The invoice or credit note it books; `null` for top-ups and adjustments.
     invoice_id: Option<Uuid>,
+    /// Why (an adjustment's reason), if given.
+    #[schema(example = "goodwill credit for the outage of 3 December")]
     reason: Option<String>,
+    /// When it was booked.
     created_at: DateTime<Utc>,
+}
+
+/// What a ledger entry is (`kind`).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)] // Describes `EntryView::kind`, a string the database constrains to these.
+pub(crate) enum LedgerEntryKind {
+    /// A payment or an operator's top-up.
+    TopUp,
+    /// An issued invoice (a debit).
+    Invoice,
+    /// A credit note.
+    CreditNote,
+    /// An operator's correction, with its reason.
+    Adjustment,
 }
 
 pub(crate) fn entry_view(e: nimbus_db::balance::Entry) -> EntryView {
@@ -331,6 +472,28 @@ pub(crate) fn entry_view(e: nimbus_db::balance::Entry) -> EntryView {
     }
 }
 
+/// The prepaid balance: the ledger's sum, where the tenant stands on the prepaid ladder, and the
+/// ledger's latest entries.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = BillingBalance)]
+struct BalanceView {
+    /// The ledger's sum, at the currency's minor unit (negative: owing).
+    #[schema(value_type = String, example = "120.50")]
+    balance: Money,
+    /// ISO 4217 code of the tenant's current price (else of its latest entry; empty when neither).
+    #[schema(example = "EUR")]
+    currency: String,
+    /// Where the tenant stands on the prepaid ladder.
+    standing: StandingView,
+    /// The ledger's latest entries (at most 100), newest first.
+    entries: Vec<EntryView>,
+}
+
+/// The tenant's prepaid balance, its standing on the prepaid ladder and its latest ledger entries.
+#[utoipa::path(
+    get, path = "/v1/billing/balance", operation_id = "getBillingBalance", tag = "Billing",
+    responses((status = 200, description = "The balance, the standing and the latest entries.", body = ApiResponse<BalanceView>))
+)]
 async fn show_balance(State(state): State<AppState>, auth: AuthUser, rid: RequestId) -> Result<Response, ApiError> {
     let entries = nimbus_db::balance::entries(state.db(), auth.tenant(), ENTRIES_SHOWN).await?;
     let currency = match usage::price_at(state.db(), auth.tenant(), Utc::now()).await? {
@@ -340,16 +503,16 @@ async fn show_balance(State(state): State<AppState>, auth: AuthUser, rid: Reques
     // The standing carries the ledger's sum: the balance is not summed a second time.
     let mut conn = state.db().acquire().await.map_err(nimbus_db::DbError::from)?;
     let standing = ladder::standing(&mut conn, auth.tenant()).await?;
-    let view = serde_json::json!({
-        "balance": standing.ledger.round_to_minor_unit(&currency),
-        "currency": currency,
-        "standing": crate::routes::admin_billing::standing_view(&standing, &currency),
-        "entries": entries.into_iter().map(entry_view).collect::<Vec<_>>(),
-    });
+    let view = BalanceView {
+        balance: standing.ledger.round_to_minor_unit(&currency),
+        standing: standing_view(&standing, &currency),
+        currency,
+        entries: entries.into_iter().map(entry_view).collect(),
+    };
     Ok(super::data(&rid, view).into_response())
 }
 
 /// The paths of this module, for the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths())]
+#[openapi(paths(usage_to_date, list_invoices, show_invoice, show_balance))]
 pub struct ApiDoc;

@@ -21,7 +21,9 @@ use axum::routing::get;
 use futures::Stream;
 use nimbus_db::PgPool;
 use nimbus_db::jobs::{self, JobEvent, JobFilter};
-use nimbus_domain::{InstanceId, JobHandle, JobId, JobStatus, PageRequest, ProgressEvent, TenantId};
+use nimbus_domain::{
+    ApiResponse, InstanceId, JobHandle, JobId, JobStatus, ListResponse, PageRequest, ProgressEvent, TenantId,
+};
 use serde::Deserialize;
 use tokio::sync::Notify;
 
@@ -46,16 +48,27 @@ pub fn router() -> Router<AppState> {
 }
 
 /// `?page=&perPage=&status=&instance=`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct JobsQuery {
+    /// 1-based page (default 1).
+    #[param(minimum = 1)]
     page: Option<u32>,
+    /// Items per page (default 25, at most 100).
+    #[param(minimum = 1, maximum = 100)]
     per_page: Option<u32>,
+    /// Only the jobs in this status.
     status: Option<JobStatus>,
     /// Only the jobs of this instance.
     instance: Option<InstanceId>,
 }
 
+/// The jobs of the caller's tenant, newest first.
+#[utoipa::path(
+    get, path = "/v1/jobs", operation_id = "listJobs", tag = "Jobs", params(JobsQuery),
+    responses((status = 200, description = "A page of the tenant's jobs.", body = ListResponse<JobHandle>))
+)]
 async fn list(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -69,6 +82,12 @@ async fn list(
     Ok(super::page(&rid, items, request, total).into_response())
 }
 
+/// One job: its status, progress, step and error.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}", operation_id = "getJob", tag = "Jobs",
+    params(("id" = JobId, Path, description = "The job's id.")),
+    responses((status = 200, description = "The job's handle.", body = ApiResponse<JobHandle>))
+)]
 async fn show(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -92,6 +111,30 @@ fn progress_event(e: JobEvent) -> ProgressEvent {
     }
 }
 
+/// Follows a job's progress as Server-Sent Events.
+///
+/// Its history, then each new `progress` event (data: a `ProgressEvent`, id: its position in the
+/// job's history, for `Last-Event-ID`), then `end` (data: the final `JobHandle`) once it
+/// succeeded, failed or was cancelled. `error` (`{code, message}`) ends the stream when the
+/// caller's credential no longer holds.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/events", operation_id = "streamJobEvents", tag = "Jobs",
+    params(
+        ("id" = JobId, Path, description = "The job's id."),
+        ("Last-Event-ID" = Option<String>, Header,
+            description = "Resume after this event (the `id` of the last `progress` event received); \
+                anything but a number replays the whole history.", example = "3"),
+    ),
+    responses(
+        (status = 200, description = "An event stream: `progress` events whose data is a `ProgressEvent`, \
+            one `end` event whose data is the final `JobHandle`, `error` events whose data is `{code, message}`, \
+            and keep-alive comments.",
+            content_type = "text/event-stream", body = String,
+            example = "id: 1\nevent: progress\ndata: {\"jobId\":\"0193a5c4-7e1f-7b3a-9c2d-5e8f1a2b3c4d\",\
+                \"status\":\"running\",\"progress\":40,\"step\":\"clone\",\"message\":null,\
+                \"createdAt\":\"2026-12-01T09:30:00Z\"}\n\n"),
+    )
+)]
 async fn events(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -216,5 +259,5 @@ impl Follow {
 
 /// The paths of this module, for the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths())]
+#[openapi(paths(list, show, events), components(schemas(ProgressEvent, JobHandle)))]
 pub struct ApiDoc;

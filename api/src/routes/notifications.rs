@@ -21,11 +21,13 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
 use futures::Stream;
 use nimbus_db::notifications::{self, Notification, Preference};
 use nimbus_domain::events::EVENT_TYPES;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use nimbus_domain::{ApiResponse, Meta, Pagination};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -48,22 +50,93 @@ pub fn router() -> Router<AppState> {
         .route("/v1/me/notifications", get(preferences).put(set_preferences))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `?unread=&page=&perPage=` of the feed.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct FeedQuery {
+    /// `true`: only the unread entries (default `false`).
     unread: Option<bool>,
+    /// 1-based page (default 1).
+    #[param(minimum = 1)]
     page: Option<u32>,
+    /// Items per page (default 25, at most 100).
+    #[param(minimum = 1, maximum = 100)]
     per_page: Option<u32>,
 }
 
-fn entry(n: Notification) -> Value {
-    json!({
-        "id": n.id, "eventId": n.event_id, "type": n.kind, "title": n.title,
-        "resourceType": n.resource_type, "resourceId": n.resource_id,
-        "createdAt": n.created_at, "readAt": n.read_at,
-    })
+/// One entry of the caller's feed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Notification)]
+#[serde(rename_all = "camelCase")]
+struct Entry {
+    /// Id.
+    id: Uuid,
+    /// The event it is about.
+    event_id: Uuid,
+    /// The event's type.
+    #[serde(rename = "type")]
+    #[schema(example = "instance.created")]
+    kind: String,
+    /// One line about it.
+    #[schema(example = "Instance web-1 is being created")]
+    title: String,
+    /// The kind of resource it is about (`instance`, `job`, `invoice`, …), if any.
+    #[schema(example = "instance")]
+    resource_type: Option<String>,
+    /// That resource's id, if any.
+    #[schema(example = "0193a5c4-7e1f-7b3a-9c2d-5e8f1a2b3c4d")]
+    resource_id: Option<String>,
+    /// When the event happened.
+    created_at: DateTime<Utc>,
+    /// When the caller read it; `null`: unread.
+    #[schema(example = json!(null))]
+    read_at: Option<DateTime<Utc>>,
 }
 
+fn entry(n: Notification) -> Entry {
+    Entry {
+        id: n.id,
+        event_id: n.event_id,
+        kind: n.kind,
+        title: n.title,
+        resource_type: n.resource_type,
+        resource_id: n.resource_id,
+        created_at: n.created_at,
+        read_at: n.read_at,
+    }
+}
+
+/// A page of the feed: a list answer whose `meta` also counts the unread entries.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = NotificationFeed)]
+struct Feed {
+    /// The entries of this page.
+    data: Vec<Entry>,
+    /// Request metadata and the unread count.
+    meta: FeedMeta,
+    /// Where this page is.
+    pagination: Pagination,
+}
+
+/// The feed's `meta`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = NotificationFeedMeta)]
+struct FeedMeta {
+    #[serde(flatten)]
+    meta: Meta,
+    /// The caller's unread entries, in all.
+    #[schema(minimum = 0, example = 3)]
+    unread: i64,
+}
+
+/// The caller's notifications, unread first and newest first within each.
+#[utoipa::path(
+    get, path = "/v1/notifications", operation_id = "listNotifications", tag = "Notifications",
+    params(FeedQuery),
+    responses((status = 200, description = "A page of the caller's feed; `meta.unread` is the unread count.",
+        body = Feed))
+)]
 async fn feed(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -77,13 +150,17 @@ async fn feed(
     let (rows, total) =
         notifications::feed(&mut conn, auth.tenant(), auth.user.id, q.unread.unwrap_or(false), limit, offset).await?;
     let unread = notifications::unread_count(&mut *conn, auth.tenant(), auth.user.id).await?;
-    let mut body =
-        serde_json::to_value(crate::routes::page(&rid, rows.into_iter().map(entry).collect(), request, total).0)
-            .unwrap_or_default();
-    body["meta"]["unread"] = json!(unread);
+    let list = crate::routes::page(&rid, rows.into_iter().map(entry).collect(), request, total).0;
+    let body = Feed { data: list.data, meta: FeedMeta { meta: list.meta, unread }, pagination: list.pagination };
     Ok(axum::Json(body).into_response())
 }
 
+/// Marks one of the caller's notifications read.
+#[utoipa::path(
+    post, path = "/v1/notifications/{id}/read", operation_id = "markNotificationRead", tag = "Notifications",
+    params(("id" = Uuid, Path, description = "The notification's id.")),
+    responses((status = 204, description = "Read (also when it already was)."))
+)]
 async fn read(State(state): State<AppState>, auth: AuthUser, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id: Uuid = parse_id(&id, "notification")?;
     notifications::mark_read(state.db(), auth.tenant(), auth.user.id, id)
@@ -93,60 +170,116 @@ async fn read(State(state): State<AppState>, auth: AuthUser, Path(id): Path<Stri
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Marks every notification of the caller read.
+#[utoipa::path(
+    post, path = "/v1/notifications/read-all", operation_id = "markAllNotificationsRead", tag = "Notifications",
+    responses((status = 204, description = "All read."))
+)]
 async fn read_all(State(state): State<AppState>, auth: AuthUser) -> Result<Response, ApiError> {
     notifications::mark_all_read(state.db(), auth.tenant(), auth.user.id).await?;
     state.dispatcher().publisher().publish(auth.user.id).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Whether one event type emails the caller and shows in their feed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = NotificationPreference)]
+#[serde(rename_all = "camelCase")]
+struct Choice {
+    /// The event type.
+    #[serde(rename = "type")]
+    #[schema(schema_with = crate::routes::webhooks::event_type_name)]
+    kind: &'static str,
+    /// What it is about, in a phrase.
+    #[schema(example = "An instance was created (provisioning starts)")]
+    description: &'static str,
+    /// Whether it emails the caller.
+    email: bool,
+    /// Whether it shows in the caller's feed.
+    in_app: bool,
+}
+
 /// Every type with the caller's choice or its default.
-async fn choices(state: &AppState, auth: &AuthUser) -> Result<Vec<Value>, ApiError> {
+async fn choices(state: &AppState, auth: &AuthUser) -> Result<Vec<Choice>, ApiError> {
     let chosen = notifications::preferences(state.db(), auth.user.id).await?;
     Ok(EVENT_TYPES
         .iter()
         .map(|t| {
             let own = chosen.iter().find(|p| p.event_type == t.name);
-            json!({
-                "type": t.name, "description": t.description,
-                "email": own.map_or(t.email_by_default, |p| p.email),
-                "inApp": own.is_none_or(|p| p.in_app),
-            })
+            Choice {
+                kind: t.name,
+                description: t.description,
+                email: own.map_or(t.email_by_default, |p| p.email),
+                in_app: own.is_none_or(|p| p.in_app),
+            }
         })
         .collect())
 }
 
+/// The caller's notification settings: per event type, whether it emails them and shows in
+/// their feed (the type's default until they choose).
+#[utoipa::path(
+    get, path = "/v1/me/notifications", operation_id = "getNotificationPreferences", tag = "Notifications",
+    responses((status = 200, description = "Every event type with the caller's choice.",
+        body = ApiResponse<Vec<Choice>>))
+)]
 async fn preferences(State(state): State<AppState>, auth: AuthUser, rid: RequestId) -> Result<Response, ApiError> {
     Ok(crate::routes::data(&rid, choices(&state, &auth).await?).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// The caller's choice for one event type.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = NotificationPreferenceChoice)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct PreferenceBody {
+    /// The event type.
     #[serde(rename = "type")]
+    #[schema(schema_with = crate::routes::webhooks::event_type_name)]
     kind: String,
+    /// Whether it emails the caller.
     email: bool,
+    /// Whether it shows in the caller's feed.
     in_app: bool,
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `PUT /v1/me/notifications`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = SetNotificationPreferences)]
 #[serde(deny_unknown_fields)]
 struct PreferencesBody {
+    /// The types to set, each once; the types it does not list keep their setting.
     preferences: Vec<PreferenceBody>,
 }
 
+/// Sets the caller's notification settings for the event types listed.
+#[utoipa::path(
+    put, path = "/v1/me/notifications", operation_id = "setNotificationPreferences", tag = "Notifications",
+    request_body = PreferencesBody,
+    responses((status = 200, description = "Every event type with the caller's choice, as now set.",
+        body = ApiResponse<Vec<Choice>>))
+)]
 async fn set_preferences(
     State(state): State<AppState>,
     auth: AuthUser,
     rid: RequestId,
     body: JsonBody<PreferencesBody>,
 ) -> Result<Response, ApiError> {
+    let mut seen = std::collections::HashSet::new();
     let errors: Vec<FieldError> = body
         .value
         .preferences
         .iter()
         .enumerate()
-        .filter(|(_, p)| nimbus_domain::events::event_type(&p.kind).is_none())
-        .map(|(i, p)| FieldError::new(format!("preferences[{i}].type"), format!("'{}' is not an event type", p.kind)))
+        .filter_map(|(i, p)| {
+            let field = format!("preferences[{i}].type");
+            if nimbus_domain::events::event_type(&p.kind).is_none() {
+                Some(FieldError::new(field, format!("'{}' is not an event type", p.kind)))
+            } else if !seen.insert(p.kind.as_str()) {
+                Some(FieldError::new(field, format!("'{}' is listed twice", p.kind)))
+            } else {
+                None
+            }
+        })
         .collect();
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
@@ -161,6 +294,15 @@ async fn set_preferences(
     Ok(crate::routes::data(&rid, choices(&state, &auth).await?).into_response())
 }
 
+/// The caller's unread count as Server-Sent Events: an `unread` event `{"count": n}` at once and
+/// at every change; an `error` event (`UNAUTHENTICATED`) ends it when the credential stops
+/// holding.
+#[utoipa::path(
+    get, path = "/v1/notifications/stream", operation_id = "streamNotifications", tag = "Notifications",
+    responses((status = 200, description = "The event stream (it stays open; comments keep it alive).",
+        content_type = "text/event-stream", body = String,
+        example = "event: unread\ndata: {\"count\":3}\n\n"))
+)]
 async fn stream(State(state): State<AppState>, auth: AuthUser) -> Result<Response, ApiError> {
     let first = notifications::unread_count(state.db(), auth.tenant(), auth.user.id).await?;
     let open = state.http_metrics().stream_opened("notifications");
@@ -226,5 +368,5 @@ fn unread_events(follow: Follow) -> impl Stream<Item = Result<Event, Infallible>
 
 /// The paths of this module, for the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths())]
+#[openapi(paths(feed, read_all, stream, read, preferences, set_preferences))]
 pub struct ApiDoc;

@@ -5,7 +5,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use nimbus_domain::TemplateView;
+use nimbus_domain::{ListResponse, TemplateView};
 
 use crate::auth::AuthUser;
 use crate::error::ApiError;
@@ -19,6 +19,11 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/templates", get(list))
 }
 
+/// What can be provisioned: the templates of VMs and containers, with the nodes each is on.
+#[utoipa::path(
+    get, path = "/v1/templates", operation_id = "listTemplates", tag = "Templates", params(PageQuery),
+    responses((status = 200, description = "A page of the templates.", body = ListResponse<TemplateView>))
+)]
 async fn list(
     State(state): State<AppState>,
     _auth: AuthUser,
@@ -44,5 +49,5 @@ async fn list(
 
 /// The paths of this module, for the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths())]
+#[openapi(paths(list))]
 pub struct ApiDoc;

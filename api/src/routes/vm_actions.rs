@@ -19,14 +19,14 @@ use nimbus_db::idempotency::{self, Begin};
 use nimbus_db::instances::{self, Instance};
 use nimbus_db::jobs::NewJob;
 use nimbus_db::operations;
-use nimbus_domain::{ErrorCode, InstanceId, InstanceStatus, JobHandle, JobKind};
+use nimbus_domain::{ApiError as ApiErrorBody, ApiResponse, ErrorCode, InstanceId, InstanceStatus, JobHandle, JobKind};
 use nimbus_jobs::{DeleteInstance, PowerAction, RebuildInstance, ResizeInstance, Sizes};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, FieldError};
-use crate::extract::{IdempotencyKey, decode};
+use crate::extract::{IdempotencyKey, IdempotencyKeyHeader, decode};
 use crate::middleware::RequestId;
 use crate::routes::vms::{accepted_response, canonical_json, not_found, replay, tenant_instance};
 use crate::state::AppState;
@@ -40,39 +40,113 @@ pub fn router() -> Router<AppState> {
 /// Statuses in which a guest exists and takes operations.
 const LIVE: &[InstanceStatus] = &[InstanceStatus::Running, InstanceStatus::Stopped];
 
+/// The operations `POST /v1/vms/{id}/actions/{action}` takes (any other is 400).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = VmAction)]
+#[allow(dead_code)] // Describes the path parameter; `action` matches the string itself.
+enum VmAction {
+    /// Power on.
+    Start,
+    /// Power off hard.
+    Stop,
+    /// ACPI shutdown (body: `timeoutSecs`, `force`).
+    Shutdown,
+    /// Reboot a running instance.
+    Reboot,
+    /// Change cores, memory or disk (body: the new sizes).
+    Resize,
+    /// Reinstall from a template, erasing the disks (body: `template`, `confirm`).
+    Rebuild,
+}
+
 /// The body of `start`, `stop` and `reboot`: none, or `{}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NoActionOptions)]
 struct NoOptions {}
 
-/// The body of `shutdown`.
-#[derive(Debug, Default, Deserialize)]
+/// The body of `shutdown` (optional).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = ShutdownOptions)]
 struct ShutdownBody {
     /// Seconds the guest has to power off (1-3600, default 60).
+    #[schema(minimum = 1, maximum = 3600, example = 120)]
     timeout_secs: Option<u32>,
     /// Stop it hard when the time is up.
     #[serde(default)]
     force: bool,
 }
 
-/// The body of `resize`: what changes.
-#[derive(Debug, Default, Deserialize)]
+/// The body of `resize`: what changes (at least one; the disk only grows).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = ResizeOptions)]
 struct ResizeBody {
+    /// Cores.
+    #[schema(minimum = 1, maximum = 64, example = 4)]
     cores: Option<u32>,
+    /// Memory, MiB.
+    #[schema(minimum = 256, maximum = 262144, example = 4096)]
     memory: Option<u64>,
+    /// Disk, GiB (not below the current size).
+    #[schema(minimum = 1, maximum = 4096, example = 40)]
     disk: Option<u64>,
 }
 
 /// The body of `rebuild`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = RebuildOptions)]
 struct RebuildBody {
+    /// The template to reinstall from (see `GET /v1/templates`), for the instance's type and node.
+    #[schema(min_length = 1, max_length = 200, example = "debian-12")]
     template: String,
+    /// OpenSSH public keys for the new guest (default: the instance's).
+    #[schema(max_items = 20, example = json!(["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBlx2uMl6O7otZxx5t83ZWNSS+gqAj3/2gOtI6dRPT+R ada@laptop"]))]
     ssh_keys: Option<Vec<String>>,
     /// The instance's name: the data on its disks is lost.
+    #[schema(example = "web-1")]
     confirm: String,
+}
+
+/// The body of `POST /v1/vms/{id}/actions/{action}`, which depends on the action: none (or
+/// `{}`) for `start`, `stop` and `reboot`, [`ShutdownBody`] for `shutdown`, [`ResizeBody`] for
+/// `resize`, [`RebuildBody`] for `rebuild`. A body of another action's form is 400.
+struct ActionBody;
+
+impl utoipa::PartialSchema for ActionBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::AnyOfBuilder;
+        use utoipa::openapi::{Ref, RefOr};
+        let item = |name: std::borrow::Cow<'static, str>| RefOr::Ref(Ref::from_schema_name(name));
+        AnyOfBuilder::new()
+            .item(item(<NoOptions as utoipa::ToSchema>::name()))
+            .item(item(<ShutdownBody as utoipa::ToSchema>::name()))
+            .item(item(<ResizeBody as utoipa::ToSchema>::name()))
+            .item(item(<RebuildBody as utoipa::ToSchema>::name()))
+            .description(Some(
+                "Depends on the action: none or `{}` for `start`, `stop` and `reboot`; `ShutdownOptions` for \
+                 `shutdown`; `ResizeOptions` for `resize`; `RebuildOptions` for `rebuild`. Another action's \
+                 fields are 400.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ActionBody {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "VmActionBody".into()
+    }
+
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        use utoipa::PartialSchema;
+        schemas.push((NoOptions::name().into(), NoOptions::schema()));
+        schemas.push((ShutdownBody::name().into(), ShutdownBody::schema()));
+        schemas.push((ResizeBody::name().into(), ResizeBody::schema()));
+        schemas.push((RebuildBody::name().into(), RebuildBody::schema()));
+    }
 }
 
 /// A body that may be absent (an empty request is `{}`).
@@ -83,6 +157,29 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<(T, Value), ApiE
     decode::<T>(bytes).map(|b| (b.value, b.raw))
 }
 
+/// Runs an operation on an instance: start, stop, shutdown, reboot, resize or rebuild.
+///
+/// Each is a job, accepted at once (202); one operation at a time per instance.
+#[utoipa::path(
+    post, path = "/v1/vms/{id}/actions/{action}", operation_id = "runVmAction", tag = "Instances",
+    params(
+        ("id" = InstanceId, Path, description = "The instance's id."),
+        ("action" = VmAction, Path, description = "The operation."),
+        IdempotencyKeyHeader,
+    ),
+    request_body(content = ActionBody,
+        description = "Optional; depends on the action: `start`, `stop` and `reboot` take none (or `{}`)."),
+    responses(
+        (status = 202, description = "Accepted: the job's handle; `Location` is the job.",
+            body = ApiResponse<JobHandle>, headers(("Location" = String, description = "`/v1/jobs/{id}`"))),
+        (status = 409, description = "`INSTANCE_BUSY`: another operation is queued or running on the instance \
+            (`details.job`); or `INVALID_INSTANCE_STATE`: its status does not allow this action (`details.status`; \
+            `reboot` needs `running`), or `IDEMPOTENCY_KEY_IN_PROGRESS`.", body = ApiErrorBody),
+        (status = 422, description = "`INVALID_RESIZE`: the disk would shrink or nothing changes (or \
+            `QUOTA_EXCEEDED`: a resize over the plan's limits; `UNKNOWN_TEMPLATE`, `UNKNOWN_NODE`: a rebuild's \
+            template is not on the instance's node; `IDEMPOTENCY_KEY_REUSED`).", body = ApiErrorBody),
+    )
+)]
 async fn action(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -137,8 +234,24 @@ async fn action(
     accept(&state, &auth, &rid, key, fingerprint, id, request).await
 }
 
-/// `DELETE /v1/vms/{id}`: stop the guest, purge it and its disks, release the VMID and the quota.
-/// A failed instance may be deleted too (what its cleanup left is removed again).
+/// Deletes an instance, its guest and its disks.
+///
+/// A job stops the guest, purges it and its disks, and releases the VMID and the quota. A failed
+/// instance may be deleted too (what its cleanup left is removed again).
+#[utoipa::path(
+    delete, path = "/v1/vms/{id}", operation_id = "deleteVm", tag = "Instances",
+    params(("id" = InstanceId, Path, description = "The instance's id."), IdempotencyKeyHeader),
+    responses(
+        (status = 202, description = "Accepted: the delete job's handle; `Location` is the job. The instance is \
+            `deleting` until the job ends.",
+            body = ApiResponse<JobHandle>, headers(("Location" = String, description = "`/v1/jobs/{id}`"))),
+        (status = 409, description = "`INSTANCE_BUSY`: another operation is queued or running on the instance \
+            (`details.job`); or `INVALID_INSTANCE_STATE`: it is still provisioning or already deleted \
+            (`details.status`), or `IDEMPOTENCY_KEY_IN_PROGRESS`.", body = ApiErrorBody),
+        (status = 422, description = "`IDEMPOTENCY_KEY_REUSED`: the key was used with another request.",
+            body = ApiErrorBody),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -325,8 +438,27 @@ async fn rebuild_job(state: &AppState, current: &Instance, b: RebuildBody) -> Re
 
 /// The paths of this module, for the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths())]
+#[openapi(paths(action, delete), components(schemas(VmAction)), modifiers(&OptionalBody))]
 pub struct ApiDoc;
+
+/// Makes the body of the actions optional (see [`body_optional`]).
+struct OptionalBody;
+
+impl utoipa::Modify for OptionalBody {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        body_optional(openapi, "/v1/vms/{id}/actions/{action}");
+    }
+}
+
+/// Marks the request body of `POST path` optional: an empty request is taken as `{}`. (utoipa's
+/// `Option<T>` body would also allow a JSON `null`, which no handler takes.)
+pub(crate) fn body_optional(openapi: &mut utoipa::openapi::OpenApi, path: &str) {
+    let body =
+        openapi.paths.paths.get_mut(path).and_then(|item| item.post.as_mut()).and_then(|op| op.request_body.as_mut());
+    if let Some(utoipa::openapi::RefOr::T(body)) = body {
+        body.required = Some(utoipa::openapi::Required::False);
+    }
+}
 
 #[cfg(test)]
 mod tests {

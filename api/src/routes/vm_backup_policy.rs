@@ -23,7 +23,10 @@ use nimbus_db::backup_policies::{self, BackupPolicy};
 use nimbus_db::instances::Instance;
 use nimbus_db::plans::{self, BackupSettings};
 use nimbus_db::schedules::NewSchedule;
-use nimbus_domain::{ErrorCode, InstanceId, InstanceStatus, MissedFirePolicy, ResourceRef, Retention};
+use nimbus_domain::{
+    ApiError as ApiErrorBody, ApiResponse, ErrorCode, InstanceId, InstanceStatus, MissedFirePolicy, ResourceRef,
+    Retention,
+};
 use nimbus_jobs::BackupInstance;
 use nimbus_jobs::schedule::CronSpec;
 use nimbus_proxmox::PruneQuery;
@@ -48,25 +51,36 @@ pub fn router() -> Router<AppState> {
 const SCHEDULED_NOTE: &str = "scheduled";
 
 /// The plan's limits as the policy shows them.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = VmBackupPolicyLimits)]
 struct Limits {
+    /// The most backups an instance may hold (the retention may keep no more).
+    #[schema(example = 7)]
     max_backups: i32,
+    /// The shortest time between two scheduled backups, minutes.
+    #[schema(example = 60)]
     min_interval_minutes: i32,
 }
 
 /// An instance's policy as the customer sees it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = VmBackupPolicy)]
 struct PolicyView {
-    /// The cron expression (UTC), `daily` or `weekly`; `null`: no scheduled backups.
+    /// The cron expression (UTC; `daily` and `weekly` show as the time they were placed at);
+    /// `null`: no scheduled backups.
+    #[schema(example = "17 2 * * *")]
     schedule: Option<String>,
     /// What each scheduled backup keeps (the plan's default when there is no policy).
     retention: Retention,
     /// Paused by an operator.
     paused: bool,
+    /// The next scheduled backup.
     next_run_at: Option<DateTime<Utc>>,
+    /// The last scheduled backup.
     last_run_at: Option<DateTime<Utc>>,
+    /// The plan's limits.
     limits: Limits,
 }
 
@@ -92,6 +106,14 @@ fn view(policy: Option<BackupPolicy>, plan: &BackupSettings) -> PolicyView {
     }
 }
 
+/// The instance's backup policy: schedule, retention and the plan's limits.
+///
+/// An instance without a policy shows no schedule and the plan's default retention.
+#[utoipa::path(
+    get, path = "/v1/vms/{id}/backup-policy", operation_id = "getVmBackupPolicy", tag = "Backups",
+    params(("id" = InstanceId, Path, description = "The instance's id.")),
+    responses((status = 200, description = "The instance's backup policy.", body = ApiResponse<PolicyView>))
+)]
 async fn show(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -105,11 +127,16 @@ async fn show(
 }
 
 /// The body of `PUT /v1/vms/{id}/backup-policy`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PutVmBackupPolicy, example = json!({"schedule": "daily", "retention": {"keepLast": 3, "keepDaily": 7}}))]
 struct PolicyBody {
-    /// `null` turns scheduled backups off.
+    /// A cron expression (5 fields, UTC), `daily` or `weekly` (placed at a minute of 00:00-05:59
+    /// UTC, Sunday night for `weekly`); no more often than the plan's `minIntervalMinutes`.
+    /// `null` (or absent) turns scheduled backups off.
+    #[schema(example = "daily")]
     schedule: Option<String>,
+    /// What each scheduled backup keeps: at least one, at most the plan's `maxBackups` in all.
     retention: Retention,
 }
 
@@ -153,6 +180,19 @@ fn check(body: &PolicyBody, plan: &BackupSettings, now: DateTime<Utc>) -> Result
     if errors.is_empty() { Ok(spec) } else { Err(ApiError::Validation(errors)) }
 }
 
+/// Sets the instance's backup schedule and retention.
+///
+/// A `null` schedule turns scheduled backups off (and removes the policy).
+#[utoipa::path(
+    put, path = "/v1/vms/{id}/backup-policy", operation_id = "putVmBackupPolicy", tag = "Backups",
+    params(("id" = InstanceId, Path, description = "The instance's id.")),
+    request_body = PolicyBody,
+    responses(
+        (status = 200, description = "The policy as set.", body = ApiResponse<PolicyView>),
+        (status = 409, description = "`INVALID_INSTANCE_STATE`: the instance is missing, failed, deleting or \
+            deleted (`details.status`).", body = ApiErrorBody),
+    )
+)]
 async fn put(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -207,6 +247,15 @@ fn in_night_window(schedule: &str, instance: InstanceId) -> String {
     }
 }
 
+/// Removes the instance's backup policy: no more scheduled backups (the backups stay).
+#[utoipa::path(
+    delete, path = "/v1/vms/{id}/backup-policy", operation_id = "deleteVmBackupPolicy", tag = "Backups",
+    params(("id" = InstanceId, Path, description = "The instance's id.")),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 404, description = "`NOT_FOUND`: no such instance, or it has no backup policy.", body = ApiErrorBody),
+    )
+)]
 async fn remove(State(state): State<AppState>, auth: AuthUser, Path(id): Path<String>) -> Result<Response, ApiError> {
     let i = tenant_instance(&state, &auth, &id).await?;
     if !backup_policies::remove(state.db(), auth.tenant(), i.id).await? {
@@ -216,35 +265,59 @@ async fn remove(State(state): State<AppState>, auth: AuthUser, Path(id): Path<St
 }
 
 /// `?keepLast=&keepDaily=&keepWeekly=&keepMonthly=`; none: the retention `GET` shows.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct PreviewQuery {
+    /// The newest N backups (absent: 0, when another option is given).
+    #[param(example = 3)]
     keep_last: Option<u32>,
+    /// The newest backup of each of N days.
+    #[param(example = 7)]
     keep_daily: Option<u32>,
+    /// The newest backup of each of N ISO weeks.
     keep_weekly: Option<u32>,
+    /// The newest backup of each of N months.
     keep_monthly: Option<u32>,
 }
 
 /// One backup as the dry run marks it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = RetentionMark)]
 struct Marked {
+    /// The backup's id (its archive's file name).
+    #[schema(example = "vzdump-qemu-104-2026_12_06-03_00_00.vma.zst")]
     id: String,
+    /// When it was taken.
     created_at: Option<DateTime<Utc>>,
     /// `keep`, `remove` or `protected`.
+    #[schema(example = "keep")]
     mark: String,
 }
 
 /// The dry run's answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = RetentionPreview)]
 struct Preview {
+    /// The retention tried.
     retention: Retention,
+    /// The instance's backups, newest first, each marked.
     backups: Vec<Marked>,
     /// How many it would remove.
+    #[schema(example = 2)]
     removes: usize,
 }
 
+/// A dry run of a retention on the instance's current backups.
+///
+/// Which backups it would keep and remove; the policy's retention when no option is given.
+#[utoipa::path(
+    get, path = "/v1/vms/{id}/backup-policy/preview", operation_id = "previewVmBackupRetention", tag = "Backups",
+    params(("id" = InstanceId, Path, description = "The instance's id."), PreviewQuery),
+    responses((status = 200, description = "The backups, each marked.", body = ApiResponse<Preview>))
+)]
 async fn preview(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -301,7 +374,7 @@ async fn dry_run(state: &AppState, i: &Instance, retention: Retention) -> Result
 
 /// The paths of this module, for the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths())]
+#[openapi(paths(show, put, remove, preview))]
 pub struct ApiDoc;
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use nimbus_db::instances::Instance;
 use nimbus_db::plans;
-use nimbus_domain::{ErrorCode, InstanceStatus, JobId};
+use nimbus_domain::{ApiError as ApiErrorBody, ApiResponse, ErrorCode, InstanceId, InstanceStatus, JobHandle, JobId};
 use nimbus_jobs::operations::read_backup_notes;
 use nimbus_jobs::{BackupInstance, BackupOp};
 use nimbus_proxmox::{ContentQuery, VolumeUpdate};
@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthUser;
 use crate::error::ApiError;
-use crate::extract::{IdempotencyKey, decode};
+use crate::extract::{IdempotencyKey, IdempotencyKeyHeader, decode};
 use crate::middleware::RequestId;
 use crate::routes::vm_actions::{Fingerprint, Request, accept};
 use crate::routes::vms::tenant_instance;
@@ -46,33 +46,52 @@ const LIVE: &[InstanceStatus] = &[InstanceStatus::Running, InstanceStatus::Stopp
 /// The longest note.
 const MAX_NOTE: usize = 200;
 
+/// Who made a backup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = BackupOrigin)]
+pub enum Origin {
+    /// A backup job of Nimbus (asked for or scheduled).
+    Nimbus,
+    /// Made on the Proxmox side (it counts as the customer's too).
+    Proxmox,
+}
+
 /// A backup as the customer sees it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupView {
     /// Its id: the archive's file name (`vzdump-qemu-104-2026_12_06-03_00_00.vma.zst`).
+    #[schema(example = "vzdump-qemu-104-2026_12_06-03_00_00.vma.zst")]
     pub id: String,
     /// The Proxmox volume (`local:backup/vzdump-qemu-104-2026_12_06-03_00_00.vma.zst`).
+    #[schema(example = "local:backup/vzdump-qemu-104-2026_12_06-03_00_00.vma.zst")]
     pub volume: String,
     /// Archive size, bytes.
+    #[schema(example = 1288490188)]
     pub size: Option<u64>,
     /// When it was taken.
     pub created_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The note.
+    #[schema(example = "before the upgrade")]
     pub note: Option<String>,
     /// Protected from deletion and retention.
     pub protected: bool,
     /// The job that made it (Nimbus's backups).
     pub job_id: Option<JobId>,
     /// `nimbus`, or `proxmox` for a backup made on the Proxmox side.
-    pub origin: &'static str,
+    pub origin: Origin,
 }
 
-/// The body of `POST /v1/vms/{id}/backups`.
-#[derive(Debug, Default, Deserialize)]
+/// The body of `POST /v1/vms/{id}/backups` (optional: none takes a backup without a note).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CreateVmBackup)]
 struct CreateBody {
+    /// A note (trimmed; at most 200 characters, no control characters, no `{{` or `}}`).
+    #[schema(max_length = 200, example = "before the upgrade")]
     note: Option<String>,
+    /// Protect it from deletion and retention.
     #[serde(default)]
     protected: bool,
 }
@@ -116,7 +135,7 @@ async fn read_on(state: &AppState, i: &Instance, storage: &str) -> Result<Vec<Ba
                 size: b.size,
                 note,
                 protected: b.protected.unwrap_or(false),
-                origin: if job_id.is_some() { "nimbus" } else { "proxmox" },
+                origin: if job_id.is_some() { Origin::Nimbus } else { Origin::Proxmox },
                 job_id,
             }
         })
@@ -125,6 +144,14 @@ async fn read_on(state: &AppState, i: &Instance, storage: &str) -> Result<Vec<Ba
     Ok(views)
 }
 
+/// The instance's backups, newest first: Nimbus's and those made on the Proxmox side.
+#[utoipa::path(
+    get, path = "/v1/vms/{id}/backups", operation_id = "listVmBackups", tag = "Backups",
+    params(("id" = InstanceId, Path, description = "The instance's id.")),
+    responses(
+        (status = 200, description = "The instance's backups, newest first.", body = ApiResponse<Vec<BackupView>>),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -135,6 +162,21 @@ async fn list(
     Ok(super::data(&rid, read(&state, &i).await?).into_response())
 }
 
+/// Takes a backup of the instance (a job on the instance, like its other operations).
+#[utoipa::path(
+    post, path = "/v1/vms/{id}/backups", operation_id = "createVmBackup", tag = "Backups",
+    params(("id" = InstanceId, Path, description = "The instance's id."), IdempotencyKeyHeader),
+    request_body(content = CreateBody, description = "Optional: none takes a backup without a note."),
+    responses(
+        (status = 202, description = "Accepted: the backup job's handle; `Location` is the job.",
+            body = ApiResponse<JobHandle>, headers(("Location" = String, description = "`/v1/jobs/{id}`"))),
+        (status = 409, description = "`INSTANCE_BUSY`: another operation is in progress on the instance (or \
+            `INVALID_INSTANCE_STATE`: it is neither running nor stopped; `IDEMPOTENCY_KEY_IN_PROGRESS`).",
+            body = ApiErrorBody),
+        (status = 422, description = "`BACKUP_LIMIT`: the plan's backups per instance are reached, counting those \
+            made on the Proxmox side (or `IDEMPOTENCY_KEY_REUSED`).", body = ApiErrorBody),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -177,6 +219,24 @@ pub(crate) async fn find(state: &AppState, i: &Instance, backup: &str) -> Result
     read(state, i).await?.into_iter().find(|b| b.id == backup).ok_or(ApiError::NotFound("backup"))
 }
 
+/// Deletes one of the instance's backups (a job); a protected one must be unprotected first.
+#[utoipa::path(
+    delete, path = "/v1/vms/{id}/backups/{backup}", operation_id = "deleteVmBackup", tag = "Backups",
+    params(
+        ("id" = InstanceId, Path, description = "The instance's id."),
+        ("backup" = String, Path, description = "The backup's id (its archive's file name).",
+            example = "vzdump-qemu-104-2026_12_06-03_00_00.vma.zst"),
+        IdempotencyKeyHeader,
+    ),
+    responses(
+        (status = 202, description = "Accepted: the backup job's handle; `Location` is the job.",
+            body = ApiResponse<JobHandle>, headers(("Location" = String, description = "`/v1/jobs/{id}`"))),
+        (status = 409, description = "`CONFLICT`: the backup is protected (or `INSTANCE_BUSY`, \
+            `INVALID_INSTANCE_STATE`, `IDEMPOTENCY_KEY_IN_PROGRESS`).", body = ApiErrorBody),
+        (status = 422, description = "`IDEMPOTENCY_KEY_REUSED`: the key was used with another request.",
+            body = ApiErrorBody),
+    )
+)]
 async fn remove(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -199,12 +259,25 @@ async fn remove(
 }
 
 /// The body of `POST /v1/vms/{id}/backups/{backup}/protect`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ProtectVmBackup)]
 struct ProtectBody {
+    /// Protected from deletion and retention, or not.
     protected: bool,
 }
 
+/// Protects one of the instance's backups from deletion and retention, or lifts it (at once).
+#[utoipa::path(
+    post, path = "/v1/vms/{id}/backups/{backup}/protect", operation_id = "protectVmBackup", tag = "Backups",
+    params(
+        ("id" = InstanceId, Path, description = "The instance's id."),
+        ("backup" = String, Path, description = "The backup's id (its archive's file name).",
+            example = "vzdump-qemu-104-2026_12_06-03_00_00.vma.zst"),
+    ),
+    request_body = ProtectBody,
+    responses((status = 200, description = "The backup, with its protection as set.", body = ApiResponse<BackupView>))
+)]
 async fn protect(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -235,5 +308,14 @@ async fn protect(
 
 /// The paths of this module, for the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths())]
+#[openapi(paths(list, create, remove, protect), modifiers(&OptionalBody))]
 pub struct ApiDoc;
+
+/// Makes the body of `POST /v1/vms/{id}/backups` optional.
+struct OptionalBody;
+
+impl utoipa::Modify for OptionalBody {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        crate::routes::vm_actions::body_optional(openapi, "/v1/vms/{id}/backups");
+    }
+}

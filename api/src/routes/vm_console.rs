@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::{SinkExt, StreamExt};
 use nimbus_db::instances;
-use nimbus_domain::{ErrorCode, InstanceId, InstanceKind, InstanceStatus};
+use nimbus_domain::{ApiError as ApiErrorBody, ApiResponse, ErrorCode, InstanceId, InstanceKind, InstanceStatus};
 use nimbus_proxmox::{ConsoleStream, VncProxyOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -35,23 +35,55 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/vms/{id}/console", post(open)).route("/v1/vms/{id}/console/ws", get(socket))
 }
 
+/// What a console session speaks over its websocket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = ConsoleProtocol)]
+pub enum Protocol {
+    /// RFB (VNC), for noVNC: a VM's screen.
+    Vnc,
+    /// Proxmox's terminal protocol, for xterm.js: a container's shell.
+    Terminal,
+}
+
 /// What `POST /v1/vms/{id}/console` answers.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = ConsoleSession)]
 pub struct ConsoleView {
     /// `vnc` (RFB, for noVNC) or `terminal` (for xterm.js).
-    pub protocol: &'static str,
+    pub protocol: Protocol,
     /// The single-use ticket.
+    #[schema(example = "4f1c2a9e7b3d5f60a8e1c4b7d2f9a6e3c5b8d1f4a7e0c3b6d9f2a5e8c1b4d7f0")]
     pub ticket: String,
     /// Where to open the websocket (relative to the API).
+    #[schema(
+        example = "/v1/vms/0193a5c4-7e1f-7b3a-9c2d-5e8f1a2b3c4d/console/ws?ticket=4f1c2a9e7b3d5f60a8e1c4b7d2f9a6e3c5b8d1f4a7e0c3b6d9f2a5e8c1b4d7f0"
+    )]
     pub url: String,
     /// Seconds the ticket stays valid.
+    #[schema(example = 30)]
     pub expires_in: u64,
     /// `vnc` only: the session's one-time VNC password (not Proxmox's ticket).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "x7Kq2mPz")]
     pub password: Option<String>,
 }
 
+/// Opens a console session on a running instance.
+///
+/// Answers a single-use ticket (valid 30 s), the websocket URL to open with it and, for VMs, the
+/// session's one-time VNC password (noVNC's credentials).
+#[utoipa::path(
+    post, path = "/v1/vms/{id}/console", operation_id = "openVmConsole", tag = "Console",
+    params(("id" = InstanceId, Path, description = "The instance's id.")),
+    responses(
+        (status = 201, description = "The console session: open `url` as a websocket within `expiresIn` seconds.",
+            body = ApiResponse<ConsoleView>),
+        (status = 409, description = "`INVALID_INSTANCE_STATE`: the instance is not running (`details.status`).",
+            body = ApiErrorBody),
+    )
+)]
 async fn open(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -77,11 +109,11 @@ async fn open(
         InstanceKind::Qemu => {
             let options = VncProxyOptions { websocket: Some(true), generate_password: Some(true) };
             let t = api.qemu(vmid as u32).vncproxy(&options).await.map_err(unavailable)?;
-            ("vnc", t.port, t.ticket, t.user, t.password)
+            (Protocol::Vnc, t.port, t.ticket, t.user, t.password)
         }
         InstanceKind::Lxc => {
             let t = api.lxc(vmid as u32).termproxy().await.map_err(unavailable)?;
-            ("terminal", t.port, t.ticket, t.user, None)
+            (Protocol::Terminal, t.port, t.ticket, t.user, None)
         }
     };
     let grant = Grant { user: auth.user.id, tenant: auth.tenant(), instance: id, port, pve_ticket, pve_user };
@@ -92,14 +124,56 @@ async fn open(
 }
 
 /// `?ticket=`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct SocketQuery {
+    /// The single-use ticket `POST /v1/vms/{id}/console` answered (valid 30 s): the credential.
+    #[param(example = "4f1c2a9e7b3d5f60a8e1c4b7d2f9a6e3c5b8d1f4a7e0c3b6d9f2a5e8c1b4d7f0")]
     ticket: String,
 }
 
-/// Redeems the ticket (for this instance only), opens Proxmox's console and proxies the
-/// websocket. An unknown, used, expired or foreign ticket is `404`, like a missing instance.
+/// The headers of a websocket upgrade (RFC 6455), as the OpenAPI document describes them.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Describes the headers; axum's `WebSocketUpgrade` reads them.
+struct UpgradeHeaders {
+    /// Must name `upgrade` (case-insensitive).
+    #[param(rename = "Connection", pattern = "^[Uu]pgrade$", example = "Upgrade")]
+    connection: String,
+    /// `websocket` (case-insensitive).
+    #[param(rename = "Upgrade", pattern = "^websocket$", example = "websocket")]
+    upgrade: String,
+    /// `13`.
+    #[param(rename = "Sec-WebSocket-Version", pattern = "^13$", example = "13")]
+    sec_websocket_version: String,
+    /// The client's nonce (RFC 6455).
+    #[param(rename = "Sec-WebSocket-Key", example = "dGhlIHNhbXBsZSBub25jZQ==")]
+    sec_websocket_key: String,
+}
+
+/// Connects a console session's websocket.
+///
+/// Redeems the ticket (single-use, for this instance only; it is the credential, a browser's
+/// websocket sends no `Authorization`) and proxies the websocket to the guest's console: VNC
+/// (RFB) for a VM, the terminal for a container. An unknown, used, expired or foreign ticket is
+/// `404`, like a missing instance.
+#[utoipa::path(
+    get, path = "/v1/vms/{id}/console/ws", operation_id = "connectVmConsole", tag = "Console",
+    params(("id" = InstanceId, Path, description = "The instance's id."), SocketQuery, UpgradeHeaders),
+    responses(
+        (status = 101, description = "Switching Protocols: the websocket is open (subprotocol `binary`).",
+            headers(
+                ("Upgrade" = String, description = "`websocket`"),
+                ("Connection" = String, description = "`upgrade`"),
+                ("Sec-WebSocket-Accept" = String, description = "The answer to `Sec-WebSocket-Key`."))),
+        (status = 404, description = "`NOT_FOUND`: the ticket is unknown, used, expired or for another instance \
+            (like a missing instance), or its session has ended on Proxmox (the guest stopped).", body = ApiErrorBody),
+        (status = 503, description = "`PROXMOX_UNAVAILABLE`: Proxmox could not be reached.", body = ApiErrorBody),
+        (status = 426, description = "`VALIDATION_FAILED`: the connection cannot be upgraded (e.g. HTTP/1.0).",
+            body = ApiErrorBody),
+    )
+)]
 async fn socket(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -120,7 +194,15 @@ async fn socket(
         InstanceKind::Qemu => api.qemu(vmid as u32).connect_console(grant.port, &grant.pve_ticket).await,
         InstanceKind::Lxc => api.lxc(vmid as u32).connect_console(grant.port, &grant.pve_ticket).await,
     };
-    let mut upstream = upstream.map_err(unavailable)?;
+    let mut upstream = upstream.map_err(|e| match e {
+        // Proxmox answered but refused the session: it has ended there (its port closed when the
+        // guest stopped, or it expired). The ticket is spent; the client opens a new session.
+        nimbus_proxmox::PveError::Api { status: 400..=500, ref message, .. } => {
+            tracing::info!(vm.id = %id, pve.node = %node, error = %message, "console session ended on Proxmox");
+            ApiError::NotFound("console session")
+        }
+        e => unavailable(e),
+    })?;
     if vm.kind == InstanceKind::Lxc {
         // The terminal protocol opens with `user:ticket\n`, answered `OK`; both stay here: the
         // browser never has the ticket, and its first frame is already the terminal's output.
@@ -177,5 +259,5 @@ async fn proxy(browser: WebSocket, upstream: ConsoleStream) {
 
 /// The paths of this module, for the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths())]
+#[openapi(paths(open, socket))]
 pub struct ApiDoc;

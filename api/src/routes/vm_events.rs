@@ -33,6 +33,23 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/vms/{id}/events", get(events))
 }
 
+/// Follows an instance as Server-Sent Events.
+///
+/// An `instance` event with its current view (as `GET /v1/vms/{id}` answers it), then one per
+/// change (an operation queued, progressing or ending, a status, sizes or addresses); `end`
+/// carries a deleted instance's last view, and `error` (`{code, message}`) ends the stream when
+/// the caller's credential no longer holds.
+#[utoipa::path(
+    get, path = "/v1/vms/{id}/events", operation_id = "streamVmEvents", tag = "Instances",
+    params(("id" = InstanceId, Path, description = "The instance's id.")),
+    responses(
+        (status = 200, description = "An event stream: `instance` and `end` events whose data is an \
+            `InstanceView`, `error` events whose data is `{code, message}`, and keep-alive comments.",
+            content_type = "text/event-stream", body = String,
+            example = "event: instance\ndata: {\"id\":\"0193a5c4-7e1f-7b3a-9c2d-5e8f1a2b3c4d\",\"name\":\"web-1\",\
+                \"status\":\"running\"}\n\n"),
+    )
+)]
 async fn events(State(state): State<AppState>, auth: AuthUser, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id: InstanceId = parse_id(&id, "vm")?;
     // Checked before the stream starts, so a foreign or missing instance is a plain 404.
@@ -121,7 +138,7 @@ fn stream(follow: Follow) -> impl Stream<Item = Result<Event, Infallible>> {
 
 /// The paths of this module, for the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths())]
+#[openapi(paths(events), components(schemas(InstanceView)))]
 pub struct ApiDoc;
 
 #[cfg(test)]

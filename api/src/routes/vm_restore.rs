@@ -13,13 +13,13 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::post;
 use nimbus_db::instances::{self, NewInstance};
-use nimbus_domain::InstanceStatus;
+use nimbus_domain::{ApiError as ApiErrorBody, ApiResponse, InstanceId, InstanceStatus, JobHandle};
 use nimbus_jobs::ProvisionVm;
 use serde::Deserialize;
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, FieldError};
-use crate::extract::{IdempotencyKey, decode};
+use crate::extract::{IdempotencyKey, IdempotencyKeyHeader, decode};
 use crate::middleware::RequestId;
 use crate::routes::vm_actions::{Fingerprint, Request, accept};
 use crate::routes::vm_backups::find;
@@ -36,13 +36,38 @@ pub fn router() -> Router<AppState> {
 const RESTORABLE: &[InstanceStatus] = &[InstanceStatus::Running, InstanceStatus::Stopped];
 
 /// The body of `POST /v1/vms/{id}/backups/{backup}/restore`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = RestoreInPlace)]
 struct InPlaceBody {
-    /// The instance's name, typed by the customer.
+    /// The instance's name, typed by the customer: its disks are replaced by the backup.
+    #[schema(example = "web-1")]
     confirm: String,
 }
 
+/// Restores one of the instance's backups in place, replacing its disks.
+///
+/// A job replaces the guest by the archive, under the same VMID. To restore as a new instance,
+/// `POST /v1/vms` with `fromBackup`.
+#[utoipa::path(
+    post, path = "/v1/vms/{id}/backups/{backup}/restore", operation_id = "restoreVmBackup", tag = "Backups",
+    params(
+        ("id" = InstanceId, Path, description = "The instance's id."),
+        ("backup" = String, Path, description = "The backup's id (its archive's file name).",
+            example = "vzdump-qemu-104-2026_12_06-03_00_00.vma.zst"),
+        IdempotencyKeyHeader,
+    ),
+    request_body = InPlaceBody,
+    responses(
+        (status = 202, description = "Accepted: the restore job's handle; `Location` is the job.",
+            body = ApiResponse<JobHandle>, headers(("Location" = String, description = "`/v1/jobs/{id}`"))),
+        (status = 409, description = "`INSTANCE_BUSY`: another operation is in progress on the instance (or \
+            `INVALID_INSTANCE_STATE`: it is neither running nor stopped; `IDEMPOTENCY_KEY_IN_PROGRESS`).",
+            body = ApiErrorBody),
+        (status = 422, description = "`IDEMPOTENCY_KEY_REUSED`: the key was used with another request.",
+            body = ApiErrorBody),
+    )
+)]
 async fn restore_in_place(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -157,7 +182,7 @@ pub(crate) async fn as_new(state: &AppState, auth: &AuthUser, req: RestoreAsNew)
 
 /// The paths of this module, for the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths())]
+#[openapi(paths(restore_in_place))]
 pub struct ApiDoc;
 
 #[cfg(test)]

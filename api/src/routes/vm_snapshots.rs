@@ -11,14 +11,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use nimbus_db::instances::Instance;
 use nimbus_db::operations;
-use nimbus_domain::{ErrorCode, InstanceKind, InstanceStatus};
+use nimbus_domain::{
+    ApiError as ApiErrorBody, ApiResponse, ErrorCode, InstanceId, InstanceKind, InstanceStatus, JobHandle,
+};
 use nimbus_jobs::{SnapshotAction, SnapshotOp};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::auth::AuthUser;
 use crate::error::ApiError;
-use crate::extract::{IdempotencyKey, decode};
+use crate::extract::{IdempotencyKey, IdempotencyKeyHeader, decode};
 use crate::middleware::RequestId;
 use crate::routes::vm_actions::{Fingerprint, Request, accept};
 use crate::routes::vms::tenant_instance;
@@ -35,24 +37,33 @@ pub fn router() -> Router<AppState> {
 const LIVE: &[InstanceStatus] = &[InstanceStatus::Running, InstanceStatus::Stopped];
 
 /// A snapshot as clients see it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotView {
     /// Its name.
+    #[schema(example = "before-upgrade")]
     pub name: String,
     /// Its description.
+    #[schema(example = "Before the PostgreSQL 17 upgrade")]
     pub description: Option<String>,
     /// When it was taken.
     pub created_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The snapshot it was taken after.
+    #[schema(example = "initial")]
     pub parent: Option<String>,
 }
 
 /// The body of `POST /v1/vms/{id}/snapshots`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CreateVmSnapshot)]
 struct CreateBody {
+    /// 2-40 letters, digits, `-` and `_`, starting with a letter; unique on the instance
+    /// (`current`, `pending` and `vzdump` are Proxmox's).
+    #[schema(min_length = 2, max_length = 40, pattern = "^[A-Za-z][A-Za-z0-9_-]{1,39}$", example = "before-upgrade")]
     name: String,
+    /// At most 500 characters, no control characters.
+    #[schema(max_length = 500, example = "Before the PostgreSQL 17 upgrade")]
     description: Option<String>,
 }
 
@@ -99,6 +110,14 @@ async fn read(state: &AppState, i: &Instance) -> Result<Vec<SnapshotView>, ApiEr
     Ok(views)
 }
 
+/// The instance's snapshots, newest first (none while it has no guest).
+#[utoipa::path(
+    get, path = "/v1/vms/{id}/snapshots", operation_id = "listVmSnapshots", tag = "Snapshots",
+    params(("id" = InstanceId, Path, description = "The instance's id.")),
+    responses(
+        (status = 200, description = "The instance's snapshots, newest first.", body = ApiResponse<Vec<SnapshotView>>),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -109,6 +128,21 @@ async fn list(
     Ok(super::data(&rid, read(&state, &i).await?).into_response())
 }
 
+/// Takes a snapshot of the instance (a job on the instance, like its other operations).
+#[utoipa::path(
+    post, path = "/v1/vms/{id}/snapshots", operation_id = "createVmSnapshot", tag = "Snapshots",
+    params(("id" = InstanceId, Path, description = "The instance's id."), IdempotencyKeyHeader),
+    request_body = CreateBody,
+    responses(
+        (status = 202, description = "Accepted: the snapshot job's handle; `Location` is the job.",
+            body = ApiResponse<JobHandle>, headers(("Location" = String, description = "`/v1/jobs/{id}`"))),
+        (status = 409, description = "`CONFLICT`: the instance has a snapshot of that name (or `INSTANCE_BUSY`: \
+            another operation is in progress on it; `INVALID_INSTANCE_STATE`: it is neither running nor stopped; \
+            `IDEMPOTENCY_KEY_IN_PROGRESS`).", body = ApiErrorBody),
+        (status = 422, description = "`SNAPSHOT_LIMIT`: the plan's snapshots per instance are reached (or \
+            `IDEMPOTENCY_KEY_REUSED`).", body = ApiErrorBody),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -151,6 +185,23 @@ async fn create(
     accept(&state, &auth, &rid, key, fingerprint, i.id, Request { allowed: LIVE, job, resize: None }).await
 }
 
+/// Deletes one of the instance's snapshots (a job).
+#[utoipa::path(
+    delete, path = "/v1/vms/{id}/snapshots/{name}", operation_id = "deleteVmSnapshot", tag = "Snapshots",
+    params(
+        ("id" = InstanceId, Path, description = "The instance's id."),
+        ("name" = String, Path, description = "The snapshot's name.", example = "before-upgrade"),
+        IdempotencyKeyHeader,
+    ),
+    responses(
+        (status = 202, description = "Accepted: the snapshot job's handle; `Location` is the job.",
+            body = ApiResponse<JobHandle>, headers(("Location" = String, description = "`/v1/jobs/{id}`"))),
+        (status = 409, description = "`INSTANCE_BUSY`: another operation is in progress on the instance (or \
+            `INVALID_INSTANCE_STATE`, `IDEMPOTENCY_KEY_IN_PROGRESS`).", body = ApiErrorBody),
+        (status = 422, description = "`IDEMPOTENCY_KEY_REUSED`: the key was used with another request.",
+            body = ApiErrorBody),
+    )
+)]
 async fn remove(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -161,6 +212,23 @@ async fn remove(
     named(state, auth, rid, key, id, name, SnapshotOp::Delete).await
 }
 
+/// Rolls the instance back to one of its snapshots (a job): what changed since is lost.
+#[utoipa::path(
+    post, path = "/v1/vms/{id}/snapshots/{name}/rollback", operation_id = "rollbackVmSnapshot", tag = "Snapshots",
+    params(
+        ("id" = InstanceId, Path, description = "The instance's id."),
+        ("name" = String, Path, description = "The snapshot's name.", example = "before-upgrade"),
+        IdempotencyKeyHeader,
+    ),
+    responses(
+        (status = 202, description = "Accepted: the rollback job's handle; `Location` is the job.",
+            body = ApiResponse<JobHandle>, headers(("Location" = String, description = "`/v1/jobs/{id}`"))),
+        (status = 409, description = "`INSTANCE_BUSY`: another operation is in progress on the instance (or \
+            `INVALID_INSTANCE_STATE`, `IDEMPOTENCY_KEY_IN_PROGRESS`).", body = ApiErrorBody),
+        (status = 422, description = "`IDEMPOTENCY_KEY_REUSED`: the key was used with another request.",
+            body = ApiErrorBody),
+    )
+)]
 async fn rollback(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -199,7 +267,7 @@ async fn named(
 
 /// The paths of this module, for the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths())]
+#[openapi(paths(list, create, remove, rollback))]
 pub struct ApiDoc;
 
 #[cfg(test)]

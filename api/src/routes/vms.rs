@@ -19,7 +19,9 @@ use nimbus_db::idempotency::{self, Begin};
 use nimbus_db::instances::{self, Instance, NewCreate, NewInstance};
 use nimbus_db::jobs::NewJob;
 use nimbus_db::operations;
-use nimbus_domain::{ApiError as ApiErrorBody, ApiResponse, CreateVm, InstanceId, InstanceView, JobHandle, ListResponse};
+use nimbus_domain::{
+    ApiError as ApiErrorBody, ApiResponse, CreateVm, InstanceId, InstanceView, JobHandle, ListResponse,
+};
 use serde_json::Value;
 
 use crate::auth::AuthUser;

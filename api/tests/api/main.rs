@@ -17,6 +17,7 @@ mod jobs;
 mod jwt;
 mod metrics;
 mod oidc;
+mod openapi;
 mod operations;
 mod payments;
 mod production;

@@ -15,17 +15,17 @@ use std::str::FromStr;
 
 use crate::support::{Options, ROOMY, TestApp, closed_port, split};
 
-const SECRET_KEY: &str = "sk_test_nimbus";
-const WEBHOOK_SECRET: &str = "whsec_nimbus_test";
+pub const SECRET_KEY: &str = "sk_test_nimbus";
+pub const WEBHOOK_SECRET: &str = "whsec_nimbus_test";
 
 /// localstripe on a free port, stopped when dropped.
-struct LocalStripe {
+pub struct LocalStripe {
     child: Child,
-    base: String,
+    pub base: String,
 }
 
 impl LocalStripe {
-    async fn start() -> LocalStripe {
+    pub async fn start() -> LocalStripe {
         let python = std::env::var("NIMBUS_PYTHON").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| {
             panic!("NIMBUS_PYTHON is not set: run `make test`, which points it at the venv with localstripe")
         });
@@ -51,7 +51,7 @@ impl LocalStripe {
     }
 
     /// A form POST to localstripe as the shop's server (or Stripe.js) would make it.
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> Value {
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Value {
         let r = reqwest::Client::new()
             .post(format!("{}{path}", self.base))
             .bearer_auth(SECRET_KEY)

@@ -57,6 +57,8 @@ pub struct Options {
     pub stream_auth_check: Option<Duration>,
     /// Failed authentications per minute per client address (default: the API's).
     pub auth_failures_per_minute: Option<u32>,
+    /// Requests per minute per caller (default: the API's).
+    pub requests_per_minute: Option<u32>,
     /// The Stripe provider's settings.
     pub stripe: Option<nimbus_api::payments::stripe::StripeConfig>,
 }
@@ -119,6 +121,9 @@ impl TestApp {
                 auth_failures_per_minute: options
                     .auth_failures_per_minute
                     .unwrap_or(nimbus_api::ratelimit::RateLimitSettings::DEFAULT_AUTH_FAILURES_PER_MINUTE),
+                per_minute: options
+                    .requests_per_minute
+                    .unwrap_or(nimbus_api::ratelimit::RateLimitSettings::DEFAULT_PER_MINUTE),
                 ..Default::default()
             },
             ..Settings::default()

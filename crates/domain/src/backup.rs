@@ -18,15 +18,19 @@ pub fn archive_taken_since(created_at: chrono::DateTime<chrono::Utc>, ctime: Opt
 pub struct Retention {
     /// The newest N backups.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(example = 3))]
     pub keep_last: u32,
     /// The newest backup of each of N days.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(example = 7))]
     pub keep_daily: u32,
     /// The newest backup of each of N ISO weeks.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(example = 4))]
     pub keep_weekly: u32,
     /// The newest backup of each of N months.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(example = 6))]
     pub keep_monthly: u32,
 }
 

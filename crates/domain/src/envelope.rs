@@ -13,6 +13,7 @@ use crate::error::ErrorCode;
 #[serde(rename_all = "camelCase")]
 pub struct Meta {
     /// The `X-Request-ID` (accepted or generated).
+    #[cfg_attr(feature = "openapi", schema(example = "0193a5c4-8b2e-7d41-a6f0-3c9e2b7d5a18"))]
     pub request_id: String,
     /// When the response was produced.
     pub timestamp: DateTime<Utc>,
@@ -46,12 +47,16 @@ pub struct ListResponse<T> {
 #[serde(rename_all = "camelCase")]
 pub struct Pagination {
     /// 1-based page number.
+    #[cfg_attr(feature = "openapi", schema(example = 1))]
     pub page: u32,
     /// Items per page.
+    #[cfg_attr(feature = "openapi", schema(example = 25))]
     pub per_page: u32,
     /// Items in the whole list.
+    #[cfg_attr(feature = "openapi", schema(example = 1))]
     pub total: u64,
     /// Pages in the whole list (0 for an empty list).
+    #[cfg_attr(feature = "openapi", schema(example = 1))]
     pub total_pages: u64,
 }
 

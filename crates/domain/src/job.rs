@@ -48,8 +48,10 @@ pub struct JobError {
 pub struct JobLinks {
     /// `/v1/jobs/{id}`.
     #[serde(rename = "self")]
+    #[cfg_attr(feature = "openapi", schema(example = "/v1/jobs/0193a5c4-7e1f-7b3a-9c2d-5e8f1a2b3c4d"))]
     pub self_: String,
     /// `/v1/jobs/{id}/events` (Server-Sent Events).
+    #[cfg_attr(feature = "openapi", schema(example = "/v1/jobs/0193a5c4-7e1f-7b3a-9c2d-5e8f1a2b3c4d/events"))]
     pub events: String,
 }
 
@@ -74,6 +76,7 @@ pub struct JobHandle {
     /// 0-100.
     pub progress: u8,
     /// The step of its step machine it reached (e.g. `clone`), if any.
+    #[cfg_attr(feature = "openapi", schema(example = "clone"))]
     pub step: Option<String>,
     /// What it acts on.
     pub resources: Vec<ResourceRef>,

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 /// An amount in the plan's currency.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(value_type = String, example = "12.50"))]
 #[serde(transparent)]
 pub struct Money(pub Decimal);
 

@@ -19,29 +19,37 @@ pub struct InstanceView {
     /// Id.
     pub id: InstanceId,
     /// Name.
+    #[cfg_attr(feature = "openapi", schema(example = "web-1"))]
     pub name: String,
     /// `qemu` or `lxc`.
     #[serde(rename = "type")]
     pub kind: InstanceKind,
     /// Template.
+    #[cfg_attr(feature = "openapi", schema(example = "debian-12"))]
     pub template: String,
     /// Cores.
+    #[cfg_attr(feature = "openapi", schema(example = 2))]
     pub cores: i32,
     /// Memory, MiB.
+    #[cfg_attr(feature = "openapi", schema(example = 2048))]
     pub memory: i64,
     /// Disk, GiB.
+    #[cfg_attr(feature = "openapi", schema(example = 20))]
     pub disk: i64,
     /// SSH keys.
     #[serde(default)]
     pub ssh_keys: Vec<String>,
     /// Node, once placed.
+    #[cfg_attr(feature = "openapi", schema(example = "pve1"))]
     pub node: Option<String>,
     /// Proxmox VMID, once reserved.
+    #[cfg_attr(feature = "openapi", schema(example = 104))]
     pub vmid: Option<i32>,
     /// Status.
     pub status: InstanceStatus,
     /// Addresses, once known.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(example = json!(["10.20.0.14"])))]
     pub ip_addresses: Vec<String>,
     /// Created at.
     pub created_at: DateTime<Utc>,
@@ -53,6 +61,7 @@ pub struct InstanceView {
     pub operation: Option<crate::job::JobHandle>,
     /// Seconds since its guest started, as Proxmox reports (running instances).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(example = 3600))]
     pub uptime: Option<i64>,
 }
 
@@ -74,23 +83,33 @@ pub struct AdminInstanceView {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateVm {
     /// DNS label, unique in the tenant.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = "web-1", min_length = 1, max_length = 63, pattern = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// `qemu` or `lxc`.
     #[serde(rename = "type")]
     pub kind: InstanceKind,
     /// Template name (see `GET /v1/templates`).
+    #[cfg_attr(feature = "openapi", schema(example = "debian-12", min_length = 1, max_length = 200))]
     pub template: String,
     /// Cores.
+    #[cfg_attr(feature = "openapi", schema(example = 2, minimum = 1, maximum = 64))]
     pub cores: u32,
     /// Memory, MiB.
+    #[cfg_attr(feature = "openapi", schema(example = 2048, minimum = 256, maximum = 262144))]
     pub memory: u64,
     /// Disk, GiB.
+    #[cfg_attr(feature = "openapi", schema(example = 20, minimum = 1, maximum = 4096))]
     pub disk: u64,
     /// OpenSSH public keys.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(example = json!(["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBlx2uMl6O7otZxx5t83ZWNSS+gqAj3/2gOtI6dRPT+R ada@laptop"]), max_items = 20))]
     pub ssh_keys: Vec<String>,
     /// Node; placement chooses when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(example = "pve1"))]
     pub node: Option<String>,
 }
 
@@ -100,14 +119,17 @@ pub struct CreateVm {
 #[serde(rename_all = "camelCase")]
 pub struct TemplateView {
     /// Pass this as `template` to `POST /v1/vms`.
+    #[cfg_attr(feature = "openapi", schema(example = "debian-12"))]
     pub name: String,
     /// Pass this as `type`.
     #[serde(rename = "type")]
     pub kind: InstanceKind,
     /// Nodes it can be placed on.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(example = json!(["pve1", "pve2"])))]
     pub nodes: Vec<String>,
     /// The smallest disk a guest from it can have, GiB (rounded up); absent for LXC archives.
+    #[cfg_attr(feature = "openapi", schema(example = 8))]
     pub min_disk: Option<u64>,
 }
 
@@ -173,8 +195,10 @@ pub struct ProgressEvent {
     /// 0-100.
     pub progress: i16,
     /// The step it reached.
+    #[cfg_attr(feature = "openapi", schema(example = "clone"))]
     pub step: Option<String>,
     /// What happened.
+    #[cfg_attr(feature = "openapi", schema(example = "cloning template 9000 to 104"))]
     pub message: Option<String>,
     /// When.
     pub created_at: DateTime<Utc>,
@@ -224,8 +248,10 @@ pub struct CreatedKey {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateKey {
     /// Name.
+    #[cfg_attr(feature = "openapi", schema(example = "ci-deploy", min_length = 1, max_length = 100))]
     pub name: String,
     /// `read`, `write`, `admin`.
+    #[cfg_attr(feature = "openapi", schema(example = json!(["read", "write"])))]
     pub scopes: Vec<String>,
     /// When it stops working; never when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
