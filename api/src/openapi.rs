@@ -38,6 +38,27 @@ use crate::routes::{self, Access, RouteSpec};
         nimbus_domain::Meta,
         ServerSentEvent
     )),
+    tags(
+        (name = "Instances", description = "VMs and containers: create (from a template or a backup), list, show, \
+            delete, power and resize actions, and each one's event stream."),
+        (name = "Snapshots", description = "An instance's snapshots on Proxmox."),
+        (name = "Backups", description = "An instance's backups, their protection and restore, and its backup schedule."),
+        (name = "Console", description = "An instance's console through the API (noVNC or xterm.js over a websocket)."),
+        (name = "Jobs", description = "Every slow operation is a job: its handle, its history and its event stream."),
+        (name = "Templates", description = "What instances are made from."),
+        (name = "Quota", description = "The plan's limits and what the tenant uses."),
+        (name = "Billing", description = "Usage, invoices, the balance and top-ups."),
+        (name = "Notifications", description = "The in-app feed, its unread count, and which events email whom."),
+        (name = "Webhooks", description = "Signed deliveries of events (Standard Webhooks) to the tenant's endpoints."),
+        (name = "API keys", description = "Keys for scripts and tools (`Authorization: Bearer nmb_…`)."),
+        (name = "Authentication", description = "Browser sign-in through the OIDC provider, and who the caller is."),
+        (name = "Administration", description = "The provider's operators: every tenant's users, instances, jobs, \
+            queues, nodes, plans, schedules, webhooks and the audit log."),
+        (name = "Billing administration", description = "Operators of billing: prices, credit, terms, suspension, \
+            credit notes and revenue."),
+        (name = "Health", description = "Liveness and readiness."),
+        (name = "Reference", description = "This document and its reference page."),
+    ),
     modifiers(&SecuritySchemes)
 )]
 struct Frame;

@@ -66,8 +66,19 @@ sed -e "s/{{JS}}/$js/g" -e "s/{{WASM}}/$wasm/g" -e "s/{{CSS}}/$css/g" -e "s/{{BO
 # under a folder named by its version, rendering /v1/openapi.json.
 redoc=$(npm_version redoc)
 mkdir -p "$out.tmp/assets/redoc-$redoc"
-cp web/node_modules/redoc/bundles/redoc.standalone.js web/node_modules/redoc/bundles/redoc.standalone.js.LICENSE.txt \
-  web/node_modules/redoc/LICENSE "$out.tmp/assets/redoc-$redoc/"
+cp web/node_modules/redoc/bundles/redoc.standalone.js.LICENSE.txt web/node_modules/redoc/LICENSE "$out.tmp/assets/redoc-$redoc/"
+# Its side menu shows a logo from Redocly's CDN; the page loads nothing from elsewhere (its CSP
+# would refuse it), so the copy shows an empty image there, which Redoc then leaves out.
+cdn_logo='https://cdn.redoc.ly/redoc/logo-mini.svg'
+grep -q "$cdn_logo" web/node_modules/redoc/bundles/redoc.standalone.js || {
+  echo "build-web: Redoc's bundle no longer names $cdn_logo; check what it loads from elsewhere" >&2
+  exit 1
+}
+sed "s|$cdn_logo|data:,|g" web/node_modules/redoc/bundles/redoc.standalone.js > "$out.tmp/assets/redoc-$redoc/redoc.standalone.js"
+if grep -Eo 'https?://[a-z0-9.-]+/[^"'"'"' ]+\.(js|css|svg|png|woff2?)' "$out.tmp/assets/redoc-$redoc/redoc.standalone.js" | grep -v 'w3.org'; then
+  echo "build-web: Redoc's bundle loads the files above from elsewhere" >&2
+  exit 1
+fi
 sed -e "s/{{REDOC}}/$redoc/g" web/api-reference.html > "$out.tmp/api-reference.html"
 # Precompressed copies, served by the API to clients that accept gzip.
 files=$(find "$out.tmp" -type f \( -name '*.html' -o -name '*.js' -o -name '*.css' -o -name '*.wasm' \))

@@ -665,7 +665,7 @@ flow('the API reference renders the OpenAPI document under its own CSP, from our
   assert.match(response.headers()['content-security-policy'], /script-src 'self';/);
   // Redoc lists the operations by their summaries and shows each one's path.
   await page.getByRole('heading', { name: 'Nimbus API' }).first().waitFor({ timeout: 30_000 });
-  await page.getByText('Creates a VM or container from a template').first().waitFor();
+  await page.locator('h2', { hasText: 'Creates a VM or container from a template' }).first().waitFor();
   await page.getByText('/v1/vms/{id}/snapshots').first().waitFor();
   await shot(page, 'api-reference');
   assert.deepEqual(elsewhere, [], 'the reference loads nothing from another origin');
