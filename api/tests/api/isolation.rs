@@ -62,6 +62,8 @@ enum Case {
 const CASES: &[(&str, &str, Case)] = &[
     ("GET", "/healthz", Case::Public),
     ("GET", "/readyz", Case::Public),
+    ("GET", "/v1/openapi.json", Case::Public),
+    ("GET", "/v1/docs", Case::Public),
     ("GET", "/auth/login", Case::Public),
     ("GET", "/auth/callback", Case::Public),
     ("POST", "/auth/logout", Case::Public),
