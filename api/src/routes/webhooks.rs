@@ -189,6 +189,18 @@ enum DeliveryStatus {
 #[schema(as = WebhookDelivery)]
 #[serde(rename_all = "camelCase")]
 struct DeliveryView {
+    #[serde(flatten)]
+    delivery: DeliveryFields,
+    /// Attempts made so far.
+    #[schema(minimum = 0)]
+    attempts: i32,
+}
+
+/// What a delivery's list entry and its detail both show.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = WebhookDeliveryFields)]
+#[serde(rename_all = "camelCase")]
+struct DeliveryFields {
     /// Id.
     id: Uuid,
     /// The event delivered (the payload's `id`).
@@ -199,9 +211,6 @@ struct DeliveryView {
     /// Its state.
     #[schema(value_type = DeliveryStatus)]
     status: String,
-    /// Attempts made so far.
-    #[schema(minimum = 0)]
-    attempts: i32,
     /// When it is attempted next (`pending` only, otherwise `null`).
     next_attempt_at: Option<DateTime<Utc>>,
     /// The receiver's HTTP status at the last attempt; `null` before one or without an answer.
@@ -219,25 +228,8 @@ struct DeliveryView {
 #[schema(as = WebhookDeliveryDetail)]
 #[serde(rename_all = "camelCase")]
 struct DeliveryDetail {
-    /// Id.
-    id: Uuid,
-    /// The event delivered (the payload's `id`).
-    event_id: Uuid,
-    /// The event's type.
-    #[schema(example = "instance.created")]
-    event_type: String,
-    /// Its state.
-    #[schema(value_type = DeliveryStatus)]
-    status: String,
-    /// When it is attempted next (`pending` only, otherwise `null`).
-    next_attempt_at: Option<DateTime<Utc>>,
-    /// The receiver's HTTP status at the last attempt; `null` before one or without an answer.
-    #[schema(example = 200)]
-    last_status_code: Option<i32>,
-    /// Created at.
-    created_at: DateTime<Utc>,
-    /// Last changed at.
-    updated_at: DateTime<Utc>,
+    #[serde(flatten)]
+    delivery: DeliveryFields,
     /// The body as signed and sent: `{id, type, timestamp, tenantId, resource, data}`.
     #[schema(schema_with = delivery_payload)]
     payload: Value,
@@ -245,19 +237,24 @@ struct DeliveryDetail {
     attempts: Vec<AttemptView>,
 }
 
-impl From<Delivery> for DeliveryView {
-    fn from(d: Delivery) -> Self {
-        DeliveryView {
+impl From<&Delivery> for DeliveryFields {
+    fn from(d: &Delivery) -> Self {
+        DeliveryFields {
             id: d.id,
             event_id: d.event_id,
-            event_type: d.event_type,
-            status: d.status,
-            attempts: d.attempts,
+            event_type: d.event_type.clone(),
+            status: d.status.clone(),
             next_attempt_at: d.next_attempt_at,
             last_status_code: d.last_status_code,
             created_at: d.created_at,
             updated_at: d.updated_at,
         }
+    }
+}
+
+impl From<Delivery> for DeliveryView {
+    fn from(d: Delivery) -> Self {
+        DeliveryView { delivery: DeliveryFields::from(&d), attempts: d.attempts }
     }
 }
 
@@ -720,18 +717,7 @@ async fn show_delivery(
     let d =
         webhooks::delivery(state.db(), auth.tenant(), e.id, delivery_id).await.map_err(|e| not_found(e, "delivery"))?;
     let attempts: Vec<AttemptView> = webhooks::attempts(state.db(), d.id).await?.into_iter().map(Into::into).collect();
-    let detail = DeliveryDetail {
-        id: d.id,
-        event_id: d.event_id,
-        event_type: d.event_type,
-        status: d.status,
-        next_attempt_at: d.next_attempt_at,
-        last_status_code: d.last_status_code,
-        created_at: d.created_at,
-        updated_at: d.updated_at,
-        payload: d.payload,
-        attempts,
-    };
+    let detail = DeliveryDetail { delivery: DeliveryFields::from(&d), payload: d.payload, attempts };
     Ok(data(&rid, detail).into_response())
 }
 
