@@ -101,6 +101,7 @@ Nimbus development stack
   Portal:      http://$api_listen/
   API:         http://$api_listen   with two worker processes   (try: curl -H "Authorization: Bearer \$(cat .dev/admin-api-key)" http://$api_listen/v1/templates)
   admin key:   $(cat .dev/admin-api-key)   (tenant Demo, admin@nimbus.dev)
+  Reference:   http://$api_listen/v1/docs   (the OpenAPI 3.1 document: http://$api_listen/v1/openapi.json)
   Sign-in:     http://$api_listen/auth/login   via the dev OpenID provider $OIDC_ISSUER (log in .dev/oidc/oidc.log)
                admin@nimbus.test / admin-pass (admin)   alice@acme.test / alice-pass   bob@globex.test / bob-pass
   Metrics:     http://127.0.0.1:$metrics_port/metrics (API), :$((metrics_port + 1)) and :$((metrics_port + 2)) (workers)

@@ -230,7 +230,7 @@ async fn run_schemathesis(app: &TestApp, label: &str, credential: Credential, kn
              response_schema_conformance",
         ])
         .args(["--phases", "examples,coverage,fuzzing"])
-        .args(["--max-examples", "12", "--seed", "20261206", "--workers", "2", "--request-timeout", "10"])
+        .args(["--max-examples", "12", "--seed", "20261206", "--workers", "2", "--request-timeout", "30"])
         .args(["--suppress-health-check", "all"])
         .kill_on_drop(true);
     match credential {
