@@ -230,7 +230,9 @@ async fn run_schemathesis(app: &TestApp, label: &str, credential: Credential, kn
              response_schema_conformance",
         ])
         .args(["--phases", "examples,coverage,fuzzing"])
-        .args(["--max-examples", "12", "--seed", "20261206", "--workers", "2", "--request-timeout", "30"])
+        // One worker: with two threads, Hypothesis's parse of its own lambdas (Python's `ast`)
+        // sometimes fails inside schemathesis, a fault of the tool and not of the API.
+        .args(["--max-examples", "12", "--seed", "20261206", "--workers", "1", "--request-timeout", "30"])
         .args(["--suppress-health-check", "all"])
         .kill_on_drop(true);
     match credential {

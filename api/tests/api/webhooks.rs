@@ -220,4 +220,10 @@ async fn the_feed_lists_unread_first_marks_read_and_settings_choose_per_type() {
     )
     .await;
     assert_eq!(status, 400, "{bad}");
+    // A type listed twice is the caller's mistake, named, not the database's.
+    let twice = json!({"type": "job.failed", "email": true, "inApp": true});
+    let (status, bad) =
+        call(&app, reqwest::Method::PUT, "/v1/me/notifications", Some(json!({"preferences": [twice, twice]}))).await;
+    assert_eq!(status, 400, "{bad}");
+    assert_eq!(bad["error"]["details"]["fields"][0]["field"], "preferences[1].type", "{bad}");
 }
