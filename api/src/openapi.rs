@@ -16,6 +16,7 @@
 //! `api/tests/api/openapi.rs` holds the document to the catalogue: an operation missing or extra,
 //! or one without its security, errors or examples, fails it.
 
+use nimbus_domain::ErrorCode;
 use serde_json::{Map, Value, json};
 use utoipa::OpenApi;
 
@@ -109,6 +110,25 @@ impl utoipa::Modify for SecuritySchemes {
     }
 }
 
+/// Marks the request body of `POST <path>` optional, an empty request being taken as `{}`
+/// (utoipa's `Option<T>` body would also allow a JSON `null`, which no handler takes). A module
+/// names it in its `ApiDoc`'s `modifiers`, through a `const` (they take a name only).
+pub struct OptionalBody(pub &'static str);
+
+impl utoipa::Modify for OptionalBody {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let body = openapi
+            .paths
+            .paths
+            .get_mut(self.0)
+            .and_then(|item| item.post.as_mut())
+            .and_then(|op| op.request_body.as_mut());
+        if let Some(utoipa::openapi::RefOr::T(body)) = body {
+            body.required = Some(utoipa::openapi::Required::False);
+        }
+    }
+}
+
 /// The bearer scheme's name in `components.securitySchemes`.
 pub const BEARER: &str = "bearer";
 /// The session cookie scheme's name.
@@ -146,33 +166,33 @@ fn complete(route: &RouteSpec, operation: &mut Map<String, Value>, schemas: &Val
     let under_v1 = route.path.starts_with("/v1/");
     // The sign-in pages answer their errors as pages of their own (auth.rs documents them).
     let answers_json = !route.path.starts_with("/auth/");
-    let mut common: Vec<(u16, &str)> = Vec::new();
+    let mut common: Vec<ErrorCode> = Vec::new();
     if takes_input {
-        common.push((400, "VALIDATION_FAILED"));
+        common.push(ErrorCode::ValidationFailed);
     }
     if answers_json {
         // Public routes need no credential, but one that is sent is checked (and counts towards
         // the failed-authentication limit).
-        common.push((401, "UNAUTHENTICATED"));
-        common.push((429, "RATE_LIMITED"));
+        common.push(ErrorCode::Unauthenticated);
+        common.push(ErrorCode::RateLimited);
     }
     if authenticated {
-        common.push((403, "FORBIDDEN"));
+        common.push(ErrorCode::Forbidden);
         let method = route.method.parse().unwrap_or(axum::http::Method::GET);
         if route.access == Access::Tenant && !crate::auth::suspension::allowed_while_suspended(&method, route.path) {
-            common.push((402, "TENANT_SUSPENDED"));
+            common.push(ErrorCode::TenantSuspended);
         }
     }
     if route.takes_id() {
-        common.push((404, "NOT_FOUND"));
+        common.push(ErrorCode::NotFound);
     }
     if under_v1 {
-        common.push((503, "SERVICE_UNAVAILABLE"));
+        common.push(ErrorCode::ServiceUnavailable);
     }
     let responses = operation.entry("responses").or_insert_with(|| json!({}));
     let Some(responses) = responses.as_object_mut() else { return };
-    for (status, code) in common {
-        responses.entry(status.to_string()).or_insert_with(|| error_response(code));
+    for code in common {
+        responses.entry(code.http_status().to_string()).or_insert_with(|| error_response(code));
     }
     for (status, response) in responses.iter_mut() {
         describe_event_streams(response);
@@ -201,17 +221,19 @@ fn describe_event_streams(response: &mut Value) {
     }
 }
 
-/// An error answer in the envelope with `code`.
-fn error_response(code: &str) -> Value {
+/// An error answer in the envelope with `code` (one of those [`complete`] adds).
+fn error_response(code: ErrorCode) -> Value {
     let description = match code {
-        "VALIDATION_FAILED" => "A parameter or the body is malformed or out of range; `details` lists the fields.",
-        "UNAUTHENTICATED" => "No credential where one is needed, or one that is not valid.",
-        "FORBIDDEN" => "The caller may not do this (role, a read-only key, or a session's CSRF check).",
-        "TENANT_SUSPENDED" => "The tenant is suspended: it may read, not change anything.",
-        "NOT_FOUND" => "No such resource in the caller's tenant (another tenant's id answers the same).",
-        "RATE_LIMITED" => {
-            "Over the rate limit, or over the failed authentications of this address; `Retry-After` \
-                           says when to try again."
+        ErrorCode::ValidationFailed => {
+            "A parameter or the body is malformed or out of range; `details` lists the fields."
+        }
+        ErrorCode::Unauthenticated => "No credential where one is needed, or one that is not valid.",
+        ErrorCode::Forbidden => "The caller may not do this (role, a read-only key, or a session's CSRF check).",
+        ErrorCode::TenantSuspended => "The tenant is suspended: it may read, not change anything.",
+        ErrorCode::NotFound => "No such resource in the caller's tenant (another tenant's id answers the same).",
+        ErrorCode::RateLimited => {
+            "Over the rate limit, or over the failed authentications of this address; `Retry-After` says when to \
+             try again."
         }
         _ => "A dependency (PostgreSQL, Redis, Proxmox) is unavailable; try again.",
     };
@@ -225,9 +247,9 @@ fn error_response(code: &str) -> Value {
 }
 
 /// The envelope of an error with `code`.
-pub fn error_example(code: &str, message: &str) -> Value {
+fn error_example(code: ErrorCode, message: &str) -> Value {
     json!({
-        "error": { "code": code, "message": message, "details": null },
+        "error": { "code": code.as_str(), "message": message, "details": null },
         "meta": { "requestId": "req_01JF3J6X9Q2M8V4T7C5B1N0K2D", "timestamp": "2026-12-01T09:30:00Z" },
     })
 }
@@ -247,7 +269,7 @@ fn add_examples(status: &str, holder: &mut Value, schemas: &Value) {
             // An error: the envelope with the code its description names (`` `NAME_TAKEN`: … ``).
             let code = error_code_named(&description).unwrap_or_else(|| status_code_name(status));
             let message = description.split_once("`: ").map_or(description.as_str(), |(_, message)| message);
-            error_example(code.as_str(), message)
+            error_example(code, message)
         } else {
             example_of(schema, schemas, 0)
         };
@@ -256,20 +278,19 @@ fn add_examples(status: &str, holder: &mut Value, schemas: &Value) {
 }
 
 /// The first error code a response's description names in backticks.
-fn error_code_named(description: &str) -> Option<nimbus_domain::ErrorCode> {
+fn error_code_named(description: &str) -> Option<ErrorCode> {
     description.split('`').skip(1).step_by(2).find_map(|word| word.parse().ok())
 }
 
 /// The code an error status answers with when its description names none.
-fn status_code_name(status: &str) -> nimbus_domain::ErrorCode {
-    use nimbus_domain::ErrorCode;
+fn status_code_name(status: &str) -> ErrorCode {
     let status: u16 = status.parse().unwrap_or(500);
     ErrorCode::ALL.iter().copied().find(|c| c.http_status() == status).unwrap_or(ErrorCode::Internal)
 }
 
 /// A value that `schema` accepts: its own `example`, `default` or first `enum` value, or one built
 /// from its properties and items. `schemas` resolves `$ref`s.
-pub fn example_of(schema: &Value, schemas: &Value, depth: usize) -> Value {
+fn example_of(schema: &Value, schemas: &Value, depth: usize) -> Value {
     if depth > 12 {
         return Value::Null;
     }

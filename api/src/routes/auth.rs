@@ -426,18 +426,12 @@ fn append_cookie(r: &mut Response, cookie: &str) {
 
 /// The paths of this module, for the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(login, callback, logout, me), modifiers(&OptionalBody))]
+#[openapi(paths(login, callback, logout, me), modifiers(&OPTIONAL_BODY))]
 pub struct ApiDoc;
 
-/// Makes the form of `POST /auth/logout` optional: a request without one is signed out too
-/// (with the `X-CSRF-Token` header).
-struct OptionalBody;
-
-impl utoipa::Modify for OptionalBody {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        super::vm_actions::body_optional(openapi, "/auth/logout");
-    }
-}
+/// The logout form may be left out: a request without one is signed out too (with the
+/// `X-CSRF-Token` header).
+const OPTIONAL_BODY: crate::openapi::OptionalBody = crate::openapi::OptionalBody("/auth/logout");
 
 #[cfg(test)]
 mod tests {

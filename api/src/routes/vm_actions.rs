@@ -438,27 +438,11 @@ async fn rebuild_job(state: &AppState, current: &Instance, b: RebuildBody) -> Re
 
 /// The paths of this module, for the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(action, delete), components(schemas(VmAction)), modifiers(&OptionalBody))]
+#[openapi(paths(action, delete), components(schemas(VmAction)), modifiers(&OPTIONAL_BODY))]
 pub struct ApiDoc;
 
-/// Makes the body of the actions optional (see [`body_optional`]).
-struct OptionalBody;
-
-impl utoipa::Modify for OptionalBody {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        body_optional(openapi, "/v1/vms/{id}/actions/{action}");
-    }
-}
-
-/// Marks the request body of `POST path` optional: an empty request is taken as `{}`. (utoipa's
-/// `Option<T>` body would also allow a JSON `null`, which no handler takes.)
-pub(crate) fn body_optional(openapi: &mut utoipa::openapi::OpenApi, path: &str) {
-    let body =
-        openapi.paths.paths.get_mut(path).and_then(|item| item.post.as_mut()).and_then(|op| op.request_body.as_mut());
-    if let Some(utoipa::openapi::RefOr::T(body)) = body {
-        body.required = Some(utoipa::openapi::Required::False);
-    }
-}
+/// An action's body may be left out.
+const OPTIONAL_BODY: crate::openapi::OptionalBody = crate::openapi::OptionalBody("/v1/vms/{id}/actions/{action}");
 
 #[cfg(test)]
 mod tests {

@@ -308,14 +308,8 @@ async fn protect(
 
 /// The paths of this module, for the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(list, create, remove, protect), modifiers(&OptionalBody))]
+#[openapi(paths(list, create, remove, protect), modifiers(&OPTIONAL_BODY))]
 pub struct ApiDoc;
 
-/// Makes the body of `POST /v1/vms/{id}/backups` optional.
-struct OptionalBody;
-
-impl utoipa::Modify for OptionalBody {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        crate::routes::vm_actions::body_optional(openapi, "/v1/vms/{id}/backups");
-    }
-}
+/// The body may be left out.
+const OPTIONAL_BODY: crate::openapi::OptionalBody = crate::openapi::OptionalBody("/v1/vms/{id}/backups");
