@@ -26,7 +26,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use nimbus_db::audit::{self, Entry, Filter, Outcome};
 use nimbus_db::{DbError, PgPool};
 use nimbus_domain::{ListResponse, TenantId, UserId};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::auth::AdminUser;
 use crate::error::{ApiError, FieldError};
@@ -69,7 +69,7 @@ struct AuditQuery {
     #[param(max_length = 300)]
     resource_id: Option<String>,
     /// Only entries with this outcome.
-    #[param(inline, value_type = Option<AuditOutcome>)]
+    #[param(inline, value_type = Option<Outcome>)]
     outcome: Option<String>,
     /// Only entries at or after this time (RFC 3339).
     #[param(value_type = Option<String>, format = DateTime, example = "2026-11-26T12:00:00Z")]
@@ -99,90 +99,6 @@ enum ExportFormat {
     Json,
     /// Every matching entry, as CSV.
     Csv,
-}
-
-/// An entry of the audit log: one request.
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-struct AuditEntry {
-    /// Position in the log (entries are listed newest first by it).
-    id: i64,
-    /// When the request was answered.
-    at: DateTime<Utc>,
-    /// The effective user (under impersonation: the user acted as); `null` when anonymous.
-    #[schema(required = true)]
-    actor_id: Option<UserId>,
-    /// The administrator acting as `actorId`, when impersonating.
-    #[schema(required = true)]
-    impersonator_id: Option<UserId>,
-    /// The tenant.
-    #[schema(required = true)]
-    tenant_id: Option<TenantId>,
-    /// `METHOD /route/{template}`.
-    #[schema(example = "POST /v1/vms")]
-    action: String,
-    /// The type of resource acted on.
-    #[schema(required = true, example = "vms")]
-    resource_type: Option<String>,
-    /// The resource acted on.
-    #[schema(required = true, example = "0193a5c4-7e1f-7b3a-9c2d-5e8f1a2b3c4d")]
-    resource_id: Option<String>,
-    /// The request's id (`X-Request-ID`).
-    #[schema(example = "req_01JF3J6X9Q2M8V4T7C5B1N0K2D")]
-    request_id: String,
-    /// The client's address.
-    #[schema(required = true, example = "203.0.113.7")]
-    client_ip: Option<String>,
-    /// How the request ended.
-    outcome: AuditOutcome,
-    /// The answer's HTTP status.
-    #[schema(minimum = 100, maximum = 599, example = 202)]
-    http_status: u16,
-    /// What else was recorded about it.
-    #[schema(value_type = Object)]
-    details: serde_json::Value,
-}
-
-impl From<Entry> for AuditEntry {
-    fn from(e: Entry) -> Self {
-        AuditEntry {
-            id: e.id,
-            at: e.at,
-            actor_id: e.actor_id,
-            impersonator_id: e.impersonator_id,
-            tenant_id: e.tenant_id,
-            action: e.action,
-            resource_type: e.resource_type,
-            resource_id: e.resource_id,
-            request_id: e.request_id,
-            client_ip: e.client_ip,
-            outcome: e.outcome.into(),
-            http_status: e.http_status,
-            details: e.details,
-        }
-    }
-}
-
-/// How a request ended.
-#[derive(Clone, Copy, Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-enum AuditOutcome {
-    /// 1xx-3xx.
-    Success,
-    /// 4xx other than 401 and 403, and 5xx.
-    Failure,
-    /// 401 or 403: the caller was not allowed.
-    Denied,
-}
-
-impl From<Outcome> for AuditOutcome {
-    fn from(o: Outcome) -> Self {
-        match o {
-            Outcome::Success => AuditOutcome::Success,
-            Outcome::Failure => AuditOutcome::Failure,
-            Outcome::Denied => AuditOutcome::Denied,
-        }
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -273,7 +189,7 @@ fn checked<T>(
         (status = 200, description = "A JSON page of entries, or with `format=csv` (or `Accept: text/csv`) every matching entry as CSV (RFC 4180: a header row, CRLF line ends; cells a spreadsheet would take for a formula are prefixed with `'`), as the attachment `audit-log.csv`.",
             headers(("Content-Disposition" = String, description = "CSV only: `attachment; filename=\"audit-log.csv\"`")),
             content(
-                (ListResponse<AuditEntry> = "application/json"),
+                (ListResponse<Entry> = "application/json"),
                 (String = "text/csv", example = "id,at,actorId,impersonatorId,tenantId,action,resourceType,resourceId,requestId,clientIp,outcome,httpStatus,details\r\n42,2026-12-01T09:30:00.000000Z,0193a5c4-7e1f-7b3a-9c2d-5e8f1a2b3c4d,,0193a5c4-7e1f-7b3a-9c2d-5e8f1a2b3c4e,POST /v1/vms,vms,0193a5c4-7e1f-7b3a-9c2d-5e8f1a2b3c4f,req_01JF3J6X9Q2M8V4T7C5B1N0K2D,203.0.113.7,success,202,{}\r\n"),
             )),
     )
@@ -290,7 +206,6 @@ async fn list(
     match format {
         Format::Json => {
             let (items, total) = audit::search_all_tenants(state.db(), &filter, page).await?;
-            let items: Vec<AuditEntry> = items.into_iter().map(AuditEntry::from).collect();
             Ok(super::page(&rid, items, page, total).into_response())
         }
         Format::Csv => export(state.db().clone(), filter).await,

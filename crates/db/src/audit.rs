@@ -18,6 +18,7 @@ use crate::{Result, rows};
 
 /// How a request ended, from its HTTP status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = AuditOutcome))]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     /// 1xx-3xx.
@@ -95,35 +96,46 @@ pub struct NewEntry {
     pub details: Value,
 }
 
-/// A stored entry.
+/// A stored entry: one request (`GET /v1/admin/audit-logs` answers with these as they are).
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = AuditEntry))]
 #[serde(rename_all = "camelCase")]
 pub struct Entry {
-    /// Position in the log.
+    /// Position in the log (entries are listed newest first by it).
     pub id: i64,
     /// When the request was answered.
     pub at: DateTime<Utc>,
-    /// The effective user.
+    /// The effective user (under impersonation: the user acted as); `null` when anonymous.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub actor_id: Option<UserId>,
-    /// The impersonating admin.
+    /// The administrator acting as `actorId`, when impersonating.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub impersonator_id: Option<UserId>,
     /// The tenant.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub tenant_id: Option<TenantId>,
     /// `METHOD /route/{template}`.
+    #[cfg_attr(feature = "openapi", schema(example = "POST /v1/vms"))]
     pub action: String,
-    /// Resource type.
+    /// The type of resource acted on.
+    #[cfg_attr(feature = "openapi", schema(required = true, example = "vms"))]
     pub resource_type: Option<String>,
-    /// Resource id.
+    /// The resource acted on.
+    #[cfg_attr(feature = "openapi", schema(required = true, example = "0193a5c4-7e1f-7b3a-9c2d-5e8f1a2b3c4d"))]
     pub resource_id: Option<String>,
-    /// Request id.
+    /// The request's id (`X-Request-ID`).
+    #[cfg_attr(feature = "openapi", schema(example = "req_01JF3J6X9Q2M8V4T7C5B1N0K2D"))]
     pub request_id: String,
-    /// Client address.
+    /// The client's address.
+    #[cfg_attr(feature = "openapi", schema(required = true, example = "203.0.113.7"))]
     pub client_ip: Option<String>,
-    /// Outcome.
+    /// How the request ended.
     pub outcome: Outcome,
-    /// HTTP status.
+    /// The answer's HTTP status.
+    #[cfg_attr(feature = "openapi", schema(minimum = 100, maximum = 599, example = 202))]
     pub http_status: u16,
-    /// Details.
+    /// What else was recorded about it.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub details: Value,
 }
 
