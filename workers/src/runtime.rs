@@ -266,7 +266,7 @@ async fn start_events(
                 return Vec::new();
             }
         };
-    let (fresh_tx, fresh_rx) = tokio::sync::mpsc::channel(crate::webhook_delivery::FRESH_BACKLOG);
+    let (fresh_tx, fresh_rx) = tokio::sync::mpsc::channel(crate::webhook_delivery::FRESH_BATCHES);
     let stream = crate::events::stream_key(&prefix);
     let relay = EventRelay::new(env.db.clone(), redis, &prefix, options.relay.clone());
     let webhooks = Consumer::new(
@@ -275,7 +275,7 @@ async fn start_events(
         sinks::WEBHOOKS,
         env.worker_id.clone(),
         WebhookSink::new(env.db.clone(), clock, deliverer.lease(), fresh_tx),
-        options.consumer.clone(),
+        crate::webhook_delivery::consumer_config(&deliverer, options.consumer.clone()),
     );
     let notifications = Consumer::new(
         queues.client().clone(),

@@ -1,23 +1,28 @@
 //! Sending webhook deliveries (DESIGN §11).
 //!
-//! Fresh deliveries arrive from the `webhooks` group's sink, already held by this worker (a lease
-//! taken when they were made), and are attempted at once; a poll takes the ones that are due
-//! (retries, replays, recoveries, and any whose worker died holding them, or whose lease ran
-//! short before a slot was free: a held delivery is attempted only while its attempt can end
-//! within the lease). Each attempt:
+//! Fresh deliveries arrive from the `webhooks` group's sink as a [`FreshBatch`]: owed by events the
+//! stream still holds unacknowledged, not written anywhere yet, and attempted at once. Each is
+//! written with the outcome of its first attempt, so one that succeeds costs a single row; the
+//! sink acknowledges the events once every delivery of the batch is recorded ([`Recorded`]). A poll
+//! takes the recorded deliveries that are due (retries, replays, recoveries, deferred ones, and any
+//! whose worker died holding them). A delivery is attempted only while its attempt can end within
+//! its hold (a claim's lease; for a fresh one, the time its events stay with this consumer): one
+//! that waited too long for a slot is not sent but recorded as due, for the poll (fresh) or left
+//! to its lease's end (claimed), so two workers never send it at once. Each attempt:
 //!
 //! 1. checks the endpoint's rate cap (a per-second window in Redis shared by every worker); over
-//!    it, the delivery waits for the next second without spending an attempt;
+//!    it, the delivery is recorded as due the next second without spending an attempt;
 //! 2. signs the body per Standard Webhooks v1 (`webhook-id` is the event's id, the receiver's
 //!    idempotency key; two signatures while a secret rotates);
 //! 3. sends it through the SSRF guard (an address-literal URL is judged first; names are judged
 //!    by the client's resolver, on the address connected to), never following redirects, with a
 //!    15 s timeout;
-//! 4. hands what came of it to the settler, which logs the attempts (status, latency, the first
+//! 4. hands what came of it to the settler, which records the attempts (status, latency, the first
 //!    KiB of the answer, or why there was none) a batch at a time, in one transaction (one commit
-//!    for many attempts; until it commits, the deliveries stay held), and settles each delivery: 2xx succeeded; 410 failed and the endpoint disabled; otherwise the
-//!    next attempt by the schedule with jitter (a `Retry-After` longer than the wait is
-//!    honoured), or failed when the schedule has run out.
+//!    for many attempts; until it commits, the deliveries stay held), and settles each delivery:
+//!    2xx succeeded; 410 failed and the endpoint disabled; otherwise the next attempt by the
+//!    schedule with jitter (a `Retry-After` longer than the wait is honoured), or failed when the
+//!    schedule has run out.
 //!
 //! Time comes from the injected clock, so tests cross the schedule's hours without waiting.
 
@@ -33,7 +38,7 @@ use nimbus_webhooks::guard::{GuardedResolver, Lookup, SystemLookup, refusal_in};
 use nimbus_webhooks::schedule::{Outcome, next_attempt_delay, parse_retry_after, random_jitter};
 use nimbus_webhooks::{AllowList, Guard, Refusal, Secret};
 use redis::aio::ConnectionManager;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -41,11 +46,109 @@ use uuid::Uuid;
 const RESPONSE_KEPT: usize = 1024;
 /// The most attempts settled in one transaction.
 const SETTLE_BATCH: usize = 512;
+/// Settling transactions at once.
+const SETTLE_COMMITS: usize = 2;
 /// What an attempt's lease keeps beyond its timeout, for the settler to commit it.
 const SETTLE_MARGIN: Duration = Duration::from_secs(5);
-/// Batches of fresh deliveries waiting for the deliverer: more makes the sink wait (and the
-/// stream keep the events), so none waits long enough to outlive its lease.
-pub const FRESH_BACKLOG: usize = 2;
+/// Batches of fresh deliveries in hand at once (the `webhooks` consumer's batches in flight): enough
+/// that the next batch is waiting when one ends, few enough that none waits out its hold.
+pub const FRESH_BATCHES: usize = 4;
+
+/// Fresh deliveries for the deliverer, each with its share of the batch's [`Recorded`].
+pub struct FreshBatch {
+    deliveries: Vec<(Claimed, Ticket)>,
+}
+
+impl FreshBatch {
+    /// The batch of `deliveries` (from `webhooks::owed`), and what tells when all are recorded.
+    pub fn new(deliveries: Vec<Claimed>) -> (FreshBatch, Recorded) {
+        let (tx, rx) = oneshot::channel();
+        let tracker = Arc::new(Tracker {
+            remaining: std::sync::atomic::AtomicUsize::new(deliveries.len()),
+            failed: std::sync::atomic::AtomicBool::new(false),
+            done: parking_lot::Mutex::new(Some(tx)),
+        });
+        if deliveries.is_empty() {
+            tracker.finish();
+        }
+        let deliveries = deliveries.into_iter().map(|d| (d, Ticket(Some(tracker.clone())))).collect();
+        (FreshBatch { deliveries }, Recorded(rx))
+    }
+}
+
+/// Resolves once every delivery of a [`FreshBatch`] is recorded (`true`), or when some could not
+/// be (`false`: not sent, or sent and not recorded): then the events must stay unacknowledged, to be
+/// fanned out again, which sends only what has no row.
+pub struct Recorded(oneshot::Receiver<bool>);
+
+impl Recorded {
+    /// Whether every delivery was recorded.
+    pub async fn wait(self) -> bool {
+        self.0.await.unwrap_or(false)
+    }
+}
+
+struct Tracker {
+    remaining: std::sync::atomic::AtomicUsize,
+    failed: std::sync::atomic::AtomicBool,
+    done: parking_lot::Mutex<Option<oneshot::Sender<bool>>>,
+}
+
+impl Tracker {
+    fn settled(&self, recorded: bool) {
+        use std::sync::atomic::Ordering;
+        if !recorded {
+            self.failed.store(true, Ordering::SeqCst);
+        }
+        if self.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.finish();
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(done) = self.done.lock().take() {
+            let _ = done.send(!self.failed.load(std::sync::atomic::Ordering::SeqCst));
+        }
+    }
+}
+
+/// A fresh delivery's share of its batch: reports it recorded, or, dropped without, not.
+struct Ticket(Option<Arc<Tracker>>);
+
+impl Ticket {
+    fn recorded(mut self) {
+        if let Some(t) = self.0.take() {
+            t.settled(true);
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            t.settled(false);
+        }
+    }
+}
+
+/// A delivery in hand: claimed by the poll (recorded, no ticket), or fresh with its ticket.
+type Held = (Claimed, Option<Ticket>);
+
+/// The `webhooks` group's consumer settings from `base`: its batches stay with it while the
+/// deliverer holds their deliveries, and several are in hand at once.
+pub fn consumer_config(
+    deliverer: &Deliverer,
+    base: crate::events::consumer::ConsumerConfig,
+) -> crate::events::consumer::ConsumerConfig {
+    crate::events::consumer::ConsumerConfig {
+        claim_idle: base.claim_idle.max(deliverer.fresh_hold()),
+        in_flight: FRESH_BATCHES,
+        ..base
+    }
+}
+
+/// An attempt for the settler: the delivery, what came of it, and a fresh one's ticket.
+type Settled = (Claimed, AttemptResult, Option<Ticket>);
 
 /// Delivery settings.
 #[derive(Clone, Debug)]
@@ -84,8 +187,8 @@ pub struct Deliverer {
     clock: Arc<dyn Clock>,
     config: DeliveryConfig,
     slots: Arc<Semaphore>,
-    settled: mpsc::Sender<(Claimed, AttemptResult)>,
-    to_settle: parking_lot::Mutex<Option<mpsc::Receiver<(Claimed, AttemptResult)>>>,
+    settled: mpsc::Sender<Settled>,
+    to_settle: parking_lot::Mutex<Option<mpsc::Receiver<Settled>>>,
     metrics: Arc<crate::metrics::WorkerMetrics>,
 }
 
@@ -147,8 +250,8 @@ impl Deliverer {
         self
     }
 
-    /// Delivers until `shutdown`: `fresh` deliveries (held already) at once, due ones every `poll`.
-    pub async fn run(self: Arc<Self>, mut fresh: mpsc::Receiver<Vec<Claimed>>, shutdown: CancellationToken) {
+    /// Delivers until `shutdown`: `fresh` deliveries at once, due ones every `poll`.
+    pub async fn run(self: Arc<Self>, mut fresh: mpsc::Receiver<FreshBatch>, shutdown: CancellationToken) {
         let drained = CancellationToken::new();
         let settler =
             self.to_settle.lock().take().map(|rx| tokio::spawn(self.clone().settle_loop(rx, drained.clone())));
@@ -157,10 +260,11 @@ impl Deliverer {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                held = fresh.recv() => match held {
-                    Some(held) => {
+                batch = fresh.recv() => match batch {
+                    Some(batch) => {
+                        let held = batch.deliveries.into_iter().map(|(d, t)| (d, Some(t))).collect();
                         if let Err(e) = self.start(held).await {
-                            tracing::warn!(error = %e, "fresh webhook deliveries not started; the poll takes them after their lease");
+                            tracing::warn!(error = %e, "fresh webhook deliveries not started; their events are fanned out again");
                         }
                     }
                     None => break,
@@ -180,14 +284,15 @@ impl Deliverer {
         }
     }
 
-    /// Settles attempts a batch at a time until `drained` (then what is left, and returns).
-    async fn settle_loop(
-        self: Arc<Self>,
-        mut results: mpsc::Receiver<(Claimed, AttemptResult)>,
-        drained: CancellationToken,
-    ) {
-        let mut batch = Vec::with_capacity(SETTLE_BATCH);
+    /// Settles attempts a batch at a time until `drained` (then what is left, and returns), with
+    /// up to [`SETTLE_COMMITS`] transactions at once: a commit waits for the disk, and attempts
+    /// keep ending meanwhile (they gather into the next batch while every commit is busy).
+    async fn settle_loop(self: Arc<Self>, mut results: mpsc::Receiver<Settled>, drained: CancellationToken) {
+        let commits = Arc::new(Semaphore::new(SETTLE_COMMITS));
+        let mut committing = tokio::task::JoinSet::new();
         loop {
+            let Ok(permit) = commits.clone().acquire_owned().await else { break };
+            let mut batch = Vec::with_capacity(SETTLE_BATCH);
             let more = tokio::select! {
                 n = results.recv_many(&mut batch, SETTLE_BATCH) => n > 0,
                 _ = drained.cancelled() => {
@@ -197,23 +302,32 @@ impl Deliverer {
                     false
                 }
             };
-            self.commit(&mut batch).await;
+            let this = self.clone();
+            committing.spawn(async move {
+                this.commit(batch).await;
+                drop(permit);
+            });
+            while committing.try_join_next().is_some() {}
             if !more {
-                return;
+                break;
             }
         }
+        while committing.join_next().await.is_some() {}
     }
 
-    /// Settles `batch` in one transaction (tried three times; after that its deliveries stay
-    /// held until their lease ends and are attempted again).
-    async fn commit(&self, batch: &mut Vec<(Claimed, AttemptResult)>) {
+    /// Settles `batch` in one transaction (tried three times; after that its claimed deliveries
+    /// stay held until their lease ends and are attempted again, and its fresh ones' events are
+    /// fanned out again).
+    async fn commit(&self, batch: Vec<Settled>) {
         if batch.is_empty() {
             return;
         }
+        let (attempts, tickets): (Vec<(Claimed, AttemptResult)>, Vec<Option<Ticket>>) =
+            batch.into_iter().map(|(d, r, t)| ((d, r), t)).unzip();
         for attempt in 1..=3 {
             let settled = async {
                 let mut tx = self.db.begin().await?;
-                let changes = webhooks::settle(&mut tx, batch).await?;
+                let changes = webhooks::settle(&mut tx, &attempts).await?;
                 tx.commit().await?;
                 Ok::<_, nimbus_db::DbError>(changes)
             };
@@ -230,15 +344,15 @@ impl Deliverer {
                             EndpointChange::None => {}
                         }
                     }
-                    break;
+                    tickets.into_iter().flatten().for_each(Ticket::recorded);
+                    return;
                 }
                 Err(e) if attempt == 3 => {
-                    tracing::warn!(attempts = batch.len(), error = %e, "webhook attempts not recorded; they are sent again after their lease");
+                    tracing::warn!(attempts = attempts.len(), error = %e, "webhook attempts not recorded; they are sent again");
                 }
                 Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await,
             }
         }
-        batch.clear();
     }
 
     /// Claims due deliveries and starts their attempts, as many as there are free slots; returns
@@ -255,50 +369,79 @@ impl Deliverer {
             let claimed = webhooks::claim(&mut *tx, free, self.clock.now(), self.lease()).await?;
             tx.commit().await?;
             let n = claimed.len();
-            started += self.start(claimed).await?;
+            started += self.start(claimed.into_iter().map(|d| (d, None)).collect()).await?;
             if (n as i64) < free {
                 return Ok(started);
             }
         }
     }
 
-    /// How long a claim holds a delivery.
+    /// How long a claim holds a delivery, and a fresh one is this worker's.
     pub fn lease(&self) -> chrono::Duration {
         chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::minutes(1))
     }
 
-    /// Starts the attempts of `held` deliveries as slots free up. One whose lease would end
-    /// before its attempt could (it waited too long for a slot) is left alone: another worker may
-    /// take it after the lease, and two must never send it at once. Returns how many started.
-    async fn start(self: &Arc<Self>, held: Vec<Claimed>) -> anyhow::Result<usize> {
+    /// The longest from a fresh batch's reading to its deliveries being recorded: the `webhooks`
+    /// consumer group must leave its events with this consumer at least that long.
+    pub fn fresh_hold(&self) -> Duration {
+        self.config.lease + SETTLE_MARGIN
+    }
+
+    /// Starts the attempts of `held` deliveries as slots free up. One whose hold would end
+    /// before its attempt could (it waited too long for a slot) is not sent: a fresh one is
+    /// recorded as due, for the poll; a claimed one is left to the end of its lease, when another
+    /// worker may take it (two must never send it at once). Returns how many started.
+    async fn start(self: &Arc<Self>, held: Vec<Held>) -> anyhow::Result<usize> {
         let mut started = 0;
+        let mut late = Vec::new();
         let needs = chrono::Duration::from_std(self.config.timeout + SETTLE_MARGIN).unwrap_or(chrono::Duration::MAX);
-        for d in held {
+        for (d, ticket) in held {
             let permit = self.slots.clone().acquire_owned().await.context("the deliverer stopped")?;
             if self.clock.now() + needs > d.locked_until {
-                tracing::debug!(delivery = %d.id, "lease too short to attempt; the poll takes it after the lease");
+                tracing::debug!(delivery = %d.id, "held too briefly to attempt");
+                if let Some(ticket) = ticket {
+                    late.push((d, ticket));
+                }
                 continue;
             }
             let this = self.clone();
             tokio::spawn(async move {
                 let id = d.id;
-                if let Err(e) = this.attempt(d).await {
-                    tracing::warn!(delivery = %id, error = %e, "webhook attempt not recorded; the lease expires and it is retried");
+                if let Err(e) = this.attempt(d, ticket).await {
+                    tracing::warn!(delivery = %id, error = %e, "webhook attempt not recorded; it is sent again");
                 }
                 drop(permit);
             });
             started += 1;
         }
+        if !late.is_empty() {
+            let now = self.clock.now();
+            self.defer(late, now).await?;
+        }
         Ok(started)
     }
 
-    /// One attempt of held delivery `d`.
-    pub async fn attempt(&self, d: Claimed) -> anyhow::Result<()> {
+    /// Records fresh deliveries as due at `at`, for the poll.
+    async fn defer(&self, fresh: Vec<(Claimed, Ticket)>, at: DateTime<Utc>) -> anyhow::Result<()> {
+        let deliveries: Vec<&Claimed> = fresh.iter().map(|(d, _)| d).collect();
+        let mut conn = self.db.acquire().await?;
+        webhooks::defer(&mut conn, &deliveries, at).await?;
+        fresh.into_iter().for_each(|(_, ticket)| ticket.recorded());
+        Ok(())
+    }
+
+    /// One attempt of held delivery `d` (fresh with its `ticket`, or claimed).
+    async fn attempt(&self, d: Claimed, ticket: Option<Ticket>) -> anyhow::Result<()> {
         if let Some(limit) = d.rate_limit
             && !self.within_rate(d.endpoint_id, limit).await
         {
+            // Over the cap: due again the next second, no attempt spent.
             let next_second = self.clock.now() + chrono::Duration::seconds(1);
-            webhooks::postpone(&self.db, d.id, next_second).await?;
+            let mut conn = self.db.acquire().await?;
+            webhooks::defer(&mut conn, &[&d], next_second).await?;
+            if let Some(ticket) = ticket {
+                ticket.recorded();
+            }
             return Ok(());
         }
         let at = self.clock.now();
@@ -308,7 +451,7 @@ impl Deliverer {
             (_, true) => "gone",
             _ => "failed",
         });
-        self.settled.send((d, result)).await.map_err(|_| anyhow::anyhow!("the settler stopped"))?;
+        self.settled.send((d, result, ticket)).await.map_err(|_| anyhow::anyhow!("the settler stopped"))?;
         Ok(())
     }
 

@@ -256,6 +256,7 @@ struct World {
     /// An invoice of tenant A (this month's usage so far).
     a_invoice: String,
     a_webhook: String,
+    a_delivery: String,
     a_notification: String,
 }
 
@@ -343,20 +344,21 @@ impl World {
             .await
             .unwrap();
         let a_notification = a_notification.to_string();
-        // A delivery under the endpoint's own id, so the delivery routes (whose two ids the
-        // matrix fills with one) name a real one.
-        sqlx::query(
-            "insert into webhook_deliveries (id, tenant_id, endpoint_id, event_id, event_type, payload, next_attempt_at) \
-             values ($1::uuid, $2, $1::uuid, $3, 'job.failed', '{}', now() + interval '1 day')",
+        // A delivery of the endpoint, which the delivery routes' `{delivery}` names.
+        let a_delivery: uuid::Uuid = sqlx::query_scalar(
+            "insert into webhook_deliveries (tenant_id, endpoint_id, event_id, event_type, payload, next_attempt_at) \
+             values ($2, $1::uuid, $3, 'job.failed', '{}', now() + interval '1 day') returning id",
         )
         .bind(&a_webhook)
         .bind(a.as_uuid())
         .bind(event)
-        .execute(app.pool())
+        .fetch_one(app.pool())
         .await
         .unwrap();
+        let a_delivery = a_delivery.to_string();
         World {
             a_webhook,
+            a_delivery,
             a_notification,
             a_schedule,
             a_invoice,
@@ -402,6 +404,7 @@ impl World {
             self.a_schedule.clone(),
             self.a_invoice.clone(),
             self.a_webhook.clone(),
+            self.a_delivery.clone(),
             self.a_notification.clone(),
         ]
     }
@@ -409,8 +412,17 @@ impl World {
 
 /// `path` with each `{param}` replaced by `id`.
 fn fill(path: &str, id: &str) -> String {
+    fill_with(path, id, id)
+}
+
+/// `path` with `{delivery}` replaced by `delivery` and each other `{param}` by `id`.
+fn fill_with(path: &str, id: &str, delivery: &str) -> String {
     path.split('/')
-        .map(|segment| if segment.starts_with('{') && segment.ends_with('}') { id } else { segment })
+        .map(|segment| match segment {
+            "{delivery}" => delivery,
+            s if s.starts_with('{') && s.ends_with('}') => id,
+            s => s,
+        })
         .collect::<Vec<_>>()
         .join("/")
 }
@@ -600,7 +612,9 @@ async fn every_route_refuses_the_wrong_callers_and_another_tenants_ids_look_miss
             Case::ById { id, body } | Case::Operator { id: Some(id), body } => (Some(id), body),
             Case::Operator { id: None, body } => (None, body),
         };
-        let own_path = fixture.map(|f| fill(spec.path, &world.id(f))).unwrap_or_else(|| spec.path.to_owned());
+        let own_path = fixture
+            .map(|f| fill_with(spec.path, &world.id(f), &world.a_delivery))
+            .unwrap_or_else(|| spec.path.to_owned());
         let before = snapshot(&world).await;
 
         if let Case::Public = case {

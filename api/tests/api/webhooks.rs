@@ -74,12 +74,14 @@ async fn an_endpoint_shows_its_secret_once_rotates_it_and_keeps_a_delivery_log()
         .unwrap();
     assert_eq!(kind, "webhook.test");
 
-    // The log's routes, with a delivery as the fan-out writes it.
+    // The log's routes, with a delivery as a worker records one it defers.
     let fan_out = || async {
         let events = [event_id.parse().unwrap()];
-        nimbus_db::webhooks::fan_out(app.pool(), &events, chrono::Utc::now(), chrono::Duration::seconds(30))
+        let owed = nimbus_db::webhooks::owed(app.pool(), &events, chrono::Utc::now(), chrono::Duration::seconds(30))
             .await
-            .unwrap()
+            .unwrap();
+        let mut conn = app.pool().acquire().await.unwrap();
+        nimbus_db::webhooks::defer(&mut conn, &owed.iter().collect::<Vec<_>>(), chrono::Utc::now()).await.unwrap();
     };
     fan_out().await;
     let (_, deliveries) = call(&app, reqwest::Method::GET, &format!("/v1/webhooks/{id}/deliveries"), None).await;
@@ -116,6 +118,45 @@ async fn an_endpoint_shows_its_secret_once_rotates_it_and_keeps_a_delivery_log()
     assert_eq!(status, 204);
     let (status, _) = call(&app, reqwest::Method::GET, &format!("/v1/webhooks/{id}"), None).await;
     assert_eq!(status, 404);
+    let left: i64 = sqlx::query_scalar("select count(*) from webhook_deliveries where endpoint_id = $1::uuid")
+        .bind(&id)
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "an endpoint's deliveries go with it");
+    // A worker's batch for the deleted endpoint records nothing.
+    let mut conn = app.pool().acquire().await.unwrap();
+    let owed = nimbus_db::webhooks::owed(
+        app.pool(),
+        &[event_id.parse().unwrap()],
+        chrono::Utc::now(),
+        chrono::Duration::seconds(30),
+    )
+    .await
+    .unwrap();
+    assert!(owed.is_empty(), "a deleted endpoint is owed nothing");
+    let gone = nimbus_db::webhooks::Claimed {
+        id: uuid::Uuid::nil(),
+        tenant_id: app.tenant.as_uuid(),
+        endpoint_id: id.parse().unwrap(),
+        event_id: event_id.parse().unwrap(),
+        event_type: "webhook.test".into(),
+        payload: "{}".into(),
+        attempts: 0,
+        locked_until: chrono::Utc::now(),
+        url: "http://127.0.0.1/".into(),
+        secret: String::new(),
+        previous_secret: None,
+        rate_limit: None,
+        recorded: false,
+    };
+    nimbus_db::webhooks::defer(&mut conn, &[&gone], chrono::Utc::now()).await.unwrap();
+    let left: i64 = sqlx::query_scalar("select count(*) from webhook_deliveries where endpoint_id = $1::uuid")
+        .bind(&id)
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "no delivery of a deleted endpoint is written");
 }
 
 #[tokio::test]

@@ -2,13 +2,18 @@
 //!
 //! * Endpoints belong to a tenant; every query here is scoped by it but the workers' and the
 //!   operators' (named so).
-//! * [`fan_out`] makes one delivery per (subscribed endpoint, event), unique, so a consumer that
-//!   handles an event twice sends nothing twice.
-//! * A delivery is `pending` until an attempt succeeds or its schedule runs out; a worker holds it
-//!   while sending (`locked_until`, so a crashed worker's delivery is taken again after the lease:
-//!   a fresh one from [`fan_out`] on, a due one from [`claim`]) and settles it with [`settle`], which also logs the attempt, tracks the endpoint's
-//!   failing streak and disables it (`gone` on 410, `failing` after five days of failures, with a
-//!   `webhook.endpoint_disabled` event in the same transaction).
+//! * A delivery is one per (endpoint, event): its id is derived from the pair
+//!   (`webhook_delivery_id`), so a consumer that handles an event twice sends nothing twice.
+//! * [`owed`] says which deliveries new events owe, writing nothing: the worker attempts them at
+//!   once and writes each with the outcome of its first attempt ([`settle`]), or as due for the
+//!   poll ([`defer`]) when it cannot attempt it in time. Until then the events stream holds the
+//!   event, unacknowledged, so a crashed worker's events are fanned out again by another.
+//! * A recorded delivery is `pending` until an attempt succeeds or its schedule runs out; a
+//!   worker holds it while sending (`locked_until`, from [`claim`], so a crashed worker's delivery
+//!   is taken again after the lease). [`settle`] also logs every attempt in the delivery's row
+//!   (`attempt_log`), tracks the endpoint's failing streak and disables it (`gone` on 410,
+//!   `failing` after five days of failures, with a `webhook.endpoint_disabled` event in the same
+//!   transaction).
 
 use chrono::{DateTime, Duration, Utc};
 use nimbus_domain::TenantId;
@@ -203,9 +208,10 @@ pub async fn all_with_health(ex: impl PgExecutor<'_>, now: DateTime<Utc>) -> Res
          a.last_attempt_at \
          from webhook_endpoints w join tenants t on t.id = w.tenant_id \
          left join lateral (select count(*) as attempts, count(*) filter (where x.succeeded) as succeeded, \
-             max(x.attempted_at) as last_attempt_at from webhook_deliveries d \
-             join webhook_attempts x on x.delivery_id = d.id \
-             where d.endpoint_id = w.id and x.attempted_at > $1 - interval '1 day') a on true \
+             max(x.at) as last_attempt_at from webhook_deliveries d, \
+               jsonb_to_recordset(d.attempt_log) as x(at timestamptz, succeeded bool) \
+             where d.endpoint_id = w.id and d.updated_at > $1 - interval '1 day' \
+               and x.at > $1 - interval '1 day') a on true \
          order by w.enabled, w.failing_since nulls last, t.name, w.created_at",
     )
     .bind(now)
@@ -222,40 +228,108 @@ macro_rules! delivery_payload {
     };
 }
 
-/// Makes the deliveries `events` owe: one per enabled endpoint of the event's tenant subscribed
-/// to its type (the test event only to the endpoint it names), due at `now` and already held for
-/// `lease` by the caller, who attempts them at once (no separate claim: one write less per
-/// delivery). Returns the new deliveries; those that existed already are left alone (a worker or
-/// the poll has them).
-pub async fn fan_out(
+/// The deliveries `events` owe that are not recorded yet: one per enabled endpoint of the
+/// event's tenant subscribed to its type (the test event only to the endpoint it names). Nothing
+/// is written: the caller attempts them at once and records each with the outcome of its first
+/// attempt ([`settle`]), or as due when it cannot attempt it ([`defer`]); until then the events
+/// stream holds the event. They are the caller's until `now + hold` (their `locked_until`): an
+/// attempt that could not end by then is not started.
+pub async fn owed(
     ex: impl PgExecutor<'_>,
     events: &[Uuid],
     now: DateTime<Utc>,
-    lease: Duration,
+    hold: Duration,
 ) -> Result<Vec<Claimed>> {
     Ok(sqlx::query_as(concat!(
         // The payload is built once per event, not once per endpoint.
         "with e as materialized (select e.id, e.tenant_id, e.type, e.resource_id, ",
         delivery_payload!(),
-        " as payload from events e where e.id = any($1)), \
-         made as (insert into webhook_deliveries \
-             (id, tenant_id, endpoint_id, event_id, event_type, payload, next_attempt_at, locked_until) \
-           select gen_random_uuid(), e.tenant_id, w.id, e.id, e.type, e.payload, $2, $2 + $3 \
-           from e join webhook_endpoints w on w.tenant_id = e.tenant_id \
-           where w.enabled and case when e.type = 'webhook.test' then w.id::text = e.resource_id \
-               else cardinality(w.event_types) = 0 or e.type = any(w.event_types) end \
-           on conflict (endpoint_id, event_id) do nothing \
-           returning id, tenant_id, endpoint_id, event_id, event_type, payload, attempts, locked_until) \
-         select d.id, d.tenant_id, d.endpoint_id, d.event_id, d.event_type, d.payload::text as payload, d.attempts, \
-           d.locked_until, w.url, w.secret, \
-           case when w.previous_secret_expires_at > $2 then w.previous_secret end as previous_secret, w.rate_limit \
-         from made d join webhook_endpoints w on w.id = d.endpoint_id"
+        "::text as payload from events e where e.id = any($1)) \
+         select webhook_delivery_id(w.id, e.id) as id, e.tenant_id, w.id as endpoint_id, e.id as event_id, \
+           e.type as event_type, e.payload, 0 as attempts, $2 + $3 as locked_until, w.url, w.secret, \
+           case when w.previous_secret_expires_at > $2 then w.previous_secret end as previous_secret, w.rate_limit, \
+           false as recorded \
+         from e join webhook_endpoints w on w.tenant_id = e.tenant_id \
+         where w.enabled and case when e.type = 'webhook.test' then w.id::text = e.resource_id \
+             else cardinality(w.event_types) = 0 or e.type = any(w.event_types) end \
+           and not exists (select from webhook_deliveries d where d.id = webhook_delivery_id(w.id, e.id))"
     ))
     .bind(events)
     .bind(now)
-    .bind(lease)
+    .bind(hold)
     .fetch_all(ex)
     .await?)
+}
+
+/// Records `deliveries` as due at `at`, unheld, without counting an attempt: the poll ([`claim`])
+/// sends them then. Unrecorded ones are written (unless a delivery of the pair exists already);
+/// recorded ones are put back.
+pub async fn defer(conn: &mut PgConnection, deliveries: &[&Claimed], at: DateTime<Utc>) -> Result<()> {
+    use sqlx::Acquire;
+    let mut tx = conn.begin().await?;
+    let conn = &mut *tx;
+    let (recorded, fresh): (Vec<&Claimed>, Vec<&Claimed>) = deliveries.iter().copied().partition(|d| d.recorded);
+    let live = lock_endpoints(conn, fresh.iter().map(|d| d.endpoint_id)).await?;
+    let fresh: Vec<&Claimed> = fresh.into_iter().filter(|d| live.contains(&(d.endpoint_id, d.tenant_id))).collect();
+    if !fresh.is_empty() {
+        sqlx::query(
+            "insert into webhook_deliveries (tenant_id, endpoint_id, event_id, event_type, payload, next_attempt_at) \
+             select u.tenant, u.endpoint, u.event, u.type, u.payload, $6 \
+             from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[]) as u(tenant, endpoint, event, type, payload) \
+             on conflict (id) do nothing",
+        )
+        .bind(fresh.iter().map(|d| d.tenant_id).collect::<Vec<_>>())
+        .bind(fresh.iter().map(|d| d.endpoint_id).collect::<Vec<_>>())
+        .bind(fresh.iter().map(|d| d.event_id).collect::<Vec<_>>())
+        .bind(fresh.iter().map(|d| d.event_type.as_str()).collect::<Vec<_>>())
+        .bind(fresh.iter().map(|d| d.payload.as_str()).collect::<Vec<_>>())
+        .bind(at)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !recorded.is_empty() {
+        sqlx::query(
+            "update webhook_deliveries set next_attempt_at = $2, locked_until = null \
+             where id = any($1) and status = 'pending'",
+        )
+        .bind(recorded.iter().map(|d| d.id).collect::<Vec<_>>())
+        .bind(at)
+        .execute(&mut *conn)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Locks `endpoints` against deletion until the transaction ends (what a foreign key would do
+/// for each delivery written, once for a batch) and returns those that exist, with their tenant:
+/// deliveries are written only for these. Deleting an endpoint then waits for the batch, and its
+/// trigger deletes what the batch wrote.
+async fn lock_endpoints(
+    conn: &mut PgConnection,
+    endpoints: impl Iterator<Item = Uuid>,
+) -> Result<std::collections::HashSet<(Uuid, Uuid)>> {
+    let mut endpoints: Vec<Uuid> = endpoints.collect();
+    if endpoints.is_empty() {
+        return Ok(Default::default());
+    }
+    endpoints.sort_unstable();
+    endpoints.dedup();
+    let live: Vec<(Uuid, Uuid)> =
+        sqlx::query_as("select id, tenant_id from webhook_endpoints where id = any($1) order by id for key share")
+            .bind(&endpoints)
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(live.into_iter().collect())
+}
+
+/// One attempt as the delivery's `attempt_log` keeps it, from columns `u.at`, `u.code`, `u.error`,
+/// `u.latency`, `u.body` and `u.ok`.
+macro_rules! attempt_entry {
+    () => {
+        "jsonb_build_object('at', u.at, 'statusCode', u.code, 'error', u.error, 'latencyMs', u.latency, \
+         'body', u.body, 'succeeded', u.ok)"
+    };
 }
 
 /// A delivery as the log shows it.
@@ -276,9 +350,8 @@ pub struct Delivery {
 
 macro_rules! delivery_columns {
     () => {
-        "d.id, d.endpoint_id, d.event_id, d.event_type, d.payload, d.status, d.attempts, d.next_attempt_at, \
-         d.created_at, d.updated_at, (select x.status_code from webhook_attempts x where x.delivery_id = d.id \
-         order by x.id desc limit 1) as last_status_code"
+        "d.id, d.endpoint_id, d.event_id, d.event_type, d.payload::jsonb as payload, d.status, d.attempts, d.next_attempt_at, \
+         d.created_at, d.updated_at, (d.attempt_log -> -1 ->> 'statusCode')::int as last_status_code"
     };
 }
 
@@ -344,8 +417,12 @@ pub struct Attempt {
 /// A delivery's attempts, oldest first.
 pub async fn attempts(ex: impl PgExecutor<'_>, delivery: Uuid) -> Result<Vec<Attempt>> {
     Ok(sqlx::query_as(
-        "select attempted_at, status_code, error, latency_ms, response_body, succeeded from webhook_attempts \
-         where delivery_id = $1 order by id",
+        "select x.at as attempted_at, x.\"statusCode\" as status_code, x.error, x.\"latencyMs\" as latency_ms, \
+           x.body as response_body, x.succeeded \
+         from webhook_deliveries d, rows from (jsonb_to_recordset(d.attempt_log) \
+           as (at timestamptz, \"statusCode\" int, error text, \"latencyMs\" int, body text, succeeded bool)) \
+           with ordinality as x(at, \"statusCode\", error, \"latencyMs\", body, succeeded, n) \
+         where d.id = $1 order by x.n",
     )
     .bind(delivery)
     .fetch_all(ex)
@@ -375,7 +452,8 @@ pub async fn replay(
 
 /// Recovers the endpoint's deliveries of events from `since` to `until`: events it is subscribed
 /// to but has no delivery of (it was disabled, or did not exist yet) get one, and failed
-/// deliveries are sent again. Returns how many deliveries are due now.
+/// deliveries are sent again. Returns how many deliveries are due now. Call inside a transaction:
+/// the endpoint stays locked against deletion while its deliveries are written.
 pub async fn recover(
     conn: &mut PgConnection,
     tenant: TenantId,
@@ -387,7 +465,8 @@ pub async fn recover(
     let events: Vec<Uuid> = sqlx::query_scalar(
         "select e.id from events e join webhook_endpoints w on w.tenant_id = e.tenant_id \
          where w.tenant_id = $1 and w.id = $2 and e.occurred_at >= $3 and e.occurred_at < $4 \
-           and e.type <> 'webhook.test' and (cardinality(w.event_types) = 0 or e.type = any(w.event_types))",
+           and e.type <> 'webhook.test' and (cardinality(w.event_types) = 0 or e.type = any(w.event_types)) \
+         for key share of w",
     )
     .bind(tenant.as_uuid())
     .bind(endpoint)
@@ -396,11 +475,11 @@ pub async fn recover(
     .fetch_all(&mut *conn)
     .await?;
     let created = sqlx::query(concat!(
-        "insert into webhook_deliveries (id, tenant_id, endpoint_id, event_id, event_type, payload, next_attempt_at) \
-         select gen_random_uuid(), e.tenant_id, $2, e.id, e.type, ",
+        "insert into webhook_deliveries (tenant_id, endpoint_id, event_id, event_type, payload, next_attempt_at) \
+         select e.tenant_id, $2, e.id, e.type, ",
         delivery_payload!(),
-        ", $4 from events e where e.id = any($3) and e.tenant_id = $1 \
-         on conflict (endpoint_id, event_id) do nothing"
+        "::text, $4 from events e where e.id = any($3) and e.tenant_id = $1 \
+         on conflict (id) do nothing"
     ))
     .bind(tenant.as_uuid())
     .bind(endpoint)
@@ -439,6 +518,9 @@ pub struct Claimed {
     /// The previous secret while it still signs.
     pub previous_secret: Option<String>,
     pub rate_limit: Option<i32>,
+    /// Whether the delivery has its row: false for one [`owed`] returned, until it is settled or
+    /// deferred.
+    pub recorded: bool,
 }
 
 /// Takes, for `lease`, up to `limit` due deliveries of enabled endpoints, the longest due first,
@@ -451,28 +533,16 @@ pub async fn claim(ex: impl PgExecutor<'_>, limit: i64, now: DateTime<Utc>, leas
              order by d.next_attempt_at limit $1 for update of d skip locked) \
          update webhook_deliveries d set locked_until = $2 + $3 from due, webhook_endpoints w \
          where d.id = due.id and w.id = d.endpoint_id \
-         returning d.id, d.tenant_id, d.endpoint_id, d.event_id, d.event_type, d.payload::text as payload, d.attempts, \
+         returning d.id, d.tenant_id, d.endpoint_id, d.event_id, d.event_type, d.payload, d.attempts, \
            d.locked_until, w.url, w.secret, \
-           case when w.previous_secret_expires_at > $2 then w.previous_secret end as previous_secret, w.rate_limit",
+           case when w.previous_secret_expires_at > $2 then w.previous_secret end as previous_secret, w.rate_limit, \
+           true as recorded",
     )
     .bind(limit)
     .bind(now)
     .bind(lease)
     .fetch_all(ex)
     .await?)
-}
-
-/// Puts a held delivery back, due at `at`, without counting an attempt (its endpoint's rate cap
-/// was reached).
-pub async fn postpone(ex: impl PgExecutor<'_>, id: Uuid, at: DateTime<Utc>) -> Result<()> {
-    sqlx::query(
-        "update webhook_deliveries set next_attempt_at = $2, locked_until = null where id = $1 and status = 'pending'",
-    )
-    .bind(id)
-    .bind(at)
-    .execute(ex)
-    .await?;
-    Ok(())
 }
 
 /// What one attempt got.
@@ -502,8 +572,46 @@ pub enum EndpointChange {
     DisabledFailing,
 }
 
-/// Logs each attempt of `settled` (held deliveries and what their attempt got) and settles its
-/// delivery: succeeded, pending until `retry_at`, or failed; then tracks each endpoint's failing
+/// Attempts as columns, for `unnest`.
+struct AttemptColumns<'a> {
+    ids: Vec<Uuid>,
+    status: Vec<&'static str>,
+    next: Vec<Option<DateTime<Utc>>>,
+    at: Vec<DateTime<Utc>>,
+    codes: Vec<Option<i32>>,
+    errors: Vec<Option<&'a str>>,
+    latency: Vec<i32>,
+    bodies: Vec<&'a str>,
+    succeeded: Vec<bool>,
+}
+
+impl<'a> AttemptColumns<'a> {
+    fn of(items: &[&'a (Claimed, AttemptResult)]) -> Self {
+        let (status, next) = items
+            .iter()
+            .map(|(_, r)| match (r.succeeded, r.retry_at) {
+                (true, _) => ("succeeded", None),
+                (false, Some(at)) if !r.gone => ("pending", Some(at)),
+                _ => ("failed", None),
+            })
+            .unzip();
+        AttemptColumns {
+            ids: items.iter().map(|(d, _)| d.id).collect(),
+            status,
+            next,
+            at: items.iter().map(|(_, r)| r.at).collect(),
+            codes: items.iter().map(|(_, r)| r.status_code).collect(),
+            errors: items.iter().map(|(_, r)| r.error.as_deref()).collect(),
+            latency: items.iter().map(|(_, r)| r.latency_ms).collect(),
+            bodies: items.iter().map(|(_, r)| r.response_body.as_str()).collect(),
+            succeeded: items.iter().map(|(_, r)| r.succeeded).collect(),
+        }
+    }
+}
+
+/// Logs each attempt of `settled` (deliveries and what their attempt got) and settles its
+/// delivery: succeeded, pending until `retry_at`, or failed. A fresh delivery (not recorded) is
+/// written now, with its attempt; a recorded one is updated. Then tracks each endpoint's failing
 /// streak (ended by a success, started by a failure) and disables an endpoint whose receiver is
 /// gone or that has failed for [`FAILING_DISABLES_AFTER`], recording `webhook.endpoint_disabled`.
 /// Call inside one transaction: a batch is settled together (one commit for many attempts).
@@ -515,46 +623,65 @@ pub async fn settle(
     if settled.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<Uuid> = settled.iter().map(|(d, _)| d.id).collect();
-    let at: Vec<DateTime<Utc>> = settled.iter().map(|(_, r)| r.at).collect();
-    let codes: Vec<Option<i32>> = settled.iter().map(|(_, r)| r.status_code).collect();
-    let errors: Vec<Option<String>> = settled.iter().map(|(_, r)| r.error.clone()).collect();
-    let latency: Vec<i32> = settled.iter().map(|(_, r)| r.latency_ms).collect();
-    let bodies: Vec<&str> = settled.iter().map(|(_, r)| r.response_body.as_str()).collect();
-    let succeeded: Vec<bool> = settled.iter().map(|(_, r)| r.succeeded).collect();
-    let (status, next): (Vec<&str>, Vec<Option<DateTime<Utc>>>) = settled
-        .iter()
-        .map(|(_, r)| match (r.succeeded, r.retry_at) {
-            (true, _) => ("succeeded", None),
-            (false, Some(at)) if !r.gone => ("pending", Some(at)),
-            _ => ("failed", None),
-        })
-        .unzip();
-    sqlx::query(
-        "insert into webhook_attempts (delivery_id, attempted_at, status_code, error, latency_ms, response_body, succeeded) \
-         select * from unnest($1::uuid[], $2::timestamptz[], $3::int[], $4::text[], $5::int[], $6::text[], $7::bool[])",
-    )
-    .bind(&ids)
-    .bind(&at)
-    .bind(&codes)
-    .bind(&errors)
-    .bind(&latency)
-    .bind(&bodies)
-    .bind(&succeeded)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "update webhook_deliveries d set status = u.status, attempts = d.attempts + 1, next_attempt_at = u.next, \
-         locked_until = null, updated_at = u.at \
-         from unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[]) as u(id, status, next, at) \
-         where d.id = u.id",
-    )
-    .bind(&ids)
-    .bind(&status)
-    .bind(&next)
-    .bind(&at)
-    .execute(&mut *conn)
-    .await?;
+    let (recorded, fresh): (Vec<_>, Vec<_>) = settled.iter().partition(|(d, _)| d.recorded);
+    let mut to_update = recorded;
+    // A fresh delivery of an endpoint deleted meanwhile has nothing to record.
+    let live = lock_endpoints(conn, fresh.iter().map(|(d, _)| d.endpoint_id)).await?;
+    let fresh: Vec<_> = fresh.into_iter().filter(|(d, _)| live.contains(&(d.endpoint_id, d.tenant_id))).collect();
+    if !fresh.is_empty() {
+        let c = AttemptColumns::of(&fresh);
+        let made: std::collections::HashSet<Uuid> = sqlx::query_scalar(concat!(
+            "insert into webhook_deliveries (tenant_id, endpoint_id, event_id, event_type, payload, status, attempts, \
+               next_attempt_at, updated_at, attempt_log) \
+             select u.tenant, u.endpoint, u.event, u.type, u.payload, u.status, 1, u.next, u.at, jsonb_build_array(",
+            attempt_entry!(),
+            ") from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], \
+               $7::timestamptz[], $8::timestamptz[], $9::int[], $10::text[], $11::int[], $12::text[], $13::bool[]) \
+               as u(tenant, endpoint, event, type, payload, status, next, at, code, error, latency, body, ok) \
+             on conflict (id) do nothing returning id"
+        ))
+        .bind(fresh.iter().map(|(d, _)| d.tenant_id).collect::<Vec<_>>())
+        .bind(fresh.iter().map(|(d, _)| d.endpoint_id).collect::<Vec<_>>())
+        .bind(fresh.iter().map(|(d, _)| d.event_id).collect::<Vec<_>>())
+        .bind(fresh.iter().map(|(d, _)| d.event_type.as_str()).collect::<Vec<_>>())
+        .bind(fresh.iter().map(|(d, _)| d.payload.as_str()).collect::<Vec<_>>())
+        .bind(&c.status)
+        .bind(&c.next)
+        .bind(&c.at)
+        .bind(&c.codes)
+        .bind(&c.errors)
+        .bind(&c.latency)
+        .bind(&c.bodies)
+        .bind(&c.succeeded)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+        // A pair another writer recorded meanwhile (a recovery) is settled as a recorded one.
+        to_update.extend(fresh.into_iter().filter(|(d, _)| !made.contains(&d.id)));
+    }
+    if !to_update.is_empty() {
+        let c = AttemptColumns::of(&to_update);
+        sqlx::query(concat!(
+            "update webhook_deliveries d set status = u.status, attempts = d.attempts + 1, next_attempt_at = u.next, \
+               locked_until = null, updated_at = u.at, attempt_log = d.attempt_log || jsonb_build_array(",
+            attempt_entry!(),
+            ") from unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::int[], $6::text[], \
+               $7::int[], $8::text[], $9::bool[]) as u(id, status, next, at, code, error, latency, body, ok) \
+             where d.id = u.id"
+        ))
+        .bind(&c.ids)
+        .bind(&c.status)
+        .bind(&c.next)
+        .bind(&c.at)
+        .bind(&c.codes)
+        .bind(&c.errors)
+        .bind(&c.latency)
+        .bind(&c.bodies)
+        .bind(&c.succeeded)
+        .execute(&mut *conn)
+        .await?;
+    }
 
     // Each endpoint's last outcome in the batch decides its streak.
     let mut last: std::collections::BTreeMap<Uuid, &(Claimed, AttemptResult)> = Default::default();
@@ -564,12 +691,16 @@ pub async fn settle(
             *entry = item;
         }
     }
-    let recovered: Vec<Uuid> = last.values().filter(|(_, r)| r.succeeded).map(|(d, _)| d.endpoint_id).collect();
+    let (recovered, recovered_at): (Vec<Uuid>, Vec<DateTime<Utc>>) =
+        last.values().filter(|(_, r)| r.succeeded).map(|(d, r)| (d.endpoint_id, r.at)).unzip();
     if !recovered.is_empty() {
+        // Batches settle concurrently: a success ends only a streak that began before it.
         sqlx::query(
-            "update webhook_endpoints set failing_since = null where id = any($1) and failing_since is not null",
+            "update webhook_endpoints w set failing_since = null \
+             from unnest($1::uuid[], $2::timestamptz[]) as u(id, at) where w.id = u.id and w.failing_since <= u.at",
         )
         .bind(&recovered)
+        .bind(&recovered_at)
         .execute(&mut *conn)
         .await?;
     }

@@ -231,7 +231,7 @@ async fn run(args: &Args, services: &Services) -> anyhow::Result<()> {
         ..DeliveryConfig::default()
     };
     let deliverer = Arc::new(Deliverer::new(app.clone(), redis.clone(), prefix, clock.clone(), delivery)?);
-    let (fresh_tx, fresh_rx) = tokio::sync::mpsc::channel(nimbus_worker::webhook_delivery::FRESH_BACKLOG);
+    let (fresh_tx, fresh_rx) = tokio::sync::mpsc::channel(nimbus_worker::webhook_delivery::FRESH_BATCHES);
     let relay_config = EventRelayConfig { trim_every: Duration::from_secs(1), ..EventRelayConfig::default() };
     let relay = EventRelay::new(app.clone(), redis.clone(), prefix, relay_config);
     let consumer = Consumer::new(
@@ -240,7 +240,7 @@ async fn run(args: &Args, services: &Services) -> anyhow::Result<()> {
         sinks::WEBHOOKS,
         "bench".into(),
         WebhookSink::new(app.clone(), clock, deliverer.lease(), fresh_tx),
-        ConsumerConfig::default(),
+        nimbus_worker::webhook_delivery::consumer_config(&deliverer, ConsumerConfig::default()),
     );
     // The feed's group runs beside it, as in production (email off).
     let feed = Consumer::new(

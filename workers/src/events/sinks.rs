@@ -1,8 +1,8 @@
 //! What the consumer groups do with events.
 //!
-//! * [`WebhookSink`] (group `webhooks`): one delivery per subscribed endpoint and event
-//!   (`nimbus_db::webhooks::fan_out`), held by this worker, then hands them to the deliverer for
-//!   their first attempt at once.
+//! * [`WebhookSink`] (group `webhooks`): the deliveries the events owe, one per subscribed
+//!   endpoint and event not recorded yet (`nimbus_db::webhooks::owed`), handed to the deliverer
+//!   for their first attempt at once; the batch is done when every one of them is recorded.
 //! * [`NotificationSink`] (group `notifications`): the in-app feed of each user of the tenant, and
 //!   the emails they chose, each email a `notify` job enqueued in the same transaction (the
 //!   outbox relay dispatches it); then wakes the users' unread-count streams.
@@ -10,7 +10,6 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use nimbus_db::webhooks::Claimed;
 use nimbus_db::{PgPool, events, jobs, notifications};
 use nimbus_domain::events::{EVENT_TYPES, WEBHOOK_TEST, title};
 use nimbus_domain::{JobKind, UserId};
@@ -19,6 +18,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::consumer::Sink;
+use crate::webhook_delivery::FreshBatch;
 
 /// The group that delivers webhooks.
 pub const WEBHOOKS: &str = "webhooks";
@@ -32,26 +32,28 @@ pub const EMAIL_ATTEMPTS: i32 = 8;
 pub struct WebhookSink {
     db: PgPool,
     clock: Arc<dyn Clock>,
-    lease: chrono::Duration,
-    fresh: mpsc::Sender<Vec<Claimed>>,
+    hold: chrono::Duration,
+    fresh: mpsc::Sender<FreshBatch>,
 }
 
 impl WebhookSink {
-    /// A sink writing to `db` and handing new deliveries, held for `lease` (the deliverer's), to
-    /// `fresh`.
-    pub fn new(db: PgPool, clock: Arc<dyn Clock>, lease: chrono::Duration, fresh: mpsc::Sender<Vec<Claimed>>) -> Self {
-        WebhookSink { db, clock, lease, fresh }
+    /// A sink reading `db` and handing the deliveries events owe, this worker's for `hold` (the
+    /// deliverer's lease), to `fresh`.
+    pub fn new(db: PgPool, clock: Arc<dyn Clock>, hold: chrono::Duration, fresh: mpsc::Sender<FreshBatch>) -> Self {
+        WebhookSink { db, clock, hold, fresh }
     }
 }
 
 impl Sink for WebhookSink {
     async fn handle(&self, events: &[Uuid]) -> anyhow::Result<()> {
-        let created = nimbus_db::webhooks::fan_out(&self.db, events, self.clock.now(), self.lease).await?;
-        // Waiting here while the deliverer is busy keeps the rest of the stream unread (and the
-        // deliveries' leases young).
-        if !created.is_empty() && self.fresh.send(created).await.is_err() {
-            tracing::debug!("the deliverer stopped: fresh deliveries are taken by a poll after their lease");
+        let owed = nimbus_db::webhooks::owed(&self.db, events, self.clock.now(), self.hold).await?;
+        if owed.is_empty() {
+            return Ok(());
         }
+        let (batch, recorded) = FreshBatch::new(owed);
+        // Waiting here while the deliverer is busy keeps the rest of the stream unread.
+        self.fresh.send(batch).await.map_err(|_| anyhow::anyhow!("the deliverer stopped"))?;
+        anyhow::ensure!(recorded.wait().await, "not every delivery was recorded");
         Ok(())
     }
 }
