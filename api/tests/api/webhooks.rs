@@ -118,12 +118,14 @@ async fn an_endpoint_shows_its_secret_once_rotates_it_and_keeps_a_delivery_log()
     assert_eq!(status, 204);
     let (status, _) = call(&app, reqwest::Method::GET, &format!("/v1/webhooks/{id}"), None).await;
     assert_eq!(status, 404);
-    let left: i64 = sqlx::query_scalar("select count(*) from webhook_deliveries where endpoint_id = $1::uuid")
-        .bind(&id)
-        .fetch_one(app.pool())
-        .await
-        .unwrap();
-    assert_eq!(left, 0, "an endpoint's deliveries go with it");
+    let left = || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from webhook_deliveries where endpoint_id = $1::uuid")
+            .bind(&id)
+            .fetch_one(app.pool())
+            .await
+            .unwrap()
+    };
+    assert_eq!(left().await, 0, "an endpoint's deliveries go with it");
     // A worker's batch for the deleted endpoint records nothing.
     let mut conn = app.pool().acquire().await.unwrap();
     let owed = nimbus_db::webhooks::owed(
@@ -151,12 +153,7 @@ async fn an_endpoint_shows_its_secret_once_rotates_it_and_keeps_a_delivery_log()
         recorded: false,
     };
     nimbus_db::webhooks::defer(&mut conn, &[&gone], chrono::Utc::now()).await.unwrap();
-    let left: i64 = sqlx::query_scalar("select count(*) from webhook_deliveries where endpoint_id = $1::uuid")
-        .bind(&id)
-        .fetch_one(app.pool())
-        .await
-        .unwrap();
-    assert_eq!(left, 0, "no delivery of a deleted endpoint is written");
+    assert_eq!(left().await, 0, "no delivery of a deleted endpoint is written");
 }
 
 #[tokio::test]

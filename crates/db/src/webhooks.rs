@@ -586,6 +586,22 @@ struct AttemptColumns<'a> {
 }
 
 impl<'a> AttemptColumns<'a> {
+    /// Binds the outcome columns, in this order: status, next, at, code, error, latency, body, ok.
+    fn bind_outcomes<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        query
+            .bind(&self.status)
+            .bind(&self.next)
+            .bind(&self.at)
+            .bind(&self.codes)
+            .bind(&self.errors)
+            .bind(&self.latency)
+            .bind(&self.bodies)
+            .bind(&self.succeeded)
+    }
+
     fn of(items: &[&'a (Claimed, AttemptResult)]) -> Self {
         let (status, next) = items
             .iter()
@@ -630,7 +646,7 @@ pub async fn settle(
     let fresh: Vec<_> = fresh.into_iter().filter(|(d, _)| live.contains(&(d.endpoint_id, d.tenant_id))).collect();
     if !fresh.is_empty() {
         let c = AttemptColumns::of(&fresh);
-        let made: std::collections::HashSet<Uuid> = sqlx::query_scalar(concat!(
+        let insert = sqlx::query(concat!(
             "insert into webhook_deliveries (tenant_id, endpoint_id, event_id, event_type, payload, status, attempts, \
                next_attempt_at, updated_at, attempt_log) \
              select u.tenant, u.endpoint, u.event, u.type, u.payload, u.status, 1, u.next, u.at, jsonb_build_array(",
@@ -644,25 +660,20 @@ pub async fn settle(
         .bind(fresh.iter().map(|(d, _)| d.endpoint_id).collect::<Vec<_>>())
         .bind(fresh.iter().map(|(d, _)| d.event_id).collect::<Vec<_>>())
         .bind(fresh.iter().map(|(d, _)| d.event_type.as_str()).collect::<Vec<_>>())
-        .bind(fresh.iter().map(|(d, _)| d.payload.as_str()).collect::<Vec<_>>())
-        .bind(&c.status)
-        .bind(&c.next)
-        .bind(&c.at)
-        .bind(&c.codes)
-        .bind(&c.errors)
-        .bind(&c.latency)
-        .bind(&c.bodies)
-        .bind(&c.succeeded)
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .collect();
+        .bind(fresh.iter().map(|(d, _)| d.payload.as_str()).collect::<Vec<_>>());
+        let made: std::collections::HashSet<Uuid> = c
+            .bind_outcomes(insert)
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|row| sqlx::Row::try_get::<Uuid, _>(row, 0))
+            .collect::<std::result::Result<_, _>>()?;
         // A pair another writer recorded meanwhile (a recovery) is settled as a recorded one.
         to_update.extend(fresh.into_iter().filter(|(d, _)| !made.contains(&d.id)));
     }
     if !to_update.is_empty() {
         let c = AttemptColumns::of(&to_update);
-        sqlx::query(concat!(
+        let update = sqlx::query(concat!(
             "update webhook_deliveries d set status = u.status, attempts = d.attempts + 1, next_attempt_at = u.next, \
                locked_until = null, updated_at = u.at, attempt_log = d.attempt_log || jsonb_build_array(",
             attempt_entry!(),
@@ -670,17 +681,8 @@ pub async fn settle(
                $7::int[], $8::text[], $9::bool[]) as u(id, status, next, at, code, error, latency, body, ok) \
              where d.id = u.id"
         ))
-        .bind(&c.ids)
-        .bind(&c.status)
-        .bind(&c.next)
-        .bind(&c.at)
-        .bind(&c.codes)
-        .bind(&c.errors)
-        .bind(&c.latency)
-        .bind(&c.bodies)
-        .bind(&c.succeeded)
-        .execute(&mut *conn)
-        .await?;
+        .bind(&c.ids);
+        c.bind_outcomes(update).execute(&mut *conn).await?;
     }
 
     // Each endpoint's last outcome in the batch decides its streak.
