@@ -234,6 +234,8 @@ async fn run_schemathesis(app: &TestApp, label: &str, credential: Credential, kn
         // sometimes fails inside schemathesis, a fault of the tool and not of the API.
         .args(["--max-examples", "12", "--seed", "20261206", "--workers", "1", "--request-timeout", "30"])
         .args(["--suppress-health-check", "all"])
+        // Its cache (`.schemathesis/`) is written to the working directory: not the checkout's.
+        .current_dir(std::env::temp_dir())
         .kill_on_drop(true);
     match credential {
         Credential::ApiKey(key) => {
