@@ -346,8 +346,9 @@ impl World {
         let a_notification = a_notification.to_string();
         // A delivery of the endpoint, which the delivery routes' `{delivery}` names.
         let a_delivery: uuid::Uuid = sqlx::query_scalar(
-            "insert into webhook_deliveries (tenant_id, endpoint_id, event_id, event_type, payload, next_attempt_at) \
-             values ($2, $1::uuid, $3, 'job.failed', '{}', now() + interval '1 day') returning id",
+            "insert into webhook_deliveries (id, tenant_id, endpoint_id, event_id, event_type, next_attempt_at) \
+             values (webhook_delivery_id($1::uuid, $3), $2, $1::uuid, $3, 'job.failed', now() + interval '1 day') \
+             returning id",
         )
         .bind(&a_webhook)
         .bind(a.as_uuid())

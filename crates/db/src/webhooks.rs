@@ -2,8 +2,8 @@
 //!
 //! * Endpoints belong to a tenant; every query here is scoped by it but the workers' and the
 //!   operators' (named so).
-//! * A delivery is one per (endpoint, event): its id is derived from the pair
-//!   (`webhook_delivery_id`), so a consumer that handles an event twice sends nothing twice.
+//! * A delivery is one per (endpoint, event): its id is derived from the pair ([`delivery_id`],
+//!   `webhook_delivery_id` in SQL), so a consumer that handles an event twice sends nothing twice.
 //! * [`owed`] says which deliveries new events owe, writing nothing: the worker attempts them at
 //!   once and writes each with the outcome of its first attempt ([`settle`]), or as due for the
 //!   poll ([`defer`]) when it cannot attempt it in time. Until then the events stream holds the
@@ -11,9 +11,10 @@
 //! * A recorded delivery is `pending` until an attempt succeeds or its schedule runs out; a
 //!   worker holds it while sending (`locked_until`, from [`claim`], so a crashed worker's delivery
 //!   is taken again after the lease). [`settle`] also logs every attempt in the delivery's row
-//!   (`attempt_log`), tracks the endpoint's failing streak and disables it (`gone` on 410,
-//!   `failing` after five days of failures, with a `webhook.endpoint_disabled` event in the same
-//!   transaction).
+//!   (the latest in `last_*` columns, those before it in `attempt_log`), tracks the endpoint's
+//!   failing streak and disables it (`gone` on 410, `failing` after five days of failures, with a
+//!   `webhook.endpoint_disabled` event in the same transaction).
+//! * A delivery's body is built from its event whenever it is sent or shown, never stored.
 
 use chrono::{DateTime, Duration, Utc};
 use nimbus_domain::TenantId;
@@ -209,7 +210,8 @@ pub async fn all_with_health(ex: impl PgExecutor<'_>, now: DateTime<Utc>) -> Res
          from webhook_endpoints w join tenants t on t.id = w.tenant_id \
          left join lateral (select count(*) as attempts, count(*) filter (where x.succeeded) as succeeded, \
              max(x.at) as last_attempt_at from webhook_deliveries d, \
-               jsonb_to_recordset(d.attempt_log) as x(at timestamptz, succeeded bool) \
+               lateral (select l.at, l.succeeded from jsonb_to_recordset(d.attempt_log) as l(at timestamptz, succeeded bool) \
+                 union all select d.last_attempt_at, d.last_succeeded where d.last_attempt_at is not null) x \
              where d.endpoint_id = w.id and d.updated_at > $1 - interval '1 day' \
                and x.at > $1 - interval '1 day') a on true \
          order by w.enabled, w.failing_since nulls last, t.name, w.created_at",
@@ -228,37 +230,120 @@ macro_rules! delivery_payload {
     };
 }
 
+/// The id of the delivery of `event` to `endpoint`: the same for every writer, so the primary
+/// key keeps one delivery per pair. SQL computes it as `webhook_delivery_id(endpoint, event)`:
+/// the MD5 of both ids as text, read as a UUID.
+pub fn delivery_id(endpoint: Uuid, event: Uuid) -> Uuid {
+    use md5::Digest;
+    let mut hasher = md5::Md5::new();
+    hasher.update(endpoint.hyphenated().encode_lower(&mut Uuid::encode_buffer()).as_bytes());
+    hasher.update(event.hyphenated().encode_lower(&mut Uuid::encode_buffer()).as_bytes());
+    Uuid::from_bytes(hasher.finalize().into())
+}
+
+/// An event as [`owed`] fans it out.
+#[derive(sqlx::FromRow)]
+struct OwedEvent {
+    id: Uuid,
+    tenant_id: Uuid,
+    r#type: String,
+    resource_id: Option<String>,
+    payload: String,
+}
+
+/// An enabled endpoint as [`owed`] matches it to events.
+#[derive(sqlx::FromRow)]
+struct Subscriber {
+    id: Uuid,
+    tenant_id: Uuid,
+    url: String,
+    secret: String,
+    previous_secret: Option<String>,
+    rate_limit: Option<i32>,
+    event_types: Vec<String>,
+}
+
+impl Subscriber {
+    /// Whether this endpoint is sent `event`: the test event only to the endpoint it names.
+    fn wants(&self, event: &OwedEvent) -> bool {
+        if event.r#type == events::types::WEBHOOK_TEST {
+            return event.resource_id.as_deref().and_then(|r| r.parse::<Uuid>().ok()) == Some(self.id);
+        }
+        self.event_types.is_empty() || self.event_types.contains(&event.r#type)
+    }
+}
+
 /// The deliveries `events` owe that are not recorded yet: one per enabled endpoint of the
 /// event's tenant subscribed to its type (the test event only to the endpoint it names). Nothing
 /// is written: the caller attempts them at once and records each with the outcome of its first
 /// attempt ([`settle`]), or as due when it cannot attempt it ([`defer`]); until then the events
 /// stream holds the event. They are the caller's until `now + hold` (their `locked_until`): an
 /// attempt that could not end by then is not started.
-pub async fn owed(
-    ex: impl PgExecutor<'_>,
-    events: &[Uuid],
-    now: DateTime<Utc>,
-    hold: Duration,
-) -> Result<Vec<Claimed>> {
-    Ok(sqlx::query_as(concat!(
-        // The payload is built once per event, not once per endpoint.
-        "with e as materialized (select e.id, e.tenant_id, e.type, e.resource_id, ",
+///
+/// Three reads, none per pair: the events (each body built once), their tenants' enabled
+/// endpoints, and which of the pairs' derived ids are recorded already.
+pub async fn owed(db: &crate::PgPool, events: &[Uuid], now: DateTime<Utc>, hold: Duration) -> Result<Vec<Claimed>> {
+    let events: Vec<OwedEvent> = sqlx::query_as(concat!(
+        "select e.id, e.tenant_id, e.type, e.resource_id, ",
         delivery_payload!(),
-        "::text as payload from events e where e.id = any($1)) \
-         select webhook_delivery_id(w.id, e.id) as id, e.tenant_id, w.id as endpoint_id, e.id as event_id, \
-           e.type as event_type, e.payload, 0 as attempts, $2 + $3 as locked_until, w.url, w.secret, \
-           case when w.previous_secret_expires_at > $2 then w.previous_secret end as previous_secret, w.rate_limit, \
-           false as recorded \
-         from e join webhook_endpoints w on w.tenant_id = e.tenant_id \
-         where w.enabled and case when e.type = 'webhook.test' then w.id::text = e.resource_id \
-             else cardinality(w.event_types) = 0 or e.type = any(w.event_types) end \
-           and not exists (select from webhook_deliveries d where d.id = webhook_delivery_id(w.id, e.id))"
+        "::text as payload from events e where e.id = any($1) and e.tenant_id is not null"
     ))
     .bind(events)
+    .fetch_all(db)
+    .await?;
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut tenants: Vec<Uuid> = events.iter().map(|e| e.tenant_id).collect();
+    tenants.sort_unstable();
+    tenants.dedup();
+    let subscribers: Vec<Subscriber> = sqlx::query_as(
+        "select id, tenant_id, url, secret, case when previous_secret_expires_at > $2 then previous_secret end \
+           as previous_secret, rate_limit, event_types \
+         from webhook_endpoints where tenant_id = any($1) and enabled",
+    )
+    .bind(&tenants)
     .bind(now)
-    .bind(hold)
-    .fetch_all(ex)
-    .await?)
+    .fetch_all(db)
+    .await?;
+    let pairs: Vec<(&OwedEvent, &Subscriber, Uuid)> = events
+        .iter()
+        .flat_map(|e| {
+            subscribers
+                .iter()
+                .filter(move |w| w.tenant_id == e.tenant_id && w.wants(e))
+                .map(move |w| (e, w, delivery_id(w.id, e.id)))
+        })
+        .collect();
+    if pairs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let recorded: std::collections::HashSet<Uuid> =
+        sqlx::query_scalar::<_, Uuid>("select id from webhook_deliveries where id = any($1)")
+            .bind(pairs.iter().map(|(_, _, id)| *id).collect::<Vec<_>>())
+            .fetch_all(db)
+            .await?
+            .into_iter()
+            .collect();
+    Ok(pairs
+        .into_iter()
+        .filter(|(_, _, id)| !recorded.contains(id))
+        .map(|(e, w, id)| Claimed {
+            id,
+            tenant_id: e.tenant_id,
+            endpoint_id: w.id,
+            event_id: e.id,
+            event_type: e.r#type.clone(),
+            payload: e.payload.clone(),
+            attempts: 0,
+            locked_until: now + hold,
+            url: w.url.clone(),
+            secret: w.secret.clone(),
+            previous_secret: w.previous_secret.clone(),
+            rate_limit: w.rate_limit,
+            recorded: false,
+        })
+        .collect())
 }
 
 /// Records `deliveries` as due at `at`, unheld, without counting an attempt: the poll ([`claim`])
@@ -273,16 +358,16 @@ pub async fn defer(conn: &mut PgConnection, deliveries: &[&Claimed], at: DateTim
     let fresh: Vec<&Claimed> = fresh.into_iter().filter(|d| live.contains(&(d.endpoint_id, d.tenant_id))).collect();
     if !fresh.is_empty() {
         sqlx::query(
-            "insert into webhook_deliveries (tenant_id, endpoint_id, event_id, event_type, payload, next_attempt_at) \
-             select u.tenant, u.endpoint, u.event, u.type, u.payload, $6 \
-             from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[]) as u(tenant, endpoint, event, type, payload) \
+            "insert into webhook_deliveries (id, tenant_id, endpoint_id, event_id, event_type, next_attempt_at) \
+             select u.id, u.tenant, u.endpoint, u.event, u.type, $6 \
+             from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[]) as u(id, tenant, endpoint, event, type) \
              on conflict (id) do nothing",
         )
+        .bind(fresh.iter().map(|d| d.id).collect::<Vec<_>>())
         .bind(fresh.iter().map(|d| d.tenant_id).collect::<Vec<_>>())
         .bind(fresh.iter().map(|d| d.endpoint_id).collect::<Vec<_>>())
         .bind(fresh.iter().map(|d| d.event_id).collect::<Vec<_>>())
         .bind(fresh.iter().map(|d| d.event_type.as_str()).collect::<Vec<_>>())
-        .bind(fresh.iter().map(|d| d.payload.as_str()).collect::<Vec<_>>())
         .bind(at)
         .execute(&mut *conn)
         .await?;
@@ -323,12 +408,12 @@ async fn lock_endpoints(
     Ok(live.into_iter().collect())
 }
 
-/// One attempt as the delivery's `attempt_log` keeps it, from columns `u.at`, `u.code`, `u.error`,
-/// `u.latency`, `u.body` and `u.ok`.
-macro_rules! attempt_entry {
+/// The latest attempt of delivery `d`, from its `last_*` columns, as `attempt_log` keeps the
+/// attempts before it.
+macro_rules! last_attempt_entry {
     () => {
-        "jsonb_build_object('at', u.at, 'statusCode', u.code, 'error', u.error, 'latencyMs', u.latency, \
-         'body', u.body, 'succeeded', u.ok)"
+        "jsonb_build_object('at', d.last_attempt_at, 'statusCode', d.last_status_code, 'error', d.last_error, \
+         'latencyMs', d.last_latency_ms, 'body', d.last_response_body, 'succeeded', d.last_succeeded)"
     };
 }
 
@@ -350,8 +435,11 @@ pub struct Delivery {
 
 macro_rules! delivery_columns {
     () => {
-        "d.id, d.endpoint_id, d.event_id, d.event_type, d.payload::jsonb as payload, d.status, d.attempts, d.next_attempt_at, \
-         d.created_at, d.updated_at, (d.attempt_log -> -1 ->> 'statusCode')::int as last_status_code"
+        concat!(
+            "d.id, d.endpoint_id, d.event_id, d.event_type, ",
+            delivery_payload!(),
+            " as payload, d.status, d.attempts, d.next_attempt_at, d.created_at, d.updated_at, d.last_status_code"
+        )
     };
 }
 
@@ -367,7 +455,7 @@ pub async fn deliveries(
     let rows = sqlx::query_as(concat!(
         "select ",
         delivery_columns!(),
-        " from webhook_deliveries d where d.tenant_id = $1 and d.endpoint_id = $2 \
+        " from webhook_deliveries d join events e on e.id = d.event_id where d.tenant_id = $1 and d.endpoint_id = $2 \
          and ($3::text is null or d.status = $3) order by d.created_at desc, d.id desc limit $4 offset $5"
     ))
     .bind(tenant.as_uuid())
@@ -394,7 +482,8 @@ pub async fn delivery(ex: impl PgExecutor<'_>, tenant: TenantId, endpoint: Uuid,
     Ok(sqlx::query_as(concat!(
         "select ",
         delivery_columns!(),
-        " from webhook_deliveries d where d.tenant_id = $1 and d.endpoint_id = $2 and d.id = $3"
+        " from webhook_deliveries d join events e on e.id = d.event_id \
+         where d.tenant_id = $1 and d.endpoint_id = $2 and d.id = $3"
     ))
     .bind(tenant.as_uuid())
     .bind(endpoint)
@@ -418,11 +507,16 @@ pub struct Attempt {
 pub async fn attempts(ex: impl PgExecutor<'_>, delivery: Uuid) -> Result<Vec<Attempt>> {
     Ok(sqlx::query_as(
         "select x.at as attempted_at, x.\"statusCode\" as status_code, x.error, x.\"latencyMs\" as latency_ms, \
-           x.body as response_body, x.succeeded \
+           x.body as response_body, x.succeeded, x.n \
          from webhook_deliveries d, rows from (jsonb_to_recordset(d.attempt_log) \
            as (at timestamptz, \"statusCode\" int, error text, \"latencyMs\" int, body text, succeeded bool)) \
            with ordinality as x(at, \"statusCode\", error, \"latencyMs\", body, succeeded, n) \
-         where d.id = $1 order by x.n",
+         where d.id = $1 \
+         union all \
+         select last_attempt_at, last_status_code, last_error, last_latency_ms, last_response_body, last_succeeded, \
+           jsonb_array_length(attempt_log) + 1 \
+         from webhook_deliveries where id = $1 and last_attempt_at is not null \
+         order by n",
     )
     .bind(delivery)
     .fetch_all(ex)
@@ -474,13 +568,12 @@ pub async fn recover(
     .bind(until)
     .fetch_all(&mut *conn)
     .await?;
-    let created = sqlx::query(concat!(
-        "insert into webhook_deliveries (tenant_id, endpoint_id, event_id, event_type, payload, next_attempt_at) \
-         select e.tenant_id, $2, e.id, e.type, ",
-        delivery_payload!(),
-        "::text, $4 from events e where e.id = any($3) and e.tenant_id = $1 \
-         on conflict (id) do nothing"
-    ))
+    let created = sqlx::query(
+        "insert into webhook_deliveries (id, tenant_id, endpoint_id, event_id, event_type, next_attempt_at) \
+         select webhook_delivery_id($2, e.id), e.tenant_id, $2, e.id, e.type, $4 \
+         from events e where e.id = any($3) and e.tenant_id = $1 \
+         on conflict (id) do nothing",
+    )
     .bind(tenant.as_uuid())
     .bind(endpoint)
     .bind(&events)
@@ -508,7 +601,7 @@ pub struct Claimed {
     pub endpoint_id: Uuid,
     pub event_id: Uuid,
     pub event_type: String,
-    /// The body, as stored (sent as it is: it is never parsed again).
+    /// The body, built from the event (immutable, so every attempt sends the same), sent as it is.
     pub payload: String,
     pub attempts: i32,
     /// Until when this worker holds it: an attempt must be over (and settled) by then.
@@ -526,18 +619,19 @@ pub struct Claimed {
 /// Takes, for `lease`, up to `limit` due deliveries of enabled endpoints, the longest due first,
 /// so that no other worker sends them meanwhile.
 pub async fn claim(ex: impl PgExecutor<'_>, limit: i64, now: DateTime<Utc>, lease: Duration) -> Result<Vec<Claimed>> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as(concat!(
         "with due as (select d.id from webhook_deliveries d join webhook_endpoints w on w.id = d.endpoint_id \
              where d.status = 'pending' and d.next_attempt_at <= $2 and w.enabled \
                and (d.locked_until is null or d.locked_until <= $2) \
              order by d.next_attempt_at limit $1 for update of d skip locked) \
-         update webhook_deliveries d set locked_until = $2 + $3 from due, webhook_endpoints w \
-         where d.id = due.id and w.id = d.endpoint_id \
-         returning d.id, d.tenant_id, d.endpoint_id, d.event_id, d.event_type, d.payload, d.attempts, \
-           d.locked_until, w.url, w.secret, \
+         update webhook_deliveries d set locked_until = $2 + $3 from due, webhook_endpoints w, events e \
+         where d.id = due.id and w.id = d.endpoint_id and e.id = d.event_id \
+         returning d.id, d.tenant_id, d.endpoint_id, d.event_id, d.event_type, ",
+        delivery_payload!(),
+        "::text as payload, d.attempts, d.locked_until, w.url, w.secret, \
            case when w.previous_secret_expires_at > $2 then w.previous_secret end as previous_secret, w.rate_limit, \
-           true as recorded",
-    )
+           true as recorded"
+    ))
     .bind(limit)
     .bind(now)
     .bind(lease)
@@ -646,21 +740,22 @@ pub async fn settle(
     let fresh: Vec<_> = fresh.into_iter().filter(|(d, _)| live.contains(&(d.endpoint_id, d.tenant_id))).collect();
     if !fresh.is_empty() {
         let c = AttemptColumns::of(&fresh);
-        let insert = sqlx::query(concat!(
-            "insert into webhook_deliveries (tenant_id, endpoint_id, event_id, event_type, payload, status, attempts, \
-               next_attempt_at, updated_at, attempt_log) \
-             select u.tenant, u.endpoint, u.event, u.type, u.payload, u.status, 1, u.next, u.at, jsonb_build_array(",
-            attempt_entry!(),
-            ") from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], \
+        let insert = sqlx::query(
+            "insert into webhook_deliveries (id, tenant_id, endpoint_id, event_id, event_type, status, attempts, \
+               next_attempt_at, updated_at, last_attempt_at, last_status_code, last_error, last_latency_ms, \
+               last_response_body, last_succeeded) \
+             select u.id, u.tenant, u.endpoint, u.event, u.type, u.status, 1, u.next, u.at, \
+               u.at, u.code, u.error, u.latency, u.body, u.ok \
+             from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], \
                $7::timestamptz[], $8::timestamptz[], $9::int[], $10::text[], $11::int[], $12::text[], $13::bool[]) \
-               as u(tenant, endpoint, event, type, payload, status, next, at, code, error, latency, body, ok) \
-             on conflict (id) do nothing returning id"
-        ))
+               as u(id, tenant, endpoint, event, type, status, next, at, code, error, latency, body, ok) \
+             on conflict (id) do nothing returning id",
+        )
+        .bind(&c.ids)
         .bind(fresh.iter().map(|(d, _)| d.tenant_id).collect::<Vec<_>>())
         .bind(fresh.iter().map(|(d, _)| d.endpoint_id).collect::<Vec<_>>())
         .bind(fresh.iter().map(|(d, _)| d.event_id).collect::<Vec<_>>())
-        .bind(fresh.iter().map(|(d, _)| d.event_type.as_str()).collect::<Vec<_>>())
-        .bind(fresh.iter().map(|(d, _)| d.payload.as_str()).collect::<Vec<_>>());
+        .bind(fresh.iter().map(|(d, _)| d.event_type.as_str()).collect::<Vec<_>>());
         let made: std::collections::HashSet<Uuid> = c
             .bind_outcomes(insert)
             .fetch_all(&mut *conn)
@@ -673,11 +768,17 @@ pub async fn settle(
     }
     if !to_update.is_empty() {
         let c = AttemptColumns::of(&to_update);
+        // The attempt takes the latest's place; the latest joins the log.
         let update = sqlx::query(concat!(
             "update webhook_deliveries d set status = u.status, attempts = d.attempts + 1, next_attempt_at = u.next, \
-               locked_until = null, updated_at = u.at, attempt_log = d.attempt_log || jsonb_build_array(",
-            attempt_entry!(),
-            ") from unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::int[], $6::text[], \
+               locked_until = null, updated_at = u.at, \
+               attempt_log = case when d.last_attempt_at is null then d.attempt_log \
+                 else d.attempt_log || jsonb_build_array(",
+            last_attempt_entry!(),
+            ") end, \
+               last_attempt_at = u.at, last_status_code = u.code, last_error = u.error, last_latency_ms = u.latency, \
+               last_response_body = u.body, last_succeeded = u.ok \
+             from unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::int[], $6::text[], \
                $7::int[], $8::text[], $9::bool[]) as u(id, status, next, at, code, error, latency, body, ok) \
              where d.id = u.id"
         ))

@@ -512,8 +512,10 @@ async fn an_endpoints_rate_cap_spreads_its_deliveries_without_spending_attempts(
     };
     assert!(wait_until(Duration::from_secs(30), all).await);
     let (first, last, attempts): (chrono::DateTime<Utc>, chrono::DateTime<Utc>, i64) = sqlx::query_as(
-        "select min((x ->> 'at')::timestamptz), max((x ->> 'at')::timestamptz), count(*) \
-         from webhook_deliveries d, jsonb_array_elements(d.attempt_log) x where d.endpoint_id = $1",
+        "select min(x.at), max(x.at), count(*) from webhook_deliveries d, \
+           lateral (select (l ->> 'at')::timestamptz from jsonb_array_elements(d.attempt_log) l \
+             union all select d.last_attempt_at where d.last_attempt_at is not null) x(at) \
+         where d.endpoint_id = $1",
     )
     .bind(capped.id)
     .fetch_one(h.db.pool())

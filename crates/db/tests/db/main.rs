@@ -7,6 +7,7 @@ mod idempotency;
 mod instances;
 mod jobs;
 mod outbox;
+mod webhooks;
 
 use nimbus_db::instances::NewInstance;
 use nimbus_db::jobs::NewJob;
