@@ -716,8 +716,9 @@ async fn show_delivery(
     let delivery_id: Uuid = parse_id(&delivery, "delivery")?;
     let d =
         webhooks::delivery(state.db(), auth.tenant(), e.id, delivery_id).await.map_err(|e| not_found(e, "delivery"))?;
+    let payload = webhooks::payload(state.db(), auth.tenant(), e.id, d.id).await?;
     let attempts: Vec<AttemptView> = webhooks::attempts(state.db(), d.id).await?.into_iter().map(Into::into).collect();
-    let detail = DeliveryDetail { delivery: DeliveryFields::from(&d), payload: d.payload, attempts };
+    let detail = DeliveryDetail { delivery: DeliveryFields::from(&d), payload, attempts };
     Ok(data(&rid, detail).into_response())
 }
 

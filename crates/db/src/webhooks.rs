@@ -185,6 +185,20 @@ pub async fn rotate_secret(
     .await?)
 }
 
+/// Every attempt of delivery `d`, oldest first by `x.n`: those in `attempt_log`, then the latest
+/// from its `last_*` columns. A lateral subquery of `d`'s row.
+macro_rules! every_attempt {
+    () => {
+        "lateral (select l.* from rows from (jsonb_to_recordset(d.attempt_log) \
+             as (at timestamptz, \"statusCode\" int, error text, \"latencyMs\" int, body text, succeeded bool)) \
+             with ordinality as l \
+           union all select d.last_attempt_at, d.last_status_code, d.last_error, d.last_latency_ms, \
+             d.last_response_body, d.last_succeeded, jsonb_array_length(d.attempt_log) + 1 \
+           where d.last_attempt_at is not null) \
+         as x(at, status_code, error, latency_ms, response_body, succeeded, n)"
+    };
+}
+
 /// An endpoint with its health, as operators see it.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct EndpointHealth {
@@ -201,7 +215,7 @@ pub struct EndpointHealth {
 
 /// Every tenant's endpoints with their health, the unhealthy first (operators).
 pub async fn all_with_health(ex: impl PgExecutor<'_>, now: DateTime<Utc>) -> Result<Vec<EndpointHealth>> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as(concat!(
         "select w.id, w.tenant_id, w.url, w.description, w.event_types, w.enabled, w.disabled_reason, w.secret, \
          w.previous_secret, w.previous_secret_expires_at, w.rate_limit, w.failing_since, w.created_at, w.updated_at, \
          t.name as tenant_name, coalesce(a.attempts, 0) as attempts_24h, coalesce(a.succeeded, 0) as succeeded_24h, \
@@ -209,13 +223,12 @@ pub async fn all_with_health(ex: impl PgExecutor<'_>, now: DateTime<Utc>) -> Res
          a.last_attempt_at \
          from webhook_endpoints w join tenants t on t.id = w.tenant_id \
          left join lateral (select count(*) as attempts, count(*) filter (where x.succeeded) as succeeded, \
-             max(x.at) as last_attempt_at from webhook_deliveries d, \
-               lateral (select l.at, l.succeeded from jsonb_to_recordset(d.attempt_log) as l(at timestamptz, succeeded bool) \
-                 union all select d.last_attempt_at, d.last_succeeded where d.last_attempt_at is not null) x \
-             where d.endpoint_id = w.id and d.updated_at > $1 - interval '1 day' \
+             max(x.at) as last_attempt_at from webhook_deliveries d, ",
+        every_attempt!(),
+        " where d.endpoint_id = w.id and d.updated_at > $1 - interval '1 day' \
                and x.at > $1 - interval '1 day') a on true \
-         order by w.enabled, w.failing_since nulls last, t.name, w.created_at",
-    )
+         order by w.enabled, w.failing_since nulls last, t.name, w.created_at"
+    ))
     .bind(now)
     .fetch_all(ex)
     .await?)
@@ -424,7 +437,6 @@ pub struct Delivery {
     pub endpoint_id: Uuid,
     pub event_id: Uuid,
     pub event_type: String,
-    pub payload: Value,
     pub status: String,
     pub attempts: i32,
     pub next_attempt_at: Option<DateTime<Utc>>,
@@ -435,11 +447,8 @@ pub struct Delivery {
 
 macro_rules! delivery_columns {
     () => {
-        concat!(
-            "d.id, d.endpoint_id, d.event_id, d.event_type, ",
-            delivery_payload!(),
-            " as payload, d.status, d.attempts, d.next_attempt_at, d.created_at, d.updated_at, d.last_status_code"
-        )
+        "d.id, d.endpoint_id, d.event_id, d.event_type, d.status, d.attempts, d.next_attempt_at, d.created_at, \
+         d.updated_at, d.last_status_code"
     };
 }
 
@@ -455,7 +464,7 @@ pub async fn deliveries(
     let rows = sqlx::query_as(concat!(
         "select ",
         delivery_columns!(),
-        " from webhook_deliveries d join events e on e.id = d.event_id where d.tenant_id = $1 and d.endpoint_id = $2 \
+        " from webhook_deliveries d where d.tenant_id = $1 and d.endpoint_id = $2 \
          and ($3::text is null or d.status = $3) order by d.created_at desc, d.id desc limit $4 offset $5"
     ))
     .bind(tenant.as_uuid())
@@ -482,6 +491,20 @@ pub async fn delivery(ex: impl PgExecutor<'_>, tenant: TenantId, endpoint: Uuid,
     Ok(sqlx::query_as(concat!(
         "select ",
         delivery_columns!(),
+        " from webhook_deliveries d where d.tenant_id = $1 and d.endpoint_id = $2 and d.id = $3"
+    ))
+    .bind(tenant.as_uuid())
+    .bind(endpoint)
+    .bind(id)
+    .fetch_one(ex)
+    .await?)
+}
+
+/// The body one delivery of the endpoint sends, built from its event.
+pub async fn payload(ex: impl PgExecutor<'_>, tenant: TenantId, endpoint: Uuid, id: Uuid) -> Result<Value> {
+    Ok(sqlx::query_scalar(concat!(
+        "select ",
+        delivery_payload!(),
         " from webhook_deliveries d join events e on e.id = d.event_id \
          where d.tenant_id = $1 and d.endpoint_id = $2 and d.id = $3"
     ))
@@ -505,19 +528,12 @@ pub struct Attempt {
 
 /// A delivery's attempts, oldest first.
 pub async fn attempts(ex: impl PgExecutor<'_>, delivery: Uuid) -> Result<Vec<Attempt>> {
-    Ok(sqlx::query_as(
-        "select x.at as attempted_at, x.\"statusCode\" as status_code, x.error, x.\"latencyMs\" as latency_ms, \
-           x.body as response_body, x.succeeded, x.n \
-         from webhook_deliveries d, rows from (jsonb_to_recordset(d.attempt_log) \
-           as (at timestamptz, \"statusCode\" int, error text, \"latencyMs\" int, body text, succeeded bool)) \
-           with ordinality as x(at, \"statusCode\", error, \"latencyMs\", body, succeeded, n) \
-         where d.id = $1 \
-         union all \
-         select last_attempt_at, last_status_code, last_error, last_latency_ms, last_response_body, last_succeeded, \
-           jsonb_array_length(attempt_log) + 1 \
-         from webhook_deliveries where id = $1 and last_attempt_at is not null \
-         order by n",
-    )
+    Ok(sqlx::query_as(concat!(
+        "select x.at as attempted_at, x.status_code, x.error, x.latency_ms, x.response_body, x.succeeded \
+         from webhook_deliveries d, ",
+        every_attempt!(),
+        " where d.id = $1 order by x.n"
+    ))
     .bind(delivery)
     .fetch_all(ex)
     .await?)

@@ -307,6 +307,11 @@ async fn failed_deliveries_follow_the_schedule_by_the_injected_clock_and_410_or_
     let log = attempts_of(&h, id).await;
     assert_eq!(log.iter().map(|a| a.status_code).collect::<Vec<_>>(), [Some(503), Some(503), Some(503), Some(200)]);
     assert!(log[3].response_body.contains("\"received\": 4"), "the answer is logged: {}", log[3].response_body);
+    // Operators see the same attempts in the endpoint's health.
+    let health = webhooks::all_with_health(h.db.pool(), clock.now()).await.unwrap();
+    let flaky_health = health.iter().find(|e| e.endpoint.id == flaky.id).unwrap();
+    assert_eq!((flaky_health.attempts_24h, flaky_health.succeeded_24h), (4, 1));
+    assert_eq!(flaky_health.last_attempt_at, log.last().map(|a| a.attempted_at));
 
     // 410: failed at once, the endpoint disabled, its owner told by an event.
     let disabled = || async { !webhooks::get(h.db.pool(), h.tenant, gone.id).await.unwrap().enabled };
